@@ -1,0 +1,112 @@
+"""Networks for the SAC family: a batched critic ensemble and a tanh-Gaussian actor.
+
+The critic ensemble keeps every member's weights in one ``(E, in, out)`` tensor and evaluates all members with a
+single batched matmul per layer, so ten critics cost about as much Python and kernel-launch overhead as one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class EnsembleLinear(nn.Module):
+    """``E`` independent linear layers evaluated as one batched matmul.
+
+    Input ``(B, in)`` (shared by all members) or ``(E', B, in)``; output ``(E', B, out)`` where ``E'`` is ``E`` or
+    ``len(idx)`` when ``idx`` selects a subset of members.
+    """
+
+    def __init__(self, ensemble_size: int, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_features))
+        bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default, per member
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(w.shape[0], -1, -1)
+        return torch.baddbmm(b, x, w)
+
+
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm over the feature axis with per-member affine parameters; input ``(E', B, F)``."""
+
+    def __init__(self, ensemble_size: int, features: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ensemble_size, 1, features))
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, features))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
+        return torch.addcmul(b, F.layer_norm(x, x.shape[-1:], eps=self.eps), w)
+
+
+class EnsembleQ(nn.Module):
+    """``E`` Q-functions ``Q_i(feature, action)``: MLP with optional LayerNorm (RLPD) after each hidden layer.
+
+    ``forward(feat (B, F), action (B, A), idx)`` returns Q-values ``(E', B)``.
+    """
+
+    def __init__(self, ensemble_size: int, in_dim: int, hidden_dims: Sequence[int], layer_norm: bool):
+        super().__init__()
+        dims = [in_dim, *hidden_dims]
+        self.linears = nn.ModuleList(EnsembleLinear(ensemble_size, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.norms = nn.ModuleList(EnsembleLayerNorm(ensemble_size, d) for d in hidden_dims) if layer_norm else None
+        self.head = EnsembleLinear(ensemble_size, dims[-1], 1)
+        self.ensemble_size = ensemble_size
+
+    def forward(self, feat: torch.Tensor, action: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        x = torch.cat([feat, action], dim=-1)
+        for i, linear in enumerate(self.linears):
+            x = linear(x, idx)
+            if self.norms is not None:
+                x = self.norms[i](x, idx)
+            x = F.relu(x)
+        return self.head(x, idx).squeeze(-1)
+
+
+def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, layer_norm: bool = False) -> nn.Sequential:
+    """Plain MLP: ``Linear -> [LayerNorm] -> ReLU`` per hidden layer, then a linear output."""
+    layers: list[nn.Module] = []
+    for h in hidden_dims:
+        layers += [nn.Linear(in_dim, h)] + ([nn.LayerNorm(h)] if layer_norm else []) + [nn.ReLU()]
+        in_dim = h
+    layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class TanhGaussianActor(nn.Module):
+    """Squashed Gaussian policy: ``a = tanh(mu + sigma * eps)``, actions in ``(-1, 1)``.
+
+    ``forward(feat (B, F))`` returns ``(action (B, A), log_prob (B,))`` sampled with the reparameterisation
+    trick, or the deterministic ``tanh(mu)`` (and a zero log-prob) when ``deterministic``.
+    """
+
+    def __init__(self, in_dim: int, action_dim: int, hidden_dims: Sequence[int], layer_norm: bool = False,
+                 log_std_min: float = -10.0, log_std_max: float = 2.0):
+        super().__init__()
+        self.net = mlp(in_dim, hidden_dims, 2 * action_dim, layer_norm)
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+
+    def forward(self, feat: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, log_std = self.net(feat).chunk(2, dim=-1)
+        if deterministic:
+            return torch.tanh(mu), torch.zeros(mu.shape[0], device=mu.device)
+        # Squash log_std smoothly into [min, max] (no hard clip, so gradients never vanish at the bounds).
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(log_std) + 1.0)
+        std = log_std.exp()
+        u = mu + std * torch.randn_like(mu)
+        action = torch.tanh(u)
+        # log N(u; mu, std) - sum log(1 - tanh(u)^2), the latter in the numerically stable softplus form.
+        log_prob = (-0.5 * ((u - mu) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_prob = log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+        return action, log_prob

@@ -1,0 +1,206 @@
+"""``robot-rl``: one console script, one subcommand per job, hydra ``key=value`` overrides everywhere."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = Path(os.environ.get("ROBOT_RL_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
+BENCHES = ("learner", "sample-efficiency")
+
+
+class UsageError(Exception):
+    """A bad command line or config: printed as one line, exit status 2."""
+
+
+def group_choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def compose(config_name: str, overrides: Sequence[str]) -> DictConfig:
+    """Compose ``configs/<config_name>.yaml`` with hydra overrides; config errors become one-line UsageErrors."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    if not CONFIG_DIR.is_dir():
+        raise UsageError(f"config directory {CONFIG_DIR} not found; set ROBOT_RL_CONFIG_DIR or install with pip -e")
+    for ov in overrides:
+        if "=" not in ov:
+            raise UsageError(f"malformed override {ov!r}: expected key=value (e.g. task=pick_cube seed=1)")
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            cfg = hydra_compose(config_name, overrides=list(overrides))
+        OmegaConf.resolve(cfg)
+        return cfg
+    except Exception as e:  # hydra raises several types; all are the user's input, all get one line
+        raise UsageError(_explain_config_error(e)) from None
+
+
+def _explain_config_error(e: Exception) -> str:
+    msg = str(e)
+    missing = re.search(r"Could not find '([\w-]+)/([\w-]+)'", msg)
+    if missing:
+        group, name = missing.groups()
+        return f"unknown {group} {name!r}; valid choices: {', '.join(group_choices(group))}"
+    key = re.search(r"Could not override '([\w.]+)'", msg) or re.search(r"Key '([\w.]+)' is not in struct", msg)
+    if key:
+        return f"unknown config key {key.group(1)!r}; see configs/ for the valid keys (prefix + to add a new one)"
+    first = next((ln.strip() for ln in msg.splitlines() if ln.strip()), type(e).__name__)
+    return f"bad config: {first}"
+
+
+def _default_run_dir(cfg: DictConfig) -> Path:
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    return Path("runs") / str(cfg.task.name) / f"{stamp}_{cfg.agent.name}_s{cfg.seed}"
+
+
+def cmd_train(overrides: Sequence[str]) -> int:
+    from robot_rl.trainer import Trainer
+
+    cfg = compose("train", overrides)
+    resume = cfg.get("resume")
+    if resume:
+        ckpt = _find_checkpoint(Path(resume), prefer="latest")
+        run_dir = ckpt.parent.parent
+        saved = OmegaConf.load(ckpt / "config.yaml")
+        # The run continues with its own config; only how long it runs may change on the command line.
+        saved.total_steps = cfg.total_steps if any(o.startswith("total_steps=") for o in overrides) else saved.total_steps
+        saved.resume = str(resume)
+        cfg = saved
+    else:
+        run_dir = Path(cfg.run_dir) if cfg.get("run_dir") else _default_run_dir(cfg)
+    _validate_train(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, run_dir)
+    if resume:
+        trainer.load_checkpoint(ckpt)
+        print(f"resuming {run_dir} at step {trainer.step}")
+    else:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        if int(cfg.demos.episodes) > 0:
+            print("collecting demos:", json.dumps(trainer.collect_demos()))
+    print(f"training {cfg.task.name} with {cfg.agent.name} on {trainer.agent.device}; outputs in {run_dir}/")
+    try:
+        out = trainer.train()
+    except KeyboardInterrupt:
+        print(f"stopped. resume with: robot-rl train resume={run_dir}")
+        return 130
+    final = out["final"]
+    print(f"final eval: success {final.get('success_rate', float('nan')):.0%} over {cfg.eval.episodes} episodes, "
+          f"return {final.get('return_mean', float('nan')):.2f}, cycle time {final.get('cycle_time_s', float('nan')):.1f} s")
+    print(f"outputs: {run_dir}/  (checkpoints/best, checkpoints/latest, curve.png, eval.jsonl, tb/)")
+    return 0
+
+
+def _validate_train(cfg: DictConfig) -> None:
+    ints = ["seed", "threads", "total_steps", "random_steps", "learning_starts", "buffer_capacity",
+            "demos.episodes", "eval.every", "eval.episodes"]
+    for key in ints:
+        val = OmegaConf.select(cfg, key)
+        if not isinstance(val, int) or isinstance(val, bool) or (val < 0 and key != "seed"):
+            raise UsageError(f"{key}={val!r} must be a non-negative integer")
+    if not isinstance(cfg.demo_fraction, (int, float)) or not 0 <= cfg.demo_fraction <= 1:
+        raise UsageError(f"demo_fraction={cfg.demo_fraction!r} must be a number in [0, 1]")
+    if cfg.eval.every < 1 or cfg.eval.episodes < 1:
+        raise UsageError("eval.every and eval.episodes must be >= 1")
+
+
+def _find_checkpoint(path: Path, prefer: str) -> Path:
+    """Accept a checkpoint dir or a run dir (then ``checkpoints/<prefer>``, falling back to the other)."""
+    if (path / "agent.safetensors").exists():
+        return path
+    for name in (prefer, "latest" if prefer == "best" else "best"):
+        cand = path / "checkpoints" / name
+        if (cand / "agent.safetensors").exists():
+            return cand
+    raise UsageError(f"no checkpoint at {path} (expected agent.safetensors in it or in {path}/checkpoints/{prefer})")
+
+
+def cmd_eval(overrides: Sequence[str]) -> int:
+    from robot_rl.agents.sac import SAC, SACConfig
+    from robot_rl.envs.make import make_env
+    from robot_rl.evaluate import evaluate
+    from robot_rl.trainer import set_threads
+    from robot_rl.utils.checkpoint import load_state
+    from robot_rl.utils.specs import check_spec, env_spec
+
+    cfg = compose("eval", overrides)
+    ckpt = _find_checkpoint(Path(str(cfg.checkpoint)), prefer="best")
+    train_cfg = OmegaConf.load(ckpt / "config.yaml")
+    set_threads(int(cfg.threads))
+    env = make_env(train_cfg.task, render_mode="rgb_array" if cfg.video else None)
+    check_spec(json.loads((ckpt / "spec.json").read_text()), env_spec(env), str(ckpt))
+    agent_cfg = SACConfig.from_dict({**OmegaConf.to_container(train_cfg.agent), "device": cfg.device})
+    agent = SAC(env.observation_space, env.action_space, agent_cfg)
+    agent.load_state_dict(load_state(ckpt / "agent", agent.device))
+    res = evaluate(lambda o: agent.act(o, deterministic=True), env, int(cfg.episodes), int(cfg.seed), cfg.video)
+    cyc = res["cycle_time_s"]
+    print(f"{train_cfg.task.name} | checkpoint {ckpt}")
+    print(f"success rate {res['success_rate']:.0%} over {cfg.episodes} episodes | mean cycle time "
+          f"{'n/a' if math.isnan(cyc) else f'{cyc:.2f} s'} | return {res['return_mean']:.2f} | "
+          f"length {res['length_mean']:.1f} steps")
+    if cfg.video:
+        print(f"video: {cfg.video}")
+    return 0
+
+
+def cmd_bench(name: str, quick: bool, json_path: str | None, overrides: Sequence[str]) -> int:
+    import importlib
+
+    if name not in BENCHES:
+        raise UsageError(f"unknown benchmark {name!r}; valid choices: {', '.join(BENCHES)}")
+    module = importlib.import_module(f"robot_rl.bench.{name.replace('-', '_')}")
+    result = module.run(quick=quick, overrides=list(overrides))
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2))
+        print(f"wrote {json_path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="robot-rl", description="Real-world robot RL: train in sim, fine-tune on the arm.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    t = sub.add_parser("train", help="train a policy (e.g. robot-rl train task=pick_cube agent=rlpd seed=1)")
+    t.add_argument("overrides", nargs="*", help="hydra overrides key=value (see configs/train.yaml)")
+    e = sub.add_parser("eval", help="evaluate a checkpoint (robot-rl eval checkpoint=PATH episodes=20 video=out.mp4)")
+    e.add_argument("overrides", nargs="*", help="checkpoint=PATH [episodes=N] [video=PATH] [seed=S]")
+    b = sub.add_parser("bench", help=f"run a benchmark: {', '.join(BENCHES)}")
+    b.add_argument("name", help=", ".join(BENCHES))
+    b.add_argument("--quick", action="store_true", help="a short version (under 2 minutes)")
+    b.add_argument("--json", dest="json_path", help="write every figure to this JSON file")
+    b.add_argument("overrides", nargs="*", help="hydra overrides for the benchmark's runs")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            return cmd_train(args.overrides)
+        if args.command == "eval":
+            return cmd_eval(args.overrides)
+        if args.command == "bench":
+            return cmd_bench(args.name, args.quick, args.json_path, args.overrides)
+        parser.print_help()
+        return 0
+    except UsageError as e:
+        print(f"robot-rl: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # bad values found past config composition (spec mismatch, bad env kwargs, ...)
+        print(f"robot-rl: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Replay buffer and the demo/online batch mixer.
+
+Each observation is stored once. The next observation of slot ``i`` is slot ``i + 1`` while the episode goes on;
+when an episode ends (terminated or truncated) its true final observation is kept in a side table, so bootstrapping
+at a time-limit cut uses the real last state rather than the next episode's first. Writes are sequential in a ring,
+so only the newest slot can lack its successor; sampling never returns it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+
+class ReplayBuffer:
+    """Preallocated ring buffer of transitions for a dict observation space.
+
+    ``add()`` takes one transition; ``sample(n, rng)`` returns a batch of tensors on ``device``:
+    ``obs``/``next_obs`` (dicts of ``(n, ...)``), ``action`` (n, A), ``reward`` (n,), ``terminated`` (n,),
+    ``truncated`` (n,), ``is_intervention`` (n,). Safe to call ``add`` and ``sample`` from different threads.
+    """
+
+    def __init__(self, observation_space: spaces.Dict, action_dim: int, capacity: int,
+                 device: str | torch.device = "cpu"):
+        if capacity < 2:
+            raise ValueError(f"capacity={capacity} must be >= 2")
+        self.capacity, self.device = int(capacity), torch.device(device)
+        self.obs = {k: np.zeros((capacity, *s.shape), dtype=s.dtype) for k, s in observation_space.spaces.items()}
+        self.action = np.zeros((capacity, action_dim), dtype=np.float32)
+        self.reward = np.zeros(capacity, dtype=np.float32)
+        self.terminated = np.zeros(capacity, dtype=bool)
+        self.truncated = np.zeros(capacity, dtype=bool)
+        self.is_intervention = np.zeros(capacity, dtype=bool)
+        self.final_next_obs: dict[int, dict[str, np.ndarray]] = {}  # slot -> last observation of its episode
+        self.pos = 0  # next slot to write
+        self.size = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def num_sampleable(self) -> int:
+        return self.size - (1 if self._pending() is not None else 0)
+
+    def _pending(self) -> int | None:
+        """The newest slot if its next observation is not known yet (episode still running)."""
+        if self.size == 0:
+            return None
+        last = (self.pos - 1) % self.capacity
+        return None if (self.terminated[last] or self.truncated[last]) else last
+
+    def add(self, obs: Mapping[str, np.ndarray], action: np.ndarray, reward: float, terminated: bool,
+            truncated: bool, next_obs: Mapping[str, np.ndarray], is_intervention: bool = False) -> None:
+        """Append one transition. ``next_obs`` is only kept when the episode ends here."""
+        with self._lock:
+            i = self.pos
+            for k, arr in self.obs.items():
+                arr[i] = obs[k]
+            self.action[i] = action
+            self.reward[i] = reward
+            self.terminated[i], self.truncated[i] = terminated, truncated
+            self.is_intervention[i] = is_intervention
+            self.final_next_obs.pop(i, None)
+            if terminated or truncated:
+                self.final_next_obs[i] = {k: np.array(v, copy=True) for k, v in next_obs.items()}
+            self.pos = (i + 1) % self.capacity
+            self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, Any]:
+        """Uniformly sample ``batch_size`` complete transitions."""
+        with self._lock:
+            pending = self._pending()
+            n = self.size - (pending is not None)
+            if n <= 0:
+                raise RuntimeError("cannot sample from a replay buffer with no complete transition")
+            idx = rng.integers(0, n, size=batch_size)
+            if pending is not None:
+                # Skip the pending slot: valid slots are every slot of [0, size) but `pending`.
+                idx = idx + (idx >= pending)
+            done = self.terminated[idx] | self.truncated[idx]
+            nxt = (idx + 1) % self.capacity
+            batch_obs = {k: arr[idx] for k, arr in self.obs.items()}
+            next_obs = {k: arr[nxt] for k, arr in self.obs.items()}
+            for j in np.flatnonzero(done):
+                final = self.final_next_obs[int(idx[j])]
+                for k in next_obs:
+                    next_obs[k][j] = final[k]
+            out = {
+                "obs": batch_obs, "next_obs": next_obs, "action": self.action[idx], "reward": self.reward[idx],
+                "terminated": self.terminated[idx].astype(np.float32),
+                "truncated": self.truncated[idx].astype(np.float32),
+                "is_intervention": self.is_intervention[idx].astype(np.float32),
+            }
+        return to_device(out, self.device)
+
+    # Checkpointing: plain arrays, saved with safetensors by the caller.
+    def state_dict(self) -> dict[str, Any]:
+        with self._lock:
+            slots = sorted(self.final_next_obs)
+            return {
+                "obs": {k: v[: self.size].copy() for k, v in self.obs.items()},
+                "action": self.action[: self.size].copy(), "reward": self.reward[: self.size].copy(),
+                "terminated": self.terminated[: self.size].copy(), "truncated": self.truncated[: self.size].copy(),
+                "is_intervention": self.is_intervention[: self.size].copy(),
+                "final_slots": np.asarray(slots, dtype=np.int64),
+                "final_next_obs": {k: np.stack([self.final_next_obs[s][k] for s in slots]) if slots
+                                   else np.zeros((0, *v.shape[1:]), v.dtype) for k, v in self.obs.items()},
+                "pos": self.pos, "size": self.size,
+            }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        size = int(state["size"])
+        if size > self.capacity:
+            raise ValueError(f"checkpointed buffer holds {size} transitions, more than capacity {self.capacity}")
+        with self._lock:
+            for k, v in self.obs.items():
+                v[:size] = state["obs"][k]
+            for name in ("action", "reward", "terminated", "truncated", "is_intervention"):
+                getattr(self, name)[:size] = state[name]
+            self.final_next_obs = {int(s): {k: np.asarray(state["final_next_obs"][k][j]) for k in self.obs}
+                                   for j, s in enumerate(state["final_slots"])}
+            self.pos, self.size = int(state["pos"]), size
+
+
+def to_device(tree: Any, device: torch.device) -> Any:
+    """numpy arrays (possibly nested in dicts) -> torch tensors on ``device``."""
+    if isinstance(tree, dict):
+        return {k: to_device(v, device) for k, v in tree.items()}
+    return torch.from_numpy(np.ascontiguousarray(tree)).to(device, non_blocking=True)
+
+
+def mixed_batches(demo: ReplayBuffer | None, online: ReplayBuffer, batch_size: int, demo_fraction: float,
+                  rng: np.random.Generator) -> Iterator[dict[str, Any]]:
+    """Endless batches with ``round(batch_size * demo_fraction)`` rows from ``demo`` and the rest from ``online``.
+
+    RLPD's symmetric sampling is ``demo_fraction=0.5``. With no demo buffer (or an empty one) every row is online.
+    """
+    if not 0.0 <= demo_fraction <= 1.0:
+        raise ValueError(f"demo_fraction={demo_fraction} must lie in [0, 1]")
+    while True:
+        n_demo = int(round(batch_size * demo_fraction)) if demo is not None and demo.num_sampleable > 0 else 0
+        if online.num_sampleable == 0:
+            n_demo = batch_size
+        parts = []
+        if n_demo:
+            parts.append(demo.sample(n_demo, rng))
+        if batch_size - n_demo:
+            parts.append(online.sample(batch_size - n_demo, rng))
+        yield parts[0] if len(parts) == 1 else _concat(parts)
+
+
+def _concat(parts: list[Any]) -> Any:
+    if isinstance(parts[0], dict):
+        return {k: _concat([p[k] for p in parts]) for k in parts[0]}
+    return torch.cat(parts, dim=0)

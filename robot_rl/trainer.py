@@ -1,0 +1,226 @@
+"""The one training loop every task uses: demos -> online RL with evaluation, checkpoints, logs and curves.
+
+A run directory holds ``config.yaml`` (resolved), ``checkpoints/latest`` and ``checkpoints/best`` (safetensors +
+JSON), ``eval.jsonl``, ``curve.png`` and tensorboard scalars under ``tb/``. Checkpoints are written at episode
+boundaries, so ``resume=RUN_DIR`` continues the run exactly: same weights, optimizer moments, replay contents and
+random streams as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from robot_rl.agents.sac import SAC, SACConfig
+from robot_rl.data.replay import ReplayBuffer, mixed_batches
+from robot_rl.envs.make import expert_action, make_env
+from robot_rl.evaluate import evaluate
+from robot_rl.utils.checkpoint import load_state, save_state
+from robot_rl.utils.specs import check_spec, env_spec
+
+
+def set_threads(threads: int) -> None:
+    """Give this process ``threads`` torch threads (0: one per core). See design.md on oversubscription."""
+    torch.set_num_threads(threads if threads > 0 else max(1, os.cpu_count() or 1))
+
+
+class Trainer:
+    """Builds env, agent and buffers from a resolved config and runs :meth:`train`."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        set_threads(int(cfg.threads))
+        torch.manual_seed(int(cfg.seed))
+        self.rng = np.random.default_rng(int(cfg.seed))
+        self.env = make_env(cfg.task)
+        self.eval_env = make_env(cfg.task)
+        self.env.reset(seed=int(cfg.seed))  # seeds the env's own stream; episodes continue from it
+        self.agent = SAC(self.env.observation_space, self.env.action_space,
+                         SACConfig.from_dict(OmegaConf.to_container(cfg.agent, resolve=True)))
+        adim = self.agent.action_dim
+        self.online = ReplayBuffer(self.env.observation_space, adim, int(cfg.buffer_capacity), self.agent.device)
+        self.demo = ReplayBuffer(self.env.observation_space, adim, int(cfg.buffer_capacity), self.agent.device)
+        self.step, self.episode, self.demo_episodes = 0, 0, 0
+        self.history: list[dict[str, float]] = []
+        self.best_success = -1.0
+        self._next_eval = int(cfg.eval.every)
+
+    # ---------------------------------------------------------------- demos
+    def collect_demos(self) -> dict[str, float]:
+        """Roll out the task's scripted expert for ``demos.episodes`` episodes into the demo buffer."""
+        n = int(self.cfg.demos.episodes)
+        kept = tried = 0
+        env = make_env(self.cfg.task)
+        seed = int(self.cfg.seed) + 1_000_000  # disjoint from training and evaluation seeds
+        while kept < n and tried < 3 * n + 10:
+            obs, _ = env.reset(seed=seed + tried)
+            tried += 1
+            episode, success = [], False
+            while True:
+                action = np.asarray(expert_action(env), dtype=np.float32)
+                next_obs, reward, terminated, truncated, info = env.step(action)
+                episode.append((obs, action, float(reward), bool(terminated), bool(truncated), next_obs))
+                success = success or bool(info["success"])
+                obs = next_obs
+                if terminated or truncated:
+                    break
+            if success or not self.cfg.demos.only_successful:
+                for tr in episode:
+                    self.demo.add(*tr)
+                kept += 1
+        env.close()
+        self.demo_episodes = kept
+        if kept < n:
+            raise RuntimeError(f"the scripted expert succeeded in only {kept} of {tried} episodes; expected {n}")
+        return {"demo_episodes": kept, "demo_transitions": len(self.demo), "expert_success_rate": kept / tried}
+
+    # -------------------------------------------------------------- training
+    def train(self, progress: bool = True) -> dict[str, Any]:
+        """Run until ``total_steps`` env steps. Returns the final evaluation and where outputs are."""
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        total = int(cfg.total_steps)
+        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step if self.step else None)
+        batches = mixed_batches(self.demo, self.online, self.agent.cfg.batch_size, float(cfg.demo_fraction),
+                                self.rng)
+        bar = tqdm(total=total, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True,
+                   desc=f"{cfg.task.name}/{cfg.agent.name}")
+        obs, _ = self.env.reset()
+        ep_return, ep_len, t0, steps0 = 0.0, 0, time.perf_counter(), self.step
+        last_metrics: dict[str, float] = {}
+        try:
+            while self.step < total:
+                if self.step < int(cfg.random_steps):
+                    action = self.rng.uniform(-1, 1, self.agent.action_dim).astype(np.float32)
+                else:
+                    action = self.agent.act(obs)
+                next_obs, reward, terminated, truncated, info = self.env.step(action)
+                self.online.add(obs, action, reward, terminated, truncated, next_obs)
+                obs, ep_return, ep_len = next_obs, ep_return + float(reward), ep_len + 1
+                self.step += 1
+                if self.step >= int(cfg.learning_starts):
+                    last_metrics = self.agent.update(batches)
+                if terminated or truncated:
+                    self.episode += 1
+                    writer.add_scalar("train/episode_return", ep_return, self.step)
+                    writer.add_scalar("train/episode_success", float(info["success"]), self.step)
+                    writer.add_scalar("train/episode_length", ep_len, self.step)
+                    for k, v in last_metrics.items():
+                        writer.add_scalar(f"learner/{k}", v, self.step)
+                    if self.step >= self._next_eval or self.step >= total:
+                        self._evaluate_and_checkpoint(writer)
+                    obs, _ = self.env.reset()
+                    ep_return, ep_len = 0.0, 0
+                bar.update(1)
+                if self.step % 50 == 0:
+                    rate = (self.step - steps0) / max(time.perf_counter() - t0, 1e-9)
+                    last = self.history[-1]["success_rate"] if self.history else float("nan")
+                    bar.set_postfix_str(f"eval success {last:.0%}, {rate:.1f} steps/s")
+            if not self.history or self.history[-1]["step"] != self.step:
+                self._evaluate_and_checkpoint(writer)  # the run ended mid-episode: one last look
+        except KeyboardInterrupt:
+            bar.write(f"interrupted at step {self.step}; the last checkpoint is {self.run_dir / 'checkpoints/latest'}")
+            raise
+        finally:
+            bar.close()
+            writer.close()
+            self.plot_curve()
+        return {"final": self.history[-1] if self.history else {}, "run_dir": str(self.run_dir)}
+
+    def _evaluate_and_checkpoint(self, writer) -> None:
+        cfg = self.cfg
+        start = time.perf_counter()
+        result = evaluate(lambda o: self.agent.act(o, deterministic=True), self.eval_env,
+                          int(cfg.eval.episodes), seed=int(cfg.seed) + 100_000)
+        result.update(step=self.step, episode=self.episode, updates=self.agent.num_updates,
+                      eval_seconds=time.perf_counter() - start)
+        self.history.append(result)
+        for k in ("success_rate", "return_mean", "length_mean", "cycle_time_s"):
+            if not math.isnan(result[k]):
+                writer.add_scalar(f"eval/{k}", result[k], self.step)
+        with open(self.run_dir / "eval.jsonl", "a") as f:
+            f.write(json.dumps(result) + "\n")
+        while self._next_eval <= self.step:
+            self._next_eval += int(cfg.eval.every)
+        self.save_checkpoint(self.run_dir / "checkpoints" / "latest")
+        if result["success_rate"] > self.best_success:
+            self.best_success = result["success_rate"]
+            self.save_checkpoint(self.run_dir / "checkpoints" / "best", with_buffers=False)
+        self.plot_curve()
+
+    # ----------------------------------------------------------- checkpoints
+    def save_checkpoint(self, path: Path, with_buffers: bool = True) -> None:
+        """Atomically replace ``path`` (a directory) with agent + trainer state."""
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_state(self.agent.state_dict(), tmp / "agent")
+        (tmp / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+        (tmp / "spec.json").write_text(json.dumps(env_spec(self.env), indent=1))
+        if with_buffers:
+            trainer_state = {
+                "step": self.step, "episode": self.episode, "demo_episodes": self.demo_episodes,
+                "best_success": self.best_success, "next_eval": self._next_eval, "history": self.history,
+                "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "env_rng": self.env.unwrapped.np_random.bit_generator.state,
+                "online": self.online.state_dict(), "demo": self.demo.state_dict(),
+            }
+            save_state(trainer_state, tmp / "trainer")
+        old = path.with_name(path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore everything :meth:`save_checkpoint` wrote; refuses a checkpoint made for another env spec."""
+        path = Path(path)
+        check_spec(json.loads((path / "spec.json").read_text()), env_spec(self.env), str(path))
+        self.agent.load_state_dict(load_state(path / "agent", self.agent.device))
+        if not (path / "trainer.json").exists():
+            raise ValueError(f"{path} holds weights only (no trainer state); resume from checkpoints/latest")
+        st = load_state(path / "trainer")
+        self.step, self.episode, self.demo_episodes = int(st["step"]), int(st["episode"]), int(st["demo_episodes"])
+        self.best_success, self._next_eval, self.history = float(st["best_success"]), int(st["next_eval"]), st["history"]
+        self.rng.bit_generator.state = st["rng"]
+        torch.set_rng_state(st["torch_rng"])
+        self.env.unwrapped.np_random.bit_generator.state = st["env_rng"]
+        self.online.load_state_dict(st["online"])
+        self.demo.load_state_dict(st["demo"])
+
+    def plot_curve(self) -> Path | None:
+        """Write ``curve.png``: eval success rate and return against env steps."""
+        if not self.history:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps = [h["step"] for h in self.history]
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+        ax1.plot(steps, [100 * h["success_rate"] for h in self.history], marker="o")
+        ax1.set(xlabel="env steps", ylabel="eval success (%)", ylim=(-3, 103), title=f"{self.cfg.task.name}: success")
+        ax1.axhline(90, color="grey", lw=0.8, ls="--")
+        ax2.plot(steps, [h["return_mean"] for h in self.history], marker="o", color="tab:orange")
+        ax2.set(xlabel="env steps", ylabel="eval return", title="return")
+        for ax in (ax1, ax2):
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"{self.cfg.agent.name}, seed {self.cfg.seed}")
+        fig.tight_layout()
+        out = self.run_dir / "curve.png"
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+        return out

@@ -1,0 +1,141 @@
+"""Builds the MuJoCo Franka Panda scene with :class:`mujoco.MjSpec`.
+
+The arm (kinematics, inertias, visual meshes) is the MuJoCo Menagerie Panda shipped inside the ``gym-hil`` wheel;
+it is loaded read-only from site-packages and edited in memory:
+
+* The Robotiq 2F-85 (a closed kinematic chain with equality constraints, a tendon and ~20 mesh collision geoms) is
+  replaced by a simple Franka-Hand-like **parallel-jaw gripper built from primitives**: a box palm and two box
+  fingers on independent prismatic joints, each driven by a force-limited position servo. This is ~4x cheaper to
+  simulate than the Robotiq chain and grasps a 4-5 cm cube more robustly (flat, high-friction pads, no linkage slop).
+* Arm-link collision meshes are deleted (the workspace box keeps the arm away from the table); only the palm,
+  fingers, held tools and objects collide. No noslip, ``implicitfast`` integrator, timestep 2 ms.
+* All sensors of the original file are removed (the env reads ``MjData`` directly).
+
+Frames: the robot base is the world origin, the table top is the plane ``z = 0``. The ``tcp`` site lies between
+the finger pads; its axes coincide with the base axes when the gripper points straight down (x forward, y left,
+z up), so EE targets in that orientation are the identity rotation.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
+ARM_ACTUATORS = tuple(f"actuator{i}" for i in range(1, 8))
+FINGER_JOINTS = ("finger_left", "finger_right")
+FINGER_ACTUATORS = ("finger_left", "finger_right")
+FINGER_MAX = 0.04  # m of travel per finger; opening = sum of both, 0..0.08 m
+TCP_IN_HAND_Z = 0.1034  # m from the flange to the pad centres (as on the Franka Hand)
+# Joint configuration with the gripper pointing down near the workspace centre (used as IK seed and posture).
+HOME_QPOS = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+
+
+def gym_hil_assets() -> Path:
+    """Directory holding ``panda.xml`` and the Menagerie meshes inside the installed gym-hil wheel (no import)."""
+    spec = importlib.util.find_spec("gym_hil")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("gym-hil is not installed; it ships the Franka Panda meshes (pip install gym-hil)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "assets"
+    if not (path / "panda.xml").exists():
+        raise FileNotFoundError(f"{path}/panda.xml not found; is the gym-hil wheel complete?")
+    return path
+
+
+def _strip_robotiq(spec: mujoco.MjSpec) -> None:
+    """Delete the Robotiq gripper, its constraints/actuator, arm collision meshes and all sensors."""
+    for eq in list(spec.equalities):
+        spec.delete(eq)
+    for ten in list(spec.tendons):
+        spec.delete(ten)
+    for sen in list(spec.sensors):
+        spec.delete(sen)
+    for act in list(spec.actuators):
+        if act.name not in ARM_ACTUATORS:
+            spec.delete(act)
+    for ex in list(spec.excludes):
+        spec.delete(ex)
+    spec.delete(spec.body("base_mount"))
+    for cam in list(spec.cameras):
+        spec.delete(cam)
+    for geom in list(spec.geoms):
+        if geom.classname.name == "panda/collision":
+            spec.delete(geom)
+    used = {g.meshname for g in spec.geoms}
+    for mesh in list(spec.meshes):  # unnamed meshes are named after their file at compile time
+        if "robotiq" in mesh.file or (mesh.name and mesh.name not in used):
+            spec.delete(mesh)
+
+
+def _add_gripper(spec: mujoco.MjSpec, finger_force: float) -> mujoco.MjsBody:
+    """Add the primitive parallel-jaw hand to the flange; return the hand body (z axis = approach direction)."""
+    hand = spec.body("attachment").add_body(name="hand", quat=[0, 0, 0, 1])
+    hand.add_geom(name="palm", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.02, 0.09, 0.025], pos=[0, 0, 0.028],
+                  rgba=[0.9, 0.9, 0.9, 1], mass=0.6, group=1)
+    hand.add_site(name="tcp", pos=[0, 0, TCP_IN_HAND_Z], quat=[0, 1, 0, 0], size=[0.004], group=4)
+    hand.add_camera(name="wrist", pos=[0.055, 0, 0.0], quat=[0, 1, 0, 0], fovy=75)
+    hand.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.012, 0.012, 0.012], pos=[0.055, 0, 0.0],
+                  rgba=[0.15, 0.15, 0.15, 1], contype=0, conaffinity=0, group=2, mass=0)
+    for name, sign in zip(FINGER_JOINTS, (1.0, -1.0)):
+        f = hand.add_body(name=name, pos=[0, 0, 0.053])
+        f.add_joint(name=name, type=mujoco.mjtJoint.mjJNT_SLIDE, axis=[0, sign, 0], range=[0, FINGER_MAX],
+                    armature=0.01, damping=2.0)
+        f.add_geom(name=f"{name}_geom", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.011, 0.006, 0.029],
+                   pos=[0, sign * 0.006, 0.029], rgba=[0.25, 0.25, 0.25, 1], mass=0.03, condim=4,
+                   friction=[1.5, 0.02, 0.0005], solref=[0.005, 1], solimp=[0.95, 0.99, 0.001, 0.5, 2], priority=1)
+        act = spec.add_actuator(name=name, target=name, trntype=mujoco.mjtTrn.mjTRN_JOINT)
+        act.set_to_position(kp=3000.0, kv=50.0)
+        act.ctrlrange = [0, FINGER_MAX]
+        act.forcerange = [-finger_force, finger_force]
+    return hand
+
+
+def build_panda_spec(finger_force: float = 30.0) -> mujoco.MjSpec:
+    """Panda + primitive gripper on a table plane, with lights and the ``front`` camera; tasks add objects.
+
+    Args:
+        finger_force: maximum squeezing force of each finger servo (N).
+    """
+    spec = mujoco.MjSpec.from_file(str(gym_hil_assets() / "panda.xml"))
+    spec.meshdir = str(gym_hil_assets())
+    _strip_robotiq(spec)
+    _add_gripper(spec, finger_force)
+    spec.option.timestep = 0.002
+    spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
+    spec.option.noslip_iterations = 0
+    spec.option.cone = mujoco.mjtCone.mjCONE_ELLIPTIC
+    spec.option.impratio = 5.0
+    spec.stat.center = [0.4, 0, 0.2]
+    spec.stat.extent = 0.8
+    vis = spec.visual
+    vis.headlight.ambient = [0.5, 0.5, 0.5]
+    vis.headlight.diffuse = [0.5, 0.5, 0.5]
+    vis.quality.shadowsize = 0
+    vis.quality.offsamples = 0
+    world = spec.worldbody
+    spec.add_texture(name="grid", type=mujoco.mjtTexture.mjTEXTURE_2D, builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
+                     width=256, height=256, rgb1=[0.55, 0.45, 0.35], rgb2=[0.5, 0.4, 0.3])
+    mat = spec.add_material(name="table", texrepeat=[8, 8], texuniform=True)
+    mat.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = "grid"
+    world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[1.5, 1.5, 0.01], material="table")
+    world.add_light(pos=[0.4, 0, 2.0], dir=[0, 0, -1], diffuse=[0.6, 0.6, 0.6], castshadow=False)
+    # Front camera: 1.35 m in front of the base, looking back at the workspace centre (0.5, 0, 0.1).
+    world.add_camera(name="front", pos=[1.35, 0.0, 0.65], fovy=45,
+                     xyaxes=[0, 1, 0, -0.54, 0, 0.84])
+    return spec
+
+
+def add_box_body(parent: mujoco.MjsBody, name: str, half_size: float | tuple[float, float, float],
+                 rgba: tuple[float, float, float, float], *, free: bool = False, mocap: bool = False,
+                 mass: float = 0.1, collide: bool = True) -> mujoco.MjsBody:
+    """Add a body with one box geom (``half_size`` in m), optionally with a free joint or as a mocap body."""
+    hs = [half_size] * 3 if np.isscalar(half_size) else list(half_size)
+    body = parent.add_body(name=name, mocap=mocap)
+    if free:
+        body.add_freejoint(name=name)
+    body.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_BOX, size=hs, rgba=list(rgba), mass=mass,
+                  contype=int(collide), conaffinity=int(collide), condim=4 if free else 3)
+    return body

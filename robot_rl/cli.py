@@ -34,12 +34,13 @@ def compose(config_name: str, overrides: Sequence[str]) -> DictConfig:
     if not CONFIG_DIR.is_dir():
         raise UsageError(f"config directory {CONFIG_DIR} not found; set ROBOT_RL_CONFIG_DIR or install with pip -e")
     for ov in overrides:
-        if "=" not in ov:
+        if "=" not in ov and not ov.startswith("~"):
             raise UsageError(f"malformed override {ov!r}: expected key=value (e.g. task=pick_cube seed=1)")
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
             cfg = hydra_compose(config_name, overrides=list(overrides))
         OmegaConf.resolve(cfg)
+        OmegaConf.set_struct(cfg, False)
         return cfg
     except Exception as e:  # hydra raises several types; all are the user's input, all get one line
         raise UsageError(_explain_config_error(e)) from None

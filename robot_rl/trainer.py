@@ -85,7 +85,7 @@ class Trainer:
 
     # -------------------------------------------------------------- training
     def train(self, progress: bool = True) -> dict[str, Any]:
-        """Run until ``total_steps`` env steps. Returns the final evaluation and where outputs are."""
+        """Run to the first episode end at or after ``total_steps`` env steps; return the final evaluation."""
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
@@ -100,7 +100,7 @@ class Trainer:
         ep_return, ep_len, t0, steps0 = 0.0, 0, time.perf_counter(), self.step
         last_metrics: dict[str, float] = {}
         try:
-            while self.step < total:
+            while True:  # runs to the first episode end at or after total_steps, so checkpoints stay exact
                 if self.step < int(cfg.random_steps):
                     action = self.rng.uniform(-1, 1, self.agent.action_dim).astype(np.float32)
                 else:
@@ -111,24 +111,25 @@ class Trainer:
                 self.step += 1
                 if self.step >= int(cfg.learning_starts):
                     last_metrics = self.agent.update(batches)
-                if terminated or truncated:
-                    self.episode += 1
-                    writer.add_scalar("train/episode_return", ep_return, self.step)
-                    writer.add_scalar("train/episode_success", float(info["success"]), self.step)
-                    writer.add_scalar("train/episode_length", ep_len, self.step)
-                    for k, v in last_metrics.items():
-                        writer.add_scalar(f"learner/{k}", v, self.step)
-                    if self.step >= self._next_eval or self.step >= total:
-                        self._evaluate_and_checkpoint(writer)
-                    obs, _ = self.env.reset()
-                    ep_return, ep_len = 0.0, 0
                 bar.update(1)
                 if self.step % 50 == 0:
                     rate = (self.step - steps0) / max(time.perf_counter() - t0, 1e-9)
                     last = self.history[-1]["success_rate"] if self.history else float("nan")
                     bar.set_postfix_str(f"eval success {last:.0%}, {rate:.1f} steps/s")
-            if not self.history or self.history[-1]["step"] != self.step:
-                self._evaluate_and_checkpoint(writer)  # the run ended mid-episode: one last look
+                if not (terminated or truncated):
+                    continue
+                self.episode += 1
+                writer.add_scalar("train/episode_return", ep_return, self.step)
+                writer.add_scalar("train/episode_success", float(info["success"]), self.step)
+                writer.add_scalar("train/episode_length", ep_len, self.step)
+                for k, v in last_metrics.items():
+                    writer.add_scalar(f"learner/{k}", v, self.step)
+                if self.step >= self._next_eval or self.step >= total:
+                    self._evaluate_and_checkpoint(writer)
+                if self.step >= total:
+                    break
+                obs, _ = self.env.reset()
+                ep_return, ep_len = 0.0, 0
         except KeyboardInterrupt:
             bar.write(f"interrupted at step {self.step}; the last checkpoint is {self.run_dir / 'checkpoints/latest'}")
             raise

@@ -1,0 +1,82 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from robot_rl.cli import compose
+from robot_rl.envs.contract import NonFiniteError, check_env_contract
+from robot_rl.envs.make import make_env
+from robot_rl.trainer import Trainer
+
+
+def toy_cfg(toy_task, tmp_path, **over):
+    cfg = compose("train", ["~task", "agent=rlpd", "agent.hidden_dims=[32,32]", "agent.num_critics=4", "agent.batch_size=64",
+                            "agent.utd_ratio=2", "demos.episodes=5", "eval.episodes=5", "threads=1", "device=cpu"])
+    cfg.task = OmegaConf.create(toy_task)
+    for k, v in over.items():
+        OmegaConf.update(cfg, k, v)
+    return cfg
+
+
+def test_toy_env_meets_contract(toy_task):
+    check_env_contract(make_env(toy_task))
+
+
+def test_nan_observation_is_refused_at_the_env_boundary(toy_task):
+    env = make_env(dict(toy_task, env_kwargs={"nan_at_step": 2}))
+    env.reset(seed=0)
+    env.step(np.zeros(2, np.float32))
+    with pytest.raises(NonFiniteError, match=r"observation\['state'\]"):
+        env.step(np.zeros(2, np.float32))
+    with pytest.raises(NonFiniteError, match="action"):
+        env.step(np.array([np.nan, 0], np.float32))
+
+
+def test_rlpd_with_demos_learns_toy_reach(toy_task, tmp_path):
+    cfg = toy_cfg(toy_task, tmp_path, total_steps=1500, **{"eval.every": 1500, "eval.episodes": 20})
+    tr = Trainer(cfg, tmp_path)
+    tr.collect_demos()
+    out = tr.train(progress=False)
+    assert out["final"]["success_rate"] >= 0.8, out
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    assert (tmp_path / "checkpoints/best/agent.safetensors").exists()
+    assert len((tmp_path / "eval.jsonl").read_text().splitlines()) >= 1
+
+
+def _weights(tr):
+    return {k: v.clone() for k, v in tr.agent.critic.state_dict().items()}
+
+
+def test_resume_continues_exactly(toy_task, tmp_path):
+    over = {"total_steps": 400, "eval.every": 200, "learning_starts": 50}
+    straight = Trainer(toy_cfg(toy_task, tmp_path, **over), tmp_path / "a")
+    straight.collect_demos()
+    straight.train(progress=False)
+
+    first = Trainer(toy_cfg(toy_task, tmp_path, **dict(over, total_steps=200)), tmp_path / "b")
+    first.collect_demos()
+    first.train(progress=False)
+    stop_step = first.step
+    del first
+    resumed = Trainer(toy_cfg(toy_task, tmp_path, **over), tmp_path / "b")
+    resumed.load_checkpoint(tmp_path / "b/checkpoints/latest")
+    assert resumed.step == stop_step and resumed.agent.num_updates > 0
+    resumed.train(progress=False)
+
+    assert resumed.step == straight.step and resumed.agent.num_updates == straight.agent.num_updates
+    for (k, a), b in zip(_weights(straight).items(), _weights(resumed).values()):
+        assert torch.equal(a, b), k
+    assert torch.equal(straight.agent.log_alpha, resumed.agent.log_alpha)
+    assert [h["return_mean"] for h in straight.history] == [h["return_mean"] for h in resumed.history]
+
+
+def test_checkpoint_for_another_spec_is_refused(toy_task, tmp_path):
+    tr = Trainer(toy_cfg(toy_task, tmp_path), tmp_path)
+    tr.save_checkpoint(tmp_path / "ck")
+    spec = json.loads((tmp_path / "ck/spec.json").read_text())
+    spec["observation"]["state"]["shape"] = [7]
+    (tmp_path / "ck/spec.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match=r"observation 'state': checkpoint .*\[7\].* vs env .*\[4\]"):
+        tr.load_checkpoint(tmp_path / "ck")

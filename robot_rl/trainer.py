@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ class Trainer:
         batches = mixed_batches(self.demo, self.online, self.agent.cfg.batch_size, float(cfg.demo_fraction),
                                 self.rng)
         bar = tqdm(total=total, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True,
-                   desc=f"{cfg.task.name}/{cfg.agent.name}")
+                   desc=f"{cfg.task.name}/{cfg.agent.name}", mininterval=1.0 if sys.stderr.isatty() else 30.0)
         obs, _ = self.env.reset()
         ep_return, ep_len, t0, steps0 = 0.0, 0, time.perf_counter(), self.step
         last_metrics: dict[str, float] = {}

@@ -45,8 +45,12 @@ def gym_hil_assets() -> Path:
     return path
 
 
-def _strip_robotiq(spec: mujoco.MjSpec) -> None:
-    """Delete the Robotiq gripper, its constraints/actuator, arm collision meshes and all sensors."""
+def _strip_robotiq(spec: mujoco.MjSpec, visual_meshes: str) -> None:
+    """Delete the Robotiq gripper, its constraints/actuator and all sensors; make every arm mesh visual-only.
+
+    ``visual_meshes="coarse"`` draws the arm with its convex collision meshes (~2k triangles, fast software
+    rendering: ~126k fine triangles cost ~30 ms per 128 px frame on a CPU); ``"fine"`` keeps the detailed meshes.
+    """
     for eq in list(spec.equalities):
         spec.delete(eq)
     for ten in list(spec.tendons):
@@ -61,12 +65,16 @@ def _strip_robotiq(spec: mujoco.MjSpec) -> None:
     spec.delete(spec.body("base_mount"))
     for cam in list(spec.cameras):
         spec.delete(cam)
+    drop = "panda/visual" if visual_meshes == "coarse" else "panda/collision"
     for geom in list(spec.geoms):
-        if geom.classname.name == "panda/collision":
+        if geom.classname.name == drop:
             spec.delete(geom)
+        elif geom.classname.name == "panda/collision":
+            geom.contype, geom.conaffinity, geom.group = 0, 0, 2
+            geom.material = "dark_grey" if geom.parent.name == "link7" else "white"
     used = {g.meshname for g in spec.geoms}
     for mesh in list(spec.meshes):  # unnamed meshes are named after their file at compile time
-        if "robotiq" in mesh.file or (mesh.name and mesh.name not in used):
+        if (mesh.name or Path(mesh.file).stem) not in used:
             spec.delete(mesh)
 
 
@@ -76,8 +84,9 @@ def _add_gripper(spec: mujoco.MjSpec, finger_force: float) -> mujoco.MjsBody:
     hand.add_geom(name="palm", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.02, 0.09, 0.025], pos=[0, 0, 0.028],
                   rgba=[0.9, 0.9, 0.9, 1], mass=0.6, group=1)
     hand.add_site(name="tcp", pos=[0, 0, TCP_IN_HAND_Z], quat=[0, 1, 0, 0], size=[0.004], group=4)
-    hand.add_camera(name="wrist", pos=[0.055, 0, 0.0], quat=[0, 1, 0, 0], fovy=75)
-    hand.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.012, 0.012, 0.012], pos=[0.055, 0, 0.0],
+    # Wrist camera ahead of the palm, looking at the point just beyond the fingertips; image right = hand +y.
+    hand.add_camera(name="wrist", pos=[0.06, 0, 0.02], fovy=70, xyaxes=[0, 1, 0, 0.878, 0, 0.479])
+    hand.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.012, 0.012, 0.012], pos=[0.06, 0, 0.005],
                   rgba=[0.15, 0.15, 0.15, 1], contype=0, conaffinity=0, group=2, mass=0)
     for name, sign in zip(FINGER_JOINTS, (1.0, -1.0)):
         f = hand.add_body(name=name, pos=[0, 0, 0.053])
@@ -90,18 +99,31 @@ def _add_gripper(spec: mujoco.MjSpec, finger_force: float) -> mujoco.MjsBody:
         act.set_to_position(kp=3000.0, kv=50.0)
         act.ctrlrange = [0, FINGER_MAX]
         act.forcerange = [-finger_force, finger_force]
+    spec.add_exclude(bodyname1=FINGER_JOINTS[0], bodyname2=FINGER_JOINTS[1])
     return hand
 
 
-def build_panda_spec(finger_force: float = 30.0) -> mujoco.MjSpec:
+def look_at(pos: np.ndarray, target: np.ndarray) -> list[float]:
+    """Camera ``xyaxes`` (6,) for a camera at ``pos`` looking at ``target`` (m) with the image up roughly +z."""
+    fwd = np.asarray(target, float) - np.asarray(pos, float)
+    fwd /= np.linalg.norm(fwd)
+    right = np.cross(fwd, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    return [*right, *np.cross(right, fwd)]
+
+
+def build_panda_spec(finger_force: float = 30.0, visual_meshes: str = "coarse") -> mujoco.MjSpec:
     """Panda + primitive gripper on a table plane, with lights and the ``front`` camera; tasks add objects.
 
     Args:
         finger_force: maximum squeezing force of each finger servo (N).
+        visual_meshes: "coarse" (fast to render) or "fine" (Menagerie visual meshes, ~15x slower to render).
     """
+    if visual_meshes not in ("coarse", "fine"):
+        raise ValueError(f"visual_meshes={visual_meshes!r} is invalid; choose one of ['coarse', 'fine']")
     spec = mujoco.MjSpec.from_file(str(gym_hil_assets() / "panda.xml"))
     spec.meshdir = str(gym_hil_assets())
-    _strip_robotiq(spec)
+    _strip_robotiq(spec, visual_meshes)
     _add_gripper(spec, finger_force)
     spec.option.timestep = 0.002
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
@@ -120,11 +142,14 @@ def build_panda_spec(finger_force: float = 30.0) -> mujoco.MjSpec:
                      width=256, height=256, rgb1=[0.55, 0.45, 0.35], rgb2=[0.5, 0.4, 0.3])
     mat = spec.add_material(name="table", texrepeat=[8, 8], texuniform=True)
     mat.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = "grid"
-    world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[1.5, 1.5, 0.01], material="table")
+    # Collide with an (invisible) plane; draw a thin box instead: llvmpipe renders a plane as a fine grid of quads
+    # (~8 ms per 128 px frame), a box as 12 triangles.
+    world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[1.5, 1.5, 0.01], group=3)
+    world.add_geom(name="table_visual", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.9, 0.9, 0.01], pos=[0.3, 0, -0.01],
+                   material="table", contype=0, conaffinity=0, group=2)
     world.add_light(pos=[0.4, 0, 2.0], dir=[0, 0, -1], diffuse=[0.6, 0.6, 0.6], castshadow=False)
-    # Front camera: 1.35 m in front of the base, looking back at the workspace centre (0.5, 0, 0.1).
-    world.add_camera(name="front", pos=[1.35, 0.0, 0.65], fovy=45,
-                     xyaxes=[0, 1, 0, -0.54, 0, 0.84])
+    # Front camera: in front of the robot and a little to its left, looking back at the workspace.
+    world.add_camera(name="front", pos=[1.0, 0.3, 0.5], fovy=50, xyaxes=look_at([1.0, 0.3, 0.5], [0.47, 0, 0.17]))
     return spec
 
 

@@ -1,0 +1,351 @@
+"""Learner throughput: gradient updates per second of our SAC/RLPD agent against Stable-Baselines3 SAC.
+
+``robot-rl bench learner [--quick] [--json PATH] [key=value ...]``. Every row runs in this process, one after
+another, under the same ``torch.set_num_threads(threads)``; repeats go round-robin over the rows so slow drift in
+background load hits every row alike, and each row reports the median over repeats. Rows:
+
+* ``rlpd_utd1``: ours, RLPD (10 LayerNorm critics, 2 sampled for the target, actor on the ensemble mean), UTD=1;
+  one update = one critic step + one actor/temperature step, on pre-built random batches (data not timed).
+* ``rlpd_utd4``: the same at UTD=4, counted in critic steps (the actor step amortised over 4), as RLPD trains.
+* ``sac2``: ours as plain SAC (2 critics), UTD=1, the same structure as SB3.
+* ``sb3``: SB3 SAC (2 critics, ``ent_coef="auto"``), ``model.train(gradient_steps, batch_size)``; SB3 samples from
+  its replay buffer inside ``train()``, so that cost is in its figure.
+* ``rlpd_utd1_sampling`` / ``sac2_sampling``: ours including ``mixed_batches`` sampling (demo fraction 0.5) from two
+  :class:`~robot_rl.data.replay.ReplayBuffer` s, to compare with SB3 like for like.
+* ``rlpd_loop``: ``rlpd_utd1`` with the critic ensemble as a Python loop over separate ``nn.Sequential`` MLPs
+  (:class:`LoopEnsembleQ`), to show what the batched :class:`~robot_rl.agents.networks.EnsembleQ` buys.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from robot_rl.agents.networks import EnsembleQ, mlp
+from robot_rl.agents.sac import SAC, SACConfig
+from robot_rl.bench.common import (busy_cores, machine_info, median, minor_faults, parse_overrides, print_table,
+                                  time_steps)
+from robot_rl.data.replay import ReplayBuffer, mixed_batches
+
+DEFAULTS: dict[str, Any] = {
+    "threads": os.cpu_count() or 1,  # torch threads for every row
+    "state_dim": 35, "action_dim": 4, "hidden": (256, 256), "batch_size": 256, "num_critics": 10,
+    "seconds": 0.0,  # wall budget per row per repeat; 0: 3 s quick, 15 s full
+    "updates": 0,  # > 0: time this many units per row instead of a wall budget
+    "repeats": 0,  # 0: 1 quick, 3 full
+    "warmup": -1,  # untimed units per row before timing; -1: 10 quick, 30 full
+    "buffer": 10_000,  # transitions prefilled in SB3's buffer and in each of our buffers
+    "num_batches": 4,  # pre-built random batches cycled by the no-sampling rows
+    "seed": 0,
+    "profile": False,  # also print a torch.profiler summary of our RLPD UTD=1 update
+}
+
+ROW_LABELS: dict[str, str] = {
+    "rlpd_utd1": "ours RLPD (10 critics), UTD=1",
+    "rlpd_utd4": "ours RLPD, UTD=4 [critic steps]",
+    "sac2": "ours SAC (2 critics), UTD=1",
+    "sb3": "SB3 SAC (2 critics)",
+    "rlpd_utd1_sampling": "ours RLPD UTD=1 + replay sampling",
+    "sac2_sampling": "ours SAC (2 critics) + replay sampling",
+    "rlpd_loop": "ours RLPD UTD=1, per-critic loop",
+}
+
+
+# ----------------------------------------------------------------------------- per-critic loop baseline
+class LoopEnsembleQ(nn.Module):
+    """``E`` separate ``nn.Sequential`` Q-MLPs (Linear -> [LayerNorm] -> ReLU per hidden layer -> Linear) run in a
+    Python loop: the unbatched equivalent of :class:`EnsembleQ`, with the same ``forward(feat (B, F),
+    action (B, A), idx) -> (E', B)`` signature.
+    """
+
+    def __init__(self, ensemble_size: int, in_dim: int, hidden_dims: Sequence[int], layer_norm: bool):
+        super().__init__()
+        self.members = nn.ModuleList(mlp(in_dim, hidden_dims, 1, layer_norm) for _ in range(ensemble_size))
+        self.ensemble_size = ensemble_size
+
+    def forward(self, feat: torch.Tensor, action: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        x = torch.cat([feat, action], dim=-1)
+        members = self.members if idx is None else [self.members[i] for i in idx.tolist()]
+        return torch.stack([m(x).squeeze(-1) for m in members])
+
+    @torch.no_grad()
+    def load_from_ensemble(self, ens: EnsembleQ) -> "LoopEnsembleQ":
+        """Copy the weights of a batched ensemble with the same shapes (member ``i`` <- slice ``i``)."""
+        if ens.ensemble_size != self.ensemble_size:
+            raise ValueError(f"ensemble sizes differ: {ens.ensemble_size} vs {self.ensemble_size}")
+        src_lin = [*ens.linears, ens.head]
+        src_norm = list(ens.norms) if ens.norms is not None else []
+        for i, member in enumerate(self.members):
+            lins = [m for m in member if isinstance(m, nn.Linear)]
+            norms = [m for m in member if isinstance(m, nn.LayerNorm)]
+            if len(lins) != len(src_lin) or len(norms) != len(src_norm):
+                raise ValueError("layer structure differs between the loop and the batched ensemble")
+            for dst, src in zip(lins, src_lin):
+                dst.weight.copy_(src.weight[i].T)  # (in, out) -> nn.Linear's (out, in)
+                dst.bias.copy_(src.bias[i, 0])
+            for dst, src in zip(norms, src_norm):
+                dst.weight.copy_(src.weight[i, 0])
+                dst.bias.copy_(src.bias[i, 0])
+        return self
+
+
+def use_loop_critic(agent: SAC) -> None:
+    """Swap ``agent``'s batched critic and target for :class:`LoopEnsembleQ` copies (same weights), with a fresh
+    critic optimizer and the parameter lists the target update uses."""
+    cfg, critic, target = agent.cfg, agent.critic, agent.critic_target
+    if not isinstance(critic, EnsembleQ) or not isinstance(target, EnsembleQ):
+        raise TypeError("the agent's critics are not batched EnsembleQ modules (already swapped?)")
+    in_dim, layer_norm = critic.linears[0].weight.shape[1], critic.norms is not None
+    agent.critic = LoopEnsembleQ(cfg.num_critics, in_dim, cfg.hidden_dims, layer_norm).load_from_ensemble(critic)
+    agent.critic_target = LoopEnsembleQ(cfg.num_critics, in_dim, cfg.hidden_dims, layer_norm).load_from_ensemble(target)
+    agent.critic_target.requires_grad_(False)
+    agent.critic.to(agent.device)
+    agent.critic_target.to(agent.device)
+    agent.critic_opt = torch.optim.Adam(agent.critic.parameters(), lr=cfg.critic_lr)
+    agent._critic_params = list(agent.critic.parameters())
+    agent._target_params = list(agent.critic_target.parameters())
+
+
+# ----------------------------------------------------------------------------- builders
+def _spaces(state_dim: int, action_dim: int) -> tuple[spaces.Dict, spaces.Box]:
+    obs = spaces.Dict({"state": spaces.Box(-np.inf, np.inf, (state_dim,), np.float32)})
+    return obs, spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
+
+
+def _make_agent(s: dict[str, Any], num_critics: int, utd: int) -> SAC:
+    rlpd = num_critics > 2
+    cfg = SACConfig(hidden_dims=s["hidden"], num_critics=num_critics, num_target_critics=2, critic_layer_norm=rlpd,
+                    actor_q_reduce="mean" if rlpd else "min", utd_ratio=utd, batch_size=s["batch_size"],
+                    device="cpu")
+    return SAC(*_spaces(s["state_dim"], s["action_dim"]), cfg)
+
+
+def _random_batches(s: dict[str, Any], gen: torch.Generator) -> list[dict[str, Any]]:
+    b, sd, ad = s["batch_size"], s["state_dim"], s["action_dim"]
+    return [{"obs": {"state": torch.randn(b, sd, generator=gen)},
+             "next_obs": {"state": torch.randn(b, sd, generator=gen)},
+             "action": torch.rand(b, ad, generator=gen) * 2 - 1, "reward": torch.rand(b, generator=gen),
+             "terminated": (torch.rand(b, generator=gen) < 0.01).float()} for _ in range(max(1, s["num_batches"]))]
+
+
+def _filled_buffer(s: dict[str, Any], rng: np.random.Generator, episode_len: int = 100) -> ReplayBuffer:
+    obs_space, _ = _spaces(s["state_dim"], s["action_dim"])
+    n = max(2, s["buffer"])
+    buf = ReplayBuffer(obs_space, s["action_dim"], capacity=n)
+    states = rng.standard_normal((n + 1, s["state_dim"]), dtype=np.float32)
+    actions = rng.uniform(-1, 1, (n, s["action_dim"])).astype(np.float32)
+    rewards = rng.random(n, dtype=np.float32)
+    for i in range(n):
+        end = (i + 1) % episode_len == 0 or i == n - 1
+        buf.add({"state": states[i]}, actions[i], float(rewards[i]), False, end, {"state": states[i + 1]})
+    return buf
+
+
+def _make_sb3(s: dict[str, Any], rng: np.random.Generator) -> Any:
+    """An SB3 SAC on a dummy Box env with ``s["buffer"]`` random transitions in its replay buffer."""
+    import gymnasium as gym
+    from stable_baselines3 import SAC as SB3SAC
+    from stable_baselines3.common.logger import Logger
+
+    class _DummyEnv(gym.Env):
+        observation_space = spaces.Box(-np.inf, np.inf, (s["state_dim"],), np.float32)
+        action_space = spaces.Box(-1.0, 1.0, (s["action_dim"],), np.float32)
+
+        def reset(self, *, seed: int | None = None, options: dict | None = None):
+            super().reset(seed=seed)
+            return np.zeros(s["state_dim"], np.float32), {}
+
+        def step(self, action: np.ndarray):
+            return np.zeros(s["state_dim"], np.float32), 0.0, False, False, {}
+
+    n = max(2, s["buffer"])
+    model = SB3SAC("MlpPolicy", _DummyEnv(), buffer_size=n, learning_starts=0, batch_size=s["batch_size"],
+                   ent_coef="auto", policy_kwargs={"net_arch": list(s["hidden"])}, device="cpu", seed=s["seed"],
+                   verbose=0)
+    model.set_logger(Logger(folder=None, output_formats=[]))  # train() records metrics; keep them in memory
+    states = rng.standard_normal((n + 1, 1, s["state_dim"]), dtype=np.float32)
+    actions = rng.uniform(-1, 1, (n, 1, s["action_dim"])).astype(np.float32)
+    rewards = rng.random((n, 1), dtype=np.float32)
+    dones = rng.random((n, 1)) < 0.01
+    for i in range(n):
+        model.replay_buffer.add(states[i], states[i + 1], actions[i], rewards[i], dones[i], [{}])
+    return model
+
+
+# ----------------------------------------------------------------------------- the benchmark
+def _agent_step(agent: SAC, batches: Iterator[dict[str, Any]], units_per_call: int) -> Callable[[], int]:
+    def step() -> int:
+        agent.update(batches)
+        return units_per_call
+    return step
+
+
+def _profile_update(agent: SAC, batches: Iterator[dict[str, Any]], n: int) -> dict[str, Any]:
+    """Where one RLPD UTD=1 update spends its time: critic vs actor step wall time, and torch.profiler top ops."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def wall(fn: Callable[[], Any]) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - t0) / n * 1e3
+
+    batch = next(batches)
+    breakdown = {"critic_step_ms": wall(lambda: agent._critic_step(batch)),
+                 "actor_temperature_step_ms": wall(lambda: agent._actor_step(batch)),
+                 "update_ms": wall(lambda: agent.update(batches))}
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(n):
+            agent.update(batches)
+    averages = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in averages) or 1.0
+    top = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+    print(f"\nprofile of ours RLPD UTD=1 ({n} updates): critic step {breakdown['critic_step_ms']:.2f} ms, "
+          f"actor+temperature step {breakdown['actor_temperature_step_ms']:.2f} ms, "
+          f"whole update {breakdown['update_ms']:.2f} ms")
+    print_table(["op (self CPU)", "ms/update", "%", "calls/update"],
+                [[e.key, e.self_cpu_time_total / 1e3 / n, 100.0 * e.self_cpu_time_total / total, f"{e.count / n:g}"]
+                 for e in top])
+    return {**breakdown, "top_ops": [{"op": e.key, "self_cpu_ms_per_update": e.self_cpu_time_total / 1e3 / n,
+                                      "percent": 100.0 * e.self_cpu_time_total / total, "calls_per_update": e.count / n}
+                                     for e in top]}
+
+
+def run(quick: bool, overrides: list[str]) -> dict[str, Any]:
+    """Measure every row (see the module docstring), print a table and the ratios, and return every figure.
+
+    Returns a JSON-serialisable dict: ``settings``, ``machine``, ``rows`` (per row: ``updates_per_s``,
+    ``ms_per_update``, per-repeat rates), ``ratio`` (ours RLPD UTD=1 / SB3 updates/s, ``None`` without SB3) and
+    ``ratios`` (the other comparisons).
+    """
+    s = parse_overrides(overrides, DEFAULTS)
+    seconds = s["seconds"] or (3.0 if quick else 15.0)
+    repeats = s["repeats"] or (1 if quick else 3)
+    warmup = s["warmup"] if s["warmup"] >= 0 else (10 if quick else 30)
+    threads = max(1, s["threads"])
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run(s, quick, seconds, repeats, warmup, threads)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _run(s: dict[str, Any], quick: bool, seconds: float, repeats: int, warmup: int, threads: int) -> dict[str, Any]:
+    torch.manual_seed(s["seed"])
+    rng = np.random.default_rng(s["seed"])
+    gen = torch.Generator().manual_seed(s["seed"])
+    budget = f"{s['updates']} units" if s["updates"] > 0 else f"{seconds:g} s"
+    print(f"learner benchmark: torch threads T={threads} (cores {os.cpu_count()}), batch {s['batch_size']}, "
+          f"state {s['state_dim']}, action {s['action_dim']}, hidden {s['hidden']}, {budget} per row x {repeats} "
+          f"repeat(s), warmup {warmup}")
+    notes: list[str] = []
+    busy = busy_cores()
+    if busy is not None and busy > 0.5:
+        notes.append(f"other processes kept {busy:.1f} of {os.cpu_count()} cores busy before the run: figures are "
+                     f"depressed and noisy{' (try threads=1)' if threads > 1 else ''}")
+        print(f"WARNING: {notes[-1]}")
+
+    # Build everything first; time later.
+    fixed = _random_batches(s, gen)
+    steps: dict[str, Callable[[], int]] = {}
+    agents: dict[str, SAC] = {}
+    for key, critics, utd in (("rlpd_utd1", s["num_critics"], 1), ("rlpd_utd4", s["num_critics"], 4),
+                              ("sac2", 2, 1)):
+        agents[key] = _make_agent(s, critics, utd)
+        steps[key] = _agent_step(agents[key], itertools.cycle(fixed), utd)
+
+    sb3_version = None
+    try:
+        import stable_baselines3
+        sb3_version = stable_baselines3.__version__
+        t0 = time.perf_counter()
+        sb3 = _make_sb3(s, rng)
+        print(f"SB3 {sb3_version}: built and prefilled {s['buffer']} transitions in {time.perf_counter() - t0:.1f} s")
+        if torch.get_num_threads() != threads:
+            notes.append(f"SB3 changed torch threads to {torch.get_num_threads()}; reset to {threads}")
+            torch.set_num_threads(threads)
+        chunk = max(1, min(10, s["updates"] or 10))
+
+        def sb3_step() -> int:
+            sb3.train(gradient_steps=chunk, batch_size=s["batch_size"])
+            return chunk
+        steps["sb3"] = sb3_step
+    except ImportError:
+        notes.append("stable-baselines3 not installed: SB3 row and ratios skipped (pip install '.[dev]')")
+
+    demo, online = _filled_buffer(s, rng), _filled_buffer(s, rng)
+    for key, critics in (("rlpd_utd1_sampling", s["num_critics"]), ("sac2_sampling", 2)):
+        agents[key] = _make_agent(s, critics, 1)
+        steps[key] = _agent_step(agents[key], mixed_batches(demo, online, s["batch_size"], 0.5, rng), 1)
+
+    agents["rlpd_loop"] = _make_agent(s, s["num_critics"], 1)
+    use_loop_critic(agents["rlpd_loop"])
+    steps["rlpd_loop"] = _agent_step(agents["rlpd_loop"], itertools.cycle(fixed), 1)
+
+    # Warm up, then time round-robin.
+    for key, step in steps.items():
+        done = 0
+        while done < warmup:
+            done += step()
+    rates: dict[str, list[float]] = {k: [] for k in steps}
+    faults: dict[str, list[float]] = {k: [] for k in steps}
+    for r in range(repeats):
+        for key, step in steps.items():
+            if torch.get_num_threads() != threads:
+                notes.append(f"torch threads were {torch.get_num_threads()} before row {key}; reset to {threads}")
+                torch.set_num_threads(threads)
+            f0 = minor_faults()
+            units, elapsed = time_steps(step, seconds, s["updates"])
+            rates[key].append(units / elapsed)
+            faults[key].append((minor_faults() - f0) / units)
+        if repeats > 1:
+            print(f"  repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.1f}/s" for k, v in rates.items()))
+
+    rows: dict[str, dict[str, Any]] = {}
+    for key, rs in rates.items():
+        ups = median(rs)
+        rows[key] = {"label": ROW_LABELS[key], "updates_per_s": ups, "ms_per_update": 1e3 / ups,
+                     "per_repeat_updates_per_s": rs, "page_faults_per_update": median(faults[key]),
+                     "unit": "critic step" if key == "rlpd_utd4" else "update (critic + actor + temperature step)"}
+    rows["rlpd_utd4"]["update_calls_per_s"] = rows["rlpd_utd4"]["updates_per_s"] / 4
+
+    def ratio(a: str, b: str) -> float | None:
+        return rows[a]["updates_per_s"] / rows[b]["updates_per_s"] if a in rows and b in rows else None
+
+    ratios = {
+        "rlpd_utd1/sb3": ratio("rlpd_utd1", "sb3"),
+        "rlpd_utd4_critic_steps/sb3": ratio("rlpd_utd4", "sb3"),
+        "rlpd_utd1_sampling/sb3": ratio("rlpd_utd1_sampling", "sb3"),
+        "sac2/sb3": ratio("sac2", "sb3"),
+        "sac2_sampling/sb3": ratio("sac2_sampling", "sb3"),
+        "batched/loop": ratio("rlpd_utd1", "rlpd_loop"),
+    }
+
+    print()
+    print_table(["row", "updates/s", "ms/update", "page faults/update"],
+                [[v["label"], v["updates_per_s"], f"{v['ms_per_update']:.2f}", f"{v['page_faults_per_update']:.0f}"]
+                 for v in rows.values()])
+    print()
+    print_table(["ratio", "x"], [[k, "n/a" if v is None else f"{v:.2f}"] for k, v in ratios.items()])
+    for n in notes:
+        print(f"note: {n}")
+
+    machine = machine_info(threads)
+    machine["sb3"] = sb3_version
+    machine["busy_cores_before_run"] = None if busy is None else round(busy, 2)
+    result: dict[str, Any] = {
+        "benchmark": "learner", "quick": quick,
+        "settings": {**s, "hidden": list(s["hidden"]), "seconds": seconds, "repeats": repeats, "warmup": warmup},
+        "machine": machine, "rows": rows, "ratio": ratios["rlpd_utd1/sb3"], "ratios": ratios, "notes": notes,
+    }
+    if s["profile"]:
+        result["profile"] = _profile_update(agents["rlpd_utd1"], itertools.cycle(fixed), max(5, warmup))
+    return result

@@ -1,0 +1,195 @@
+"""``robot-rl bench sample-efficiency``: env steps to 90% eval success on a task, ours vs Stable-Baselines3.
+
+Rows, all on the same task, seeds, step budget, evaluation schedule and evaluation seeds:
+
+* ``rlpd+demos``: our RLPD with scripted demonstrations (``demos`` episodes, default 10);
+* ``sac``: our SAC, no demonstrations;
+* ``sb3_sac``: Stable-Baselines3 SAC (its defaults), no demonstrations.
+
+Prints a table, writes ``curves.png`` and returns every figure; ``ratio`` is SB3's steps-to-90% over ours (RLPD +
+demos), with a row that never reached 90% counted at the budget (so the ratio is then a lower bound, and says so).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+TARGET = 0.9
+
+
+def _settings(quick: bool, overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
+    s = {"task": "pick_cube", "seeds": [0], "budget": 15000, "eval_every": 1000, "eval_episodes": 20, "demos": 10,
+         "out": "bench_out/sample_efficiency", "rows": ["rlpd+demos", "sac", "sb3_sac"], "threads": 0}
+    if quick:
+        s.update(budget=600, eval_every=300, eval_episodes=5, demos=3)
+    rest = []
+    for ov in overrides:
+        key, _, val = ov.partition("=")
+        if key in s:
+            s[key] = type(s[key])(val) if not isinstance(s[key], list) else [
+                type(s[key][0])(v) for v in val.strip("[]").split(",") if v]
+        else:
+            rest.append(ov)  # passed through to the training config
+    return s, rest
+
+
+def steps_to_target(history: list[dict[str, float]], target: float = TARGET) -> int | None:
+    """First evaluated env step whose success rate reached ``target``; None if never."""
+    return next((int(h["step"]) for h in history if h["success_rate"] >= target), None)
+
+
+def _train_ours(row: str, seed: int, s: dict[str, Any], extra: list[str], quick: bool) -> list[dict[str, float]]:
+    from robot_rl.cli import compose
+    from robot_rl.trainer import Trainer
+
+    agent, demos = ("rlpd", s["demos"]) if row == "rlpd+demos" else ("sac", 0)
+    ov = [f"task={s['task']}", f"agent={agent}", f"seed={seed}", f"total_steps={s['budget']}",
+          f"eval.every={s['eval_every']}", f"eval.episodes={s['eval_episodes']}", f"demos.episodes={demos}",
+          f"threads={s['threads']}"]
+    if demos == 0:
+        ov.append(f"random_steps={min(1000, s['budget'] // 4)}")
+    if quick:
+        ov += ["agent.hidden_dims=[64,64]"]
+    cfg = compose("train", ov + extra)
+    run_dir = Path(s["out"]) / f"{row}_s{seed}"
+    trainer = Trainer(cfg, run_dir)
+    if demos:
+        trainer.collect_demos()
+    trainer.train(progress=False)
+    return trainer.history
+
+
+def _train_sb3(seed: int, s: dict[str, Any], extra: list[str], quick: bool) -> list[dict[str, float]]:
+    import gymnasium as gym
+    import torch
+    from stable_baselines3 import SAC as SB3SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from robot_rl.cli import compose
+    from robot_rl.envs.make import make_env
+    from robot_rl.evaluate import evaluate
+    from robot_rl.trainer import set_threads
+
+    cfg = compose("train", [f"task={s['task']}", f"seed={seed}"] + extra)
+    env = gym.wrappers.FilterObservation(make_env(cfg.task), ["state"])
+    env = gym.wrappers.FlattenObservation(env)
+    eval_env = make_env(cfg.task)
+    set_threads(int(s["threads"]))
+    kwargs = {"policy_kwargs": {"net_arch": [64, 64]}} if quick else {}
+    model = SB3SAC("MlpPolicy", env, seed=seed, device="cpu", batch_size=256,
+                   learning_starts=min(1000, s["budget"] // 4), verbose=0, **kwargs)
+    set_threads(int(s["threads"]))  # SB3 may have changed it; both sides get the same threads
+    history: list[dict[str, float]] = []
+
+    class EvalCallback(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.next_eval = s["eval_every"]
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= self.next_eval and bool(self.locals["dones"][0]):
+                policy = lambda o: model.predict(o["state"], deterministic=True)[0]  # noqa: E731
+                res = evaluate(policy, eval_env, s["eval_episodes"], seed=seed + 100_000)
+                history.append(dict(res, step=self.num_timesteps))
+                while self.next_eval <= self.num_timesteps:
+                    self.next_eval += s["eval_every"]
+            return True
+
+    torch.manual_seed(seed)
+    model.learn(total_timesteps=s["budget"], callback=EvalCallback())
+    if not history or history[-1]["step"] < s["budget"]:
+        history.append(dict(evaluate(lambda o: model.predict(o["state"], deterministic=True)[0], eval_env,
+                                     s["eval_episodes"], seed=seed + 100_000), step=model.num_timesteps))
+    return history
+
+
+def run(quick: bool = False, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train every row for every seed; print the table; return all figures (JSON-able)."""
+    s, extra = _settings(quick, list(overrides or []))
+    out = Path(s["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"task": s["task"], "budget_env_steps": s["budget"], "seeds": s["seeds"],
+                               "eval_every": s["eval_every"], "eval_episodes": s["eval_episodes"],
+                               "demos": s["demos"], "target_success": TARGET, "rows": {}}
+    for row in s["rows"]:
+        per_seed = []
+        for seed in s["seeds"]:
+            t0 = time.perf_counter()
+            history = _train_sb3(seed, s, extra, quick) if row == "sb3_sac" else _train_ours(row, seed, s, extra, quick)
+            per_seed.append({"seed": seed, "steps_to_90": steps_to_target(history), "wall_s": time.perf_counter() - t0,
+                             "final_success": history[-1]["success_rate"],
+                             "curve": [[h["step"], h["success_rate"]] for h in history]})
+            print(f"  {row} seed {seed}: steps to 90% = {per_seed[-1]['steps_to_90']}, "
+                  f"final success {per_seed[-1]['final_success']:.0%}, {per_seed[-1]['wall_s']:.0f} s", flush=True)
+        reached = [p["steps_to_90"] for p in per_seed]
+        results["rows"][row] = {
+            "per_seed": per_seed,
+            "median_steps_to_90": float(np.median([r if r is not None else s["budget"] for r in reached])),
+            "reached": sum(r is not None for r in reached),
+            "final_success_mean": float(np.mean([p["final_success"] for p in per_seed])),
+            "wall_s_mean": float(np.mean([p["wall_s"] for p in per_seed])),
+        }
+    _ratio(results)
+    _print_table(results)
+    results["plot"] = str(_plot(results, out / "curves.png"))
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def _ratio(results: dict[str, Any]) -> None:
+    rows = results["rows"]
+    if "rlpd+demos" in rows and "sb3_sac" in rows:
+        ours, theirs = rows["rlpd+demos"], rows["sb3_sac"]
+        results["ratio"] = theirs["median_steps_to_90"] / max(ours["median_steps_to_90"], 1.0)
+        results["ratio_is_lower_bound"] = theirs["reached"] < len(results["seeds"])
+        results["ratio_meaning"] = "SB3 SAC env steps to 90% / ours (RLPD + demos); > 1 means we need fewer steps"
+    else:
+        results["ratio"] = float("nan")
+
+
+def _print_table(results: dict[str, Any]) -> None:
+    budget = results["budget_env_steps"]
+    print(f"\nsample efficiency on {results['task']} (state), budget {budget} env steps, seeds {results['seeds']}")
+    print(f"{'row':<14}{'steps to 90% (median)':>24}{'reached':>10}{'final success':>15}{'wall s':>9}")
+    for name, r in results["rows"].items():
+        med = r["median_steps_to_90"]
+        shown = f">{budget}" if r["reached"] == 0 else f"{med:.0f}"
+        print(f"{name:<14}{shown:>24}{r['reached']:>7}/{len(results['seeds'])}"
+              f"{r['final_success_mean']:>14.0%}{r['wall_s_mean']:>9.0f}")
+    if not math.isnan(results.get("ratio", float("nan"))):
+        lb = " (lower bound: SB3 did not reach 90%)" if results["ratio_is_lower_bound"] else ""
+        print(f"ratio SB3 / ours (steps to 90%): {results['ratio']:.2f}x{lb}")
+
+
+def _plot(results: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, (name, r) in enumerate(results["rows"].items()):
+        for j, p in enumerate(r["per_seed"]):
+            xs, ys = zip(*p["curve"]) if p["curve"] else ((), ())
+            ax.plot(xs, [100 * y for y in ys], color=f"C{i}", alpha=0.9 if j == 0 else 0.5,
+                    label=name if j == 0 else None, marker="o", ms=3)
+    ax.axhline(100 * TARGET, color="grey", ls="--", lw=0.8)
+    ax.set(xlabel="env steps", ylabel="eval success (%)", ylim=(-3, 103),
+           title=f"{results['task']}: sample efficiency (seeds {results['seeds']})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(json.dumps(run(quick=True), indent=1, default=str))

@@ -111,6 +111,8 @@ class Trainer:
                 obs, ep_return, ep_len = next_obs, ep_return + float(reward), ep_len + 1
                 self.step += 1
                 if self.step >= int(cfg.learning_starts):
+                    if not self.agent.encoder.fitted:
+                        self.agent.encoder.fit(self._all_states())
                     last_metrics = self.agent.update(batches)
                 bar.update(1)
                 if self.step % 50 == 0:
@@ -139,6 +141,11 @@ class Trainer:
             writer.close()
             self.plot_curve()
         return {"final": self.history[-1] if self.history else {}, "run_dir": str(self.run_dir)}
+
+    def _all_states(self) -> np.ndarray:
+        """Every state observation collected so far (demos and online), for fitting the input normaliser."""
+        parts = [b.obs["state"][: len(b)] for b in (self.demo, self.online) if len(b)]
+        return np.concatenate(parts)
 
     def _evaluate_and_checkpoint(self, writer) -> None:
         cfg = self.cfg

@@ -31,7 +31,7 @@ from torch import nn
 from robot_rl.agents.networks import EnsembleQ, mlp
 from robot_rl.agents.sac import SAC, SACConfig
 from robot_rl.bench.common import (busy_cores, machine_info, median, minor_faults, parse_overrides, print_table,
-                                  time_steps)
+                                  time_steps, tune_malloc)
 from robot_rl.data.replay import ReplayBuffer, mixed_batches
 
 DEFAULTS: dict[str, Any] = {
@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "num_batches": 4,  # pre-built random batches cycled by the no-sampling rows
     "seed": 0,
     "profile": False,  # also print a torch.profiler summary of our RLPD UTD=1 update
+    "malloc_tune": False,  # mallopt: keep freed memory (process-wide, applies to every row alike)
 }
 
 ROW_LABELS: dict[str, str] = {
@@ -247,6 +248,8 @@ def _run(s: dict[str, Any], quick: bool, seconds: float, repeats: int, warmup: i
           f"state {s['state_dim']}, action {s['action_dim']}, hidden {s['hidden']}, {budget} per row x {repeats} "
           f"repeat(s), warmup {warmup}")
     notes: list[str] = []
+    if s["malloc_tune"]:
+        print(f"malloc tuning (no trim, mmap threshold 32 MB): {'on' if tune_malloc() else 'unavailable'}")
     busy = busy_cores()
     if busy is not None and busy > 0.5:
         notes.append(f"other processes kept {busy:.1f} of {os.cpu_count()} cores busy before the run: figures are "
@@ -290,10 +293,10 @@ def _run(s: dict[str, Any], quick: bool, seconds: float, repeats: int, warmup: i
     use_loop_critic(agents["rlpd_loop"])
     steps["rlpd_loop"] = _agent_step(agents["rlpd_loop"], itertools.cycle(fixed), 1)
 
-    # Warm up, then time round-robin.
-    for key, step in steps.items():
-        done = 0
-        while done < warmup:
+    # Warm up (at most ~seconds/3 of wall time per row), then time round-robin.
+    for step in steps.values():
+        done, t0 = 0, time.perf_counter()
+        while done < warmup and (done == 0 or time.perf_counter() - t0 < seconds / 3):
             done += step()
     rates: dict[str, list[float]] = {k: [] for k in steps}
     faults: dict[str, list[float]] = {k: [] for k in steps}

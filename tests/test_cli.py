@@ -1,0 +1,81 @@
+"""End-to-end checks of the ``robot-rl`` entry points, as a user would type them."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from robot_rl.cli import main
+
+SMALL = ["agent.hidden_dims=[64,64]", "agent.num_critics=4", "agent.batch_size=128", "threads=1", "device=cpu"]
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help_lists_subcommands():
+    out = subprocess.run([sys.executable, "-m", "robot_rl.cli", "--help"], capture_output=True, text=True, check=True)
+    for sub in ("train", "eval", "bench"):
+        assert sub in out.stdout
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["task=pick_cub"], "unknown task 'pick_cub'; valid choices: dmc_cartpole_swingup, peg_insert, pick_cube, reach"),
+    (["agent=ppo"], "unknown agent 'ppo'; valid choices: rlpd, sac"),
+    (["seed"], "malformed override 'seed'"),
+    (["learning_rate=1"], "unknown config key 'learning_rate'"),
+    (["seed=abc"], "seed='abc' must be a non-negative integer"),
+    (["demo_fraction=2"], "demo_fraction=2 must be a number in [0, 1]"),
+    (["task.env_kwargs.action_scale=9"], "action_scale"),
+])
+def test_bad_train_input_gets_one_line_error(capsys, tmp_path, args, expected):
+    code, _, err = run_cli(capsys, "train", f"run_dir={tmp_path}", "total_steps=10", *args)
+    assert code == 2
+    assert expected in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_unknown_bench_lists_choices(capsys):
+    code, _, err = run_cli(capsys, "bench", "speed")
+    assert code == 2 and "valid choices: learner, sample-efficiency" in err
+
+
+def test_train_then_eval_with_video(capsys, tmp_path):
+    run = tmp_path / "run"
+    code, out, _ = run_cli(capsys, "train", "task=reach", f"run_dir={run}", "total_steps=150", "eval.every=100",
+                           "eval.episodes=3", "demos.episodes=3", "learning_starts=50", *SMALL)
+    assert code == 0
+    assert f"outputs: {run}/" in out
+    for name in ("config.yaml", "curve.png", "eval.jsonl", "checkpoints/best/agent.safetensors",
+                 "checkpoints/latest/trainer.safetensors", "checkpoints/latest/spec.json"):
+        assert (run / name).exists(), name
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    video = tmp_path / "eval.mp4"
+    code, out, _ = run_cli(capsys, "eval", f"checkpoint={run}", "episodes=2", f"video={video}", "threads=1")
+    assert code == 0 and "success rate" in out and "mean cycle time" in out
+    assert video.stat().st_size > 1000
+    # resume continues from the saved step and runs to the new budget
+    code, out, _ = run_cli(capsys, "train", f"resume={run}", "total_steps=250")
+    assert code == 0 and "resuming" in out
+    steps = [json.loads(line)["step"] for line in (run / "eval.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] >= 250
+
+
+def test_eval_without_checkpoint_is_a_clear_error(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "eval", f"checkpoint={tmp_path}")
+    assert code == 2 and "no checkpoint at" in err
+
+
+def test_rlpd_solves_reach_in_a_short_run(tmp_path):
+    from robot_rl.cli import compose
+    from robot_rl.trainer import Trainer
+
+    cfg = compose("train", ["task=reach", "total_steps=1200", "eval.every=600", "eval.episodes=20",
+                            "demos.episodes=10", *SMALL])
+    tr = Trainer(cfg, tmp_path)
+    tr.collect_demos()
+    out = tr.train(progress=False)
+    assert out["final"]["success_rate"] >= 0.8, tr.history

@@ -31,7 +31,7 @@ class ReachEnv(PandaEnv):
     """
 
     default_use_gripper = False
-    default_max_episode_steps = 50
+    default_max_episode_steps = 20
     default_workspace_low = (0.3, -0.25, 0.05)
     default_workspace_high = (0.7, 0.25, 0.4)
     task_state_layout = (("goal_pos", 3), ("goal_rel", 3))
@@ -82,7 +82,7 @@ class PickCubeEnv(PandaEnv):
     ``cube_rel`` = cube - ee (3). ``info["is_grasped"]``: both finger pads touch the cube.
     """
 
-    default_max_episode_steps = 50
+    default_max_episode_steps = 30
     task_state_layout = (("cube_pos", 3), ("cube_quat", 4), ("cube_rel", 3))
 
     def _validate_task(self, kw: dict[str, Any]) -> None:
@@ -183,7 +183,7 @@ class PegInsertEnv(PandaEnv):
     """
 
     default_use_gripper = False
-    default_max_episode_steps = 60
+    default_max_episode_steps = 30
     default_workspace_low = (0.35, -0.2, 0.05)
     default_workspace_high = (0.65, 0.2, 0.3)
     default_ee_start = (0.5, 0.0, 0.2)

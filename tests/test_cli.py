@@ -31,6 +31,7 @@ def test_help_lists_subcommands():
     (["seed=abc"], "seed='abc' must be a non-negative integer"),
     (["demo_fraction=2"], "demo_fraction=2 must be a number in [0, 1]"),
     (["task.env_kwargs.action_scale=9"], "action_scale"),
+    (["obs=pixels"], "learns from state only"),
 ])
 def test_bad_train_input_gets_one_line_error(capsys, tmp_path, args, expected):
     code, _, err = run_cli(capsys, "train", f"run_dir={tmp_path}", "total_steps=10", *args)
@@ -70,12 +71,14 @@ def test_eval_without_checkpoint_is_a_clear_error(capsys, tmp_path):
 
 
 def test_rlpd_solves_reach_in_a_short_run(tmp_path):
+    """Sparse-reward reach to 2 cm from 40 scripted demos: solved within 4000 env steps (~90 s on one core)."""
     from robot_rl.cli import compose
     from robot_rl.trainer import Trainer
 
-    cfg = compose("train", ["task=reach", "total_steps=1200", "eval.every=600", "eval.episodes=20",
-                            "demos.episodes=10", *SMALL])
+    cfg = compose("train", ["task=reach", "total_steps=4000", "eval.every=1000", "eval.episodes=20",
+                            "demos.episodes=40", "agent.utd_ratio=4", *SMALL])
     tr = Trainer(cfg, tmp_path)
     tr.collect_demos()
-    out = tr.train(progress=False)
-    assert out["final"]["success_rate"] >= 0.8, tr.history
+    tr.train(progress=False)
+    rates = [h["success_rate"] for h in tr.history]
+    assert max(rates) >= 0.9 and rates[-1] >= 0.8, rates

@@ -48,5 +48,6 @@ def build_encoder(observation_space: spaces.Dict) -> nn.Module:
     """Pick the encoder for an observation space. Exposes ``out_dim`` and ``fit(states)``."""
     cams = image_keys(observation_space)
     if cams:
-        raise NotImplementedError(f"camera observations {cams} need an image encoder; use obs=state for now")
+        raise ValueError(f"this agent learns from state only; the observation has cameras {cams}. "
+                         "Train with obs=state (image encoders are the next step on the roadmap)")
     return StateEncoder(observation_space[STATE_KEY].shape[0])

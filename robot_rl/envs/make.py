@@ -6,6 +6,8 @@ registers its envs. Sim and real robots differ only in that id and its kwargs.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from typing import Any, Mapping
 
 import gymnasium as gym
@@ -22,11 +24,28 @@ def make_env(task: Mapping[str, Any], render_mode: str | None = None, **override
     kwargs.update(overrides)
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
+    return FiniteGuard(make_gym_env(env_id, **kwargs))
+
+
+def make_gym_env(env_id: str, **kwargs: Any) -> gym.Env:
+    """``gym.make`` that hands *every* kwarg to the env, ``max_episode_steps`` included.
+
+    ``gym.make(id, max_episode_steps=N)`` keeps that argument for itself and adds a second ``TimeLimit`` wrapper,
+    so an env that counts its own time limit would silently run with two. Building from a copy of the spec with the
+    kwargs merged in avoids that: the env alone decides when an episode is truncated.
+    """
+    module, _, name = env_id.rpartition(":")
     try:
-        env = gym.make(env_id, disable_env_checker=True, **kwargs)
+        if module:
+            importlib.import_module(module)  # registers its envs
+    except ImportError as e:
+        raise ValueError(f"cannot make env {env_id!r}: module {module!r} failed to import ({e})") from e
+    try:
+        spec = gym.spec(name)
+        spec = dataclasses.replace(spec, kwargs={**spec.kwargs, **kwargs})
+        return gym.make(spec, disable_env_checker=True)
     except gym.error.Error as e:
         raise ValueError(f"cannot make env {env_id!r}: {e}") from e
-    return FiniteGuard(env)
 
 
 def expert_action(env: gym.Env):

@@ -118,7 +118,7 @@ class Trainer:
                 if self.step % 50 == 0:
                     rate = (self.step - steps0) / max(time.perf_counter() - t0, 1e-9)
                     last = self.history[-1]["success_rate"] if self.history else float("nan")
-                    bar.set_postfix_str(f"eval success {last:.0%}, {rate:.1f} steps/s")
+                    bar.set_postfix_str(f"eval success {last:.0%}, {rate:.1f} steps/s", refresh=False)
                 if not (terminated or truncated):
                     continue
                 self.episode += 1
@@ -129,7 +129,7 @@ class Trainer:
                     writer.add_scalar(f"learner/{k}", v, self.step)
                 if self.step >= self._next_eval or self.step >= total:
                     self._evaluate_and_checkpoint(writer)
-                if self.step >= total:
+                if self.step >= total or self._target_reached():
                     break
                 obs, _ = self.env.reset()
                 ep_return, ep_len = 0.0, 0
@@ -141,6 +141,11 @@ class Trainer:
             writer.close()
             self.plot_curve()
         return {"final": self.history[-1] if self.history else {}, "run_dir": str(self.run_dir)}
+
+    def _target_reached(self) -> bool:
+        """True once an evaluation reached ``eval.stop_at_success`` (null: never stop early)."""
+        target = self.cfg.eval.get("stop_at_success")
+        return target is not None and bool(self.history) and self.history[-1]["success_rate"] >= float(target)
 
     def _all_states(self) -> np.ndarray:
         """Every state observation collected so far (demos and online), for fitting the input normaliser."""
@@ -210,7 +215,7 @@ class Trainer:
         self.demo.load_state_dict(st["demo"])
 
     def plot_curve(self) -> Path | None:
-        """Write ``curve.png``: eval success rate and return against env steps."""
+        """Write ``curve.png``: eval success rate and cycle time (seconds to success) against env steps."""
         if not self.history:
             return None
         import matplotlib
@@ -223,8 +228,8 @@ class Trainer:
         ax1.plot(steps, [100 * h["success_rate"] for h in self.history], marker="o")
         ax1.set(xlabel="env steps", ylabel="eval success (%)", ylim=(-3, 103), title=f"{self.cfg.task.name}: success")
         ax1.axhline(90, color="grey", lw=0.8, ls="--")
-        ax2.plot(steps, [h["return_mean"] for h in self.history], marker="o", color="tab:orange")
-        ax2.set(xlabel="env steps", ylabel="eval return", title="return")
+        ax2.plot(steps, [h["cycle_time_s"] for h in self.history], marker="o", color="tab:orange")
+        ax2.set(xlabel="env steps", ylabel="seconds", title="cycle time (mean time to success)")
         for ax in (ax1, ax2):
             ax.grid(alpha=0.3)
         fig.suptitle(f"{self.cfg.agent.name}, seed {self.cfg.seed}")

@@ -19,6 +19,7 @@ def test_tiny_run_of_every_row_writes_table_json_and_plot(tmp_path, capsys):
     assert set(res["rows"]) == {"rlpd+demos", "sac", "sb3_sac"}
     assert "ratio" in res and res["budget_env_steps"] == 120
     for row in res["rows"].values():
-        assert row["per_seed"][0]["curve"] and row["per_seed"][0]["curve"][-1][0] >= 120
+        step, success = row["per_seed"][0]["curve"][-1]
+        assert step >= 120 or success >= 0.9  # each run goes to the budget or stops at the target
     assert (out / "curves.png").stat().st_size > 1000
     assert "ratio SB3 / ours" in capsys.readouterr().out

@@ -45,6 +45,15 @@ def test_rlpd_with_demos_learns_toy_reach(toy_task, tmp_path):
     assert len((tmp_path / "eval.jsonl").read_text().splitlines()) >= 1
 
 
+def test_stop_at_success_ends_the_run_early(toy_task, tmp_path):
+    cfg = toy_cfg(toy_task, tmp_path, total_steps=5000, **{"eval.every": 250, "eval.stop_at_success": 0.4})
+    tr = Trainer(cfg, tmp_path)
+    tr.collect_demos()
+    tr.train(progress=False)
+    assert tr.history[-1]["success_rate"] >= 0.4 and tr.step < 5000
+    assert all(h["success_rate"] < 0.4 for h in tr.history[:-1])
+
+
 def _weights(tr):
     return {k: v.clone() for k, v in tr.agent.critic.state_dict().items()}
 

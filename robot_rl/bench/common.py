@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
 import resource
@@ -77,18 +76,6 @@ def busy_cores(interval: float = 0.5) -> float | None:
 def minor_faults() -> int:
     """Minor page faults of this process so far (each first touch of freshly mapped memory costs one)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
-def tune_malloc() -> bool:
-    """Stop glibc from returning freed memory to the OS and from mmap-ing allocations under 32 MB, so large
-    temporaries are reused instead of page-faulted in afresh on every allocation. Process-wide; ``False`` where
-    glibc's ``mallopt`` is unavailable."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_trim_threshold, 1 << 30)) and bool(libc.mallopt(m_mmap_threshold, 32 << 20))
-    except (OSError, AttributeError):
-        return False
 
 
 def machine_info(threads: int) -> dict[str, Any]:

@@ -31,12 +31,13 @@ from torch import nn
 from robot_rl.agents.networks import EnsembleQ, mlp
 from robot_rl.agents.sac import SAC, SACConfig
 from robot_rl.bench.common import (busy_cores, machine_info, median, minor_faults, parse_overrides, print_table,
-                                  time_steps, tune_malloc)
+                                  time_steps)
 from robot_rl.data.replay import ReplayBuffer, mixed_batches
+from robot_rl.utils.perf import tune_malloc
 
 DEFAULTS: dict[str, Any] = {
     "threads": os.cpu_count() or 1,  # torch threads for every row
-    "state_dim": 35, "action_dim": 4, "hidden": (256, 256), "batch_size": 256, "num_critics": 10,
+    "state_dim": 18, "action_dim": 4, "hidden": (256, 256), "batch_size": 256, "num_critics": 10,
     "seconds": 0.0,  # wall budget per row per repeat; 0: 3 s quick, 15 s full
     "updates": 0,  # > 0: time this many units per row instead of a wall budget
     "repeats": 0,  # 0: 1 quick, 3 full
@@ -45,7 +46,6 @@ DEFAULTS: dict[str, Any] = {
     "num_batches": 4,  # pre-built random batches cycled by the no-sampling rows
     "seed": 0,
     "profile": False,  # also print a torch.profiler summary of our RLPD UTD=1 update
-    "malloc_tune": False,  # mallopt: keep freed memory (process-wide, applies to every row alike)
 }
 
 ROW_LABELS: dict[str, str] = {
@@ -248,8 +248,8 @@ def _run(s: dict[str, Any], quick: bool, seconds: float, repeats: int, warmup: i
           f"state {s['state_dim']}, action {s['action_dim']}, hidden {s['hidden']}, {budget} per row x {repeats} "
           f"repeat(s), warmup {warmup}")
     notes: list[str] = []
-    if s["malloc_tune"]:
-        print(f"malloc tuning (no trim, mmap threshold 32 MB): {'on' if tune_malloc() else 'unavailable'}")
+    if not tune_malloc():  # the CLI already did; idempotent. Applies to every row alike, SB3's included.
+        notes.append("glibc malloc tuning unavailable: large temporaries are page-faulted in on every update")
     busy = busy_cores()
     if busy is not None and busy > 0.5:
         notes.append(f"other processes kept {busy:.1f} of {os.cpu_count()} cores busy before the run: figures are "

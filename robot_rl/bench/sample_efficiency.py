@@ -23,6 +23,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 TARGET = 0.9
+MILESTONE = 0.5  # also reported, so rows that never reach the target still compare
 
 
 def _settings(quick: bool, overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -125,16 +126,20 @@ def run(quick: bool = False, overrides: list[str] | None = None) -> dict[str, An
         for seed in s["seeds"]:
             t0 = time.perf_counter()
             history = _train_sb3(seed, s, extra, quick) if row == "sb3_sac" else _train_ours(row, seed, s, extra, quick)
-            per_seed.append({"seed": seed, "steps_to_90": steps_to_target(history), "wall_s": time.perf_counter() - t0,
+            per_seed.append({"seed": seed, "steps_to_90": steps_to_target(history),
+                             "steps_to_50": steps_to_target(history, MILESTONE), "wall_s": time.perf_counter() - t0,
                              "final_success": history[-1]["success_rate"],
                              "curve": [[h["step"], h["success_rate"]] for h in history]})
             print(f"  {row} seed {seed}: steps to 90% = {per_seed[-1]['steps_to_90']}, "
                   f"final success {per_seed[-1]['final_success']:.0%}, {per_seed[-1]['wall_s']:.0f} s", flush=True)
         reached = [p["steps_to_90"] for p in per_seed]
+        half = [p["steps_to_50"] for p in per_seed]
         results["rows"][row] = {
             "per_seed": per_seed,
             "median_steps_to_90": float(np.median([r if r is not None else s["budget"] for r in reached])),
             "reached": sum(r is not None for r in reached),
+            "median_steps_to_50": float(np.median([r if r is not None else s["budget"] for r in half])),
+            "reached_50": sum(r is not None for r in half),
             "final_success_mean": float(np.mean([p["final_success"] for p in per_seed])),
             "wall_s_mean": float(np.mean([p["wall_s"] for p in per_seed])),
         }
@@ -152,6 +157,8 @@ def _ratio(results: dict[str, Any]) -> None:
         results["ratio"] = theirs["median_steps_to_90"] / max(ours["median_steps_to_90"], 1.0)
         results["ratio_is_lower_bound"] = theirs["reached"] < len(results["seeds"])
         results["ratio_meaning"] = "SB3 SAC env steps to 90% / ours (RLPD + demos); > 1 means we need fewer steps"
+        results["ratio_50"] = theirs["median_steps_to_50"] / max(ours["median_steps_to_50"], 1.0)
+        results["ratio_50_is_lower_bound"] = theirs["reached_50"] < len(results["seeds"])
     else:
         results["ratio"] = float("nan")
 
@@ -159,15 +166,18 @@ def _ratio(results: dict[str, Any]) -> None:
 def _print_table(results: dict[str, Any]) -> None:
     budget = results["budget_env_steps"]
     print(f"\nsample efficiency on {results['task']} (state), budget {budget} env steps, seeds {results['seeds']}")
-    print(f"{'row':<14}{'steps to 90% (median)':>24}{'reached':>10}{'final success':>15}{'wall s':>9}")
+    print(f"{'row':<14}{'steps to 90% (median)':>24}{'reached':>10}{'steps to 50%':>14}{'final success':>15}"
+          f"{'wall s':>9}")
     for name, r in results["rows"].items():
-        med = r["median_steps_to_90"]
-        shown = f">{budget}" if r["reached"] == 0 else f"{med:.0f}"
-        print(f"{name:<14}{shown:>24}{r['reached']:>7}/{len(results['seeds'])}"
+        shown = f">{budget}" if r["reached"] == 0 else f"{r['median_steps_to_90']:.0f}"
+        shown50 = f">{budget}" if r["reached_50"] == 0 else f"{r['median_steps_to_50']:.0f}"
+        print(f"{name:<14}{shown:>24}{r['reached']:>7}/{len(results['seeds'])}{shown50:>14}"
               f"{r['final_success_mean']:>14.0%}{r['wall_s_mean']:>9.0f}")
     if not math.isnan(results.get("ratio", float("nan"))):
         lb = " (lower bound: SB3 did not reach 90%)" if results["ratio_is_lower_bound"] else ""
         print(f"ratio SB3 / ours (steps to 90%): {results['ratio']:.2f}x{lb}")
+        lb50 = " (lower bound)" if results["ratio_50_is_lower_bound"] else ""
+        print(f"ratio SB3 / ours (steps to 50%): {results['ratio_50']:.2f}x{lb50}")
 
 
 def _plot(results: dict[str, Any], path: Path) -> Path:

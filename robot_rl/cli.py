@@ -80,6 +80,9 @@ def cmd_train(overrides: Sequence[str]) -> int:
     else:
         run_dir = Path(cfg.run_dir) if cfg.get("run_dir") else _default_run_dir(cfg)
     _validate_train(cfg)
+    if not resume and int(cfg.demos.episodes) > 0 and not cfg.task.get("has_expert", True):
+        raise UsageError(f"task {cfg.task.name} has no scripted expert to collect demos.episodes="
+                         f"{cfg.demos.episodes}; add demos.episodes=0 (and e.g. random_steps=1000 agent=sac)")
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, run_dir)
     if resume:

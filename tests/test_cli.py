@@ -32,6 +32,7 @@ def test_help_lists_subcommands():
     (["demo_fraction=2"], "demo_fraction=2 must be a number in [0, 1]"),
     (["task.env_kwargs.action_scale=9"], "action_scale"),
     (["obs=pixels"], "learns from state only"),
+    (["task=dmc_cartpole_swingup"], "has no scripted expert"),
 ])
 def test_bad_train_input_gets_one_line_error(capsys, tmp_path, args, expected):
     code, _, err = run_cli(capsys, "train", f"run_dir={tmp_path}", "total_steps=10", *args)

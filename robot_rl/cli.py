@@ -80,7 +80,8 @@ def cmd_train(overrides: Sequence[str]) -> int:
     else:
         run_dir = Path(cfg.run_dir) if cfg.get("run_dir") else _default_run_dir(cfg)
     _validate_train(cfg)
-    if not resume and int(cfg.demos.episodes) > 0 and not cfg.task.get("has_expert", True):
+    wants_expert = not cfg.demos.get("path") and int(cfg.demos.episodes) > 0
+    if not resume and wants_expert and not cfg.task.get("has_expert", True):
         raise UsageError(f"task {cfg.task.name} has no scripted expert to collect demos.episodes="
                          f"{cfg.demos.episodes}; add demos.episodes=0 (and e.g. random_steps=1000 agent=sac)")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +91,9 @@ def cmd_train(overrides: Sequence[str]) -> int:
         print(f"resuming {run_dir} at step {trainer.step}")
     else:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-        if int(cfg.demos.episodes) > 0:
+        if cfg.demos.get("path"):
+            print(f"demos from {cfg.demos.path}:", json.dumps(trainer.load_demos(cfg.demos.path)))
+        elif int(cfg.demos.episodes) > 0:
             print("collecting demos:", json.dumps(trainer.collect_demos()))
     print(f"training {cfg.task.name} with {cfg.agent.name} on {trainer.agent.device}; outputs in {run_dir}/")
     try:

@@ -23,10 +23,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from robot_rl.agents.sac import SAC, SACConfig
 from robot_rl.data.replay import ReplayBuffer, mixed_batches
-from robot_rl.envs.make import expert_action, make_env
+from robot_rl.data.store import EpisodeStore, StoreSchema
+from robot_rl.envs.make import control_dt, expert_action, make_env
 from robot_rl.evaluate import evaluate
 from robot_rl.utils.checkpoint import load_state, save_state
 from robot_rl.utils.specs import check_spec, env_spec
+
+
+ACTION_SEMANTICS = "end-effector deltas in the reset-pose frame, then the gripper; all in [-1, 1] (envs/contract.py)"
 
 
 def set_threads(threads: int) -> None:
@@ -56,33 +60,65 @@ class Trainer:
         self._next_eval = int(cfg.eval.every)
 
     # ---------------------------------------------------------------- demos
+    def _store_schema(self, action_semantics: str) -> StoreSchema:
+        return StoreSchema.from_spaces(self.env.observation_space, self.env.action_space, 1.0 / control_dt(self.env),
+                                       action_semantics)
+
     def collect_demos(self) -> dict[str, float]:
-        """Roll out the task's scripted expert for ``demos.episodes`` episodes into the demo buffer."""
+        """Roll out the task's scripted expert for ``demos.episodes`` successful episodes into the demo buffer,
+        and keep them in ``<run_dir>/demos.zarr`` (reusable with ``demos.path=``)."""
         n = int(self.cfg.demos.episodes)
         kept = tried = 0
         env = make_env(self.cfg.task)
+        dt = control_dt(env)
         seed = int(self.cfg.seed) + 1_000_000  # disjoint from training and evaluation seeds
-        while kept < n and tried < 3 * n + 10:
-            obs, _ = env.reset(seed=seed + tried)
-            tried += 1
-            episode, success = [], False
-            while True:
-                action = np.asarray(expert_action(env), dtype=np.float32)
-                next_obs, reward, terminated, truncated, info = env.step(action)
-                episode.append((obs, action, float(reward), bool(terminated), bool(truncated), next_obs))
-                success = success or bool(info["success"])
-                obs = next_obs
-                if terminated or truncated:
-                    break
-            if success or not self.cfg.demos.only_successful:
-                for tr in episode:
-                    self.demo.add(*tr)
-                kept += 1
-        env.close()
+        store = EpisodeStore.create(self.run_dir / "demos.zarr", self._store_schema(ACTION_SEMANTICS), overwrite=True)
+        try:
+            while kept < n and tried < 3 * n + 10:
+                obs, _ = env.reset(seed=seed + tried)
+                tried += 1
+                steps, success = [], False
+                while True:
+                    action = np.asarray(expert_action(env), dtype=np.float32)
+                    next_obs, reward, terminated, truncated, info = env.step(action)
+                    steps.append((obs, action, float(reward), bool(terminated), bool(truncated)))
+                    success = success or bool(info["success"])
+                    obs = next_obs
+                    if terminated or truncated:
+                        break
+                if success or not self.cfg.demos.only_successful:
+                    episode = {"obs": {k: np.stack([s[0][k] for s in steps]) for k in obs}, "final_obs": obs,
+                               "action": np.stack([s[1] for s in steps]),
+                               "reward": np.array([s[2] for s in steps], np.float32),
+                               "terminated": np.array([s[3] for s in steps]),
+                               "truncated": np.array([s[4] for s in steps]),
+                               "is_intervention": np.zeros(len(steps), bool)}
+                    self.demo.add_episode(episode)
+                    store.append_episode(**episode, timestamp=dt * np.arange(len(steps)), success=success,
+                                         source="scripted", task=str(self.cfg.task.name))
+                    kept += 1
+        finally:
+            store.close()
+            env.close()
         self.demo_episodes = kept
         if kept < n:
             raise RuntimeError(f"the scripted expert succeeded in only {kept} of {tried} episodes; expected {n}")
         return {"demo_episodes": kept, "demo_transitions": len(self.demo), "expert_success_rate": kept / tried}
+
+    def load_demos(self, path: str | Path) -> dict[str, float]:
+        """Fill the demo buffer from an episode store (all episodes, or only successful ones if
+        ``demos.only_successful``); refuses a store whose observations or actions differ from the env's."""
+        with EpisodeStore.open(path) as store:
+            problems = self._store_schema(store.schema.action_semantics).mismatches(store.schema)
+            if problems:
+                raise ValueError(f"demo store {path} does not match task {self.cfg.task.name}: " + "; ".join(problems))
+            for ep in store.iter_episodes():
+                if ep["metadata"]["success"] or not self.cfg.demos.only_successful:
+                    self.demo.add_episode(ep)
+                    self.demo_episodes += 1
+        if not self.demo_episodes:
+            raise ValueError(f"demo store {path} holds no usable episode (only_successful={self.cfg.demos.only_successful})")
+        return {"demo_episodes": self.demo_episodes, "demo_transitions": len(self.demo)}
 
     # -------------------------------------------------------------- training
     def train(self, progress: bool = True) -> dict[str, Any]:

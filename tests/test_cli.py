@@ -51,7 +51,7 @@ def test_train_then_eval_with_video(capsys, tmp_path):
                            "eval.episodes=3", "demos.episodes=3", "learning_starts=50", *SMALL)
     assert code == 0
     assert f"outputs: {run}/" in out
-    for name in ("config.yaml", "curve.png", "eval.jsonl", "checkpoints/best/agent.safetensors",
+    for name in ("config.yaml", "curve.png", "eval.jsonl", "demos.zarr/commit.json", "checkpoints/best/agent.safetensors",
                  "checkpoints/latest/trainer.safetensors", "checkpoints/latest/spec.json"):
         assert (run / name).exists(), name
     assert list((run / "tb").glob("events.out.tfevents.*"))
@@ -64,6 +64,10 @@ def test_train_then_eval_with_video(capsys, tmp_path):
     assert code == 0 and "resuming" in out
     steps = [json.loads(line)["step"] for line in (run / "eval.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps[-1] >= 250
+    # a new run can take its demonstrations from the store the first one kept
+    code, out, _ = run_cli(capsys, "train", "task=reach", f"run_dir={tmp_path / 'run2'}", "total_steps=60",
+                           "eval.every=60", "eval.episodes=1", f"demos.path={run / 'demos.zarr'}", *SMALL)
+    assert code == 0 and '"demo_episodes": 3' in out
 
 
 def test_eval_without_checkpoint_is_a_clear_error(capsys, tmp_path):

@@ -54,6 +54,29 @@ def test_stop_at_success_ends_the_run_early(toy_task, tmp_path):
     assert all(h["success_rate"] < 0.4 for h in tr.history[:-1])
 
 
+def test_demos_are_kept_in_a_store_and_load_back(toy_task, tmp_path):
+    first = Trainer(toy_cfg(toy_task, tmp_path), tmp_path / "a")
+    first.collect_demos()
+    store = tmp_path / "a/demos.zarr"
+    second = Trainer(toy_cfg(toy_task, tmp_path, **{"demos.path": str(store)}), tmp_path / "b")
+    assert second.load_demos(store)["demo_episodes"] == 5
+    a, b = first.demo.state_dict(), second.demo.state_dict()
+    assert a["size"] == b["size"] > 0
+    for k in ("action", "reward", "terminated", "truncated"):
+        assert np.array_equal(a[k], b[k]), k
+    assert np.array_equal(a["obs"]["state"], b["obs"]["state"])
+    assert np.array_equal(a["final_next_obs"]["state"], b["final_next_obs"]["state"])
+
+
+def test_demo_store_for_another_task_is_refused(toy_task, tmp_path):
+    from robot_rl.data.store import EpisodeStore, StoreSchema
+
+    EpisodeStore.create(tmp_path / "other.zarr", StoreSchema({"state": ((9,), "float32")}, 2, 10.0)).close()
+    tr = Trainer(toy_cfg(toy_task, tmp_path), tmp_path / "run")
+    with pytest.raises(ValueError, match=r"does not match task toy_reach: observation 'state'"):
+        tr.load_demos(tmp_path / "other.zarr")
+
+
 def _weights(tr):
     return {k: v.clone() for k, v in tr.agent.critic.state_dict().items()}
 

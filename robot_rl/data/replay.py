@@ -71,6 +71,17 @@ class ReplayBuffer:
             self.pos = (i + 1) % self.capacity
             self.size = min(self.size + 1, self.capacity)
 
+    def add_episode(self, episode: Mapping[str, Any]) -> None:
+        """Append a whole episode as stored by :class:`~robot_rl.data.store.EpisodeStore` (``obs`` {key: (T, ...)},
+        ``final_obs`` {key: ...}, ``action`` (T, A), ``reward``, ``terminated``, ``truncated``, ``is_intervention``)."""
+        obs, final = episode["obs"], episode["final_obs"]
+        steps = len(episode["action"])
+        for t in range(steps):
+            nxt = final if t == steps - 1 else {k: v[t + 1] for k, v in obs.items()}
+            self.add({k: v[t] for k, v in obs.items()}, episode["action"][t], float(episode["reward"][t]),
+                     bool(episode["terminated"][t]), bool(episode["truncated"][t]), nxt,
+                     bool(episode["is_intervention"][t]))
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, Any]:
         """Uniformly sample ``batch_size`` complete transitions."""
         with self._lock:

@@ -147,7 +147,7 @@ class Trainer:
                 obs, ep_return, ep_len = next_obs, ep_return + float(reward), ep_len + 1
                 self.step += 1
                 if self.step >= int(cfg.learning_starts):
-                    if not self.agent.encoder.fitted:
+                    if self.agent.num_updates == 0 and not self.agent.encoder.fitted:  # int first: no GPU sync
                         self.agent.encoder.fit(self._all_states())
                     last_metrics = self.agent.update(batches)
                 bar.update(1)

@@ -160,6 +160,18 @@ def cmd_eval(overrides: Sequence[str]) -> int:
     return 0
 
 
+def cmd_record(overrides: Sequence[str]) -> int:
+    from robot_rl.record import run_record
+
+    return run_record(compose("record", overrides))
+
+
+def cmd_data(argv: Sequence[str]) -> int:
+    from robot_rl.data.tools import main as data_main
+
+    return data_main(list(argv))
+
+
 def cmd_bench(name: str, quick: bool, json_path: str | None, overrides: Sequence[str]) -> int:
     import importlib
 
@@ -181,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="hydra overrides key=value (see configs/train.yaml)")
     e = sub.add_parser("eval", help="evaluate a checkpoint (robot-rl eval checkpoint=PATH episodes=20 video=out.mp4)")
     e.add_argument("overrides", nargs="*", help="checkpoint=PATH [episodes=N] [video=PATH] [seed=S]")
+    r = sub.add_parser("record", help="record teleop demos into a store "
+                       "(robot-rl record task=pick_cube device=spacemouse episodes=20 out=demos.zarr)")
+    r.add_argument("overrides", nargs="*", help="hydra overrides key=value (see configs/record.yaml)")
+    d = sub.add_parser("data", help="inspect and convert episode stores: info, validate, merge, export-lerobot, "
+                       "import-rosbag (robot-rl data info demos.zarr)", add_help=False)
+    d.add_argument("args", nargs=argparse.REMAINDER, help="robot-rl data --help for the subcommands")
     b = sub.add_parser("bench", help=f"run a benchmark: {', '.join(BENCHES)}")
     b.add_argument("name", help=", ".join(BENCHES))
     b.add_argument("--quick", action="store_true", help="a short version (under 2 minutes)")
@@ -205,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_train(args.overrides)
         if args.command == "eval":
             return cmd_eval(args.overrides)
+        if args.command == "record":
+            return cmd_record(args.overrides)
+        if args.command == "data":
+            return cmd_data(args.args)
         if args.command == "bench":
             return cmd_bench(args.name, args.quick, args.json_path, args.overrides)
         parser.print_help()

@@ -104,7 +104,7 @@ def cmd_train(overrides: Sequence[str]) -> int:
     final = out["final"]
     print(f"final eval: success {final.get('success_rate', float('nan')):.0%} over {cfg.eval.episodes} episodes, "
           f"return {final.get('return_mean', float('nan')):.2f}, cycle time {final.get('cycle_time_s', float('nan')):.1f} s")
-    print(f"outputs: {run_dir}/  (checkpoints/best, checkpoints/latest, curve.png, eval.jsonl, demos.zarr, tb/)")
+    print(f"outputs: {run_dir}/  (checkpoints/best, checkpoints/latest, curve.png, eval.jsonl, demos.zarr, online.zarr, tb/)")
     return 0
 
 

@@ -1,9 +1,13 @@
 """The one training loop every task uses: demos -> online RL with evaluation, checkpoints, logs and curves.
 
-A run directory holds ``config.yaml`` (resolved), ``checkpoints/latest`` and ``checkpoints/best`` (safetensors +
-JSON), ``eval.jsonl``, ``curve.png`` and tensorboard scalars under ``tb/``. Checkpoints are written at episode
-boundaries, so ``resume=RUN_DIR`` continues the run exactly: same weights, optimizer moments, replay contents and
-random streams as if it had never stopped.
+A run directory holds ``config.yaml`` (resolved), ``demos.zarr`` (the scripted demos, when collected),
+``online.zarr`` (every episode the policy collected, appended as each ends), ``checkpoints/latest`` and
+``checkpoints/best`` (safetensors + JSON), ``eval.jsonl``, ``curve.png`` and tensorboard scalars under ``tb/``.
+
+Checkpoints hold weights, optimizer moments, counters and random streams; the replay buffers are rebuilt from the
+stores on ``resume=RUN_DIR``. Checkpoints are written at episode boundaries, so a resumed run continues exactly as
+if it had never stopped. Episodes that ended after the last checkpoint are not lost: they are in ``online.zarr``, and
+a resumed run takes them into its buffer and step count (it is then no longer bit-identical to an unbroken run).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from robot_rl.agents.sac import SAC, SACConfig
+from robot_rl.data.episode import EpisodeBuilder
 from robot_rl.data.replay import ReplayBuffer, mixed_batches
 from robot_rl.data.store import EpisodeStore, StoreSchema
 from robot_rl.envs.make import control_dt, expert_action, make_env
@@ -77,25 +82,19 @@ class Trainer:
             while kept < n and tried < 3 * n + 10:
                 obs, _ = env.reset(seed=seed + tried)
                 tried += 1
-                steps, success = [], False
+                ep, success = EpisodeBuilder(), False
                 while True:
                     action = np.asarray(expert_action(env), dtype=np.float32)
                     next_obs, reward, terminated, truncated, info = env.step(action)
-                    steps.append((obs, action, float(reward), bool(terminated), bool(truncated)))
+                    ep.add(obs, action, reward, terminated, truncated, next_obs, timestamp=dt * len(ep))
                     success = success or bool(info["success"])
                     obs = next_obs
                     if terminated or truncated:
                         break
                 if success or not self.cfg.demos.only_successful:
-                    episode = {"obs": {k: np.stack([s[0][k] for s in steps]) for k in obs}, "final_obs": obs,
-                               "action": np.stack([s[1] for s in steps]),
-                               "reward": np.array([s[2] for s in steps], np.float32),
-                               "terminated": np.array([s[3] for s in steps]),
-                               "truncated": np.array([s[4] for s in steps]),
-                               "is_intervention": np.zeros(len(steps), bool)}
+                    episode = ep.build()
                     self.demo.add_episode(episode)
-                    store.append_episode(**episode, timestamp=dt * np.arange(len(steps)), success=success,
-                                         source="scripted", task=str(self.cfg.task.name))
+                    store.append_episode(**episode, success=success, source="scripted", task=str(self.cfg.task.name))
                     kept += 1
         finally:
             store.close()
@@ -108,17 +107,33 @@ class Trainer:
     def load_demos(self, path: str | Path) -> dict[str, float]:
         """Fill the demo buffer from an episode store (all episodes, or only successful ones if
         ``demos.only_successful``); refuses a store whose observations or actions differ from the env's."""
+        only = bool(self.cfg.demos.only_successful)
+        self.demo_episodes = self._fill_from_store(self.demo, path, only_successful=only)
+        if not self.demo_episodes:
+            raise ValueError(f"demo store {path} holds no usable episode (only_successful={only})")
+        return {"demo_episodes": self.demo_episodes, "demo_transitions": len(self.demo)}
+
+    def _fill_from_store(self, buffer: ReplayBuffer, path: str | Path, only_successful: bool = False,
+                         stop: int | None = None) -> int:
+        """Add the episodes [0, stop) of the store at ``path`` to ``buffer``; returns how many were added."""
+        added = 0
         with EpisodeStore.open(path) as store:
             problems = self._store_schema(store.schema.action_semantics).mismatches(store.schema)
             if problems:
-                raise ValueError(f"demo store {path} does not match task {self.cfg.task.name}: " + "; ".join(problems))
-            for ep in store.iter_episodes():
-                if ep["metadata"]["success"] or not self.cfg.demos.only_successful:
-                    self.demo.add_episode(ep)
-                    self.demo_episodes += 1
-        if not self.demo_episodes:
-            raise ValueError(f"demo store {path} holds no usable episode (only_successful={self.cfg.demos.only_successful})")
-        return {"demo_episodes": self.demo_episodes, "demo_transitions": len(self.demo)}
+                raise ValueError(f"store {path} does not match task {self.cfg.task.name}: " + "; ".join(problems))
+            for ep in store.iter_episodes(0, stop):
+                if ep["metadata"]["success"] or not only_successful:
+                    buffer.add_episode(ep)
+                    added += 1
+        return added
+
+    def _open_online_store(self) -> EpisodeStore:
+        """``<run_dir>/online.zarr``: every episode the policy collects, appended as it ends."""
+        path = self.run_dir / "online.zarr"
+        schema = self._store_schema(ACTION_SEMANTICS)
+        if path.exists():
+            return EpisodeStore.open(path, mode="a", schema=schema)
+        return EpisodeStore.create(path, schema)
 
     # -------------------------------------------------------------- training
     def train(self, progress: bool = True) -> dict[str, Any]:
@@ -133,6 +148,9 @@ class Trainer:
                                 self.rng)
         bar = tqdm(total=total, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True,
                    desc=f"{cfg.task.name}/{cfg.agent.name}", mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        store = self._open_online_store()
+        dt = control_dt(self.env)
+        episode = EpisodeBuilder()
         obs, _ = self.env.reset()
         ep_return, ep_len, t0, steps0 = 0.0, 0, time.perf_counter(), self.step
         last_metrics: dict[str, float] = {}
@@ -144,6 +162,7 @@ class Trainer:
                     action = self.agent.act(obs)
                 next_obs, reward, terminated, truncated, info = self.env.step(action)
                 self.online.add(obs, action, reward, terminated, truncated, next_obs)
+                episode.add(obs, action, reward, terminated, truncated, next_obs, timestamp=dt * ep_len)
                 obs, ep_return, ep_len = next_obs, ep_return + float(reward), ep_len + 1
                 self.step += 1
                 if self.step >= int(cfg.learning_starts):
@@ -158,6 +177,9 @@ class Trainer:
                 if not (terminated or truncated):
                     continue
                 self.episode += 1
+                store.append_episode(**episode.build(), success=bool(info["success"]), source="policy",
+                                     task=str(cfg.task.name))
+                episode.clear()
                 writer.add_scalar("train/episode_return", ep_return, self.step)
                 writer.add_scalar("train/episode_success", float(info["success"]), self.step)
                 writer.add_scalar("train/episode_length", ep_len, self.step)
@@ -173,6 +195,10 @@ class Trainer:
             bar.write(f"interrupted at step {self.step}; the last checkpoint is {self.run_dir / 'checkpoints/latest'}")
             raise
         finally:
+            if len(episode):  # stopped mid-episode (Ctrl+C, an error): keep its transitions as a truncated episode
+                store.append_episode(**episode.build(cut=True), success=False, source="policy",
+                                     task=str(cfg.task.name), notes="cut short: training stopped mid-episode")
+            store.close()
             bar.close()
             writer.close()
             self.plot_curve()
@@ -206,11 +232,11 @@ class Trainer:
         self.save_checkpoint(self.run_dir / "checkpoints" / "latest")
         if result["success_rate"] > self.best_success:
             self.best_success = result["success_rate"]
-            self.save_checkpoint(self.run_dir / "checkpoints" / "best", with_buffers=False)
+            self.save_checkpoint(self.run_dir / "checkpoints" / "best", with_trainer_state=False)
         self.plot_curve()
 
     # ----------------------------------------------------------- checkpoints
-    def save_checkpoint(self, path: Path, with_buffers: bool = True) -> None:
+    def save_checkpoint(self, path: Path, with_trainer_state: bool = True) -> None:
         """Atomically replace ``path`` (a directory) with agent + trainer state."""
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -218,13 +244,12 @@ class Trainer:
         save_state(self.agent.state_dict(), tmp / "agent")
         (tmp / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
         (tmp / "spec.json").write_text(json.dumps(env_spec(self.env), indent=1))
-        if with_buffers:
+        if with_trainer_state:
             trainer_state = {
                 "step": self.step, "episode": self.episode, "demo_episodes": self.demo_episodes,
                 "best_success": self.best_success, "next_eval": self._next_eval, "history": self.history,
                 "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                 "env_rng": self.env.unwrapped.np_random.bit_generator.state,
-                "online": self.online.state_dict(), "demo": self.demo.state_dict(),
             }
             save_state(trainer_state, tmp / "trainer")
         old = path.with_name(path.name + ".old")
@@ -247,8 +272,32 @@ class Trainer:
         self.rng.bit_generator.state = st["rng"]
         torch.set_rng_state(st["torch_rng"])
         self.env.unwrapped.np_random.bit_generator.state = st["env_rng"]
-        self.online.load_state_dict(st["online"])
-        self.demo.load_state_dict(st["demo"])
+        self._restore_buffers()
+
+    def _restore_buffers(self) -> None:
+        """Refill the demo and online buffers from the run's stores, in the order they were first filled."""
+        demos = self.cfg.demos.get("path") or (self.run_dir / "demos.zarr" if self.demo_episodes else None)
+        if demos:
+            n = self._fill_from_store(self.demo, demos, only_successful=bool(self.cfg.demos.only_successful))
+            if n != self.demo_episodes:
+                raise ValueError(f"demo store {demos} yields {n} episodes; the checkpoint was trained with "
+                                 f"{self.demo_episodes}. Restore the original store to resume")
+        online = self.run_dir / "online.zarr"
+        if not self.episode:
+            return
+        if not online.exists():
+            raise ValueError(f"{online} is missing; it holds the {self.episode} episodes this run collected, "
+                             "which a resumed run needs in its replay buffer")
+        with EpisodeStore.open(online) as store:
+            stored, steps = len(store), store.num_steps
+        if stored < self.episode:
+            raise ValueError(f"{online} holds {stored} episodes, fewer than the {self.episode} the checkpoint "
+                             "counted; it was truncated or replaced. Resume from a matching store")
+        self._fill_from_store(self.online, online)
+        if stored > self.episode:  # collected after the last checkpoint: kept, and counted as experience
+            extra = steps - self.step
+            print(f"recovered {stored - self.episode} episode(s) ({extra} steps) collected after the last checkpoint")
+            self.episode, self.step = stored, steps
 
     def plot_curve(self) -> Path | None:
         """Write ``curve.png``: eval success rate and cycle time (seconds to success) against env steps."""

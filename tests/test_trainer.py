@@ -9,6 +9,7 @@ from robot_rl.cli import compose
 from robot_rl.envs.contract import NonFiniteError, check_env_contract
 from robot_rl.envs.make import make_env
 from robot_rl.trainer import Trainer
+from robot_rl.utils.checkpoint import load_state
 
 
 def toy_cfg(toy_task, tmp_path, **over):
@@ -112,3 +113,54 @@ def test_checkpoint_for_another_spec_is_refused(toy_task, tmp_path):
     (tmp_path / "ck/spec.json").write_text(json.dumps(spec))
     with pytest.raises(ValueError, match=r"observation 'state': checkpoint .*\[7\].* vs env .*\[4\]"):
         tr.load_checkpoint(tmp_path / "ck")
+
+
+def _interrupt_after(env, steps):
+    """Make ``env.step`` raise KeyboardInterrupt on its ``steps``-th call, like Ctrl+C mid-episode."""
+    inner, count = env.step, [0]
+
+    def step(action):
+        count[0] += 1
+        if count[0] == steps:
+            raise KeyboardInterrupt
+        return inner(action)
+
+    env.step = step
+
+
+def test_every_online_transition_reaches_the_store_and_a_resume_recovers_them(toy_task, tmp_path):
+    from robot_rl.data.store import EpisodeStore
+
+    over = {"total_steps": 1000, "eval.every": 150, "learning_starts": 50}
+    tr = Trainer(toy_cfg(toy_task, tmp_path, **over), tmp_path)
+    tr.collect_demos()
+    _interrupt_after(tr.env, 260)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train(progress=False)
+    assert tr.step == 259
+    with EpisodeStore.open(tmp_path / "online.zarr") as store:
+        assert store.num_steps == 259 and not store.validate()
+        last = store.episode(len(store) - 1)
+        assert last["truncated"][-1] and not last["terminated"][-1]  # the cut episode bootstraps
+        assert "cut short" in last["metadata"]["notes"]
+        assert {store.metadata(i)["source"] for i in range(len(store))} == {"policy"}
+        stored_episodes = len(store)
+        np.testing.assert_array_equal(store.read_all()["obs"]["state"], tr.online.obs["state"][:259])
+    ckpt_step = load_state(tmp_path / "checkpoints/latest/trainer")["step"]
+    assert ckpt_step < 259  # the last checkpoint came before the interruption
+    resumed = Trainer(toy_cfg(toy_task, tmp_path, **over), tmp_path)
+    resumed.load_checkpoint(tmp_path / "checkpoints/latest")
+    assert resumed.step == 259 and resumed.episode == stored_episodes and len(resumed.online) == 259
+    assert len(resumed.demo) == len(tr.demo)
+
+
+def test_resume_refuses_a_store_with_fewer_episodes_than_the_checkpoint(toy_task, tmp_path):
+    import shutil
+
+    tr = Trainer(toy_cfg(toy_task, tmp_path, total_steps=120, **{"eval.every": 100}), tmp_path)
+    tr.collect_demos()
+    tr.train(progress=False)
+    shutil.rmtree(tmp_path / "online.zarr")
+    resumed = Trainer(toy_cfg(toy_task, tmp_path), tmp_path)
+    with pytest.raises(ValueError, match="online.zarr is missing"):
+        resumed.load_checkpoint(tmp_path / "checkpoints/latest")

@@ -36,6 +36,7 @@ class ReplayBuffer:
         self.truncated = np.zeros(capacity, dtype=bool)
         self.is_intervention = np.zeros(capacity, dtype=bool)
         self.final_next_obs: dict[int, dict[str, np.ndarray]] = {}  # slot -> last observation of its episode
+        self._pin = self.device.type == "cuda"
         self.pos = 0  # next slot to write
         self.size = 0
         self._lock = threading.Lock()
@@ -73,14 +74,37 @@ class ReplayBuffer:
 
     def add_episode(self, episode: Mapping[str, Any]) -> None:
         """Append a whole episode as stored by :class:`~robot_rl.data.store.EpisodeStore` (``obs`` {key: (T, ...)},
-        ``final_obs`` {key: ...}, ``action`` (T, A), ``reward``, ``terminated``, ``truncated``, ``is_intervention``)."""
-        obs, final = episode["obs"], episode["final_obs"]
+        ``final_obs`` {key: ...}, ``action`` (T, A), ``reward``, ``terminated``, ``truncated``, ``is_intervention``
+        (T,)). Rows are written in bulk; the result equals ``T`` calls of :meth:`add`. An episode longer than the
+        buffer keeps its last ``capacity`` rows."""
         steps = len(episode["action"])
-        for t in range(steps):
-            nxt = final if t == steps - 1 else {k: v[t + 1] for k, v in obs.items()}
-            self.add({k: v[t] for k, v in obs.items()}, episode["action"][t], float(episode["reward"][t]),
-                     bool(episode["terminated"][t]), bool(episode["truncated"][t]), nxt,
-                     bool(episode["is_intervention"][t]))
+        if steps == 0:
+            return
+        skip = max(0, steps - self.capacity)
+        final_t = steps - 1
+        ends_here = bool(episode["terminated"][final_t]) or bool(episode["truncated"][final_t])
+        with self._lock:
+            start = (self.pos + skip) % self.capacity  # as if the skipped rows had been written first
+            n = steps - skip
+            for a, b in ((start, min(start + n, self.capacity)), (0, max(0, start + n - self.capacity))):
+                if b <= a:
+                    continue
+                lo = skip + (a - start if a >= start else self.capacity - start)
+                rows = slice(lo, lo + (b - a))
+                for k, arr in self.obs.items():
+                    arr[a:b] = episode["obs"][k][rows]
+                self.action[a:b] = episode["action"][rows]
+                self.reward[a:b] = episode["reward"][rows]
+                self.terminated[a:b] = episode["terminated"][rows]
+                self.truncated[a:b] = episode["truncated"][rows]
+                self.is_intervention[a:b] = episode["is_intervention"][rows]
+                for slot in range(a, b):
+                    self.final_next_obs.pop(slot, None)
+            last = (start + n - 1) % self.capacity
+            if ends_here:
+                self.final_next_obs[last] = {k: np.array(v, copy=True) for k, v in episode["final_obs"].items()}
+            self.pos = (start + n) % self.capacity
+            self.size = min(self.size + n, self.capacity)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, Any]:
         """Uniformly sample ``batch_size`` complete transitions."""
@@ -93,21 +117,29 @@ class ReplayBuffer:
             if pending is not None:
                 # Skip the pending slot: valid slots are every slot of [0, size) but `pending`.
                 idx = idx + (idx >= pending)
-            done = self.terminated[idx] | self.truncated[idx]
+            done = np.flatnonzero(self.terminated[idx] | self.truncated[idx])
             nxt = (idx + 1) % self.capacity
-            batch_obs = {k: arr[idx] for k, arr in self.obs.items()}
-            next_obs = {k: arr[nxt] for k, arr in self.obs.items()}
-            for j in np.flatnonzero(done):
+            batch_obs = {k: self._gather(arr, idx) for k, arr in self.obs.items()}
+            next_obs = {k: self._gather(arr, nxt) for k, arr in self.obs.items()}
+            for j in done:
                 final = self.final_next_obs[int(idx[j])]
                 for k in next_obs:
-                    next_obs[k][j] = final[k]
+                    next_obs[k][j] = torch.from_numpy(np.asarray(final[k]))
             out = {
-                "obs": batch_obs, "next_obs": next_obs, "action": self.action[idx], "reward": self.reward[idx],
-                "terminated": self.terminated[idx].astype(np.float32),
-                "truncated": self.truncated[idx].astype(np.float32),
-                "is_intervention": self.is_intervention[idx].astype(np.float32),
+                "obs": batch_obs, "next_obs": next_obs, "action": self._gather(self.action, idx),
+                "reward": self._gather(self.reward, idx),
+                "terminated": torch.from_numpy(self.terminated[idx].astype(np.float32)),
+                "truncated": torch.from_numpy(self.truncated[idx].astype(np.float32)),
+                "is_intervention": torch.from_numpy(self.is_intervention[idx].astype(np.float32)),
             }
         return to_device(out, self.device)
+
+    def _gather(self, arr: np.ndarray, idx: np.ndarray) -> torch.Tensor:
+        """``arr[idx]`` as a CPU tensor; page-locked when the buffer feeds a GPU, so the copy to it is asynchronous.
+        (Pinned blocks come from torch's caching host allocator, which reuses a block only once its copy is done.)"""
+        out = torch.empty((len(idx), *arr.shape[1:]), dtype=torch.from_numpy(arr[:0]).dtype, pin_memory=self._pin)
+        np.take(arr, idx, axis=0, out=out.numpy())
+        return out
 
     # Checkpointing: plain arrays, saved with safetensors by the caller.
     def state_dict(self) -> dict[str, Any]:
@@ -139,10 +171,12 @@ class ReplayBuffer:
 
 
 def to_device(tree: Any, device: torch.device) -> Any:
-    """numpy arrays (possibly nested in dicts) -> torch tensors on ``device``."""
+    """numpy arrays or CPU tensors (possibly nested in dicts) -> torch tensors on ``device`` (asynchronous from
+    pinned memory)."""
     if isinstance(tree, dict):
         return {k: to_device(v, device) for k, v in tree.items()}
-    return torch.from_numpy(np.ascontiguousarray(tree)).to(device, non_blocking=True)
+    t = tree if isinstance(tree, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(tree))
+    return t.to(device, non_blocking=True)
 
 
 def mixed_batches(demo: ReplayBuffer | None, online: ReplayBuffer, batch_size: int, demo_fraction: float,

@@ -59,7 +59,7 @@ class Trainer:
         adim = self.agent.action_dim
         self.online = ReplayBuffer(self.env.observation_space, adim, int(cfg.buffer_capacity), self.agent.device)
         self.demo = ReplayBuffer(self.env.observation_space, adim, int(cfg.buffer_capacity), self.agent.device)
-        self.step, self.episode, self.demo_episodes = 0, 0, 0
+        self.step, self.episode, self.demo_episodes, self.prefill_episodes = 0, 0, 0, 0
         self.history: list[dict[str, float]] = []
         self.best_success = -1.0
         self._next_eval = int(cfg.eval.every)
@@ -112,6 +112,13 @@ class Trainer:
         if not self.demo_episodes:
             raise ValueError(f"demo store {path} holds no usable episode (only_successful={only})")
         return {"demo_episodes": self.demo_episodes, "demo_transitions": len(self.demo)}
+
+    def prefill(self, paths: list[str | Path]) -> dict[str, float]:
+        """Fill the online buffer with every episode of earlier stores (e.g. ``runs/<run>/online.zarr``) before
+        training: experience from earlier runs, replayed like the run's own."""
+        for path in paths:
+            self.prefill_episodes += self._fill_from_store(self.online, path)
+        return {"prefill_episodes": self.prefill_episodes, "prefill_transitions": len(self.online)}
 
     def _fill_from_store(self, buffer: ReplayBuffer, path: str | Path, only_successful: bool = False,
                          stop: int | None = None) -> int:
@@ -247,7 +254,7 @@ class Trainer:
         if with_trainer_state:
             trainer_state = {
                 "step": self.step, "episode": self.episode, "demo_episodes": self.demo_episodes,
-                "best_success": self.best_success, "next_eval": self._next_eval, "history": self.history,
+                "prefill_episodes": self.prefill_episodes, "best_success": self.best_success, "next_eval": self._next_eval, "history": self.history,
                 "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                 "env_rng": self.env.unwrapped.np_random.bit_generator.state,
             }
@@ -268,6 +275,7 @@ class Trainer:
             raise ValueError(f"{path} holds weights only (no trainer state); resume from checkpoints/latest")
         st = load_state(path / "trainer")
         self.step, self.episode, self.demo_episodes = int(st["step"]), int(st["episode"]), int(st["demo_episodes"])
+        self.prefill_episodes = int(st["prefill_episodes"])
         self.best_success, self._next_eval, self.history = float(st["best_success"]), int(st["next_eval"]), st["history"]
         self.rng.bit_generator.state = st["rng"]
         torch.set_rng_state(st["torch_rng"])
@@ -282,6 +290,11 @@ class Trainer:
             if n != self.demo_episodes:
                 raise ValueError(f"demo store {demos} yields {n} episodes; the checkpoint was trained with "
                                  f"{self.demo_episodes}. Restore the original store to resume")
+        if self.prefill_episodes:
+            paths = list(self.cfg.get("prefill") or [])
+            if sum(self._fill_from_store(self.online, p) for p in paths) != self.prefill_episodes:
+                raise ValueError(f"the prefill stores {paths} no longer hold the {self.prefill_episodes} episodes "
+                                 "this run started from; restore them to resume")
         online = self.run_dir / "online.zarr"
         if not self.episode:
             return

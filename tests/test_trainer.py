@@ -164,3 +164,17 @@ def test_resume_refuses_a_store_with_fewer_episodes_than_the_checkpoint(toy_task
     resumed = Trainer(toy_cfg(toy_task, tmp_path), tmp_path)
     with pytest.raises(ValueError, match="online.zarr is missing"):
         resumed.load_checkpoint(tmp_path / "checkpoints/latest")
+
+
+def test_online_buffer_prefills_from_an_earlier_run(toy_task, tmp_path):
+    first = Trainer(toy_cfg(toy_task, tmp_path, total_steps=60, learning_starts=1000), tmp_path / "a")
+    first.train(progress=False)
+    store = str(tmp_path / "a/online.zarr")
+    cfg = toy_cfg(toy_task, tmp_path, total_steps=100, learning_starts=1000, prefill=[store], **{"eval.every": 30})
+    second = Trainer(cfg, tmp_path / "b")
+    assert second.prefill([store])["prefill_transitions"] == first.step
+    np.testing.assert_array_equal(second.online.obs["state"][: first.step], first.online.obs["state"][: first.step])
+    second.train(progress=False)
+    resumed = Trainer(cfg, tmp_path / "b")
+    resumed.load_checkpoint(tmp_path / "b/checkpoints/latest")
+    assert len(resumed.online) == first.step + second.step

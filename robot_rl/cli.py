@@ -15,7 +15,7 @@ from typing import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = Path(os.environ.get("ROBOT_RL_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
-BENCHES = ("learner", "sample-efficiency")
+BENCHES = ("learner", "sample-efficiency", "data")
 
 
 class UsageError(Exception):
@@ -213,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from robot_rl.utils.perf import tune_malloc
 
     tune_malloc()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["data"]:  # its own parser, so ``robot-rl data --help`` lists the data subcommands
+        return cmd_data(argv[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     bad = [a for a in extra if a.startswith("-") or "=" not in a]
@@ -227,8 +230,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_eval(args.overrides)
         if args.command == "record":
             return cmd_record(args.overrides)
-        if args.command == "data":
-            return cmd_data(args.args)
         if args.command == "bench":
             return cmd_bench(args.name, args.quick, args.json_path, args.overrides)
         parser.print_help()

@@ -7,6 +7,12 @@ RLPD (Ball et al., 2023) is SAC plus three switches, all plain config here rathe
 * LayerNorm in the critics (``critic_layer_norm``);
 * a high update-to-data ratio (``utd_ratio`` critic updates per env step, one actor/temperature update per call).
 
+``gripper="discrete"`` (HIL-SERL's hybrid agent, again config rather than a subclass) takes the last action dim away
+from the actor and the critic ensemble, which then cover the ``A - 1`` arm dims, and gives it to a DQN over
+{open, stay, close} (:mod:`robot_rl.agents.gripper`): trained with double-DQN targets on the same features at every
+critic step, paid ``gripper_penalty`` for each toggle of the gripper, epsilon-greedy in ``act()``. ``act()`` still
+returns the full ``(A,)`` action, so callers see the same layout either way.
+
 The batch mixing of demonstrations and online data lives in the data layer (:mod:`robot_rl.data.replay`); the agent
 just consumes batches. ``update()`` returns metrics; the caller logs them.
 """
@@ -22,9 +28,13 @@ import torch.nn.functional as F
 from gymnasium import spaces
 
 from robot_rl.agents.encoders import build_encoder
+from robot_rl.agents.gripper import (CLOSED_STATE_THRESHOLD, GRIPPER_ACTION_NAMES, GRIPPER_COMMANDS, GripperQ,
+                                     discretize_gripper, double_dqn_target, epsilon_at, gripper_toggles)
 from robot_rl.agents.networks import EnsembleQ, TanhGaussianActor
+from robot_rl.envs.contract import STATE_KEY
 
-Batch = dict[str, Any]  # obs: dict[str, Tensor], action (B, A), reward (B,), terminated (B,), next_obs: dict
+# obs: dict[str, Tensor], action (B, A), reward (B,), terminated (B,), next_obs: dict; optional gripper_state (B,)
+Batch = dict[str, Any]
 
 
 @dataclass
@@ -45,9 +55,21 @@ class SACConfig:
     critic_lr: float = 3e-4
     temperature_lr: float = 3e-4
     init_temperature: float = 1.0
-    target_entropy: float | None = None  # None: -action_dim / 2
+    target_entropy: float | None = None  # None: -(continuous action dims) / 2
     backup_entropy: bool = True  # subtract alpha * log pi in the critic target
     device: str = "auto"
+    # Gripper (the last action dim). "continuous": one more actor output like the arm dims. "discrete": a separate
+    # DQN over {open, stay, close} -> commands {-1, 0, +1}; the actor and critic then cover the arm dims only.
+    gripper: str = "continuous"
+    gripper_penalty: float = 0.1  # subtracted from the gripper critic's reward for each toggle (open<->closed)
+    # obs["state"][gripper_state_index] > 0.5 means "closed" before the action (sim: the "gripper_cmd" entry of
+    # PandaEnv.state_layout). A batch key "gripper_state" takes precedence. With neither, every open/close command
+    # counts as a toggle (see robot_rl.agents.gripper.gripper_toggles).
+    gripper_state_index: int | None = None
+    gripper_num_critics: int = 2  # gripper Q ensemble; target and greedy action use the minimum over members
+    gripper_epsilon_start: float = 0.2  # epsilon-greedy exploration of the gripper in act(deterministic=False) ...
+    gripper_epsilon_end: float = 0.02  # ... decaying linearly to this ...
+    gripper_epsilon_decay_steps: int = 5000  # ... over this many exploratory act() calls
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
@@ -60,6 +82,19 @@ class SACConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if not 0.0 < self.discount <= 1.0 or not 0.0 < self.tau <= 1.0:
             raise ValueError(f"discount={self.discount} and tau={self.tau} must lie in (0, 1]")
+        if self.gripper not in ("continuous", "discrete"):
+            raise ValueError(f"gripper={self.gripper!r}; valid: 'continuous', 'discrete'")
+        if self.gripper_penalty < 0:
+            raise ValueError(f"gripper_penalty={self.gripper_penalty} must be >= 0 (it is subtracted per toggle)")
+        if self.gripper_num_critics < 1:
+            raise ValueError(f"gripper_num_critics={self.gripper_num_critics} must be >= 1")
+        if self.gripper_state_index is not None and int(self.gripper_state_index) < 0:
+            raise ValueError(f"gripper_state_index={self.gripper_state_index} must be >= 0 or null")
+        if not 0.0 <= self.gripper_epsilon_end <= self.gripper_epsilon_start <= 1.0:
+            raise ValueError(f"need 0 <= gripper_epsilon_end ({self.gripper_epsilon_end}) <= gripper_epsilon_start "
+                             f"({self.gripper_epsilon_start}) <= 1")
+        if self.gripper_epsilon_decay_steps < 0:
+            raise ValueError(f"gripper_epsilon_decay_steps={self.gripper_epsilon_decay_steps} must be >= 0")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SACConfig":
@@ -79,7 +114,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 class SAC:
-    """Owns the encoder, actor, critic ensemble, target critics, optimizers and temperature.
+    """Owns the encoder, actor, critic ensemble, target critics, optimizers and temperature (and, with
+    ``gripper="discrete"``, the gripper Q ensemble, its target and optimizer).
 
     ``act(obs)`` serves the actor (one unbatched observation -> one action in [-1, 1]); ``update(batches)`` serves
     the learner, pulling ``utd_ratio`` batches from the iterator.
@@ -89,33 +125,85 @@ class SAC:
         self.cfg = config
         self.device = resolve_device(config.device)
         self.observation_space, self.action_space = observation_space, action_space
-        self.action_dim = int(np.prod(action_space.shape))
+        self.action_dim = int(np.prod(action_space.shape))  # what the env takes and the buffers store
+        self.discrete_gripper = config.gripper == "discrete"
+        if self.discrete_gripper and (len(action_space.shape) != 1 or self.action_dim < 2):
+            raise ValueError(f"gripper='discrete' needs a 1-D action space with the arm dims first and the gripper "
+                             f"last (at least 2 dims); got shape {action_space.shape}. Use gripper='continuous' "
+                             "for tasks without a gripper or with only one")
+        self.arm_dim = self.action_dim - 1 if self.discrete_gripper else self.action_dim  # actor / critic dims
         self.encoder = build_encoder(observation_space).to(self.device)
         feat = self.encoder.out_dim
-        self.actor = TanhGaussianActor(feat, self.action_dim, config.hidden_dims, config.actor_layer_norm).to(self.device)
-        self.critic = EnsembleQ(config.num_critics, feat + self.action_dim, config.hidden_dims,
+        self.actor = TanhGaussianActor(feat, self.arm_dim, config.hidden_dims, config.actor_layer_norm).to(self.device)
+        self.critic = EnsembleQ(config.num_critics, feat + self.arm_dim, config.hidden_dims,
                                 config.critic_layer_norm).to(self.device)
-        self.critic_target = EnsembleQ(config.num_critics, feat + self.action_dim, config.hidden_dims,
+        self.critic_target = EnsembleQ(config.num_critics, feat + self.arm_dim, config.hidden_dims,
                                        config.critic_layer_norm).to(self.device)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
         self.log_alpha = torch.tensor(np.log(config.init_temperature), dtype=torch.float32, device=self.device,
                                       requires_grad=True)
-        self.target_entropy = (-self.action_dim / 2.0 if config.target_entropy is None else float(config.target_entropy))
+        self.target_entropy = (-self.arm_dim / 2.0 if config.target_entropy is None else float(config.target_entropy))
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
         self.temp_opt = torch.optim.Adam([self.log_alpha], lr=config.temperature_lr)
         self.num_updates = 0
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
+        if self.discrete_gripper:
+            self._init_gripper(feat)
+
+    def _init_gripper(self, feat_dim: int) -> None:
+        """Build the gripper Q ensemble ``features (B, feat_dim) -> (E, B, 3)``, its Polyak target and optimizer."""
+        cfg = self.cfg
+        if cfg.gripper_state_index is not None:
+            state_dim = self.observation_space[STATE_KEY].shape[0]
+            if int(cfg.gripper_state_index) >= state_dim:
+                raise ValueError(f"gripper_state_index={cfg.gripper_state_index} is outside the state vector "
+                                 f"(dim {state_dim})")
+        self.gripper_critic = GripperQ(cfg.gripper_num_critics, feat_dim, cfg.hidden_dims,
+                                       cfg.critic_layer_norm).to(self.device)
+        self.gripper_target = GripperQ(cfg.gripper_num_critics, feat_dim, cfg.hidden_dims,
+                                       cfg.critic_layer_norm).to(self.device)
+        self.gripper_target.load_state_dict(self.gripper_critic.state_dict())
+        self.gripper_target.requires_grad_(False)
+        self.gripper_opt = torch.optim.Adam(self.gripper_critic.parameters(), lr=cfg.critic_lr)
+        self._gripper_params = list(self.gripper_critic.parameters())
+        self._gripper_target_params = list(self.gripper_target.parameters())
+        self._gripper_commands = torch.tensor(GRIPPER_COMMANDS, dtype=torch.float32, device=self.device)
+        self.gripper_act_steps = 0  # exploratory act() calls so far: the epsilon schedule's clock
 
     # ------------------------------------------------------------------ acting
+    @property
+    def gripper_epsilon(self) -> float:
+        """Current epsilon of the gripper's epsilon-greedy exploration (0 with a continuous gripper)."""
+        if not self.discrete_gripper:
+            return 0.0
+        c = self.cfg
+        return epsilon_at(self.gripper_act_steps, c.gripper_epsilon_start, c.gripper_epsilon_end,
+                          c.gripper_epsilon_decay_steps)
+
     @torch.inference_mode()
     def act(self, obs: Mapping[str, np.ndarray], deterministic: bool = False) -> np.ndarray:
-        """One observation (unbatched dict of arrays) -> float32 action ``(A,)`` in [-1, 1]."""
+        """One observation (unbatched dict of arrays) -> float32 action ``(A,)`` in [-1, 1].
+
+        With a discrete gripper the last entry is -1 (open), 0 (stay) or +1 (close): the argmax of the gripper
+        critic (minimum over its members), or with probability :attr:`gripper_epsilon` a uniformly random one unless
+        ``deterministic``. Each non-deterministic call advances the epsilon schedule by one step.
+        """
         batch = {k: torch.as_tensor(v, device=self.device).unsqueeze(0) for k, v in obs.items()}
-        action, _ = self.actor(self.encoder(batch), deterministic=deterministic)
-        return action[0].cpu().numpy().astype(np.float32)
+        feat = self.encoder(batch)
+        action, _ = self.actor(feat, deterministic=deterministic)
+        if not self.discrete_gripper:
+            return action[0].cpu().numpy().astype(np.float32)
+        choice = self.gripper_critic(feat).min(dim=0).values[0].argmax()
+        if not deterministic:
+            u = torch.rand(2)  # CPU generator, so torch.manual_seed makes exploration reproducible on any device
+            if float(u[0]) < self.gripper_epsilon:
+                choice = torch.as_tensor(min(int(u[1] * len(GRIPPER_COMMANDS)), len(GRIPPER_COMMANDS) - 1))
+            self.gripper_act_steps += 1
+        gripper = self._gripper_commands[choice.to(self.device)].view(1)
+        return torch.cat([action[0], gripper]).cpu().numpy().astype(np.float32)
 
     # ---------------------------------------------------------------- learning
     @property
@@ -135,14 +223,69 @@ class SAC:
             if self.cfg.backup_entropy:
                 next_q = next_q - self.alpha * next_logp
             target = batch["reward"] + self.cfg.discount * (1.0 - batch["terminated"]) * next_q
-        q = self.critic(feat, batch["action"])  # (E, B)
+        q = self.critic(feat, batch["action"][:, : self.arm_dim])  # (E, B)
         loss = F.mse_loss(q, target.unsqueeze(0).expand_as(q), reduction="none").mean(dim=1).sum()
         self.critic_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_opt.step()
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, self.cfg.tau)
-        return {"critic_loss": loss.detach() / q.shape[0], "q_mean": q.detach().mean(), "target_q": target.mean()}
+        metrics = {"critic_loss": loss.detach() / q.shape[0], "q_mean": q.detach().mean(), "target_q": target.mean()}
+        if self.discrete_gripper:
+            # Detached features: the encoder is shaped by the arm critic alone (as for the actor in _actor_step), the
+            # penalised gripper reward does not pull the shared representation toward a 3-way decision that is a
+            # small part of the task, and the features of this critic step are reused, so the gripper costs no
+            # second encoder pass (which matters once images are encoded).
+            metrics.update(self._gripper_step(feat.detach(), next_feat, batch))
+        return metrics
+
+    def gripper_closed(self, batch: Batch) -> torch.Tensor | None:
+        """The gripper state in effect when each batch action was chosen, ``(B,)`` bool (True = closed), or None.
+
+        Taken from ``batch["gripper_state"]`` (B,) when the data layer supplies it, else from the raw state entry
+        ``obs["state"][:, gripper_state_index]``; a value > 0.5 means closed. None when neither is available.
+        """
+        if "gripper_state" in batch:
+            return batch["gripper_state"].reshape(-1) > CLOSED_STATE_THRESHOLD
+        if self.cfg.gripper_state_index is not None:
+            return batch["obs"][STATE_KEY][:, int(self.cfg.gripper_state_index)] > CLOSED_STATE_THRESHOLD
+        return None
+
+    def gripper_td_target(self, batch: Batch, next_feat: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Executed gripper action indices ``(B,)``, toggles ``(B,)`` bool and double-DQN targets ``(B,)``.
+
+        The gripper reward is the env reward minus ``gripper_penalty`` on each toggle; ``terminated`` stops the
+        bootstrap, ``truncated`` does not. ``next_feat`` ``(B, F)``: the encoded ``next_obs`` if already computed.
+        """
+        with torch.no_grad():
+            if next_feat is None:
+                next_feat = self.encoder(batch["next_obs"])
+            taken = discretize_gripper(batch["action"][:, -1])
+            toggled = gripper_toggles(taken, self.gripper_closed(batch))
+            reward = batch["reward"] - self.cfg.gripper_penalty * toggled.float()
+            target, _ = double_dqn_target(reward, batch["terminated"], self.gripper_critic(next_feat),
+                                          self.gripper_target(next_feat), self.cfg.discount)
+        return taken, toggled, target
+
+    def _gripper_step(self, feat: torch.Tensor, next_feat: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        """One double-DQN update of the gripper ensemble on features ``(B, F)``; Polyak-averages its target."""
+        taken, toggled, target = self.gripper_td_target(batch, next_feat)
+        q_all = self.gripper_critic(feat)  # (E, B, 3)
+        q = q_all.gather(-1, taken.view(1, -1, 1).expand(q_all.shape[0], -1, 1)).squeeze(-1)  # (E, B)
+        loss = F.mse_loss(q, target.unsqueeze(0).expand_as(q), reduction="none").mean(dim=1).sum()
+        self.gripper_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.gripper_opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(self._gripper_target_params, self._gripper_params, self.cfg.tau)
+            greedy = q_all.detach().min(dim=0).values.argmax(dim=-1)
+            counts = torch.bincount(greedy, minlength=len(GRIPPER_COMMANDS)).float() / greedy.numel()
+        metrics = {"gripper_loss": loss.detach() / q.shape[0], "gripper_q_mean": q.detach().mean(),
+                   "gripper_target_q": target.mean(), "gripper_toggle_rate": toggled.float().mean(),
+                   "gripper_epsilon": torch.tensor(self.gripper_epsilon)}
+        metrics.update({f"gripper_frac_{name}": counts[i] for i, name in enumerate(GRIPPER_ACTION_NAMES)})
+        return metrics
 
     def _actor_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         feat = self.encoder(batch["obs"]).detach()
@@ -163,7 +306,8 @@ class SAC:
                 "temperature_loss": temp_loss.detach()}
 
     def update(self, batches: Iterator[Batch]) -> dict[str, float]:
-        """Run ``utd_ratio`` critic updates and one actor + temperature update; return scalar metrics."""
+        """Run ``utd_ratio`` critic (and gripper critic) updates and one actor + temperature update; return scalar
+        metrics (gripper ones, from the last critic step, prefixed ``gripper_``)."""
         for _ in range(self.cfg.utd_ratio):
             batch = next(batches)
             metrics = self._critic_step(batch)
@@ -174,14 +318,22 @@ class SAC:
     # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training exactly: weights, optimizers, temperature, counters."""
-        return {
+        state = {
             "encoder": self.encoder.state_dict(), "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
             "critic_target": self.critic_target.state_dict(), "log_alpha": self.log_alpha.detach(),
             "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
             "temp_opt": self.temp_opt.state_dict(), "num_updates": self.num_updates, "config": asdict(self.cfg),
         }
+        if self.discrete_gripper:
+            state.update({"gripper_critic": self.gripper_critic.state_dict(),
+                          "gripper_target": self.gripper_target.state_dict(),
+                          "gripper_opt": self.gripper_opt.state_dict(), "gripper_act_steps": self.gripper_act_steps})
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.discrete_gripper != ("gripper_critic" in state):
+            raise ValueError(f"checkpoint {'has' if 'gripper_critic' in state else 'lacks'} a discrete gripper critic "
+                             f"but this agent has gripper={self.cfg.gripper!r}")
         for name in ("encoder", "actor", "critic", "critic_target"):
             getattr(self, name).load_state_dict(state[name])
         with torch.no_grad():
@@ -189,13 +341,25 @@ class SAC:
         for name in ("actor_opt", "critic_opt", "temp_opt"):
             getattr(self, name).load_state_dict(state[name])
         self.num_updates = int(state["num_updates"])
+        if self.discrete_gripper:
+            self.gripper_critic.load_state_dict(state["gripper_critic"])
+            self.gripper_target.load_state_dict(state["gripper_target"])
+            self.gripper_opt.load_state_dict(state["gripper_opt"])
+            self.gripper_act_steps = int(state["gripper_act_steps"])
 
     def policy_weights(self) -> dict[str, torch.Tensor]:
-        """The small part an actor needs: encoder + actor weights, flat names -> CPU tensors."""
+        """The small part an actor needs: encoder + actor (+ online gripper critic) weights, flat names -> CPU
+        tensors."""
         out = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
         out.update({f"actor.{k}": v for k, v in self.actor.state_dict().items()})
+        if self.discrete_gripper:
+            out.update({f"gripper_critic.{k}": v for k, v in self.gripper_critic.state_dict().items()})
         return {k: v.detach().cpu() for k, v in out.items()}
 
     def load_policy_weights(self, weights: Mapping[str, torch.Tensor]) -> None:
         self.encoder.load_state_dict({k[8:]: v for k, v in weights.items() if k.startswith("encoder.")})
         self.actor.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("actor.")})
+        if self.discrete_gripper:
+            prefix = "gripper_critic."
+            self.gripper_critic.load_state_dict({k[len(prefix):]: v for k, v in weights.items()
+                                                 if k.startswith(prefix)})

@@ -165,6 +165,8 @@ def cmd_eval(overrides: Sequence[str]) -> int:
 def cmd_record(overrides: Sequence[str]) -> int:
     from robot_rl.record import run_record
 
+    # ``device`` names the torch device in train/eval; for recording it is the teleop device (config group teleop).
+    overrides = [re.sub(r"^(\+?)device([.=])", r"\1teleop\2", ov) for ov in overrides]
     return run_record(compose("record", overrides))
 
 

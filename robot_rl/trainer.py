@@ -29,13 +29,13 @@ from robot_rl.agents.sac import SAC, SACConfig
 from robot_rl.data.episode import EpisodeBuilder
 from robot_rl.data.replay import ReplayBuffer, mixed_batches
 from robot_rl.data.store import EpisodeStore, StoreSchema
+from robot_rl.envs.contract import ACTION_SEMANTICS
 from robot_rl.envs.make import control_dt, expert_action, make_env
 from robot_rl.evaluate import evaluate
 from robot_rl.utils.checkpoint import load_state, save_state
 from robot_rl.utils.specs import check_spec, env_spec
 
 
-ACTION_SEMANTICS = "end-effector deltas in the reset-pose frame, then the gripper; all in [-1, 1] (envs/contract.py)"
 
 
 def set_threads(threads: int) -> None:

@@ -25,7 +25,7 @@ def test_help_lists_subcommands():
 
 @pytest.mark.parametrize("args, expected", [
     (["task=pick_cub"], "unknown task 'pick_cub'; valid choices: dmc_cartpole_swingup, peg_insert, pick_cube, reach"),
-    (["agent=ppo"], "unknown agent 'ppo'; valid choices: rlpd, sac"),
+    (["agent=ppo"], "unknown agent 'ppo'; valid choices: rlpd, rlpd_gripper, sac"),
     (["seed"], "malformed override 'seed'"),
     (["learning_rate=1"], "unknown config key 'learning_rate'"),
     (["seed=abc"], "seed='abc' must be a non-negative integer"),

@@ -24,6 +24,7 @@ import numpy as np
 from gymnasium import spaces
 
 STATE_KEY = "state"
+ACTION_SEMANTICS = "end-effector deltas in the reset-pose frame, then the gripper; all in [-1, 1] (envs/contract.py)"
 
 
 class NonFiniteError(ValueError):

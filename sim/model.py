@@ -112,6 +112,51 @@ def look_at(pos: np.ndarray, target: np.ndarray) -> list[float]:
     return [*right, *np.cross(right, fwd)]
 
 
+TABLE_MATERIALS = ("table", "table_speckle", "table_tiles", "table_wood", "table_rubber")
+"""Materials the table can be drawn with: the nominal checker first, then the variants visual randomisation
+picks from. Only the first is used unless randomisation is on."""
+
+
+def _procedural_texture(kind: str, size: int = 128) -> np.ndarray:
+    """uint8 (size, size, 3) texture image, deterministic: ``"wood"`` (wavy brown grain) or ``"rubber"`` (smooth
+    dark grey-blue blotches)."""
+    rng = np.random.default_rng(7)
+    u, v = np.meshgrid(np.linspace(0, 1, size, endpoint=False), np.linspace(0, 1, size, endpoint=False))
+    # Periodic low-frequency noise (sum of a few random Fourier modes) keeps the texture seamless when repeated.
+    noise = np.zeros_like(u)
+    for _ in range(12):
+        kx, ky = rng.integers(1, 5, 2)
+        noise += np.sin(2 * np.pi * (kx * u + ky * v) + rng.uniform(0, 2 * np.pi)) / (kx + ky)
+    noise = (noise - noise.min()) / np.ptp(noise)
+    if kind == "wood":
+        grain = 0.5 + 0.5 * np.sin(2 * np.pi * (6 * v + 1.5 * noise))
+        fine = rng.uniform(-0.04, 0.04, u.shape)
+        base = np.array([0.62, 0.45, 0.28])
+        img = base * (0.75 + 0.25 * grain + fine)[..., None]
+    elif kind == "rubber":
+        img = np.array([0.20, 0.22, 0.27]) * (0.7 + 0.6 * noise)[..., None]
+    else:
+        raise ValueError(f"kind={kind!r} is invalid; choose one of ['wood', 'rubber']")
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def _add_table_variants(spec: mujoco.MjSpec) -> None:
+    """Add the alternative table materials of :data:`TABLE_MATERIALS` (unused by the nominal scene)."""
+    tex2d, flat = mujoco.mjtTexture.mjTEXTURE_2D, mujoco.mjtBuiltin.mjBUILTIN_FLAT
+    spec.add_texture(name="speckle", type=tex2d, builtin=flat, width=128, height=128, rgb1=[0.78, 0.77, 0.74],
+                     mark=mujoco.mjtMark.mjMARK_RANDOM, markrgb=[0.45, 0.45, 0.45], random=0.08)
+    spec.add_texture(name="tiles", type=tex2d, builtin=flat, width=64, height=64, rgb1=[0.85, 0.83, 0.8],
+                     mark=mujoco.mjtMark.mjMARK_EDGE, markrgb=[0.35, 0.35, 0.35])
+    for kind in ("wood", "rubber"):
+        img = _procedural_texture(kind)
+        spec.add_texture(name=kind, type=tex2d, width=img.shape[1], height=img.shape[0], nchannel=3,
+                         data=img.ravel().tolist())
+    repeat = {"speckle": 4, "tiles": 12, "wood": 2, "rubber": 3}  # texture repeats per metre of table (texuniform)
+    for name, (tex, n) in zip(TABLE_MATERIALS[1:], repeat.items()):
+        mat = spec.add_material(name=name, texrepeat=[n, n], texuniform=True)
+        mat.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = tex
+
+
 def build_panda_spec(finger_force: float = 30.0, visual_meshes: str = "coarse") -> mujoco.MjSpec:
     """Panda + primitive gripper on a table plane, with lights and the ``front`` camera; tasks add objects.
 
@@ -147,7 +192,12 @@ def build_panda_spec(finger_force: float = 30.0, visual_meshes: str = "coarse") 
     world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[1.5, 1.5, 0.01], group=3)
     world.add_geom(name="table_visual", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.9, 0.9, 0.01], pos=[0.3, 0, -0.01],
                    material="table", contype=0, conaffinity=0, group=2)
-    world.add_light(pos=[0.4, 0, 2.0], dir=[0, 0, -1], diffuse=[0.6, 0.6, 0.6], castshadow=False)
+    _add_table_variants(spec)
+    world.add_light(name="overhead", pos=[0.4, 0, 2.0], dir=[0, 0, -1], diffuse=[0.6, 0.6, 0.6], castshadow=False)
+    # Second light, off unless visual randomisation switches it on (see sim.randomize); an inactive light is
+    # skipped by the renderer, so nominal images and rendering cost are those of the single-light scene.
+    world.add_light(name="fill", type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL, pos=[0.4, 0, 1.5], dir=[0, 0, -1],
+                    diffuse=[0.3, 0.3, 0.3], castshadow=False, active=False)
     # Front camera: in front of the robot and a little to its left, looking back at the workspace.
     world.add_camera(name="front", pos=[1.0, 0.3, 0.5], fovy=50, xyaxes=look_at([1.0, 0.3, 0.5], [0.47, 0, 0.17]))
     return spec

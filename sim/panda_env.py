@@ -25,6 +25,7 @@ the task's privileged state follows (see each task's docstring and :attr:`PandaE
 from __future__ import annotations
 
 import atexit
+import copy
 import functools
 import os
 import weakref
@@ -38,6 +39,7 @@ from gymnasium import spaces
 from robot_rl.envs.contract import assert_finite
 from sim.controller import OpSpaceController
 from sim.model import ARM_ACTUATORS, ARM_JOINTS, FINGER_ACTUATORS, FINGER_JOINTS, FINGER_MAX, HOME_QPOS
+from sim.randomize import RandomizeConfig, VisualRandomizer, geom_groups
 
 OBS_MODES = ("state", "pixels")
 REWARD_TYPES = ("sparse", "shaped")
@@ -145,6 +147,11 @@ class PandaEnv(gym.Env):
         kp_pos / kp_rot: controller stiffness (1/s^2) for translation / rotation.
         visual_meshes: "coarse" (arm drawn with its ~2k-triangle convex hulls: fast pixels) or "fine" (Menagerie
             visual meshes, ~126k triangles: nicer videos, ~15x slower to render). Physics is identical.
+        randomize: visual domain randomisation resampled at every reset (lighting, colours and table texture,
+            camera pose and field of view; see :mod:`sim.randomize` for keys, units and defaults). None / False:
+            off (nominal images); True: on with the defaults; a mapping: on (unless ``enabled: false``) with those
+            values over the defaults. Drawn from a generator derived from ``np_random`` without advancing it, so
+            ``reset(seed=s)`` reproduces the look and states/dynamics are bit-identical to randomisation off.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -156,6 +163,7 @@ class PandaEnv(gym.Env):
     default_workspace_high = (0.7, 0.25, 0.4)
     default_ee_start = (0.5, 0.0, 0.2)
     default_ee_start_noise = (0.05, 0.05, 0.03)
+    visual_object_geoms: tuple[str, ...] = ()  # geoms attached to the robot that randomisation colours as objects
 
     def __init__(self, obs_mode: str = "state", image_size: int = 128, render_mode: str | None = None,
                  render_size: int = 256, max_episode_steps: int | None = None, reward_type: str = "sparse",
@@ -163,7 +171,7 @@ class PandaEnv(gym.Env):
                  rotation_scale: float = 0.1, rotation_limit: float = 0.8, use_gripper: bool | None = None,
                  workspace_low: Any = None, workspace_high: Any = None, ee_start: Any = None,
                  ee_start_noise: Any = None, kp_pos: float = 600.0, kp_rot: float = 300.0,
-                 visual_meshes: str = "coarse", **build_kwargs: Any):
+                 visual_meshes: str = "coarse", randomize: Any = None, **build_kwargs: Any):
         check_choice("obs_mode", obs_mode, OBS_MODES)
         check_choice("reward_type", reward_type, REWARD_TYPES)
         check_choice("render_mode", render_mode, (None, "rgb_array"))
@@ -193,10 +201,18 @@ class PandaEnv(gym.Env):
                              f"[{list(self.ws_low)}, {list(self.ws_high)}]")
         self.ee_start_noise = check_vec("ee_start_noise", pick(ee_start_noise, self.default_ee_start_noise), 0, 0.15)
         check_choice("visual_meshes", visual_meshes, ("coarse", "fine"))
+        randomize_cfg = RandomizeConfig.parse(randomize)
         self._validate_task(build_kwargs)
         self._build_kwargs["visual_meshes"] = visual_meshes
 
         self.model = _compiled_model(type(self), tuple(sorted(self._build_kwargs.items())))
+        self.visual_randomizer: VisualRandomizer | None = None
+        if randomize_cfg.enabled:
+            # Randomisation edits visual fields of the model in place: work on a private copy (~0.5 ms), never on
+            # the compiled model that other envs of this task share.
+            self.model = copy.copy(self.model)
+            groups = geom_groups(self.model, object_geoms=self.visual_object_geoms)
+            self.visual_randomizer = VisualRandomizer(self.model, randomize_cfg, groups)
         self.data = mujoco.MjData(self.model)
         m = self.model
         self._arm_dofs = np.array([m.joint(j).dofadr[0] for j in ARM_JOINTS])
@@ -356,6 +372,8 @@ class PandaEnv(gym.Env):
         self._set_fingers(2 * FINGER_MAX)
         self._reset_task(rng)
         self._expert_rng = np.random.default_rng(int(rng.integers(2**63)))
+        if self.visual_randomizer is not None:
+            self.visual_randomizer.randomize(rng)  # before mj_forward: it places the cameras and lights
         mujoco.mj_forward(m, d)
         self._target_pos = self.ee_pos
         self._target_quat = self._frame_quat.copy()

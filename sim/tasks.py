@@ -189,6 +189,7 @@ class PegInsertEnv(PandaEnv):
     default_ee_start = (0.5, 0.0, 0.2)
     default_ee_start_noise = (0.04, 0.04, 0.03)
     task_state_layout = (("hole_pos", 3), ("peg_tip", 3), ("tip_rel_hole", 3))
+    visual_object_geoms = ("peg",)
     PEG_TOP_IN_HAND_Z = 0.07  # m from the flange to the top of the peg (inside the grip)
 
     def _validate_task(self, kw: dict[str, Any]) -> None:

@@ -57,8 +57,9 @@ class Trainer:
         self.agent = SAC(self.env.observation_space, self.env.action_space,
                          SACConfig.from_dict(OmegaConf.to_container(cfg.agent, resolve=True)))
         adim = self.agent.action_dim
-        self.online = ReplayBuffer(self.env.observation_space, adim, int(cfg.buffer_capacity), self.agent.device)
-        self.demo = ReplayBuffer(self.env.observation_space, adim, int(cfg.buffer_capacity), self.agent.device)
+        space = self.agent.buffer_observation_space  # cameras as cached trunk maps when the encoder caches them
+        self.online = ReplayBuffer(space, adim, int(cfg.buffer_capacity), self.agent.device)
+        self.demo = ReplayBuffer(space, adim, int(cfg.buffer_capacity), self.agent.device)
         self.step, self.episode, self.demo_episodes, self.prefill_episodes = 0, 0, 0, 0
         self.history: list[dict[str, float]] = []
         self.best_success = -1.0
@@ -93,7 +94,7 @@ class Trainer:
                         break
                 if success or not self.cfg.demos.only_successful:
                     episode = ep.build()
-                    self.demo.add_episode(episode)
+                    self.demo.add_episode(self.agent.featurize_episode(episode))
                     store.append_episode(**episode, success=success, source="scripted", task=str(self.cfg.task.name))
                     kept += 1
         finally:
@@ -130,7 +131,7 @@ class Trainer:
                 raise ValueError(f"store {path} does not match task {self.cfg.task.name}: " + "; ".join(problems))
             for ep in store.iter_episodes(0, stop):
                 if ep["metadata"]["success"] or not only_successful:
-                    buffer.add_episode(ep)
+                    buffer.add_episode(self.agent.featurize_episode(ep))
                     added += 1
         return added
 
@@ -159,6 +160,7 @@ class Trainer:
         dt = control_dt(self.env)
         episode = EpisodeBuilder()
         obs, _ = self.env.reset()
+        fobs = self.agent.featurize(obs)  # buffer form: the frozen trunk runs once per frame, here
         ep_return, ep_len, t0, steps0 = 0.0, 0, time.perf_counter(), self.step
         last_metrics: dict[str, float] = {}
         try:
@@ -166,11 +168,12 @@ class Trainer:
                 if self.step < int(cfg.random_steps):
                     action = self.rng.uniform(-1, 1, self.agent.action_dim).astype(np.float32)
                 else:
-                    action = self.agent.act(obs)
+                    action = self.agent.act(fobs)
                 next_obs, reward, terminated, truncated, info = self.env.step(action)
-                self.online.add(obs, action, reward, terminated, truncated, next_obs)
+                next_fobs = self.agent.featurize(next_obs)
+                self.online.add(fobs, action, reward, terminated, truncated, next_fobs)
                 episode.add(obs, action, reward, terminated, truncated, next_obs, timestamp=dt * ep_len)
-                obs, ep_return, ep_len = next_obs, ep_return + float(reward), ep_len + 1
+                obs, fobs, ep_return, ep_len = next_obs, next_fobs, ep_return + float(reward), ep_len + 1
                 self.step += 1
                 if self.step >= int(cfg.learning_starts):
                     if self.agent.num_updates == 0 and not self.agent.encoder.fitted:  # int first: no GPU sync
@@ -197,6 +200,7 @@ class Trainer:
                 if self.step >= total or self._target_reached():
                     break
                 obs, _ = self.env.reset()
+                fobs = self.agent.featurize(obs)
                 ep_return, ep_len = 0.0, 0
         except KeyboardInterrupt:
             bar.write(f"interrupted at step {self.step}; the last checkpoint is {self.run_dir / 'checkpoints/latest'}")

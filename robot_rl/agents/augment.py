@@ -10,7 +10,7 @@ tensors. Sub-pixel shifts would add interpolation blur and buy nothing at 128 px
 the field of view.
 
 Feature space (:func:`random_shift_features`). A frozen trunk's features are cached once per stored frame
-(:mod:`robot_rl.agents.feature_cache`), so the image cannot be shifted any more after caching. The analogue is to
+(:meth:`robot_rl.agents.sac.SAC.featurize`), so the image cannot be shifted any more after caching. The analogue is to
 shift the cached spatial map ``(B, C, h, w)`` by up to ``max_shift`` cells with replicate (border) padding,
 bilinearly for fractional shifts. The trade-off:
 

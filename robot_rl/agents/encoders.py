@@ -9,8 +9,8 @@ policy weights shipped to actors.
 Camera observations (uint8 ``(B, H, W, 3)`` per camera) go through :class:`ObservationEncoder`: a trunk per camera
 (or one shared) gives a spatial map, a trainable head turns it into ``feature_dim`` numbers, and the per-camera
 features are concatenated with the standardised state. Trunks and heads live in :mod:`robot_rl.agents.vision`,
-augmentation in :mod:`robot_rl.agents.augment`, the frozen-trunk feature cache in
-:mod:`robot_rl.agents.feature_cache`. :func:`build_encoder` picks the encoder from the observation space and an
+augmentation in :mod:`robot_rl.agents.augment`. A frozen trunk's maps are computed once per stored frame and kept in
+the replay buffer (:meth:`robot_rl.agents.sac.SAC.featurize`), so updates run only the heads. :func:`build_encoder` picks the encoder from the observation space and an
 optional config (:class:`EncoderConfig`).
 """
 

@@ -13,8 +13,8 @@ Two trunks, one interface (``forward(images uint8 (B, H, W, 3)) -> float32 (B, C
 
 Frozen means: every parameter has ``requires_grad=False``, the module stays in eval mode (BatchNorm running
 statistics never move, even under ``.train()``), and its forward runs without autograd. Its output can therefore be
-cached per stored frame (:mod:`robot_rl.agents.feature_cache`); :meth:`PretrainedTrunk.fingerprint` identifies the
-weights so a cache can tell when it is stale.
+cached per stored frame (:meth:`robot_rl.agents.sac.SAC.featurize`); :meth:`PretrainedTrunk.fingerprint` identifies
+the weights.
 
 Heads map a spatial map ``(B, C, h, w)`` to ``(B, feature_dim)`` through ``Linear -> LayerNorm -> tanh``:
 

@@ -124,7 +124,7 @@ class ReplayBuffer:
             for j in done:
                 final = self.final_next_obs[int(idx[j])]
                 for k in next_obs:
-                    next_obs[k][j] = torch.from_numpy(np.asarray(final[k]))
+                    next_obs[k].numpy()[j] = final[k]  # a numpy copy: torch would split a 48 KiB copy over threads
             out = {
                 "obs": batch_obs, "next_obs": next_obs, "action": self._gather(self.action, idx),
                 "reward": self._gather(self.reward, idx),
@@ -138,7 +138,7 @@ class ReplayBuffer:
         """``arr[idx]`` as a CPU tensor; page-locked when the buffer feeds a GPU, so the copy to it is asynchronous.
         (Pinned blocks come from torch's caching host allocator, which reuses a block only once its copy is done.)"""
         out = torch.empty((len(idx), *arr.shape[1:]), dtype=torch.from_numpy(arr[:0]).dtype, pin_memory=self._pin)
-        np.take(arr, idx, axis=0, out=out.numpy())
+        np.take(arr, idx, axis=0, out=out.numpy(), mode="clip")  # indices are in range; "raise" copies via a temp
         return out
 
     # Checkpointing: plain arrays, saved with safetensors by the caller.

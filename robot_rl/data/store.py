@@ -639,9 +639,15 @@ class EpisodeStore:
                    task=[x["task"] for x in self._text[start:stop]], notes=[x["notes"] for x in self._text[start:stop]])
         return out
 
-    def iter_episodes(self, start: int = 0, stop: int | None = None, batch: int = 32) -> Iterator[dict[str, Any]]:
-        """Yield :meth:`episode` dicts for episodes [start, stop), reading ``batch`` episodes per bulk read."""
+    def iter_episodes(self, start: int = 0, stop: int | None = None, batch: int | None = None
+                      ) -> Iterator[dict[str, Any]]:
+        """Yield :meth:`episode` dicts for episodes [start, stop), reading ``batch`` episodes per bulk read (None:
+        as many as fill about 64 MiB of decoded rows, so each read decodes whole chunks rather than slivers)."""
         stop = len(self) if stop is None else stop
+        if batch is None:
+            row_bytes = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in self.schema.obs.values())
+            mean_len = max(1.0, self.num_steps / max(1, len(self)))
+            batch = int(np.clip((64 << 20) / (row_bytes + 32) / mean_len, 1, 4096))
         for b0 in range(start, stop, batch):
             block = self.read_all(b0, min(stop, b0 + batch))
             lo = 0

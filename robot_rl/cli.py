@@ -15,7 +15,7 @@ from typing import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = Path(os.environ.get("ROBOT_RL_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
-BENCHES = ("learner", "sample-efficiency", "data")
+BENCHES = ("learner", "sample-efficiency", "data", "act", "encoder")
 
 
 class UsageError(Exception):
@@ -85,6 +85,15 @@ def cmd_train(overrides: Sequence[str]) -> int:
         raise UsageError(f"task {cfg.task.name} has no scripted expert to collect demos.episodes="
                          f"{cfg.demos.episodes}; add demos.episodes=0 (and e.g. random_steps=1000 agent=sac)")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.runtime.name == "async":
+        from robot_rl.runtime.launch import run_async
+
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        print(f"training {cfg.task.name} with {cfg.agent.name}: actor and learner processes; outputs in {run_dir}/")
+        code = run_async(run_dir, restarts=int(cfg.runtime.restarts))
+        if code == 130:
+            print(f"stopped. resume with: robot-rl train resume={run_dir}")
+        return code
     trainer = Trainer(cfg, run_dir)
     if resume:
         trainer.load_checkpoint(ckpt)

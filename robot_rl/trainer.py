@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from robot_rl.agents.sac import SAC, SACConfig
-from robot_rl.data.episode import EpisodeBuilder
+from robot_rl.data.episode import EpisodeBuilder, intervention_segments
 from robot_rl.data.replay import ReplayBuffer, mixed_batches
 from robot_rl.data.store import EpisodeStore, StoreSchema
 from robot_rl.envs.contract import ACTION_SEMANTICS
@@ -43,6 +43,23 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(threads if threads > 0 else max(1, os.cpu_count() or 1))
 
 
+def make_training_env(cfg: DictConfig) -> Any:
+    """The env the policy collects experience in: the task's env, wrapped for human (or simulated) interventions
+    when ``hil`` names a device."""
+    from robot_rl.hil.intervention import make_intervention_env
+
+    return make_intervention_env(make_env(cfg.task), cfg.get("hil"), seed=int(cfg.seed))
+
+
+def open_online_store(run_dir: Path, env: Any) -> EpisodeStore:
+    """``<run_dir>/online.zarr``, for appending: every episode the policy collects, appended as it ends."""
+    path = Path(run_dir) / "online.zarr"
+    schema = StoreSchema.from_spaces(env.observation_space, env.action_space, 1.0 / control_dt(env), ACTION_SEMANTICS)
+    if path.exists():
+        return EpisodeStore.open(path, mode="a", schema=schema)
+    return EpisodeStore.create(path, schema)
+
+
 class Trainer:
     """Builds env, agent and buffers from a resolved config and runs :meth:`train`."""
 
@@ -51,7 +68,7 @@ class Trainer:
         set_threads(int(cfg.threads))
         torch.manual_seed(int(cfg.seed))
         self.rng = np.random.default_rng(int(cfg.seed))
-        self.env = make_env(cfg.task)
+        self.env = make_training_env(cfg)
         self.eval_env = make_env(cfg.task)
         self.env.reset(seed=int(cfg.seed))  # seeds the env's own stream; episodes continue from it
         self.agent = SAC(self.env.observation_space, self.env.action_space,
@@ -136,14 +153,8 @@ class Trainer:
         return added
 
     def _open_online_store(self) -> EpisodeStore:
-        """``<run_dir>/online.zarr``: every episode the policy collects, appended as it ends."""
-        path = self.run_dir / "online.zarr"
-        schema = self._store_schema(ACTION_SEMANTICS)
-        if path.exists():
-            return EpisodeStore.open(path, mode="a", schema=schema)
-        return EpisodeStore.create(path, schema)
+        return open_online_store(self.run_dir, self.env)
 
-    # -------------------------------------------------------------- training
     def train(self, progress: bool = True) -> dict[str, Any]:
         """Run to the first episode end at or after ``total_steps`` env steps; return the final evaluation."""
         from torch.utils.tensorboard import SummaryWriter
@@ -170,9 +181,11 @@ class Trainer:
                 else:
                     action = self.agent.act(fobs)
                 next_obs, reward, terminated, truncated, info = self.env.step(action)
+                action = np.asarray(info.get("executed_action", action), np.float32)  # the human's, if intervening
+                human = bool(info.get("is_intervention", False))
                 next_fobs = self.agent.featurize(next_obs)
-                self.online.add(fobs, action, reward, terminated, truncated, next_fobs)
-                episode.add(obs, action, reward, terminated, truncated, next_obs, timestamp=dt * ep_len)
+                self.online.add(fobs, action, reward, terminated, truncated, next_fobs, human)
+                episode.add(obs, action, reward, terminated, truncated, next_obs, human, timestamp=dt * ep_len)
                 obs, fobs, ep_return, ep_len = next_obs, next_fobs, ep_return + float(reward), ep_len + 1
                 self.step += 1
                 if self.step >= int(cfg.learning_starts):
@@ -186,9 +199,7 @@ class Trainer:
                     bar.set_postfix_str(f"eval success {last:.0%}, {rate:.1f} steps/s", refresh=False)
                 if not (terminated or truncated):
                     continue
-                self.episode += 1
-                store.append_episode(**episode.build(), success=bool(info["success"]), source="policy",
-                                     task=str(cfg.task.name))
+                self.record_episode(store, episode.build(), bool(info["success"]), add_online=False)
                 episode.clear()
                 writer.add_scalar("train/episode_return", ep_return, self.step)
                 writer.add_scalar("train/episode_success", float(info["success"]), self.step)
@@ -214,6 +225,21 @@ class Trainer:
             writer.close()
             self.plot_curve()
         return {"final": self.history[-1] if self.history else {}, "run_dir": str(self.run_dir)}
+
+    def record_episode(self, store: EpisodeStore, episode: dict[str, Any], success: bool, add_online: bool = True
+                       ) -> None:
+        """A finished online episode: appended to the store (first, so a crash right after loses nothing), added to
+        the online buffer (unless already added step by step), its human-corrected segments to the demo buffer, and
+        counted."""
+        human = bool(np.any(episode["is_intervention"]))
+        store.append_episode(**episode, success=success, source="intervention" if human else "policy",
+                             task=str(self.cfg.task.name))
+        if add_online:
+            self.online.add_episode(self.agent.featurize_episode(episode))
+            self.step += len(episode["action"])
+        for segment in intervention_segments(episode):
+            self.demo.add_episode(self.agent.featurize_episode(segment))
+        self.episode += 1
 
     def _target_reached(self) -> bool:
         """True once an evaluation reached ``eval.stop_at_success`` (null: never stop early)."""

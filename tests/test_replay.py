@@ -146,3 +146,20 @@ def test_images_stay_uint8_from_buffer_to_batch():
     b = buf.sample(32, np.random.default_rng(0))
     assert b["obs"]["front"].dtype == torch.uint8 and b["obs"]["front"].shape == (32, 8, 8, 3)
     torch.testing.assert_close(b["next_obs"]["front"].int(), b["obs"]["front"].int() + 1)
+
+
+def test_intervention_segments_become_episodes_that_bootstrap_at_their_cut():
+    from robot_rl.data.episode import intervention_segments
+
+    ep = _episode(0, 8, "term")
+    ep["is_intervention"] = np.array([0, 1, 1, 0, 0, 1, 1, 1], bool)
+    first, second = intervention_segments(ep)
+    np.testing.assert_array_equal(first["obs"]["state"][:, 0], [1, 2])
+    assert first["truncated"][-1] and not first["terminated"][-1] and first["final_obs"]["state"][0] == 3
+    np.testing.assert_array_equal(second["obs"]["state"][:, 0], [5, 6, 7])
+    assert second["terminated"][-1] and not second["truncated"][-1] and second["final_obs"]["state"][0] == 8
+    buf = ReplayBuffer(SPACE, 1, 20)
+    for seg in (first, second):
+        buf.add_episode(seg)
+    check_all(buf)  # every next observation is the true successor
+    assert intervention_segments(_episode(1, 4, "trunc")) == []

@@ -46,3 +46,29 @@ class EpisodeBuilder:
                 "action": np.stack(action).astype(np.float32), "reward": reward.astype(np.float32),
                 "terminated": term, "truncated": trunc, "is_intervention": interv.astype(bool),
                 "timestamp": stamp.astype(np.float64)}
+
+
+def intervention_segments(episode: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The runs of consecutive ``is_intervention`` steps of an episode, each as an episode of its own.
+
+    A segment that stops before the episode does ends in a cut (``truncated`` on its last step, bootstrapping from
+    the observation that followed, kept as its ``final_obs``); one that reaches the episode's end keeps its flags.
+    These go into the demo buffer so human corrections are replayed like demonstrations (HIL-SERL).
+    """
+    flags = np.asarray(episode["is_intervention"], bool)
+    steps = len(flags)
+    edges = np.flatnonzero(np.diff(np.r_[0, flags.astype(np.int8), 0]))
+    out = []
+    for a, b in zip(edges[::2], edges[1::2]):
+        seg = {k: episode[k][a:b] for k in ("action", "reward", "terminated", "truncated", "is_intervention")}
+        seg = {k: np.array(v, copy=True) for k, v in seg.items()}
+        seg["obs"] = {k: v[a:b] for k, v in episode["obs"].items()}
+        if b < steps:
+            seg["final_obs"] = {k: v[b] for k, v in episode["obs"].items()}
+            seg["truncated"][-1] = not seg["terminated"][-1]
+        else:
+            seg["final_obs"] = episode["final_obs"]
+        if "timestamp" in episode:
+            seg["timestamp"] = np.asarray(episode["timestamp"][a:b])
+        out.append(seg)
+    return out

@@ -166,6 +166,11 @@ class TeleopDevice(ABC):
         """Tell the device the gripper's actual commanded state (None: unknown, hold until the operator acts)."""
         self._gripper.closed = None if closed is None else bool(closed)
 
+    def observe(self, obs: Mapping[str, np.ndarray] | None, proposed_action: np.ndarray | None) -> None:
+        """Called by the intervention wrapper before each :meth:`read` during training: the observation the policy
+        acted on and the policy's proposed action, float32 (A,). Human devices ignore it; the simulated operator
+        (``robot_rl/hil/sim_operator.py``) decides from it whether to take over."""
+
     @property
     def help(self) -> str:
         """One line naming the inputs (shown to the operator)."""
@@ -762,6 +767,9 @@ class CombinedDevice(TeleopDevice):
 
     def sync_gripper(self, closed: bool | None) -> None:
         self.motion.sync_gripper(closed)
+
+    def observe(self, obs: Mapping[str, np.ndarray] | None, proposed_action: np.ndarray | None) -> None:
+        self.motion.observe(obs, proposed_action)
 
     @property
     def help(self) -> str:

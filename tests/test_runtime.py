@@ -1,0 +1,152 @@
+"""Actor/learner runtime: messages, rate limiting, and the reliability drills (SIGKILL either side, Ctrl+C)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from robot_rl.cli import compose
+from robot_rl.data.store import EpisodeStore
+from robot_rl.runtime.launch import runtime_key, spawn, stop_all
+from robot_rl.runtime.messages import MAX_MESSAGE_BYTES, MessageError, decode, encode
+from robot_rl.runtime.rate import RateLimiter
+from robot_rl.utils.checkpoint import load_state
+
+TESTS = str(Path(__file__).parent)
+
+
+def test_message_round_trip_and_refusals():
+    blob = encode("weights", {"version": 7}, {"actor.w": np.arange(6, dtype=np.float32).reshape(2, 3)})
+    msg = decode(blob)
+    assert msg.kind == "weights" and msg.meta == {"version": 7}
+    np.testing.assert_array_equal(msg.arrays["actor.w"], np.arange(6).reshape(2, 3))
+    import pickle
+
+    for bad in (b"", b"\x00" * 16, pickle.dumps({"kind": "weights"}), blob[:-3]):
+        with pytest.raises(MessageError, match="malformed"):
+            decode(bad)
+    with pytest.raises(MessageError, match="exceeds"):
+        decode(b"\x00" * (MAX_MESSAGE_BYTES + 1))
+    with pytest.raises(MessageError, match="unknown message kind"):
+        encode("exec", {})
+
+
+def test_rate_limiter_holds_the_update_to_data_ratio():
+    lim = RateLimiter(updates_per_step=2.0, learning_starts=10)
+    assert lim.budget(9) == 0 and lim.budget(10) == 2 and lim.budget(19) == 20
+    assert lim.allowed(19, 15) == 5 and lim.allowed(19, 25) == 0  # never ahead, catches up when behind
+    with pytest.raises(ValueError, match="updates_per_step"):
+        RateLimiter(0)
+
+
+def _run_dir(tmp_path, toy_task, **over):
+    cfg = compose("train", ["~task", "runtime=async", "agent.hidden_dims=[32,32]", "agent.num_critics=2",
+                            "agent.batch_size=32", "demos.episodes=3", "eval.episodes=2", "eval.every=100000",
+                            "learning_starts=50", "runtime.real_time=false", "runtime.weights_every=5"])
+    cfg.task = OmegaConf.create(toy_task)
+    for k, v in over.items():
+        OmegaConf.update(cfg, k, v)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    runtime_key(run)
+    return run
+
+
+def _store_steps(run):
+    try:
+        with EpisodeStore.open(run / "online.zarr") as s:
+            return s.num_steps
+    except Exception:
+        return 0
+
+
+def _wait(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def tests_on_path(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", TESTS + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def test_learner_killed_actor_holds_then_a_restarted_learner_resumes(tmp_path, toy_task, tests_on_path):
+    run = _run_dir(tmp_path, toy_task, total_steps=1500, **{"runtime.max_weight_lag_steps": 60})
+    procs = {"actor": spawn("actor", run), "learner": spawn("learner", run)}
+    try:
+        _wait(lambda: _store_steps(run) >= 200, 120, "the actor to record 200 steps")
+        procs["learner"].send_signal(signal.SIGKILL)
+        procs["learner"].wait()
+        time.sleep(1.0)
+        frozen = _store_steps(run)
+        time.sleep(2.0)  # the actor now holds: its weights are stale, so it stops stepping (and recording)
+        assert _store_steps(run) == frozen and procs["actor"].poll() is None
+        assert frozen < 1500
+        procs["learner"] = spawn("learner", run)
+        assert procs["actor"].wait(timeout=240) == 0 and procs["learner"].wait(timeout=60) == 0
+    finally:
+        stop_all(procs, grace_s=5)
+    state = load_state(run / "checkpoints/latest/trainer")
+    with EpisodeStore.open(run / "online.zarr") as store:
+        assert not store.validate()
+        assert state["step"] == store.num_steps >= 1500 and state["episode"] == len(store)
+
+
+def test_actor_killed_learner_waits_and_continues_with_a_restarted_actor(tmp_path, toy_task, tests_on_path):
+    run = _run_dir(tmp_path, toy_task, total_steps=900)
+    procs = {"actor": spawn("actor", run), "learner": spawn("learner", run)}
+    try:
+        _wait(lambda: _store_steps(run) >= 200, 120, "the actor to record 200 steps")
+        procs["actor"].send_signal(signal.SIGKILL)
+        procs["actor"].wait()
+        time.sleep(1.5)
+        assert procs["learner"].poll() is None  # the learner waits for the actor to return
+        procs["actor"] = spawn("actor", run)
+        assert procs["actor"].wait(timeout=240) == 0 and procs["learner"].wait(timeout=60) == 0
+    finally:
+        stop_all(procs, grace_s=5)
+    state = load_state(run / "checkpoints/latest/trainer")
+    with EpisodeStore.open(run / "online.zarr") as store:
+        assert not store.validate() and state["step"] == store.num_steps and state["episode"] == len(store)
+
+
+def _children_of(run):
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(run) in cmd and "robot_rl" in cmd:
+                out.append((pid, cmd))
+    return out
+
+
+def test_ctrl_c_stops_everything_and_leaves_the_store_consistent(tmp_path, toy_task, tests_on_path):
+    run = _run_dir(tmp_path, toy_task, total_steps=100000)
+    cmd = [sys.executable, "-c", "import sys; from robot_rl.runtime.launch import run_async; "
+           f"sys.exit(run_async({str(run)!r}))"]
+    launcher = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        _wait(lambda: _store_steps(run) >= 100, 120, "training to start")
+        os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl+C in a terminal does: the whole process group
+        assert launcher.wait(timeout=60) == 130
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    time.sleep(0.5)
+    assert _children_of(run) == []
+    with EpisodeStore.open(run / "online.zarr") as store:
+        assert not store.validate() and len(store) > 0

@@ -23,3 +23,31 @@ def test_tiny_run_of_every_row_writes_table_json_and_plot(tmp_path, capsys):
         assert step >= 120 or success >= 0.9  # each run goes to the budget or stops at the target
     assert (out / "curves.png").stat().st_size > 1000
     assert "ratio SB3 / ours" in capsys.readouterr().out
+
+
+def test_pixels_row_is_opt_in_and_trains_from_images(tmp_path, capsys):
+    from robot_rl.bench.sample_efficiency import PIXEL_ROW, _settings
+
+    assert PIXEL_ROW not in _settings(True, [])[0]["rows"]  # off by default: the state rows are unchanged
+    assert _settings(True, ["pixels=false"])[0]["rows"] == ["rlpd+demos", "sac", "sb3_sac"]
+    out = tmp_path / "se"
+    # learning_starts and image_size pass through to the training configs, so the tiny pixel run still updates.
+    res = run(quick=True, overrides=["pixels=true", "rows=rlpd+demos", "budget=60", "eval_every=60",
+                                     "eval_episodes=1", "demos=1", f"out={out}", "threads=1", "task=reach",
+                                     "learning_starts=20", "task.env_kwargs.image_size=64"])
+    assert list(res["rows"]) == ["rlpd+demos", PIXEL_ROW]
+    for name, row in res["rows"].items():
+        step, success = row["per_seed"][0]["curve"][-1]
+        assert step >= 60 or success >= 0.9, name
+        assert row["wall_s_mean"] > 0 and 0 <= row["final_success_mean"] <= 1, name
+    state, px = res["rows"]["rlpd+demos"], res["rows"][PIXEL_ROW]
+    assert res["pixels_over_state"] == px["median_steps_to_90"] / max(state["median_steps_to_90"], 1.0)
+    assert res["pixels_over_state"] > 0 and res["pixels_over_state_bound"] in (
+        "exact", "lower bound", "upper bound", "unknown (neither row reached 90%)")
+    assert "ratio_pixels" not in res  # no SB3 row asked for
+    config = (out / f"{PIXEL_ROW}_s0" / "checkpoints" / "latest" / "config.yaml").read_text()
+    assert "obs_mode: pixels" in config and "image_size: 64" in config
+    evals = [json.loads(line) for line in (out / f"{PIXEL_ROW}_s0" / "eval.jsonl").read_text().splitlines()]
+    assert evals[-1]["updates"] > 0  # the pixel learner ran, not only the demos and the evaluation
+    assert "front + wrist images" in capsys.readouterr().out
+    json.loads(json.dumps(res))

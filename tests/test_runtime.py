@@ -150,3 +150,17 @@ def test_ctrl_c_stops_everything_and_leaves_the_store_consistent(tmp_path, toy_t
     assert _children_of(run) == []
     with EpisodeStore.open(run / "online.zarr") as store:
         assert not store.validate() and len(store) > 0
+
+
+def test_cli_trains_with_the_sim_operator_in_separate_processes(tmp_path):
+    from robot_rl.cli import main
+
+    run = tmp_path / "run"
+    code = main(["train", "task=reach", "hil=sim_operator", "runtime=async", "runtime.real_time=false",
+                 "total_steps=200", "learning_starts=50", "demos.episodes=3", "eval.every=100", "eval.episodes=2",
+                 "agent.hidden_dims=[32,32]", "agent.num_critics=2", "agent.batch_size=32", f"run_dir={run}"])
+    assert code == 0
+    with EpisodeStore.open(run / "online.zarr") as store:
+        info = store.info()
+        assert info["steps"] >= 200 and info["sources"]["intervention"] > 0 and 0 < info["intervention_fraction"] < 1
+    assert load_state(run / "checkpoints/latest/trainer")["step"] == info["steps"]

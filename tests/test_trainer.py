@@ -202,3 +202,20 @@ def test_pixel_training_caches_trunk_maps_in_the_buffer_and_keeps_images_in_the_
     # recomputed from the stored images (in batches, so equal up to float16 rounding of batch-size effects)
     np.testing.assert_allclose(resumed.online.obs["front"][: tr.step].astype(np.float32),
                                tr.online.obs["front"][: tr.step].astype(np.float32), atol=2e-2, rtol=1e-2)
+
+
+def test_interventions_go_to_the_store_and_into_both_buffers(tmp_path):
+    from robot_rl.data.store import EpisodeStore
+
+    cfg = compose("train", ["task=reach", "hil=sim_operator", "demos.episodes=0", "total_steps=120",
+                            "learning_starts=100000", "eval.every=100000", "eval.episodes=1", "threads=1",
+                            "device=cpu"])
+    tr = Trainer(cfg, tmp_path)
+    tr.train(progress=False)
+    with EpisodeStore.open(tmp_path / "online.zarr") as store:
+        data = store.read_all()
+        human = int(data["is_intervention"].sum())
+        assert 0 < human < store.num_steps == len(tr.online)
+        assert "intervention" in set(data["source"])
+    assert len(tr.demo) == human  # every corrected step is replayed as a demonstration too
+    assert int(tr.online.is_intervention[: len(tr.online)].sum()) == human

@@ -15,7 +15,7 @@ from typing import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = Path(os.environ.get("ROBOT_RL_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
-BENCHES = ("learner", "sample-efficiency", "data", "act", "encoder")
+BENCHES = ("learner", "sample-efficiency", "data", "act", "encoder", "hil")
 
 
 class UsageError(Exception):

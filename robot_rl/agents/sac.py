@@ -218,11 +218,12 @@ class SAC:
         if not self.cached_cameras:
             return dict(obs)
         out = dict(obs)
+        frames = {c: np.asarray(obs[c]) if batched else np.asarray(obs[c])[None] for c in self.cached_cameras}
+        n = len(next(iter(frames.values())))
+        chunks = [self.encoder.encode_images({c: f[i:i + 32] for c, f in frames.items()})  # cameras in one batch
+                  for i in range(0, n, 32)]
         for cam in self.cached_cameras:
-            frames = np.asarray(obs[cam])
-            frames = frames if batched else frames[None]
-            maps = [self.encoder.encode_images({cam: frames[i:i + 32]})[cam] for i in range(0, len(frames), 32)]
-            x = torch.cat(maps).to(torch.float16).cpu().numpy()
+            x = torch.cat([m[cam] for m in chunks]).to(torch.float16).cpu().numpy()
             out[cam] = x if batched else x[0]
         return out
 

@@ -218,11 +218,14 @@ class SAC:
         if not self.cached_cameras:
             return dict(obs)
         out = dict(obs)
-        frames = {c: np.asarray(obs[c]) if batched else np.asarray(obs[c])[None] for c in self.cached_cameras}
+        todo = [c for c in self.cached_cameras if np.asarray(obs[c]).dtype == np.uint8]  # others are maps already
+        if not todo:
+            return out
+        frames = {c: np.asarray(obs[c]) if batched else np.asarray(obs[c])[None] for c in todo}
         n = len(next(iter(frames.values())))
         chunks = [self.encoder.encode_images({c: f[i:i + 32] for c, f in frames.items()})  # cameras in one batch
                   for i in range(0, n, 32)]
-        for cam in self.cached_cameras:
+        for cam in todo:
             x = torch.cat([m[cam] for m in chunks]).to(torch.float16).cpu().numpy()
             out[cam] = x if batched else x[0]
         return out

@@ -127,6 +127,7 @@ class Actor:
         listener = Listener(address, family="AF_UNIX", authkey=key)
         threading.Thread(target=self._accept_forever, args=(listener,), daemon=True).start()
         obs, _ = self.env.reset(seed=self._seed)
+        fobs = self.agent.featurize(obs)  # cameras through the frozen trunk once per frame: to act and to send
         t_ep = 0
         try:
             while self.steps < self.total or len(self.episode):  # ends with an episode, like the one-process loop
@@ -141,12 +142,13 @@ class Actor:
                     time.sleep(self.dt)
                     continue
                 t0 = time.monotonic()
-                action = self.agent.act(obs)
+                action = self.agent.act(fobs)
                 next_obs, reward, terminated, truncated, info = self.env.step(action)
                 action = np.asarray(info.get("executed_action", action), np.float32)
                 human = bool(info.get("is_intervention", False))
                 self.episode.add(obs, action, reward, terminated, truncated, next_obs, human, timestamp=self.dt * t_ep)
-                msg = {**join_obs(obs, "obs"), **join_obs(next_obs, "next_obs"), "action": action,
+                next_fobs = self.agent.featurize(next_obs)
+                msg = {**join_obs(fobs, "obs"), **join_obs(next_fobs, "next_obs"), "action": action,
                        "reward": np.float32(reward), "terminated": np.bool_(terminated),
                        "truncated": np.bool_(truncated), "is_intervention": np.bool_(human),
                        "timestamp": np.float64(self.dt * t_ep)}
@@ -155,11 +157,12 @@ class Actor:
                     self.ch.send("step", arrays=msg)
                 self.steps += 1
                 t_ep += 1
-                obs = next_obs
+                obs, fobs = next_obs, next_fobs
                 if terminated or truncated:
                     self._finish(bool(info["success"]), info)
                     self._seed += 1
                     obs, _ = self.env.reset(seed=self._seed)
+                    fobs = self.agent.featurize(obs)
                     t_ep = 0
                 if self.pace:
                     time.sleep(max(0.0, self.dt - (time.monotonic() - t0)))

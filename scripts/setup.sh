@@ -15,7 +15,13 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1' || ! ldconfig -p 2>/dev/nul
 fi
 
 extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+if [ "${1:-}" = "--dev" ]; then
+  extras="[dev,ros2]"  # the ROS2 tests run real rclpy nodes inside a loopback-only network namespace (needs ip)
+  if ! command -v ip >/dev/null; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq iproute2 >/dev/null
+  fi
+fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install -q -c constraints.txt -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true

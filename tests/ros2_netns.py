@@ -3,7 +3,9 @@
 DDS discovery multicasts on every interface by default; these helpers make sure no test traffic can leave the
 machine: each body runs in a fresh namespace (``unshare -n``, or ``unshare -rn`` when not root) where only ``lo``
 exists (checked before the body starts), with ``lo`` up, a multicast route on it, and
-``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and a random ``ROS_DOMAIN_ID``. A Cyclone DDS peer in the body gets
+``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and a random ``ROS_DOMAIN_ID``. (Fast DDS still maps shared-memory
+segments in /dev/shm, but peers find each other only through discovery over the namespace's own loopback: two
+namespaces on the same domain were checked not to exchange messages.) A Cyclone DDS peer in the body gets
 a config bound to ``lo`` with unicast discovery on 127.0.0.1 (:data:`CYCLONE_LOOPBACK_XML`). Where a namespace
 cannot be made, :func:`skip_reason` says why and the tests skip: they never run on the real network.
 
@@ -39,8 +41,8 @@ CYCLONE_LOOPBACK_XML = (
     "</Domain></CycloneDDS>")
 # Inside the namespace: bring lo up, route multicast to it, and refuse to run if any other interface exists.
 _PRELUDE = ('set -e; ip link set lo up; ip route add 224.0.0.0/4 dev lo; '
-            'n=$(ip -o link show | wc -l); if [ "$n" != 1 ]; then echo "netns has $n interfaces, expected only lo" >&2; '
-            'exit 97; fi; exec "$@"')
+            'n=$(ip -o link show | wc -l); if [ "$n" != 1 ]; then '
+            'echo "netns has $n interfaces, expected only lo" >&2; exit 97; fi; exec "$@"')
 
 
 def _unshare_cmd() -> list[str]:
@@ -68,13 +70,13 @@ def skip_reason() -> str | None:
     return None
 
 
-def ros_env(domain_id: int | None = None) -> dict[str, str]:
-    """Environment for ROS2 processes in the namespace: loopback discovery, a random domain, fast DDS."""
+def ros_env(tmp: str, domain_id: int | None = None) -> dict[str, str]:
+    """Environment for ROS2 processes in the namespace: loopback discovery, a random domain, Fast DDS, logs and
+    ROS_HOME under ``tmp``."""
     env = dict(os.environ)
     for key in ("ROS_LOCALHOST_ONLY", "ROS_STATIC_PEERS", "FASTRTPS_DEFAULT_PROFILES_FILE",
                 "FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DISCOVERY_SERVER"):
         env.pop(key, None)
-    tmp = tempfile.mkdtemp(prefix="ros2_test_")
     env.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                ROS_DOMAIN_ID=str(random.randint(1, 100) if domain_id is None else domain_id),
                RMW_IMPLEMENTATION="rmw_fastrtps_cpp", CYCLONEDDS_URI=CYCLONE_LOOPBACK_XML,
@@ -97,26 +99,26 @@ def run_in_netns(module: str, func: str, timeout: float = 120.0) -> subprocess.C
         pytest.skip(reason)
     code = f"import {module} as m; m.{func}()"
     cmd = [*_unshare_cmd(), "sh", "-c", _PRELUDE, "sh", sys.executable, "-c", code]
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=ros_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # our own session: the body and the nodes it started
-        out, _ = proc.communicate()
-        raise AssertionError(f"{module}.{func} timed out after {timeout} s in the netns; output:\n{out[-6000:]}")
+    with tempfile.TemporaryDirectory(prefix="ros2_test_") as tmp:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=ros_env(tmp), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # our own session: the body and the nodes it started
+            out, _ = proc.communicate()
+            raise AssertionError(f"{module}.{func} timed out after {timeout} s in the netns; output:\n{out[-6000:]}")
     assert proc.returncode == 0, f"{module}.{func} failed (rc={proc.returncode}) in the netns; output:\n{out[-8000:]}"
     return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
 
-def start_node(module: str, *ros_args: str) -> subprocess.Popen:
-    """Start ``python -m module --ros-args ...`` (called from a body: it inherits the namespace); stdout and stderr
-    go to a temp file whose path is ``proc.log_path``."""
-    log = tempfile.NamedTemporaryFile("w+", prefix=module.rsplit(".", 1)[-1] + "_", suffix=".log", delete=False)
-    args = [sys.executable, "-m", module]
-    if ros_args:
-        args += ["--ros-args", *ros_args]
-    proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+def start_node(module: str, *args: str) -> subprocess.Popen:
+    """Start ``python -m module *args`` (e.g. ``--config configs/robot/sim.yaml --ros-args -p lockstep:=true``) from a
+    body, so it inherits the namespace; stdout and stderr go to a temp file whose path is ``proc.log_path``."""
+    log = tempfile.NamedTemporaryFile("w+", prefix=module.rsplit(".", 1)[-1] + "_", suffix=".log", delete=False,
+                                      dir=os.environ.get("ROS_HOME"))
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO_ROOT, stdout=log,
+                            stderr=subprocess.STDOUT)
     proc.log_path = log.name  # type: ignore[attr-defined]
     return proc
 

@@ -100,12 +100,7 @@ def cmd_train(overrides: Sequence[str]) -> int:
         print(f"resuming {run_dir} at step {trainer.step}")
     else:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-        if cfg.demos.get("path"):
-            print(f"demos from {cfg.demos.path}:", json.dumps(trainer.load_demos(cfg.demos.path)))
-        elif int(cfg.demos.episodes) > 0:
-            print("collecting demos:", json.dumps(trainer.collect_demos()))
-        if cfg.get("prefill"):
-            print("replay prefilled:", json.dumps(trainer.prefill(list(cfg.prefill))))
+        print("starting:", json.dumps(trainer.start_fresh()))
     print(f"training {cfg.task.name} with {cfg.agent.name} on {trainer.agent.device}; outputs in {run_dir}/")
     try:
         out = trainer.train()

@@ -296,6 +296,31 @@ class Trainer:
         os.replace(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
 
+    def start_fresh(self) -> dict[str, Any]:
+        """What a new run does before training, as its config says: the agent from ``init_from``, demos from
+        ``demos.path`` or the scripted expert, the online buffer from ``prefill`` stores. Returns what it did."""
+        cfg, done = self.cfg, {}
+        if cfg.get("init_from"):
+            done.update(self.init_from(cfg.init_from))
+        if cfg.demos.get("path"):
+            done.update(self.load_demos(cfg.demos.path))
+        elif int(cfg.demos.episodes) > 0:
+            done.update(self.collect_demos())
+        if cfg.get("prefill"):
+            done.update(self.prefill(list(cfg.prefill)))
+        return done
+
+    def init_from(self, path: Path) -> dict[str, Any]:
+        """Start from another run's agent (e.g. a sim-trained policy fine-tuned on the robot with the same config):
+        its weights, optimizer moments, temperature and normaliser; this run's buffers, counters and streams are
+        its own. Refuses a checkpoint made for a different observation/action spec."""
+        path = Path(path)
+        if not (path / "agent.safetensors").exists():
+            path = path / "checkpoints" / ("best" if (path / "checkpoints/best/agent.safetensors").exists() else "latest")
+        check_spec(json.loads((path / "spec.json").read_text()), env_spec(self.env), str(path))
+        self.agent.load_state_dict(load_state(path / "agent", self.agent.device))
+        return {"init_from": str(path), "its_updates": self.agent.num_updates}
+
     def load_checkpoint(self, path: Path) -> None:
         """Restore everything :meth:`save_checkpoint` wrote; refuses a checkpoint made for another env spec."""
         path = Path(path)

@@ -219,3 +219,23 @@ def test_interventions_go_to_the_store_and_into_both_buffers(tmp_path):
         assert "intervention" in set(data["source"])
     assert len(tr.demo) == human  # every corrected step is replayed as a demonstration too
     assert int(tr.online.is_intervention[: len(tr.online)].sum()) == human
+
+
+def test_init_from_starts_with_another_runs_agent_and_refuses_another_spec(toy_task, tmp_path):
+    a = Trainer(toy_cfg(toy_task, tmp_path, total_steps=100, learning_starts=50, **{"eval.every": 100}), tmp_path / "a")
+    a.collect_demos()
+    a.train(progress=False)
+    b = Trainer(toy_cfg(toy_task, tmp_path, init_from=str(tmp_path / "a"), **{"demos.episodes": 0}), tmp_path / "b")
+    assert b.start_fresh()["init_from"].endswith("checkpoints/best")
+    best = load_state(tmp_path / "a/checkpoints/best/agent")
+    for k, v in best["actor"].items():
+        assert torch.equal(b.agent.actor.state_dict()[k], v), k
+    import shutil
+
+    shutil.copytree(tmp_path / "a/checkpoints/best", tmp_path / "other")
+    spec = json.loads((tmp_path / "other/spec.json").read_text())
+    spec["action"]["shape"] = [3]
+    (tmp_path / "other/spec.json").write_text(json.dumps(spec))
+    c = Trainer(toy_cfg(toy_task, tmp_path, init_from=str(tmp_path / "other"), **{"demos.episodes": 0}), tmp_path / "c")
+    with pytest.raises(ValueError, match="action shape"):
+        c.start_fresh()

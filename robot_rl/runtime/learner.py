@@ -44,12 +44,7 @@ class Learner:
             tr.load_checkpoint(latest)
             self.log(f"resumed from {latest} at step {tr.step} ({tr.episode} episodes, {tr.agent.num_updates} updates)")
         else:
-            if self.cfg.demos.get("path"):
-                tr.load_demos(self.cfg.demos.path)
-            elif int(self.cfg.demos.episodes) > 0:
-                tr.collect_demos()
-            if self.cfg.get("prefill"):
-                tr.prefill(list(self.cfg.prefill))
+            self.log(f"starting: {tr.start_fresh()}")
             self.log(f"starting with {len(tr.demo)} demo transitions")
         self.limiter = RateLimiter(1.0, int(self.cfg.learning_starts))
         self.weights_every = int(rt.weights_every)

@@ -15,7 +15,7 @@ from typing import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = Path(os.environ.get("ROBOT_RL_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
-BENCHES = ("learner", "sample-efficiency", "data", "act", "encoder", "hil")
+BENCHES = ("learner", "sample-efficiency", "data", "act", "encoder", "hil", "reward", "ros2")
 
 
 class UsageError(Exception):
@@ -166,6 +166,12 @@ def cmd_eval(overrides: Sequence[str]) -> int:
     return 0
 
 
+def cmd_train_reward(overrides: Sequence[str]) -> int:
+    from robot_rl.rewards import train_reward_main
+
+    return train_reward_main(compose("train_reward", overrides))
+
+
 def cmd_record(overrides: Sequence[str]) -> int:
     from robot_rl.record import run_record
 
@@ -201,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="hydra overrides key=value (see configs/train.yaml)")
     e = sub.add_parser("eval", help="evaluate a checkpoint (robot-rl eval checkpoint=PATH episodes=20 video=out.mp4)")
     e.add_argument("overrides", nargs="*", help="checkpoint=PATH [episodes=N] [video=PATH] [seed=S]")
+    tr = sub.add_parser("train-reward", help="train a success classifier from a store "
+                        "(robot-rl train-reward data=demos.zarr out=reward_model/)")
+    tr.add_argument("overrides", nargs="*", help="hydra overrides key=value (see configs/train_reward.yaml)")
     r = sub.add_parser("record", help="record teleop demos into a store "
                        "(robot-rl record task=pick_cube device=spacemouse episodes=20 out=demos.zarr)")
     r.add_argument("overrides", nargs="*", help="hydra overrides key=value (see configs/record.yaml)")
@@ -234,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_train(args.overrides)
         if args.command == "eval":
             return cmd_eval(args.overrides)
+        if args.command == "train-reward":
+            return cmd_train_reward(args.overrides)
         if args.command == "record":
             return cmd_record(args.overrides)
         if args.command == "bench":

@@ -44,11 +44,15 @@ def set_threads(threads: int) -> None:
 
 
 def make_training_env(cfg: DictConfig) -> Any:
-    """The env the policy collects experience in: the task's env, wrapped for human (or simulated) interventions
-    when ``hil`` names a device."""
+    """The env the policy collects experience in: the task's env, its reward and success from a learned model when
+    ``reward`` names one (the evaluation env keeps the task's own success signal), wrapped for human (or simulated)
+    interventions when ``hil`` names a device."""
     from robot_rl.hil.intervention import make_intervention_env
+    from robot_rl.rewards import wrap_reward
 
-    return make_intervention_env(make_env(cfg.task), cfg.get("hil"), seed=int(cfg.seed))
+    reward = OmegaConf.to_container(cfg.reward, resolve=True) if cfg.get("reward") else None
+    env = wrap_reward(make_env(cfg.task), reward, device=str(cfg.get("device", "auto")))  # learned reward, if any
+    return make_intervention_env(env, cfg.get("hil"), seed=int(cfg.seed))  # the operator's marks come last
 
 
 def open_online_store(run_dir: Path, env: Any) -> EpisodeStore:

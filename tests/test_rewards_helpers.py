@@ -101,3 +101,25 @@ TINY_CLASSIFIER = {"steps": 150, "eval_every": 50, "batch_size": 32, "feature_di
                    "num_kernels": 4, "min_positives": 5, "min_negatives": 5, "val_fraction": 0.3,
                    "image_copies": 0, "pad": 2, "target_fpr": 0.05, "reward_marks": 1.0, "positive_last_k": 1,
                    "margin": 0}
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def square_store(tmp_path_factory) -> Path:
+    """Path of a store with 6 successful and 4 failed SquareEnv episodes of 10 steps (read it, do not write it)."""
+    path = tmp_path_factory.mktemp("rewards") / "square.zarr"
+    record(path, 6, 4, seed=0, steps=10).close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_classifier(square_store, tmp_path_factory):
+    """(model directory, report) of the tiny classifier trained on ``square_store``."""
+    from robot_rl.rewards.classifier import ClassifierConfig, train_classifier
+
+    out = tmp_path_factory.mktemp("clf") / "model"
+    store = EpisodeStore.open(square_store)
+    _, report = train_classifier(store, ClassifierConfig.from_dict(TINY_CLASSIFIER), seed=0, device="cpu", out=out)
+    return out, report

@@ -1,0 +1,266 @@
+"""Learned success classifier against the simulator's ground truth, on held-out episodes.
+
+``robot-rl bench reward [--quick] [--json PATH] [key=value ...]`` (the CLI's ``bench`` dispatch; the module's
+:func:`run` follows the conventions of :mod:`robot_rl.bench.data`). Per task (``tasks``, default ``pick_cube`` and
+``peg_insert``), with pixel observations:
+
+1. Record a training store and a held-out store (disjoint reset seeds): ``success_episodes`` scripted-expert
+   episodes and ``failure_episodes`` episodes of the expert with Gaussian action noise (``noise``); a noisy episode
+   counts as successful when it *ends* in the success state. The task's ``terminate_on_success`` is off so that a
+   successful episode holds the success state until the time limit, as an operator holds a success pose for the
+   positives (HIL-SERL); each step's ground truth ``info["success"]`` goes into the store as the per-step label set
+   ``gt_success`` (labels API), never into training.
+2. Train the classifier (:mod:`robot_rl.rewards.classifier`) on the training store, the threshold chosen for
+   ``target_fpr`` on its episode-level validation split. Labels (``labels``): ``operator`` (default) marks every
+   frame in which the success state is held as positive, as an operator holding a success key while holding the
+   success pose would (HIL-SERL collects its positives that way); in sim the training store's ``gt_success`` stands
+   in for the key (the held-out store's never reaches training). ``last_k`` uses the store-only rule (the last
+   ``positive_last_k`` frames of successful episodes positive, ``margin`` left out, all else negative): with
+   episodes that hold success for many frames it calls the earlier success frames negatives, and its recall against
+   the ground truth suffers accordingly (AUC stays high; the threshold lands too high).
+3. Score every frame of the held-out store and compare with the ground truth: frame accuracy, precision, recall,
+   false-positive rate at the chosen threshold, ROC AUC; and per episode, whether any frame was called a success
+   (what a binary reward with ``consecutive=1`` would pay) against whether the episode ever succeeded. The aim is
+   frame FPR <= 1% at recall >= 90% (``meets_aim``).
+
+Opt-in row ``rl=true``: RL on the classifier's reward against the ground-truth reward, same seeds (:func:`rl_row`).
+It needs the trainer to take ``reward=`` (the lead's wiring of :func:`robot_rl.rewards.wrap_reward`) and evaluates
+on ``info["gt_success"]``; until the trainer composes a ``reward`` group it reports ``not wired`` and why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from robot_rl.bench.common import busy_cores, machine_info, parse_overrides, print_table
+from robot_rl.data.episode import EpisodeBuilder
+from robot_rl.data.store import EpisodeStore, StoreSchema
+from robot_rl.envs.contract import ACTION_SEMANTICS
+from robot_rl.rewards.base import jsonable
+from robot_rl.rewards.classifier import ClassifierConfig, train_classifier
+from robot_rl.rewards.frames import load_frames
+from robot_rl.rewards.metrics import binary_metrics, roc_auc
+
+DEFAULTS: dict[str, Any] = {
+    "threads": os.cpu_count() or 1,  # torch threads
+    "tasks": "pick_cube,peg_insert",  # comma-separated configs/task names with a scripted expert
+    "image_size": 0,  # px; 0: 64 quick, 128 full
+    "success_episodes": 0,  # expert episodes per store (train); 0: 8 quick, 30 full
+    "failure_episodes": 0,  # noisy episodes ending in failure per store (train); 0: 8 quick, 30 full
+    "heldout_episodes": 0,  # of each kind in the held-out store; 0: 6 quick, 20 full
+    "noise": 1.0,  # std of the expert's action noise for the failure episodes (action units)
+    "labels": "operator",  # operator: success frames marked while held (sim: gt_success stands in) | last_k: rule only
+    "positive_last_k": 3,  # labelling rule (see robot_rl/rewards/frames.py)
+    "margin": 2,
+    "target_fpr": 0.01,
+    "min_examples": 10,  # minimum positive and negative training frames (the classifier's check)
+    "steps": 0,  # classifier gradient steps; 0: 400 quick, 1500 full
+    "image_copies": 1,
+    "pretrained": True,
+    "seed": 0,
+    "rl": False,  # opt-in: RL on classifier reward vs ground truth (needs the trainer's reward= wiring)
+    "rl_seeds": 2,
+    "rl_steps": 10000,
+    "dir": "",  # parent of the temporary stores (default: the system temp dir)
+    "keep": "",  # directory to keep the stores and the trained classifiers in (default: deleted)
+}
+AIM_FPR, AIM_RECALL = 0.01, 0.90
+
+
+def record_store(path: Path, task: Mapping[str, Any], image_size: int, successes: int, failures: int, noise: float,
+                 seed: int, max_attempts: int | None = None) -> dict[str, Any]:
+    """Record ``successes`` expert episodes and ``failures`` noisy episodes that end in failure (noisy ones that end
+    in success are kept as successes too) into a new store at ``path``; the per-step ground truth goes into the
+    label set ``gt_success``. Returns counts and seconds."""
+    from robot_rl.envs.make import control_dt, make_env
+
+    env = make_env(task, obs_mode="pixels", image_size=image_size, terminate_on_success=False)
+    t0 = time.perf_counter()
+    try:
+        schema = StoreSchema.from_spaces(env.observation_space, env.action_space, 1.0 / control_dt(env),
+                                         ACTION_SEMANTICS)
+        store = EpisodeStore.create(path, schema)
+        gt: list[np.ndarray] = []
+        n_succ = n_fail = attempts = noisy_succ = 0
+        max_attempts = max_attempts or 4 * (successes + failures) + 10
+        while (n_succ < successes or n_fail < failures) and attempts < max_attempts:
+            expert = n_succ < successes and (n_fail >= failures or attempts % 2 == 0)
+            obs, info = env.reset(seed=seed + attempts)
+            attempts += 1
+            ep, marks = EpisodeBuilder(), []
+            while True:
+                base = env.unwrapped
+                action = base.expert_action() if expert else base.expert_action(noise=noise)
+                nxt, r, term, trunc, info = env.step(action)
+                ep.add(obs, action, r, term, trunc, nxt, timestamp=0.1 * len(ep))
+                marks.append(bool(info.get("success", False)))
+                obs = nxt
+                if term or trunc:
+                    break
+            ok = marks[-1]
+            if ok and n_succ >= successes or not ok and n_fail >= failures:
+                continue  # quota of this kind already met
+            noisy_succ += int(ok and not expert)
+            n_succ, n_fail = n_succ + ok, n_fail + (not ok)
+            store.append_episode(**ep.build(), success=ok, source="scripted", task=str(task.get("name", "")),
+                                 notes=json.dumps({"seed": seed + attempts - 1, "noise": 0.0 if expert else noise}))
+            gt.append(np.asarray(marks, dtype=bool))
+        store.append_labels("gt_success", {"success": np.concatenate(gt)}, per_step=True,
+                            meta={"source": "sim info['success'] after each step"})
+        store.close()
+    finally:
+        env.close()
+    if n_succ < successes or n_fail < failures:
+        raise RuntimeError(f"{path}: only {n_succ} successful and {n_fail} failed episodes in {attempts} attempts "
+                           f"(wanted {successes} and {failures}); change noise=")
+    return {"episodes": n_succ + n_fail, "successes": n_succ, "failures": n_fail, "noisy_successes": noisy_succ,
+            "attempts": attempts, "seconds": time.perf_counter() - t0}
+
+
+def heldout_truth(store: EpisodeStore) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Every frame of ``store`` ({camera: (F, H, W, 3)}), its ground truth (F,) bool (frame 0 of an episode: not a
+    success) and each frame's episode index (F,)."""
+    frames = load_frames(store)
+    marks = store.read_labels("gt_success")["success"].astype(bool)
+    truth = np.zeros(len(frames), dtype=bool)
+    later = frames.t >= 1
+    truth[later] = marks  # frames 1..T of each episode are the steps' next observations, in step order
+    return frames.images, truth, frames.episode
+
+
+def evaluate_heldout(model: Any, store: EpisodeStore) -> dict[str, Any]:
+    """Frame- and episode-level agreement of ``model`` (at its threshold) with the ground truth of ``store``."""
+    images, truth, episode = heldout_truth(store)
+    t0 = time.perf_counter()
+    p = model.score({c: images[c] for c in model.cameras})
+    score_s = time.perf_counter() - t0
+    frame = binary_metrics(truth, p, model.threshold)
+    pred = p >= model.threshold
+    eps = np.unique(episode)
+    ep_truth = np.array([truth[episode == e].any() for e in eps])
+    ep_pred = np.array([pred[episode == e].any() for e in eps])
+    ep = binary_metrics(ep_truth, ep_pred.astype(float), 0.5)
+    return {"frame": frame, "roc_auc": roc_auc(truth, p), "episode": ep, "frames": int(len(p)),
+            "positive_frames": int(truth.sum()), "score_ms_per_frame": 1000 * score_s / max(1, len(p)),
+            "meets_aim": bool(frame["fpr"] <= AIM_FPR and frame["recall"] >= AIM_RECALL)}
+
+
+def rl_row(task: str, classifier_dir: Path, seeds: int, steps: int, tmp: Path) -> dict[str, Any]:
+    """RL with the classifier's reward against the ground-truth reward on ``task`` from pixels, ``seeds`` seeds
+    each, ``steps`` env steps: the final evaluation success rate (on ``info["gt_success"]``) per run.
+
+    Hook for the trainer's ``reward=`` option: it composes ``robot-rl train`` configs with ``reward=classifier
+    reward.path=<classifier_dir>`` (and the task's ``terminate_on_success`` off, so only the classifier ends
+    episodes) or ``reward=ground_truth``. Raises ``NotImplementedError`` while ``configs/train.yaml`` has no
+    ``reward`` group."""
+    from robot_rl.cli import compose, cmd_train
+
+    base = compose("train", [f"task={task}", "obs=pixels"])
+    if "reward" not in base:
+        raise NotImplementedError("configs/train.yaml has no reward group yet: the trainer must wrap its envs with "
+                                  "robot_rl.rewards.wrap_reward(env, cfg.reward, device) and evaluate on "
+                                  "info['gt_success']")
+    out: dict[str, Any] = {}
+    for name, extra in (("classifier", ["reward=classifier", f"reward.path={classifier_dir}",
+                                        "task.env_kwargs.terminate_on_success=false"]),
+                        ("ground_truth", ["reward=ground_truth"])):
+        finals = []
+        for seed in range(seeds):
+            run_dir = tmp / f"rl_{task}_{name}_s{seed}"
+            code = cmd_train([f"task={task}", "obs=pixels", f"seed={seed}", f"total_steps={steps}",
+                              f"run_dir={run_dir}", *extra])
+            lines = (run_dir / "eval.jsonl").read_text().splitlines() if code == 0 else []
+            finals.append(json.loads(lines[-1]).get("success_rate") if lines else None)
+        out[name] = {"final_success_rate": finals}
+    return out
+
+
+def run(quick: bool, overrides: list[str]) -> dict[str, Any]:
+    """Run the benchmark (see the module docstring), print a table, and return every figure as a JSON-serialisable
+    dict: ``settings``, ``machine``, ``rows`` (per task: recording counts, validation on the training store's
+    split, held-out frame and episode metrics, timings), ``rl``, ``notes``."""
+    s = parse_overrides(overrides, DEFAULTS)
+    s["image_size"] = s["image_size"] or (64 if quick else 128)
+    s["success_episodes"] = s["success_episodes"] or (8 if quick else 30)
+    s["failure_episodes"] = s["failure_episodes"] or (8 if quick else 30)
+    s["heldout_episodes"] = s["heldout_episodes"] or (6 if quick else 20)
+    s["steps"] = s["steps"] or (400 if quick else 1500)
+    threads = max(1, s["threads"])
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        if s["keep"]:
+            Path(s["keep"]).mkdir(parents=True, exist_ok=True)
+            return _run(s, threads, Path(s["keep"]))
+        with tempfile.TemporaryDirectory(prefix="robot_rl_bench_reward_", dir=s["dir"] or None) as tmp:
+            return _run(s, threads, Path(tmp))
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _run(s: dict[str, Any], threads: int, tmp: Path) -> dict[str, Any]:
+    from robot_rl.bench.data import _task_config
+
+    notes: list[str] = []
+    busy = busy_cores()
+    if busy is not None and busy > 0.5:
+        notes.append(f"other processes kept {busy:.1f} of {os.cpu_count()} cores busy before the run: timings are "
+                     "depressed")
+        print(f"WARNING: {notes[-1]}")
+    rows: dict[str, Any] = {}
+    for task_name in [t.strip() for t in str(s["tasks"]).split(",") if t.strip()]:
+        task = _task_config(task_name)
+        print(f"reward benchmark: {task_name}, {s['image_size']} px, recording ...", flush=True)
+        rec_train = record_store(tmp / f"{task_name}_train.zarr", task, s["image_size"], s["success_episodes"],
+                                 s["failure_episodes"], s["noise"], seed=s["seed"] * 100_000)
+        n_held = s["heldout_episodes"]
+        rec_held = record_store(tmp / f"{task_name}_heldout.zarr", task, s["image_size"], n_held, n_held, s["noise"],
+                                seed=s["seed"] * 100_000 + 50_000)
+        if s["labels"] not in ("operator", "last_k"):
+            raise ValueError(f"labels={s['labels']!r} must be operator or last_k")
+        cfg = ClassifierConfig.from_dict({"positive_last_k": s["positive_last_k"], "margin": s["margin"],
+                                          "marks": "gt_success" if s["labels"] == "operator" else None,
+                                          "target_fpr": s["target_fpr"], "steps": s["steps"],
+                                          "image_copies": s["image_copies"], "pretrained": s["pretrained"],
+                                          "relabel": False, "min_positives": s["min_examples"],
+                                          "min_negatives": s["min_examples"]})
+        train_store = EpisodeStore.open(tmp / f"{task_name}_train.zarr")
+        model, rep = train_classifier(train_store, cfg, seed=s["seed"], device="auto",
+                                      out=tmp / f"{task_name}_classifier")
+        held = evaluate_heldout(model, EpisodeStore.open(tmp / f"{task_name}_heldout.zarr"))
+        rows[task_name] = {"recorded_train": rec_train, "recorded_heldout": rec_held,
+                           "validation": rep["validation"], "train_counts": rep["train"], "val_counts": rep["val"],
+                           "heldout": held, "threshold": model.threshold,
+                           "seconds": {"features": rep["seconds"]["features"], "train_total": rep["seconds"]["total"],
+                                       "record": rec_train["seconds"] + rec_held["seconds"]}}
+        f, e = held["frame"], held["episode"]
+        print(f"  {task_name}: held-out frames FPR {f['fpr']:.4f} recall {f['recall']:.3f} accuracy "
+              f"{f['accuracy']:.3f} AUC {held['roc_auc']:.4f}; episodes FPR {e['fpr']:.3f} recall {e['recall']:.3f}",
+              flush=True)
+    rl: dict[str, Any] = {"status": "not requested (rl=true to run it)"}
+    if s["rl"]:
+        rl = {}
+        for task_name in rows:
+            try:
+                rl[task_name] = rl_row(task_name, tmp / f"{task_name}_classifier", s["rl_seeds"], s["rl_steps"], tmp)
+            except NotImplementedError as exc:
+                rl[task_name] = {"status": "not wired", "why": str(exc)}
+    table = []
+    for name, r in rows.items():
+        f, e, v = r["heldout"]["frame"], r["heldout"]["episode"], r["validation"]["at_threshold"]
+        table.append([name, f"{v['fpr']:.4f}", f"{v['recall']:.3f}", f"{f['fpr']:.4f}", f"{f['recall']:.3f}",
+                      f"{f['accuracy']:.3f}", f"{r['heldout']['roc_auc']:.4f}", f"{e['fpr']:.3f}", f"{e['recall']:.3f}",
+                      "yes" if r["heldout"]["meets_aim"] else "no"])
+    print()
+    print_table(["task", "val FPR", "val recall", "held-out FPR", "recall", "accuracy", "AUC", "episode FPR",
+                 "episode recall", f"FPR<={AIM_FPR:g} & recall>={AIM_RECALL:g}"], table)
+    return jsonable({"settings": s, "machine": machine_info(threads), "rows": rows, "rl": rl, "notes": notes,
+                      "aim": {"fpr": AIM_FPR, "recall": AIM_RECALL}})

@@ -1,0 +1,150 @@
+"""What every reward model shares: the interface, device choice, identity hashing and loading by kind.
+
+A reward model maps camera frames to a per-frame score and a success decision. Frames are uint8 ``(B, H, W, 3)``
+arrays or tensors, one per camera name, all with the same ``B``; scores are float ``(B,)``. What the score means
+depends on the kind: a success probability (classifier, fine-tuned VLM), the zero-shot probability of the task
+prompt among the prompts (VLM zero-shot), or a learned return-to-go-like preference reward (Bradley-Terry model).
+
+Saved models live in a directory with ``reward_model.json`` (``{"format": "robot_rl.reward_model", "version": 1,
+"kind": ...}`` plus what the kind needs) and usually ``reward_model.safetensors``; :func:`load_reward_model` reads
+any of them. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+MODEL_FILE, WEIGHTS_FILE = "reward_model.json", "reward_model.safetensors"
+MODEL_FORMAT, MODEL_VERSION = "robot_rl.reward_model", 1
+REWARD_KINDS = ("ground_truth", "classifier", "vlm_zero_shot", "preference")
+
+
+class RewardDataError(ValueError):
+    """The data or model given to a reward model is unusable (too few examples, missing cameras, wrong image
+    sizes, mismatched weights); the message names what and how many."""
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"`` / None: CUDA when present, else CPU; anything else as torch understands it."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def identity_hash(identity: Mapping[str, Any]) -> str:
+    """16 hex chars of the SHA-256 of ``identity`` as canonical JSON (sorted keys): equal labellers, equal hash."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_sha256(path: str | Path) -> str:
+    """16 hex chars of the SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def check_cameras(available: Mapping[str, tuple[int, ...]], wanted: Mapping[str, tuple[int, ...]] | list[str],
+                  where: str) -> None:
+    """Raise :class:`RewardDataError` naming every camera of ``wanted`` missing from ``available`` (name -> shape)
+    and, when ``wanted`` gives shapes (None: any), every camera whose image shape differs."""
+    names = list(wanted)
+    missing = [c for c in names if c not in available]
+    if missing:
+        raise RewardDataError(f"{where}: camera(s) {missing} missing; it has {sorted(available) or 'no cameras'}")
+    if isinstance(wanted, Mapping):  # a shape of None accepts any image size
+        bad = [f"{c}: {tuple(available[c])} instead of {tuple(wanted[c])}" for c in names
+               if wanted[c] is not None and tuple(available[c]) != tuple(wanted[c])]
+        if bad:
+            raise RewardDataError(f"{where}: wrong image size for camera(s) {'; '.join(bad)} (H, W, 3)")
+
+
+class RewardModel(ABC):
+    """Frames -> scores and success. Subclasses set ``kind``, ``cameras`` (sorted names) and ``image_shapes``
+    (name -> ``(H, W, 3)``, or None where any size is accepted), and ``threshold`` (success when ``score >= threshold``; None: never success)."""
+
+    kind: str = ""
+    cameras: list[str]
+    image_shapes: dict[str, tuple[int, int, int]]
+    threshold: float | None = None
+
+    @abstractmethod
+    def score(self, frames: Mapping[str, Any]) -> np.ndarray:
+        """Frames {camera: uint8 (B, H, W, 3)} -> float64 scores (B,). Runs without autograd, batched."""
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """What determines the scores (weights fingerprint, prompts, ...); cached labels are keyed on its hash."""
+
+    def label_name(self) -> str:
+        """Name of this model's per-step label set in a store: ``<kind>-<identity hash>``."""
+        return f"{self.kind}-{identity_hash(self.identity())}"
+
+    def success(self, scores: np.ndarray) -> np.ndarray:
+        """(B,) bool: ``scores >= threshold`` (all False without a threshold)."""
+        scores = np.asarray(scores, dtype=np.float64)
+        return scores >= self.threshold if self.threshold is not None else np.zeros(scores.shape, dtype=bool)
+
+    def check_frames(self, shapes: Mapping[str, tuple[int, ...]], where: str) -> None:
+        """Raise :class:`RewardDataError` if ``shapes`` (camera -> (H, W, 3)) lacks a camera or has a wrong size."""
+        check_cameras(shapes, {c: self.image_shapes[c] for c in self.cameras}, where)
+
+
+def read_model_json(path: str | Path) -> dict[str, Any]:
+    """``reward_model.json`` of a saved reward model directory, checked for format and version."""
+    p = Path(path)
+    f = p / MODEL_FILE if p.is_dir() else p
+    if not f.is_file():
+        raise RewardDataError(f"{path}: no {MODEL_FILE}; give a directory written by robot-rl train-reward")
+    try:
+        d = json.loads(f.read_text())
+    except Exception as exc:
+        raise RewardDataError(f"{f}: unreadable: {exc}") from exc
+    if d.get("format") != MODEL_FORMAT or d.get("version") != MODEL_VERSION:
+        raise RewardDataError(f"{f}: not a version-{MODEL_VERSION} {MODEL_FORMAT} file")
+    return d
+
+
+def load_reward_model(path: str | Path, device: str | torch.device | None = "auto") -> RewardModel:
+    """Load any saved reward model directory (dispatch on ``kind`` in ``reward_model.json``)."""
+    d = read_model_json(path)
+    kind = d.get("kind")
+    if kind == "classifier":
+        from robot_rl.rewards.classifier import SuccessClassifier
+        return SuccessClassifier.load(path, device)
+    if kind == "vlm_classifier":
+        from robot_rl.rewards.vlm.finetune import VLMClassifier
+        return VLMClassifier.load(path, device)
+    if kind == "vlm_zero_shot":
+        from robot_rl.rewards.vlm.zero_shot import ZeroShotReward
+        return ZeroShotReward.load(path, device)
+    if kind == "preference":
+        from robot_rl.rewards.preference import PreferenceReward
+        return PreferenceReward.load(path, device)
+    raise RewardDataError(f"{path}: unknown reward model kind {kind!r}")
+
+
+def jsonable(x: Any) -> Any:
+    """For reports: ``x`` with numpy scalars/arrays and non-finite floats turned into JSON-safe values (NaN -> None)."""
+    if isinstance(x, Mapping):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(float(x)) else None
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.bool_,)):
+        return bool(x)
+    return x

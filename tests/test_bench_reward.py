@@ -1,0 +1,47 @@
+"""The reward benchmark end to end at toy size: records pick_cube pixel episodes (expert and noisy), trains the
+classifier, scores held-out frames against the simulator's ground truth."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from robot_rl.bench.reward import DEFAULTS, heldout_truth, record_store, run
+from robot_rl.bench.data import _task_config
+from robot_rl.data.store import EpisodeStore
+
+TINY = ["tasks=pick_cube", "success_episodes=2", "failure_episodes=2", "heldout_episodes=1", "steps=20",
+        "image_size=48", "threads=1", "image_copies=0", "positive_last_k=2", "margin=0", "min_examples=2"]
+
+
+@pytest.mark.filterwarnings("ignore:.*class imbalance")
+def test_tiny_run_reports_heldout_metrics(capsys):
+    before = torch.get_num_threads()
+    result = run(quick=True, overrides=TINY)
+    assert torch.get_num_threads() == before
+    json.dumps(result)  # JSON-serialisable, NaN-free
+    row = result["rows"]["pick_cube"]
+    assert row["recorded_train"]["successes"] == 2 and row["recorded_train"]["failures"] == 2
+    held = row["heldout"]
+    assert held["frames"] == 2 * (30 + 1) and 0 < held["positive_frames"] < held["frames"]
+    for k in ("accuracy", "fpr", "recall", "precision"):
+        assert k in held["frame"]
+    assert 0 <= held["roc_auc"] <= 1 and isinstance(held["meets_aim"], bool)
+    assert result["rl"]["status"].startswith("not requested")
+    assert "held-out FPR" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="bad benchmark override"):
+        run(quick=True, overrides=["taks=pick_cube"])
+    assert set(DEFAULTS) >= {"tasks", "noise", "target_fpr", "rl"}
+
+
+def test_recorded_ground_truth_lines_up_with_frames(tmp_path):
+    info = record_store(tmp_path / "s.zarr", _task_config("pick_cube"), 48, 1, 1, 1.0, seed=0)
+    store = EpisodeStore.open(tmp_path / "s.zarr")
+    assert info["episodes"] == len(store) == 2 and store.label_names() == ["gt_success"]
+    images, truth, episode = heldout_truth(store)
+    assert len(truth) == store.num_steps + 2 and not truth[np.r_[0, np.flatnonzero(np.diff(episode)) + 1]].any()
+    ok = np.array([store.metadata(e)["success"] for e in range(2)])
+    for e in range(2):  # an episode is successful exactly when its final frame is a success
+        assert truth[episode == e][-1] == ok[e]
+    assert ok.sum() == 1 and images["front"].shape[1:] == (48, 48, 3)

@@ -9,31 +9,39 @@ no weights yet, or when ``runtime.max_weight_lag_steps`` control steps have pass
 (the learner died or stalled), it *holds*: it stops stepping the env (a real robot's watchdog then holds the arm;
 the sim simply does not advance) and waits for fresh weights, logging why.
 
-Run as ``python -m robot_rl.runtime.actor RUN_DIR`` (the launcher does).
+Connections come from a transport (:mod:`robot_rl.runtime.transport`, ``runtime.transport``): a Unix socket on one
+machine, or ROS2 topics (``runtime=ros2``), where the learner may run on another machine. On every new learner
+connection the actor sends ``hello`` {store_episodes} and streams nothing until the learner answers ``sync``
+{episodes it holds, raw}; it then replays the stored episodes the learner lacks (from the store: raw observations),
+then its running episode, then streams live. Steps carry the featurized observations (cameras as frozen-trunk maps,
+a fifth of the bytes), or the raw ones when the learner asked for ``raw`` (it keeps a replica of the store).
+
+Run as ``python -m robot_rl.runtime.actor RUN_DIR [key=value ...]`` (the launcher does; ``key=value`` overrides
+entries of ``<run_dir>/config.yaml``), or as the ROS2 node ``robot-rl-actor`` (:mod:`hw.nodes.actor`).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import queue
 import signal
 import sys
-import threading
 import time
-from multiprocessing.connection import Listener
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from robot_rl.runtime.launch import runtime_address, runtime_key
-from robot_rl.runtime.messages import Channel, join_obs
+from robot_rl.runtime.launch import load_run_config
+from robot_rl.runtime.messages import join_obs
+from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
 
 
 class Actor:
-    def __init__(self, run_dir: Path):
+    """Drives the env with the newest weights; ``transport``: how learners reach it (default: ``runtime.transport``
+    of the run's config)."""
+
+    def __init__(self, run_dir: Path, overrides: Sequence[str] = (), transport: Transport | None = None):
         import torch
 
         from robot_rl.agents.sac import SAC, SACConfig
@@ -42,7 +50,7 @@ class Actor:
         from robot_rl.trainer import make_training_env, open_online_store, set_threads
 
         self.run_dir = Path(run_dir)
-        self.cfg = cfg = OmegaConf.load(self.run_dir / "config.yaml")
+        self.cfg = cfg = load_run_config(self.run_dir, overrides)
         rt = cfg.runtime
         set_threads(int(rt.actor_threads))
         torch.manual_seed(int(cfg.seed) + 7)
@@ -58,9 +66,12 @@ class Actor:
         self.episode = EpisodeBuilder()
         self.version, self.steps_at_weights = -1, 0
         self.holding: str | None = None
-        self.ch: Channel | None = None
-        self._conns: queue.Queue = queue.Queue()
-        self._closing = False
+        self.transport = transport if transport is not None else make_transport(rt, self.run_dir, "actor")
+        self.ch: PeerChannel | None = None
+        self.synced = False  # the current learner answered hello with sync: stream to it
+        self._ch_version = -1  # newest weights version applied from the current learner
+        self.raw_obs = False  # the current learner wants raw observations (it keeps a replica store)
+        self.weight_updates = 0  # weight messages applied
         self._pending: list[dict[str, Any]] = []  # step messages of the running episode, for a (re)connecting learner
         self._seed = int(cfg.seed) + 17 * (self.episodes + 1)  # a restarted actor does not replay old episodes
 
@@ -69,27 +80,53 @@ class Actor:
         print(f"[actor] {msg}", flush=True)
 
     # ------------------------------------------------------------------------------------------ connections
-    def _accept_forever(self, listener: Listener) -> None:
-        while True:
-            try:
-                self._conns.put(listener.accept())
-            except (OSError, EOFError):  # a bad handshake (wrong key) or the listener closed
-                if self._closing:
-                    return
-
     def _poll_connection(self) -> None:
-        try:
-            conn = self._conns.get_nowait()
-        except queue.Empty:
+        ch = self.transport.accept()
+        if ch is None:
             return
         if self.ch is not None:
             self.ch.close()
-        self.ch = Channel(conn)
-        # A new learner: tell it what the store holds, then replay the running episode it has not seen.
-        self.ch.send("hello", {"store_episodes": self.episodes, "store_steps": self.steps})
-        for msg in self._pending:
-            self.ch.send("step", arrays=msg)
+        self.ch, self.synced, self._ch_version, self.raw_obs = ch, False, -1, False
+        # A new learner: tell it what the store holds; stream nothing until it answers with sync.
+        ch.send("hello", {"store_episodes": self.episodes, "store_steps": self.steps})
         self.log("learner connected")
+
+    def _step_msg(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """A running-episode entry -> the arrays of its ``step`` message (raw or featurized observations)."""
+        o, no = (entry["obs"], entry["next_obs"]) if self.raw_obs else (entry["fobs"], entry["next_fobs"])
+        return {**join_obs(o, "obs"), **join_obs(no, "next_obs"), **entry["rest"]}
+
+    def _replay(self, ch: PeerChannel, held: int) -> None:
+        """The learner holds ``held`` episodes: send the stored episodes [held, ours) from the store (raw
+        observations; the learner featurizes), then the running episode's steps, and stream live from here on."""
+        if held > self.episodes:
+            self.log(f"the learner holds {held} episodes but the store has {self.episodes}: a different run? "
+                     "dropping the connection")
+            ch.close()
+            return
+        if held < self.episodes:
+            from robot_rl.data.store import EpisodeStore
+
+            with EpisodeStore.open(self.run_dir / "online.zarr") as store:
+                for i, ep in enumerate(store.iter_episodes(held, self.episodes), start=held):
+                    obs, final = ep["obs"], ep["final_obs"]
+                    n = len(ep["action"])
+                    for t in range(n):
+                        nxt = {k: v[t + 1] for k, v in obs.items()} if t + 1 < n else final
+                        ch.send("step", arrays={**join_obs({k: v[t] for k, v in obs.items()}, "obs"),
+                                                **join_obs(nxt, "next_obs"), "action": ep["action"][t],
+                                                "reward": ep["reward"][t], "terminated": ep["terminated"][t],
+                                                "truncated": ep["truncated"][t],
+                                                "is_intervention": ep["is_intervention"][t],
+                                                "timestamp": np.float64(ep["timestamp"][t])})
+                    meta = ep["metadata"]
+                    ch.send("episode_end", {"steps": n, "store_episodes": i + 1, "replay": True,
+                                            "success": bool(meta["success"]), "source": meta["source"],
+                                            "notes": meta["notes"], "version": -1, "stats": {}})
+            self.log(f"replayed stored episodes {held}..{self.episodes - 1} to the learner")
+        for entry in self._pending:
+            ch.send("step", arrays=self._step_msg(entry))
+        self.synced = True
 
     def _poll_messages(self) -> bool:
         """Apply the newest weights received; True if the learner asked us to stop."""
@@ -101,11 +138,20 @@ class Actor:
                 newest = msg
             elif msg.kind == "stop":
                 stop = True
-        if newest is not None and int(newest.meta["version"]) >= self.version:
+            elif msg.kind == "sync":
+                self.raw_obs = bool(msg.meta.get("raw", False))
+                self._replay(self.ch, int(msg.meta["episodes"]))
+                if self.ch.closed:
+                    break
+        # versions count the sending learner's updates: a restarted learner (resumed from its last checkpoint) may
+        # start below what its predecessor sent, so they are compared within one connection only
+        if newest is not None and int(newest.meta["version"]) >= self._ch_version:
             import torch
 
             self.agent.load_policy_weights({k: torch.from_numpy(v) for k, v in newest.arrays.items()})
             self.version, self.steps_at_weights = int(newest.meta["version"]), self.steps
+            self._ch_version = self.version
+            self.weight_updates += 1
             if self.holding:
                 self.log(f"weights v{self.version} arrived; resuming")
                 self.holding = None
@@ -121,11 +167,8 @@ class Actor:
 
     # ------------------------------------------------------------------------------------------------ loop
     def run(self) -> int:
-        address, key = runtime_address(self.run_dir), runtime_key(self.run_dir)
-        if os.path.exists(address):
-            os.unlink(address)
-        listener = Listener(address, family="AF_UNIX", authkey=key)
-        threading.Thread(target=self._accept_forever, args=(listener,), daemon=True).start()
+        self.transport.listen()
+        self.log(f"listening for the learner on {self.transport.describe()}")
         obs, _ = self.env.reset(seed=self._seed)
         fobs = self.agent.featurize(obs)  # cameras through the frozen trunk once per frame: to act and to send
         t_ep = 0
@@ -148,13 +191,13 @@ class Actor:
                 human = bool(info.get("is_intervention", False))
                 self.episode.add(obs, action, reward, terminated, truncated, next_obs, human, timestamp=self.dt * t_ep)
                 next_fobs = self.agent.featurize(next_obs)
-                msg = {**join_obs(fobs, "obs"), **join_obs(next_fobs, "next_obs"), "action": action,
-                       "reward": np.float32(reward), "terminated": np.bool_(terminated),
-                       "truncated": np.bool_(truncated), "is_intervention": np.bool_(human),
-                       "timestamp": np.float64(self.dt * t_ep)}
-                self._pending.append(msg)
-                if self.ch is not None:
-                    self.ch.send("step", arrays=msg)
+                entry = {"obs": obs, "next_obs": next_obs, "fobs": fobs, "next_fobs": next_fobs,
+                         "rest": {"action": action, "reward": np.float32(reward), "terminated": np.bool_(terminated),
+                                  "truncated": np.bool_(truncated), "is_intervention": np.bool_(human),
+                                  "timestamp": np.float64(self.dt * t_ep)}}
+                self._pending.append(entry)
+                if self.ch is not None and self.synced:
+                    self.ch.send("step", arrays=self._step_msg(entry))
                 self.steps += 1
                 t_ep += 1
                 obs, fobs = next_obs, next_fobs
@@ -167,8 +210,9 @@ class Actor:
                 if self.pace:
                     time.sleep(max(0.0, self.dt - (time.monotonic() - t0)))
             if self.ch is not None:
-                self.ch.send("done", {"steps": self.steps})
                 self._await_stop(timeout=float(self.cfg.runtime.get("stop_timeout_s", 600)))
+            self.log(f"finished: {self.steps} steps, {self.episodes} episodes in the store; {self.weight_updates} "
+                     f"weight updates applied, newest v{self.version}")
             return 0
         except KeyboardInterrupt:
             self.log("interrupted")
@@ -178,11 +222,10 @@ class Actor:
                 self.store.append_episode(**self.episode.build(cut=True), success=False, source="policy",
                                           task=str(self.cfg.task.name), notes="cut short: actor stopped mid-episode")
             self.store.close()
-            self._closing = True
-            listener.close()
             if self.ch is not None:
                 self.ch.flush(2.0)
                 self.ch.close()
+            self.transport.close()
             self.env.close()
 
     def _finish(self, success: bool, info: dict) -> None:
@@ -196,21 +239,34 @@ class Actor:
         stats = {"episode_success": float(success), "episode_length": len(episode["action"]),
                  "intervention_rate": float(np.mean(episode["is_intervention"])),
                  "weight_lag_steps": self.steps - self.steps_at_weights}
-        if self.ch is not None:
+        if self.ch is not None and self.synced:
             self.ch.send("episode_end", {"steps": len(episode["action"]), "store_episodes": self.episodes,
-                                         "success": success, "version": self.version, "stats": stats})
+                                         "success": success, "source": "intervention" if human else "policy",
+                                         "version": self.version, "stats": stats})
 
     def _await_stop(self, timeout: float) -> None:
-        """Wait for the learner's final evaluation and checkpoint (it answers ``stop``), or for it to go away."""
+        """Tell the learner we are done and wait for its final evaluation and checkpoint (it answers ``stop``), or
+        for ``timeout`` s; a learner that (re)connects meanwhile is synced and told too."""
         deadline = time.monotonic() + timeout
+        told = None
         while time.monotonic() < deadline:
-            ch = self.ch
-            msg = ch.recv(timeout=0.2) if ch is not None else None
-            if msg is not None and msg.kind == "stop":
-                return
             self._poll_connection()
-            if self.ch is not ch:  # a learner (re)connected after we finished: tell it too
-                self.ch.send("done", {"steps": self.steps})
+            ch = self.ch
+            if ch is None:
+                time.sleep(0.2)
+                continue
+            if self.synced and told is not ch:
+                ch.send("done", {"steps": self.steps})
+                told = ch
+            msg = ch.recv(timeout=0.2)
+            if msg is None:
+                if ch.closed:
+                    time.sleep(0.2)
+            elif msg.kind == "stop":
+                return
+            elif msg.kind == "sync":
+                self.raw_obs = bool(msg.meta.get("raw", False))
+                self._replay(ch, int(msg.meta["episodes"]))
 
 
 def _interrupt(*_: Any) -> None:
@@ -220,9 +276,10 @@ def _interrupt(*_: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="robot_rl actor process (started by the async runtime)")
     p.add_argument("run_dir", type=Path)
+    p.add_argument("overrides", nargs="*", help="key=value over <run_dir>/config.yaml, e.g. runtime.transport=ros2")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    return Actor(args.run_dir).run()
+    return Actor(args.run_dir, args.overrides).run()
 
 
 if __name__ == "__main__":

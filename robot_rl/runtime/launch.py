@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Sequence
 
 PROCESS_NAMES = ("actor", "learner")
 
@@ -26,6 +27,19 @@ def runtime_address(run_dir: Path) -> str:
     """The actor's Unix socket for ``run_dir`` (under the temp dir: socket paths are limited to ~100 bytes)."""
     digest = hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
     return os.path.join(tempfile.gettempdir(), f"robot_rl-{digest}.sock")
+
+
+def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Any:
+    """``<run_dir>/config.yaml`` with dotlist ``overrides`` (e.g. ``runtime.topic_prefix=arm1``) applied."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ValueError(f"malformed override(s) {bad}: expected key=value, e.g. runtime.max_weight_lag_steps=100")
+    if overrides:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    return cfg
 
 
 def runtime_key(run_dir: Path) -> bytes:

@@ -6,16 +6,26 @@ store holds beyond its own count, then takes the actor's running episode as it i
 to its replay buffer a whole episode at a time, so its buffer always equals the store plus nothing half-known. A
 restarted learner resumes from ``checkpoints/latest`` and the store.
 
-Run as ``python -m robot_rl.runtime.learner RUN_DIR`` (the launcher does).
+Syncing: on ``hello`` the learner loads the store's new episodes from ``<run_dir>/online.zarr`` when it can read it
+(same machine, or a shared run directory; ``runtime.store_sync``), then answers ``sync`` {episodes it holds}; the
+actor replays over the transport whatever the learner still lacks. A learner on another machine, with no access to
+the store, gets every episode that way, in raw form, and keeps a replica of the store in its own
+``<run_dir>/online.zarr`` (marked by ``online.replica``), which is what it resumes from after a restart.
+
+The learner never drives the robot: it builds its own env only for the spaces, scripted demos and evaluation. For a
+task whose env is a robot client (``hw.*``, e.g. ``task=ros2_reach``), ``runtime.learner_task`` names the task
+config it builds instead: the robot's sim twin (``reach`` for ``ros2_reach``).
+
+Run as ``python -m robot_rl.runtime.learner RUN_DIR [key=value ...]`` (the launcher does), or as the ROS2 node
+``robot-rl-learner`` (:mod:`hw.nodes.learner`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from multiprocessing.connection import Client
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -23,22 +33,56 @@ from omegaconf import OmegaConf
 from robot_rl.data.episode import EpisodeBuilder
 from robot_rl.data.replay import mixed_batches
 from robot_rl.data.store import EpisodeStore
-from robot_rl.runtime.messages import Channel, Message, split_obs
+from robot_rl.runtime.launch import load_run_config
+from robot_rl.runtime.messages import Message, split_obs
 from robot_rl.runtime.rate import RateLimiter
-from robot_rl.runtime.launch import runtime_address, runtime_key
+from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
+
+STORE_SYNC = ("auto", "file", "transport")
+REPLICA_MARK = "online.replica"
+
+
+def learner_task(cfg: Any) -> Any:
+    """The task config the learner builds its env from: ``runtime.learner_task`` (a name in ``configs/task``, or a
+    mapping) or the run's task. Refuses a robot-client env (``hw.*``): the robot belongs to the actor."""
+    name = cfg.runtime.get("learner_task")
+    if not name:
+        if str(cfg.task.get("env_id", "")).startswith("hw."):
+            raise ValueError(f"task {cfg.task.name} drives a robot ({cfg.task.env_id}), and the robot belongs to the "
+                             "actor: set runtime.learner_task to its sim twin (e.g. runtime.learner_task=reach for "
+                             "ros2_reach) for the learner's spaces, scripted demos and evaluation")
+        return cfg.task
+    if isinstance(name, str):
+        from robot_rl.cli import CONFIG_DIR
+
+        path = CONFIG_DIR / "task" / f"{name}.yaml"
+        if not path.exists():
+            raise ValueError(f"runtime.learner_task={name!r}: no {path}")
+        name = OmegaConf.load(path)
+    task = OmegaConf.create({"obs": cfg.get("obs", "state"), "task": name})
+    OmegaConf.resolve(task)
+    if str(task.task.get("env_id", "")).startswith("hw."):
+        raise ValueError(f"runtime.learner_task={task.task.get('name')!r} is a robot client too; name a sim task")
+    return task.task
 
 
 class Learner:
-    """Trainer state + the message loop. ``serve()`` returns when the actor reports ``done``."""
+    """Trainer state + the message loop. ``serve()`` returns when the actor reports ``done``. ``transport``: how it
+    reaches the actor (default: ``runtime.transport`` of the run's config)."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, overrides: Sequence[str] = (), transport: Transport | None = None):
         from robot_rl.trainer import Trainer  # heavy import (torch), after argument parsing
 
         self.run_dir = Path(run_dir)
-        self.cfg = OmegaConf.load(self.run_dir / "config.yaml")
+        self.cfg = load_run_config(self.run_dir, overrides)
         rt = self.cfg.runtime
         self.cfg.threads = int(rt.learner_threads)
-        self.trainer = tr = Trainer(self.cfg, self.run_dir)
+        self.store_sync = str(rt.get("store_sync", "auto"))
+        if self.store_sync not in STORE_SYNC:
+            raise ValueError(f"runtime.store_sync={self.store_sync!r} is not one of {STORE_SYNC}")
+        own = self.cfg.copy()
+        own.task = learner_task(self.cfg)  # the learner's env: never the robot
+        self.trainer = tr = Trainer(own, self.run_dir)
         latest = self.run_dir / "checkpoints" / "latest"
         if (latest / "trainer.json").exists():
             tr.load_checkpoint(latest)
@@ -46,6 +90,8 @@ class Learner:
         else:
             self.log(f"starting: {tr.start_fresh()}")
             self.log(f"starting with {len(tr.demo)} demo transitions")
+        tr.cfg = self.cfg  # checkpoints keep the run's own config (its task), whatever env the learner built
+        self.transport = transport if transport is not None else make_transport(rt, self.run_dir, "learner")
         self.limiter = RateLimiter(1.0, int(self.cfg.learning_starts))
         self.weights_every = int(rt.weights_every)
         self.running = EpisodeBuilder()
@@ -54,33 +100,65 @@ class Learner:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=tr.step if tr.step else None)
-        self._last_sent = -1
+        self._last_sent, self._data_at_send = -1, 0
+        self.refresh_steps = max(1, int(rt.get("max_weight_lag_steps", 300)) // 3)
+        self.replica: EpisodeStore | None = None  # transport sync: our copy of the actor's store
 
     @staticmethod
     def log(msg: str) -> None:
         print(f"[learner] {msg}", flush=True)
 
     # ------------------------------------------------------------------------------------------- protocol
-    def _sync(self, store_episodes: int) -> None:
-        """Load the store's episodes [ours, store_episodes) (committed by the actor while we were not listening)."""
+    def _sync(self, store_episodes: int, path: Path | None = None) -> None:
+        """Load the episodes [ours, store_episodes) of the store at ``path`` (default: the actor's store,
+        ``<run_dir>/online.zarr``), committed while we were not listening."""
         tr = self.trainer
         self.running.clear()
         if store_episodes < tr.episode:
             raise RuntimeError(f"the actor's store holds {store_episodes} episodes but this learner has {tr.episode}; "
                                "the store was replaced or truncated")
         if store_episodes > tr.episode:
-            with EpisodeStore.open(self.run_dir / "online.zarr") as store:
+            with EpisodeStore.open(path or self.run_dir / "online.zarr") as store:
                 for ep in store.iter_episodes(tr.episode, store_episodes):
                     tr.online.add_episode(tr.agent.featurize_episode(ep))
                     tr.step += len(ep["action"])
                     tr.episode += 1
-            self.log(f"synced from the store: now {tr.episode} episodes, {tr.step} steps")
+            self.log(f"synced from the {'replica' if path else 'store'}: now {tr.episode} episodes, {tr.step} steps")
 
-    def _handle(self, msg: Message, ch: Channel) -> bool:
+    def _store_readable(self) -> bool:
+        """Whether this learner syncs from the actor's store file; else everything comes over the transport and the
+        learner keeps its own replica of the store (``<run_dir>/online.zarr``, marked by ``online.replica``)."""
+        if self.store_sync == "auto":
+            return (self.run_dir / "online.zarr").exists() and not (self.run_dir / REPLICA_MARK).exists()
+        return self.store_sync == "file"
+
+    def _open_replica(self, store_episodes: int) -> None:
+        """Transport sync: open (or create) the replica store and load what it holds beyond our count."""
+        if self.replica is None:
+            from robot_rl.trainer import open_online_store
+
+            (self.run_dir / REPLICA_MARK).write_text("this run's online.zarr is the learner's replica of the actor's "
+                                                     "store, filled over the transport\n")
+            self.replica = open_online_store(self.run_dir, self.trainer.env)
+        held = min(len(self.replica), store_episodes)
+        if held > self.trainer.episode:  # received and kept before a crash, but not yet in a checkpoint
+            self._sync(held, self.run_dir / "online.zarr")
+
+    def _handle(self, msg: Message, ch: PeerChannel) -> bool:
         """Apply one message; True when the run is over."""
         tr = self.trainer
         if msg.kind == "hello":
-            self._sync(int(msg.meta["store_episodes"]))
+            store_episodes = int(msg.meta["store_episodes"])
+            if self._store_readable():
+                self._sync(store_episodes)
+            else:
+                self._open_replica(store_episodes)
+                self.running.clear()
+                if store_episodes < tr.episode:
+                    raise RuntimeError(f"the actor's store holds {store_episodes} episodes but this learner has "
+                                       f"{tr.episode}; the store was replaced or truncated")
+            # the actor replays what we still lack, then streams (raw observations for a replica)
+            ch.send("sync", {"episodes": tr.episode, "raw": self.replica is not None})
             self._send_weights(ch, force=True)
         elif msg.kind == "step":
             a = msg.arrays
@@ -89,12 +167,23 @@ class Learner:
             self.running.add(split_obs(a, "obs"), a["action"], one["reward"], one["terminated"], one["truncated"],
                              split_obs(a, "next_obs"), one["is_intervention"], one["timestamp"])
         elif msg.kind == "episode_end":
-            if len(self.running) != int(msg.meta["steps"]):
-                self.log(f"episode of {msg.meta['steps']} steps arrived with {len(self.running)}; resyncing")
-                self._sync(int(msg.meta["store_episodes"]))
+            if len(self.running) != int(msg.meta["steps"]) or int(msg.meta["store_episodes"]) != tr.episode + 1:
+                self.log(f"episode {msg.meta['store_episodes']} of {msg.meta['steps']} steps arrived with "
+                         f"{len(self.running)} steps after episode {tr.episode}; resyncing")
+                if self._store_readable():
+                    self._sync(int(msg.meta["store_episodes"]))
+                else:  # a new connection replays from what we hold
+                    self.running.clear()
+                    ch.close()
                 return False
             episode = self.running.build()
             self.running.clear()
+            if self.replica is not None:  # first to the replica, so a crash right after loses nothing
+                human = bool(np.any(episode["is_intervention"]))
+                self.replica.append_episode(**episode, success=bool(msg.meta["success"]),
+                                            source=str(msg.meta.get("source") or ("intervention" if human else
+                                                                                  "policy")),
+                                            task=str(self.cfg.task.name), notes=str(msg.meta.get("notes", "")))
             tr.online.add_episode(tr.agent.featurize_episode(episode))
             from robot_rl.data.episode import intervention_segments
 
@@ -102,25 +191,31 @@ class Learner:
                 tr.demo.add_episode(tr.agent.featurize_episode(seg))
             tr.step += len(episode["action"])
             tr.episode += 1
-            for k, v in msg.meta.get("stats", {}).items():
+            for k, v in (msg.meta.get("stats") or {}).items():
                 self.writer.add_scalar(f"train/{k}", float(v), tr.step)
             if tr.step >= tr._next_eval:
                 tr._evaluate_and_checkpoint(self.writer)
                 h = tr.history[-1]
                 self.log(f"step {tr.step}: eval success {h['success_rate']:.0%}, {tr.agent.num_updates} updates")
         elif msg.kind == "done":
-            tr._evaluate_and_checkpoint(self.writer)
+            if not tr.history or tr.history[-1]["step"] != tr.step:  # (the last episode may have just evaluated)
+                tr._evaluate_and_checkpoint(self.writer)
             self.log(f"done at step {tr.step}: eval success {tr.history[-1]['success_rate']:.0%}")
             ch.send("stop")
             ch.flush()
             return True
         return False
 
-    def _send_weights(self, ch: Channel, force: bool = False) -> None:
+    def _send_weights(self, ch: PeerChannel, force: bool = False) -> None:
+        """Every ``weights_every`` updates; and while the data allows no update (before ``learning_starts``), the
+        same weights again every ``max_weight_lag_steps / 3`` env steps, so an idle learner is not taken for a
+        stalled one (the actor holds on stale weights)."""
         n = self.trainer.agent.num_updates
-        if force or n - self._last_sent >= self.weights_every:
+        data = self.trainer.step + len(self.running)
+        idle = self.limiter.allowed(data, n) <= 0 and data - self._data_at_send >= self.refresh_steps
+        if force or n - self._last_sent >= self.weights_every or idle:
             ch.send("weights", {"version": n}, self.trainer.agent.policy_weights())
-            self._last_sent = n
+            self._last_sent, self._data_at_send = n, data
 
     def _learn(self) -> bool:
         """One update if the rate limiter allows it and there is data; True if it ran."""
@@ -136,14 +231,14 @@ class Learner:
                 self.writer.add_scalar(f"learner/{k}", v, tr.step)
         return True
 
-    def serve(self, address: str, key: bytes, connect_timeout: float = 600.0) -> int:
+    def serve(self, connect_timeout: float = 600.0) -> int:
         """Connect to the actor (retrying while it is away) and train until it reports ``done``."""
+        self.log(f"looking for the actor on {self.transport.describe()}")
         while True:
-            conn = self._connect(address, key, connect_timeout)
-            if conn is None:
-                self.log(f"no actor at {address} for {connect_timeout:.0f} s; stopping")
+            ch = self.transport.connect(connect_timeout)
+            if ch is None:
+                self.log(f"no actor on {self.transport.describe()} for {connect_timeout:.0f} s; stopping")
                 return 1
-            ch = Channel(conn)
             self.log("connected to the actor")
             try:
                 while not ch.closed:
@@ -157,16 +252,10 @@ class Learner:
             finally:
                 ch.close()
 
-    def _connect(self, address: str, key: bytes, timeout: float):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                return Client(address, family="AF_UNIX", authkey=key)
-            except (OSError, EOFError):
-                time.sleep(0.2)
-        return None
-
     def close(self) -> None:
+        self.transport.close()
+        if self.replica is not None:
+            self.replica.close()
         self.writer.close()
         self.trainer.plot_curve()
 
@@ -174,10 +263,11 @@ class Learner:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="robot_rl learner process (started by the async runtime)")
     p.add_argument("run_dir", type=Path)
+    p.add_argument("overrides", nargs="*", help="key=value over <run_dir>/config.yaml, e.g. runtime.transport=ros2")
     args = p.parse_args(argv)
-    learner = Learner(args.run_dir)
+    learner = Learner(args.run_dir, args.overrides)
     try:
-        return learner.serve(runtime_address(args.run_dir), runtime_key(args.run_dir))
+        return learner.serve(float(learner.cfg.runtime.get("connect_timeout_s", 600)))
     except KeyboardInterrupt:
         learner.log("interrupted")
         return 130

@@ -2,12 +2,14 @@
 
 A message is one safetensors blob: named arrays plus a text header holding its ``kind`` and a JSON ``meta``. Decoding
 parses that format and nothing else, so a message from a peer can carry tensors but never code: nothing received is
-unpickled. The same bytes travel over a local socket here and over a ROS2 topic later.
+unpickled. The same bytes travel over a local socket (:class:`Channel`) or ROS2 topics (:mod:`hw.ros_transport`);
+:mod:`robot_rl.runtime.transport` picks one.
 
-Kinds (actor -> learner): ``hello`` (a new actor connection), ``step`` (one transition), ``episode_end`` (final
-observation, success, intervention stats), ``done`` (total steps reached). Learner -> actor: ``sync`` (how many
-episodes the learner holds, asking the actor to replay its running episode), ``weights`` (policy weights and their
-version = the learner's update count), ``stop``.
+Kinds (actor -> learner): ``hello`` (a new connection: how many episodes the store holds), ``step`` (one
+transition), ``episode_end`` (its length, store index, success, source, intervention stats), ``done`` (total steps
+reached). Learner -> actor: ``sync`` (how many episodes the learner holds and whether it wants raw observations;
+the actor replays the stored episodes it lacks and its running episode, then streams), ``weights`` (policy weights
+and their version = the learner's update count), ``stop``.
 """
 
 from __future__ import annotations

@@ -261,8 +261,8 @@ def test_peg_clearance_validated():
     assert 0 < hole_width - env.peg_width <= 0.005
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
-def test_task_configs_build_envs(config):
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIG_DIR.glob("*.yaml") if not p.name.startswith("ros2_")))
+def test_task_configs_build_envs(config):  # ros2_* tasks need a robot (tests/test_ros2_nodes.py builds them)
     omegaconf = pytest.importorskip("omegaconf")
     cfg = omegaconf.OmegaConf.load(CONFIG_DIR / config)
     cfg = omegaconf.OmegaConf.merge({"obs": "state"}, {"task": cfg})

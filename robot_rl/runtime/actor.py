@@ -72,6 +72,9 @@ class Actor:
         self._ch_version = -1  # newest weights version applied from the current learner
         self.raw_obs = False  # the current learner wants raw observations (it keeps a replica store)
         self.weight_updates = 0  # weight messages applied
+        # env errors that mean "the robot's data stopped" (e.g. hw.ros_env.StaleDataError): the running episode is
+        # filed as cut and the env reset (retried) instead of ending the actor
+        self.recoverable = tuple(_import_class(name) for name in rt.get("recoverable_errors", None) or ())
         self._pending: list[dict[str, Any]] = []  # step messages of the running episode, for a (re)connecting learner
         self._seed = int(cfg.seed) + 17 * (self.episodes + 1)  # a restarted actor does not replay old episodes
 
@@ -169,10 +172,10 @@ class Actor:
     def run(self) -> int:
         self.transport.listen()
         self.log(f"listening for the learner on {self.transport.describe()}")
-        obs, _ = self.env.reset(seed=self._seed)
-        fobs = self.agent.featurize(obs)  # cameras through the frozen trunk once per frame: to act and to send
-        t_ep = 0
         try:
+            obs = self._reset()
+            fobs = self.agent.featurize(obs)  # cameras through the frozen trunk once per frame: to act and to send
+            t_ep = 0
             while self.steps < self.total or len(self.episode):  # ends with an episode, like the one-process loop
                 self._poll_connection()
                 if self._poll_messages():
@@ -186,7 +189,18 @@ class Actor:
                     continue
                 t0 = time.monotonic()
                 action = self.agent.act(fobs)
-                next_obs, reward, terminated, truncated, info = self.env.step(action)
+                try:
+                    next_obs, reward, terminated, truncated, info = self.env.step(action)
+                except self.recoverable as e:  # the robot's data stopped: cut the episode, wait for it, reset
+                    self.log(f"the env stalled ({type(e).__name__}: {str(e).splitlines()[0]}); cutting the episode "
+                             "and resetting")
+                    if len(self.episode):
+                        self._finish(False, cut=True, notes=f"cut short: the env stalled ({type(e).__name__})")
+                    self._seed += 1
+                    obs = self._reset()
+                    fobs = self.agent.featurize(obs)
+                    t_ep = 0
+                    continue
                 action = np.asarray(info.get("executed_action", action), np.float32)
                 human = bool(info.get("is_intervention", False))
                 self.episode.add(obs, action, reward, terminated, truncated, next_obs, human, timestamp=self.dt * t_ep)
@@ -202,9 +216,9 @@ class Actor:
                 t_ep += 1
                 obs, fobs = next_obs, next_fobs
                 if terminated or truncated:
-                    self._finish(bool(info["success"]), info)
+                    self._finish(bool(info["success"]))
                     self._seed += 1
-                    obs, _ = self.env.reset(seed=self._seed)
+                    obs = self._reset()
                     fobs = self.agent.featurize(obs)
                     t_ep = 0
                 if self.pace:
@@ -228,11 +242,24 @@ class Actor:
             self.transport.close()
             self.env.close()
 
-    def _finish(self, success: bool, info: dict) -> None:
-        episode = self.episode.build()
+    def _reset(self) -> dict[str, Any]:
+        """``env.reset`` with this episode's seed; while it fails with a recoverable error (the robot is not
+        answering), log and retry every 2 s."""
+        while True:
+            try:
+                obs, _ = self.env.reset(seed=self._seed)
+                return obs
+            except self.recoverable as e:
+                self.log(f"the env did not reset ({type(e).__name__}: {str(e).splitlines()[0]}); retrying in 2 s")
+                self._poll_connection()
+                time.sleep(2.0)
+
+    def _finish(self, success: bool, cut: bool = False, notes: str = "") -> None:
+        """File the running episode (``cut``: stopped early, its last step marked truncated) and tell the learner."""
+        episode = self.episode.build(cut=cut)
         human = bool(np.any(episode["is_intervention"]))
         self.store.append_episode(**episode, success=success, source="intervention" if human else "policy",
-                                  task=str(self.cfg.task.name))
+                                  task=str(self.cfg.task.name), notes=notes)
         self.episodes += 1
         self.episode.clear()
         self._pending = []
@@ -242,7 +269,7 @@ class Actor:
         if self.ch is not None and self.synced:
             self.ch.send("episode_end", {"steps": len(episode["action"]), "store_episodes": self.episodes,
                                          "success": success, "source": "intervention" if human else "policy",
-                                         "version": self.version, "stats": stats})
+                                         "cut": cut, "notes": notes, "version": self.version, "stats": stats})
 
     def _await_stop(self, timeout: float) -> None:
         """Tell the learner we are done and wait for its final evaluation and checkpoint (it answers ``stop``), or
@@ -267,6 +294,20 @@ class Actor:
             elif msg.kind == "sync":
                 self.raw_obs = bool(msg.meta.get("raw", False))
                 self._replay(ch, int(msg.meta["episodes"]))
+
+
+def _import_class(name: str) -> type:
+    """``"package.module.Class"`` -> the class (an exception type named in the config)."""
+    import importlib
+
+    module, _, cls = name.rpartition(".")
+    try:
+        out = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(f"runtime.recoverable_errors: cannot import {name!r} ({e})") from None
+    if not (isinstance(out, type) and issubclass(out, Exception)):
+        raise ValueError(f"runtime.recoverable_errors: {name!r} is not an exception type")
+    return out
 
 
 def _interrupt(*_: Any) -> None:

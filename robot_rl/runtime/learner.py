@@ -176,7 +176,7 @@ class Learner:
                     self.running.clear()
                     ch.close()
                 return False
-            episode = self.running.build()
+            episode = self.running.build(cut=bool(msg.meta.get("cut", False)))  # as the actor filed it
             self.running.clear()
             if self.replica is not None:  # first to the replica, so a crash right after loses nothing
                 human = bool(np.any(episode["is_intervention"]))

@@ -85,7 +85,7 @@ def cmd_train(overrides: Sequence[str]) -> int:
         raise UsageError(f"task {cfg.task.name} has no scripted expert to collect demos.episodes="
                          f"{cfg.demos.episodes}; add demos.episodes=0 (and e.g. random_steps=1000 agent=sac)")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.runtime.name == "async":
+    if cfg.runtime.name in ("async", "ros2"):
         from robot_rl.runtime.launch import run_async
 
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
@@ -191,7 +191,8 @@ def cmd_bench(name: str, quick: bool, json_path: str | None, overrides: Sequence
 
     if name not in BENCHES:
         raise UsageError(f"unknown benchmark {name!r}; valid choices: {', '.join(BENCHES)}")
-    module = importlib.import_module(f"robot_rl.bench.{name.replace('-', '_')}")
+    # Benchmarks of the learning core live in robot_rl.bench; the ROS2 one with the ROS2 code it measures (hw).
+    module = importlib.import_module({"ros2": "hw.bench_ros2"}.get(name, f"robot_rl.bench.{name.replace('-', '_')}"))
     result = module.run(quick=quick, overrides=list(overrides))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)

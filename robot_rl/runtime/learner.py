@@ -263,7 +263,7 @@ class Learner:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="robot_rl learner process (started by the async runtime)")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("overrides", nargs="*", help="key=value over <run_dir>/config.yaml, e.g. runtime.transport=ros2")
+    p.add_argument("overrides", nargs="*", help="key=value over <run_dir>/config.yaml, e.g. runtime.transport=hw.ros_transport:RosTransport")
     args = p.parse_args(argv)
     learner = Learner(args.run_dir, args.overrides)
     try:

@@ -38,7 +38,8 @@ from typing import Any, Mapping, Protocol
 from robot_rl.runtime.launch import runtime_address, runtime_key
 from robot_rl.runtime.messages import Channel, Message
 
-TRANSPORTS = ("socket", "ros2")
+ROS2_TRANSPORT = "hw.ros_transport:RosTransport"  # needs rclpy: pip install 'robot-rl[ros2]'
+TRANSPORTS = ("socket", ROS2_TRANSPORT)
 
 
 class PeerChannel(Protocol):
@@ -138,8 +139,9 @@ def make_transport(runtime: Mapping[str, Any], run_dir: Path, role: str) -> Tran
     kind = str(runtime.get("transport", "socket"))
     if kind == "socket":
         return SocketTransport(run_dir)
-    if kind == "ros2":
-        from hw.ros_transport import RosTransport  # needs rclpy: pip install 'robot-rl[ros2]'
+    if ":" in kind:  # "module:Class", e.g. hw.ros_transport:RosTransport (the learning core names no ROS code)
+        import importlib
 
-        return RosTransport.from_config(runtime, run_dir, role)
-    raise ValueError(f"runtime.transport={kind!r} is not one of {TRANSPORTS}")
+        module, _, attr = kind.partition(":")
+        return getattr(importlib.import_module(module), attr).from_config(runtime, run_dir, role)
+    raise ValueError(f"runtime.transport={kind!r}: use 'socket' or 'module:Class' (e.g. {ROS2_TRANSPORT})")

@@ -22,67 +22,32 @@ Usage in a test module::
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
-import random
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 
+from hw.netns import CYCLONE_LOOPBACK_XML, PRELUDE, loopback_ros_env, netns_unavailable, unshare_cmd  # noqa: F401
+
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TESTS_DIR)
-CYCLONE_LOOPBACK_XML = (
-    "<CycloneDDS><Domain id='any'><General><Interfaces><NetworkInterface name='lo'/></Interfaces>"
-    "<AllowMulticast>false</AllowMulticast></General><Discovery><ParticipantIndex>auto</ParticipantIndex>"
-    "<MaxAutoParticipantIndex>30</MaxAutoParticipantIndex><Peers><Peer address='127.0.0.1'/></Peers></Discovery>"
-    "</Domain></CycloneDDS>")
-# Inside the namespace: bring lo up, route multicast to it, and refuse to run if any other interface exists.
-_PRELUDE = ('set -e; ip link set lo up; ip route add 224.0.0.0/4 dev lo; '
-            'n=$(ip -o link show | wc -l); if [ "$n" != 1 ]; then '
-            'echo "netns has $n interfaces, expected only lo" >&2; exit 97; fi; exec "$@"')
 
 
-def _unshare_cmd() -> list[str]:
-    return ["unshare", "-n"] if os.geteuid() == 0 else ["unshare", "-rn"]
-
-
-@functools.lru_cache(maxsize=1)
 def skip_reason() -> str | None:
     """Why ROS2 tests cannot run confined here (``None``: they can)."""
-    if not sys.platform.startswith("linux"):
-        return "ROS2 tests need Linux network namespaces"
     if importlib.util.find_spec("rclpy") is None:
         return "rclpy is not installed (pip install 'robot-rl[ros2]')"
-    for tool in ("unshare", "ip"):
-        if shutil.which(tool) is None:
-            return f"{tool!r} not found: cannot confine DDS traffic to a loopback-only network namespace"
-    try:
-        r = subprocess.run([*_unshare_cmd(), "sh", "-c", _PRELUDE, "sh", "true"], capture_output=True, text=True,
-                           timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"cannot create a network namespace ({e}); refusing to run DDS on the real network"
-    if r.returncode != 0:
-        return (f"cannot create a loopback-only network namespace ({' '.join(_unshare_cmd())}: "
-                f"{(r.stderr or r.stdout).strip()[:200]}); refusing to run DDS on the real network")
-    return None
+    reason = netns_unavailable()
+    return f"{reason}; refusing to run DDS on the real network" if reason else None
 
 
 def ros_env(tmp: str, domain_id: int | None = None) -> dict[str, str]:
-    """Environment for ROS2 processes in the namespace: loopback discovery, a random domain, Fast DDS, logs and
-    ROS_HOME under ``tmp``."""
-    env = dict(os.environ)
-    for key in ("ROS_LOCALHOST_ONLY", "ROS_STATIC_PEERS", "FASTRTPS_DEFAULT_PROFILES_FILE",
-                "FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DISCOVERY_SERVER"):
-        env.pop(key, None)
-    env.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               ROS_DOMAIN_ID=str(random.randint(1, 100) if domain_id is None else domain_id),
-               RMW_IMPLEMENTATION="rmw_fastrtps_cpp", CYCLONEDDS_URI=CYCLONE_LOOPBACK_XML,
-               ROS_LOG_DIR=os.path.join(tmp, "log"), ROS_HOME=tmp, MUJOCO_GL=env.get("MUJOCO_GL", "egl"),
-               PYTHONPATH=os.pathsep.join([REPO_ROOT, TESTS_DIR, env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-               PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    """:func:`hw.netns.loopback_ros_env` plus the repository and tests on ``PYTHONPATH``, Fast DDS pinned."""
+    env = loopback_ros_env(tmp, domain_id)
+    env.update(RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
+               PYTHONPATH=os.pathsep.join([REPO_ROOT, TESTS_DIR, env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     return env
 
 
@@ -98,7 +63,7 @@ def run_in_netns(module: str, func: str, timeout: float = 120.0) -> subprocess.C
 
         pytest.skip(reason)
     code = f"import {module} as m; m.{func}()"
-    cmd = [*_unshare_cmd(), "sh", "-c", _PRELUDE, "sh", sys.executable, "-c", code]
+    cmd = [*unshare_cmd(), "sh", "-c", PRELUDE, "sh", sys.executable, "-c", code]
     with tempfile.TemporaryDirectory(prefix="ros2_test_") as tmp:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=ros_env(tmp), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from robot_rl.bench.common import busy_cores, machine_info, parse_overrides, print_table
+from robot_rl.bench.common import busy_cores, machine_info, parse_overrides, print_table, torch_threads
 
 DEFAULTS: dict[str, Any] = {
     "threads": 1,  # torch threads of this (actor) process
@@ -141,13 +141,8 @@ def run(quick: bool, overrides: list[str]) -> dict[str, Any]:
     s["warmup"] = s["warmup"] if s["warmup"] >= 0 else (10 if quick else 50)
     if s["calls"] < 1 or s["block"] < 1:
         raise ValueError("calls and block must be >= 1")
-    threads = max(1, s["threads"])
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(s["threads"]) as threads:
         return _run(s, quick, threads)
-    finally:
-        torch.set_num_threads(prev_threads)
 
 
 def _run(s: dict[str, Any], quick: bool, threads: int) -> dict[str, Any]:

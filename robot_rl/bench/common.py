@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import resource
 import statistics
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -39,6 +40,17 @@ def parse_overrides(overrides: Sequence[str], defaults: Mapping[str, Any]) -> di
         except ValueError:
             raise ValueError(f"override {item!r}: cannot read {raw!r} as {type(default).__name__}") from None
     return out
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[int]:
+    """Run the block with ``max(1, threads)`` torch threads, restoring the caller's count afterwards."""
+    n, prev = max(1, int(threads)), torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(prev)
 
 
 def cpu_model() -> str:

@@ -31,7 +31,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from robot_rl.bench.common import busy_cores, machine_info, median, parse_overrides, print_table, time_steps
+from robot_rl.bench.common import (busy_cores, machine_info, median, parse_overrides, print_table, time_steps,
+                                    torch_threads)
 
 DEFAULTS: dict[str, Any] = {
     "threads": 1,  # torch threads, the same on both sides (1: a learner's share of a 2-core box; see design.md)
@@ -93,13 +94,8 @@ def run(quick: bool, overrides: list[str]) -> dict[str, Any]:
     s["pool_episodes"] = s["pool_episodes"] or (1 if quick else 3)
     if s["batch_size"] < 1 or s["buffer"] < 2 or s["episode_len"] < 1 or s["warmup"] < 0:
         raise ValueError("batch_size and episode_len must be >= 1, buffer >= 2, warmup >= 0")
-    threads = max(1, s["threads"])
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(s["threads"]) as threads:
         return _run(s, quick, threads)
-    finally:
-        torch.set_num_threads(prev_threads)
 
 
 def _run(s: dict[str, Any], quick: bool, threads: int) -> dict[str, Any]:

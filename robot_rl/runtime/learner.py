@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
-from robot_rl.data.episode import EpisodeBuilder
+from robot_rl.data.episode import EpisodeBuilder, intervention_segments
 from robot_rl.data.replay import mixed_batches
 from robot_rl.data.store import EpisodeStore
 from robot_rl.runtime.launch import load_run_config
@@ -185,8 +185,6 @@ class Learner:
                                                                                   "policy")),
                                             task=str(self.cfg.task.name), notes=str(msg.meta.get("notes", "")))
             tr.online.add_episode(tr.agent.featurize_episode(episode))
-            from robot_rl.data.episode import intervention_segments
-
             for seg in intervention_segments(episode):
                 tr.demo.add_episode(tr.agent.featurize_episode(seg))
             tr.step += len(episode["action"])

@@ -531,7 +531,7 @@ def run_runtime_node(role: str, argv: list[str] | None, parameters: tuple[str, .
     import sys
 
     from hw.ros_common import declare
-    from robot_rl.runtime.launch import load_run_config
+    from robot_rl.runtime.launch import ctrl_c_stops, load_run_config
 
     unknown = set(parameters) - set(NODE_PARAMETERS)
     if unknown:
@@ -556,6 +556,7 @@ def run_runtime_node(role: str, argv: list[str] | None, parameters: tuple[str, .
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    ctrl_c_stops()  # SIGINT (Ctrl+C, ros2 launch) raises KeyboardInterrupt even if our parent ignored it
     process = transport = None
     try:
         try:

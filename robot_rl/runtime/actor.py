@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
-from robot_rl.runtime.launch import load_run_config
+from robot_rl.runtime.launch import ctrl_c_stops, load_run_config
 from robot_rl.runtime.messages import join_obs
 from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
 
@@ -320,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="key=value over <run_dir>/config.yaml, e.g. runtime.transport=hw.ros_transport:RosTransport")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
+    ctrl_c_stops()
     return Actor(args.run_dir, args.overrides).run()
 
 

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -88,9 +89,17 @@ def stop_all(procs: dict[str, subprocess.Popen], grace_s: float = 20.0) -> None:
             p.wait()
 
 
+def ctrl_c_stops() -> None:
+    """Make SIGINT raise KeyboardInterrupt in this process even if it was started with SIGINT ignored (as a shell
+    does for background jobs), so Ctrl+C and ``stop_all`` always reach the cleanup code."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_async(run_dir: Path, restarts: int = 3, poll_s: float = 0.5) -> int:
     """Run actor + learner for the run whose config is ``<run_dir>/config.yaml``; exit status 0 when both finish."""
     run_dir = Path(run_dir)
+    ctrl_c_stops()
     runtime_key(run_dir)
     procs = {name: spawn(name, run_dir) for name in PROCESS_NAMES}
     left = {name: restarts for name in PROCESS_NAMES}

@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 from robot_rl.data.episode import EpisodeBuilder, intervention_segments
 from robot_rl.data.replay import mixed_batches
 from robot_rl.data.store import EpisodeStore
-from robot_rl.runtime.launch import load_run_config
+from robot_rl.runtime.launch import ctrl_c_stops, load_run_config
 from robot_rl.runtime.messages import Message, split_obs
 from robot_rl.runtime.rate import RateLimiter
 from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
@@ -263,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", type=Path)
     p.add_argument("overrides", nargs="*", help="key=value over <run_dir>/config.yaml, e.g. runtime.transport=hw.ros_transport:RosTransport")
     args = p.parse_args(argv)
+    ctrl_c_stops()
     learner = Learner(args.run_dir, args.overrides)
     try:
         return learner.serve(float(learner.cfg.runtime.get("connect_timeout_s", 600)))

@@ -4,8 +4,9 @@ A run directory holds ``config.yaml`` (resolved), ``demos.zarr`` (the scripted d
 ``online.zarr`` (every episode the policy collected, appended as each ends), ``checkpoints/latest`` and
 ``checkpoints/best`` (safetensors + JSON), ``eval.jsonl``, ``curve.png`` and tensorboard scalars under ``tb/``.
 
-Checkpoints hold weights, optimizer moments, counters and random streams; the replay buffers are rebuilt from the
-stores on ``resume=RUN_DIR``. Checkpoints are written at episode boundaries, so a resumed run continues exactly as
+Checkpoints hold weights, optimizer moments, counters and random streams (the simulated operator's stream and budget
+too); the replay buffers are rebuilt from the stores on ``resume=RUN_DIR``, intervention segments into the demo buffer
+as in training. Checkpoints are written at episode boundaries, so a resumed run continues exactly as
 if it had never stopped. Episodes that ended after the last checkpoint are not lost: they are in ``online.zarr``, and
 a resumed run takes them into its buffer and step count (it is then no longer bit-identical to an unbroken run).
 """
@@ -19,7 +20,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from robot_rl.data.store import EpisodeStore, StoreSchema
 from robot_rl.envs.contract import ACTION_SEMANTICS
 from robot_rl.envs.make import control_dt, expert_action, make_env
 from robot_rl.evaluate import evaluate
+from robot_rl.hil.intervention import InterventionWrapper, make_intervention_env
 from robot_rl.utils.checkpoint import load_state, save_state
 from robot_rl.utils.specs import check_spec, env_spec
 
@@ -47,7 +49,6 @@ def make_training_env(cfg: DictConfig) -> Any:
     """The env the policy collects experience in: the task's env, its reward and success from a learned model when
     ``reward`` names one (the evaluation env keeps the task's own success signal), wrapped for human (or simulated)
     interventions when ``hil`` names a device."""
-    from robot_rl.hil.intervention import make_intervention_env
     from robot_rl.rewards import wrap_reward
 
     reward = OmegaConf.to_container(cfg.reward, resolve=True) if cfg.get("reward") else None
@@ -130,31 +131,53 @@ class Trainer:
         """Fill the demo buffer from an episode store (all episodes, or only successful ones if
         ``demos.only_successful``); refuses a store whose observations or actions differ from the env's."""
         only = bool(self.cfg.demos.only_successful)
-        self.demo_episodes = self._fill_from_store(self.demo, path, only_successful=only)
+        self.demo_episodes, _ = self.fill_from_store(path, demos=True, only_successful=only)
         if not self.demo_episodes:
             raise ValueError(f"demo store {path} holds no usable episode (only_successful={only})")
         return {"demo_episodes": self.demo_episodes, "demo_transitions": len(self.demo)}
 
     def prefill(self, paths: list[str | Path]) -> dict[str, float]:
         """Fill the online buffer with every episode of earlier stores (e.g. ``runs/<run>/online.zarr``) before
-        training: experience from earlier runs, replayed like the run's own."""
+        training: experience from earlier runs, replayed like the run's own (their intervention segments go to the
+        demo buffer too)."""
         for path in paths:
-            self.prefill_episodes += self._fill_from_store(self.online, path)
+            self.prefill_episodes += self.fill_from_store(path)[0]
         return {"prefill_episodes": self.prefill_episodes, "prefill_transitions": len(self.online)}
 
-    def _fill_from_store(self, buffer: ReplayBuffer, path: str | Path, only_successful: bool = False,
-                         stop: int | None = None) -> int:
-        """Add the episodes [0, stop) of the store at ``path`` to ``buffer``; returns how many were added."""
-        added = 0
+    def fill_from_store(self, path: str | Path, start: int = 0, stop: int | None = None, demos: bool = False,
+                        only_successful: bool = False) -> tuple[int, int]:
+        """Add the episodes [start, stop) of the store at ``path`` to the replay buffers; returns how many episodes
+        and steps were added. Every buffer is (re)built from stores this way: demos, prefill, resume, and the async
+        learner's sync with the actor's store.
+
+        ``demos``: as demonstrations, each whole into the demo buffer (only the successful ones with
+        ``only_successful``). Else as collected experience, exactly as training put it there live
+        (:meth:`add_collected`): into the online buffer, its intervention segments into the demo buffer too.
+        Refuses a store whose observations or actions differ from the env's."""
+        episodes = steps = 0
         with EpisodeStore.open(path) as store:
             problems = self._store_schema(store.schema.action_semantics).mismatches(store.schema)
             if problems:
                 raise ValueError(f"store {path} does not match task {self.cfg.task.name}: " + "; ".join(problems))
-            for ep in store.iter_episodes(0, stop):
-                if ep["metadata"]["success"] or not only_successful:
-                    buffer.add_episode(self.agent.featurize_episode(ep))
-                    added += 1
-        return added
+            for ep in store.iter_episodes(start, stop):
+                if not demos:
+                    self.add_collected(ep)
+                elif ep["metadata"]["success"] or not only_successful:
+                    self.demo.add_episode(self.agent.featurize_episode(ep))
+                else:
+                    continue
+                episodes, steps = episodes + 1, steps + len(ep["action"])
+        return episodes, steps
+
+    def add_collected(self, episode: Mapping[str, Any], online: bool = True) -> None:
+        """An episode the policy collected into the replay buffers, as training does live and as a rebuild from a
+        store does: all of it into the online buffer (``online=False``: already added there step by step), and its
+        runs of intervention steps (:func:`~robot_rl.data.episode.intervention_segments`) into the demo buffer, so
+        corrections are replayed like demonstrations (HIL-SERL)."""
+        if online:
+            self.online.add_episode(self.agent.featurize_episode(episode))
+        for segment in intervention_segments(episode):
+            self.demo.add_episode(self.agent.featurize_episode(segment))
 
     def _open_online_store(self) -> EpisodeStore:
         return open_online_store(self.run_dir, self.env)
@@ -233,16 +256,13 @@ class Trainer:
     def record_episode(self, store: EpisodeStore, episode: dict[str, Any], success: bool, add_online: bool = True
                        ) -> None:
         """A finished online episode: appended to the store (first, so a crash right after loses nothing), added to
-        the online buffer (unless already added step by step), its human-corrected segments to the demo buffer, and
-        counted."""
+        the buffers (:meth:`add_collected`; the online buffer unless already added step by step), and counted."""
         human = bool(np.any(episode["is_intervention"]))
         store.append_episode(**episode, success=success, source="intervention" if human else "policy",
                              task=str(self.cfg.task.name))
+        self.add_collected(episode, online=add_online)
         if add_online:
-            self.online.add_episode(self.agent.featurize_episode(episode))
             self.step += len(episode["action"])
-        for segment in intervention_segments(episode):
-            self.demo.add_episode(self.agent.featurize_episode(segment))
         self.episode += 1
 
     def _target_reached(self) -> bool:
@@ -291,6 +311,7 @@ class Trainer:
                 "prefill_episodes": self.prefill_episodes, "best_success": self.best_success, "next_eval": self._next_eval, "history": self.history,
                 "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                 "env_rng": self.env.unwrapped.np_random.bit_generator.state,
+                "hil": self.env.state_dict() if isinstance(self.env, InterventionWrapper) else None,
             }
             save_state(trainer_state, tmp / "trainer")
         old = path.with_name(path.name + ".old")
@@ -339,19 +360,22 @@ class Trainer:
         self.rng.bit_generator.state = st["rng"]
         torch.set_rng_state(st["torch_rng"])
         self.env.unwrapped.np_random.bit_generator.state = st["env_rng"]
+        if st.get("hil") and isinstance(self.env, InterventionWrapper):  # the simulated operator's stream and budget
+            self.env.load_state_dict(st["hil"])
         self._restore_buffers()
 
     def _restore_buffers(self) -> None:
-        """Refill the demo and online buffers from the run's stores, in the order they were first filled."""
+        """Refill the demo and online buffers from the run's stores, in the order they were first filled (collected
+        episodes' intervention segments into the demo buffer too, as in training)."""
         demos = self.cfg.demos.get("path") or (self.run_dir / "demos.zarr" if self.demo_episodes else None)
         if demos:
-            n = self._fill_from_store(self.demo, demos, only_successful=bool(self.cfg.demos.only_successful))
+            n, _ = self.fill_from_store(demos, demos=True, only_successful=bool(self.cfg.demos.only_successful))
             if n != self.demo_episodes:
                 raise ValueError(f"demo store {demos} yields {n} episodes; the checkpoint was trained with "
                                  f"{self.demo_episodes}. Restore the original store to resume")
         if self.prefill_episodes:
             paths = list(self.cfg.get("prefill") or [])
-            if sum(self._fill_from_store(self.online, p) for p in paths) != self.prefill_episodes:
+            if sum(self.fill_from_store(p)[0] for p in paths) != self.prefill_episodes:
                 raise ValueError(f"the prefill stores {paths} no longer hold the {self.prefill_episodes} episodes "
                                  "this run started from; restore them to resume")
         online = self.run_dir / "online.zarr"
@@ -365,7 +389,7 @@ class Trainer:
         if stored < self.episode:
             raise ValueError(f"{online} holds {stored} episodes, fewer than the {self.episode} the checkpoint "
                              "counted; it was truncated or replaced. Resume from a matching store")
-        self._fill_from_store(self.online, online)
+        self.fill_from_store(online)
         if stored > self.episode:  # collected after the last checkpoint: kept, and counted as experience
             extra = steps - self.step
             print(f"recovered {stored - self.episode} episode(s) ({extra} steps) collected after the last checkpoint")

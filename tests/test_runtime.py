@@ -164,3 +164,45 @@ def test_cli_trains_with_the_sim_operator_in_separate_processes(tmp_path):
         info = store.info()
         assert info["steps"] >= 200 and info["sources"]["intervention"] > 0 and 0 < info["intervention_fraction"] < 1
     assert load_state(run / "checkpoints/latest/trainer")["step"] == info["steps"]
+
+
+class _NoTransport:
+    def close(self):
+        pass
+
+
+def test_a_learner_syncing_from_the_store_puts_the_interventions_in_its_demo_buffer(tmp_path):
+    """The learner's sync with the actor's store (on connect and on resync) fills its buffers as training did live:
+    the corrected segments go to the demo buffer too."""
+    import shutil
+
+    from robot_rl.runtime.learner import Learner
+    from robot_rl.trainer import Trainer
+
+    cfg = compose("train", ["task=reach", "hil=sim_operator", "runtime=async", "agent.hidden_dims=[32,32]",
+                            "agent.num_critics=2", "agent.batch_size=32", "demos.episodes=2", "total_steps=80",
+                            "learning_starts=100000", "eval.every=100000", "eval.episodes=1", "threads=1",
+                            "device=cpu"])
+    live = Trainer(cfg, tmp_path / "live")  # the experience and buffers a learner fed episode by episode ends with
+    live.start_fresh()
+    live.train(progress=False)
+    assert live.demo.is_intervention[: len(live.demo)].any()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    shutil.copytree(tmp_path / "live/online.zarr", run / "online.zarr")
+    learner = Learner(run, transport=_NoTransport())
+    try:
+        learner._sync(live.episode // 2)  # a first connection, then a resync picks up the rest
+        learner._sync(live.episode)
+        tr = learner.trainer
+        assert (tr.episode, tr.step) == (live.episode, live.step)
+        for mine, theirs in ((tr.demo, live.demo), (tr.online, live.online)):
+            a, b = mine.state_dict(), theirs.state_dict()
+            assert a["size"] == b["size"] > 0
+            for k in ("action", "reward", "terminated", "truncated", "is_intervention", "final_slots"):
+                np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+            np.testing.assert_array_equal(a["obs"]["state"], b["obs"]["state"])
+            np.testing.assert_array_equal(a["final_next_obs"]["state"], b["final_next_obs"]["state"])
+    finally:
+        learner.close()

@@ -146,3 +146,28 @@ def test_rescues_a_do_nothing_policy_on_reach(reach):
         _, _, terminated, truncated, info = reach.step(zero(reach))
         done = terminated or truncated
     assert not info["success"]
+
+
+def test_state_survives_a_checkpoint_and_decides_the_same_take_overs(reach, tmp_path):
+    from robot_rl.utils.checkpoint import load_state, save_state
+
+    def make():
+        return SimOperator(reach, noise=0.3, probability=0.5, takeover_steps=2, max_fraction=1.0, budget_steps=12,
+                           seed=5)
+
+    def episodes(op):
+        infos = [i for s in (1, 2, 3) for i in rollout(reach, op, zero, seed=s)]
+        return np.array([i["executed_action"] for i in infos]), flags(infos)
+
+    op = make()
+    rollout(reach, op, zero, seed=0)  # uses part of the stream and of the run's budget
+    assert 0 < op.run_intervention_steps < 12
+    save_state(op.state_dict(), tmp_path / "op")  # safetensors + JSON, as in checkpoints/latest
+    restored = make()
+    restored.load_state_dict(load_state(tmp_path / "op"))
+    a, b, fresh = episodes(op), episodes(restored), episodes(make())
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1] and any(a[1])
+    assert op.run_intervention_steps == restored.run_intervention_steps == 12  # the budget ran out on both
+    assert op.run_takeovers == restored.run_takeovers
+    assert a[1] != fresh[1] or not np.array_equal(a[0], fresh[0])  # without the state it would not be the same

@@ -221,6 +221,74 @@ def test_interventions_go_to_the_store_and_into_both_buffers(tmp_path):
     assert int(tr.online.is_intervention[: len(tr.online)].sum()) == human
 
 
+def _hil_cfg(**over):
+    """Reach with the simulated operator: coin flips, noise and a run budget (50 steps) that runs out mid-run."""
+    cfg = compose("train", ["task=reach", "hil=sim_operator", "hil.settings.probability=0.7",
+                            "hil.settings.budget_steps=50", "agent.hidden_dims=[32,32]", "agent.num_critics=2",
+                            "agent.batch_size=32", "agent.utd_ratio=1", "demos.episodes=2", "eval.episodes=1",
+                            "learning_starts=40", "threads=1", "device=cpu"])
+    for k, v in over.items():
+        OmegaConf.update(cfg, k, v)
+    return cfg
+
+
+def _assert_same_buffer(a, b):
+    """Two replay buffers hold the same transitions in the same slots."""
+    sa, sb = a.state_dict(), b.state_dict()
+    assert (sa["pos"], sa["size"]) == (sb["pos"], sb["size"])
+    for k in ("action", "reward", "terminated", "truncated", "is_intervention", "final_slots"):
+        np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
+    for part in ("obs", "final_next_obs"):
+        for k in sa[part]:
+            np.testing.assert_array_equal(sa[part][k], sb[part][k], err_msg=f"{part}[{k}]")
+
+
+def test_resume_with_the_sim_operator_continues_exactly(tmp_path):
+    over = {"total_steps": 160, "eval.every": 80}
+    straight = Trainer(_hil_cfg(**over), tmp_path / "a")
+    straight.start_fresh()
+    straight.train(progress=False)
+
+    first = Trainer(_hil_cfg(**dict(over, total_steps=80)), tmp_path / "b")
+    first.start_fresh()
+    first.train(progress=False)
+    stop_step, used = first.step, first.env.device.run_intervention_steps
+    assert 0 < used < 50  # the checkpoint falls while the operator's budget is partly spent
+    del first
+    resumed = Trainer(_hil_cfg(**over), tmp_path / "b")
+    resumed.load_checkpoint(tmp_path / "b/checkpoints/latest")
+    assert resumed.step == stop_step and resumed.env.device.run_intervention_steps == used
+    resumed.train(progress=False)
+
+    ops = straight.env.device, resumed.env.device
+    assert ops[0].run_intervention_steps == ops[1].run_intervention_steps == 50  # ran out after the checkpoint
+    assert ops[0].run_takeovers == ops[1].run_takeovers
+    assert ops[0].state_dict()["rng"] == ops[1].state_dict()["rng"]
+    assert resumed.step == straight.step and resumed.agent.num_updates == straight.agent.num_updates
+    for (k, a), b in zip(_weights(straight).items(), _weights(resumed).values()):
+        assert torch.equal(a, b), k
+    assert torch.equal(straight.agent.log_alpha, resumed.agent.log_alpha)
+    assert [h["return_mean"] for h in straight.history] == [h["return_mean"] for h in resumed.history]
+    _assert_same_buffer(straight.online, resumed.online)
+    _assert_same_buffer(straight.demo, resumed.demo)
+
+
+def test_resume_puts_the_stored_interventions_back_into_the_demo_buffer(tmp_path):
+    cfg = _hil_cfg(total_steps=100, **{"eval.every": 100})  # the checkpoint at the end holds every episode
+    tr = Trainer(cfg, tmp_path)
+    tr.start_fresh()
+    tr.train(progress=False)
+    from robot_rl.data.store import EpisodeStore
+
+    with EpisodeStore.open(tmp_path / "demos.zarr") as demos, EpisodeStore.open(tmp_path / "online.zarr") as online:
+        scripted, corrected = demos.num_steps, int(online.read_all()["is_intervention"].sum())
+    assert corrected > 0 and len(tr.demo) == scripted + corrected
+    resumed = Trainer(cfg, tmp_path)
+    resumed.load_checkpoint(tmp_path / "checkpoints/latest")
+    _assert_same_buffer(tr.demo, resumed.demo)  # scripted demos, then the corrections, in the order trained on
+    _assert_same_buffer(tr.online, resumed.online)
+
+
 def test_init_from_starts_with_another_runs_agent_and_refuses_another_spec(toy_task, tmp_path):
     a = Trainer(toy_cfg(toy_task, tmp_path, total_steps=100, learning_starts=50, **{"eval.every": 100}), tmp_path / "a")
     a.collect_demos()

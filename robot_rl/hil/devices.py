@@ -171,6 +171,15 @@ class TeleopDevice(ABC):
         acted on and the policy's proposed action, float32 (A,). Human devices ignore it; the simulated operator
         (``robot_rl/hil/sim_operator.py``) decides from it whether to take over."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """The run-long state that decides its future actions, for an exact resume from a checkpoint taken between
+        episodes (numbers, strings, lists and dicts: :func:`robot_rl.utils.checkpoint.save_state`). A person's device
+        has none; the simulated operator keeps its generator and budget."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
     @property
     def help(self) -> str:
         """One line naming the inputs (shown to the operator)."""

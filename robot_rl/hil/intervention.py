@@ -151,6 +151,19 @@ class InterventionWrapper(gym.Wrapper):
         finally:
             super().close()
 
+    def state_dict(self) -> dict[str, Any]:
+        """The run-long state, for an exact resume from a checkpoint taken between episodes (what the next reset
+        does not start over): the step counters and the device's own (:meth:`TeleopDevice.state_dict
+        <robot_rl.hil.devices.TeleopDevice.state_dict>`: the simulated operator's generator and budget)."""
+        return {"total_steps": self.total_steps, "total_intervention_steps": self.total_intervention_steps,
+                "device": self.device.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.total_steps = int(state["total_steps"])
+        self.total_intervention_steps = int(state["total_intervention_steps"])
+        self.device.load_state_dict(state["device"])
+
     # ------------------------------------------------------------------------------------------------ helpers
     def episode_stats(self) -> dict[str, float | int]:
         """The current episode so far: ``episode_steps``, ``intervention_steps``, ``intervention_rate`` (fraction of

@@ -174,6 +174,19 @@ class SimOperator(TeleopDevice):
                    run_intervention_steps=self.run_intervention_steps)
         return out
 
+    def state_dict(self) -> dict[str, Any]:
+        """What decides its future take-overs beyond its settings, for an exact resume between episodes: the
+        generator's state (coin flips, noise), the run's intervention steps (budget used) and take-overs by trigger.
+        The per-episode state is left out: checkpoints fall between episodes and :meth:`reset` starts it over."""
+        return {"rng": self._rng.bit_generator.state, "run_intervention_steps": self.run_intervention_steps,
+                "run_takeovers": {k: int(v) for k, v in self.run_takeovers.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self._rng.bit_generator.state = state["rng"]
+        self.run_intervention_steps = int(state["run_intervention_steps"])
+        self.run_takeovers = Counter({k: int(v) for k, v in state["run_takeovers"].items()})
+
     @property
     def taking_over(self) -> bool:
         """True while a take-over is in progress: the expert drives the next step too."""

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
-from robot_rl.data.episode import EpisodeBuilder, intervention_segments
+from robot_rl.data.episode import EpisodeBuilder
 from robot_rl.data.replay import mixed_batches
 from robot_rl.data.store import EpisodeStore
 from robot_rl.runtime.launch import ctrl_c_stops, load_run_config
@@ -111,18 +111,16 @@ class Learner:
     # ------------------------------------------------------------------------------------------- protocol
     def _sync(self, store_episodes: int, path: Path | None = None) -> None:
         """Load the episodes [ours, store_episodes) of the store at ``path`` (default: the actor's store,
-        ``<run_dir>/online.zarr``), committed while we were not listening."""
+        ``<run_dir>/online.zarr``), committed while we were not listening, into the buffers as training does
+        (:meth:`~robot_rl.trainer.Trainer.fill_from_store`: intervention segments into the demo buffer too)."""
         tr = self.trainer
         self.running.clear()
         if store_episodes < tr.episode:
             raise RuntimeError(f"the actor's store holds {store_episodes} episodes but this learner has {tr.episode}; "
                                "the store was replaced or truncated")
         if store_episodes > tr.episode:
-            with EpisodeStore.open(path or self.run_dir / "online.zarr") as store:
-                for ep in store.iter_episodes(tr.episode, store_episodes):
-                    tr.online.add_episode(tr.agent.featurize_episode(ep))
-                    tr.step += len(ep["action"])
-                    tr.episode += 1
+            episodes, steps = tr.fill_from_store(path or self.run_dir / "online.zarr", tr.episode, store_episodes)
+            tr.episode, tr.step = tr.episode + episodes, tr.step + steps
             self.log(f"synced from the {'replica' if path else 'store'}: now {tr.episode} episodes, {tr.step} steps")
 
     def _store_readable(self) -> bool:
@@ -184,9 +182,7 @@ class Learner:
                                             source=str(msg.meta.get("source") or ("intervention" if human else
                                                                                   "policy")),
                                             task=str(self.cfg.task.name), notes=str(msg.meta.get("notes", "")))
-            tr.online.add_episode(tr.agent.featurize_episode(episode))
-            for seg in intervention_segments(episode):
-                tr.demo.add_episode(tr.agent.featurize_episode(seg))
+            tr.add_collected(episode)
             tr.step += len(episode["action"])
             tr.episode += 1
             for k, v in (msg.meta.get("stats") or {}).items():

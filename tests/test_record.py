@@ -77,7 +77,7 @@ def test_record_scripted_appends_and_refuses_other_schema(tmp_path, capsys):
     assert "another schema" in err and "observation 'front'" in err
     assert main([*args, "episodes=0"]) == 2 and main([*args, "view=maybe"]) == 2
     assert main([*args, "device=joystick"]) == 2
-    assert "valid choices: gamepad, keyboard, scripted, spacemouse" in capsys.readouterr().err
+    assert "valid choices: gamepad, keyboard, ros2, scripted, spacemouse" in capsys.readouterr().err
     store = EpisodeStore.open(out, verify="full")
     assert len(store) == 5 and store.num_steps == before
 

@@ -207,9 +207,11 @@ def make_intervention_env(env: gym.Env, hil: Mapping[str, Any] | None, seed: int
 
     ``hil``: ``name`` none (or ``hil`` None: ``env`` is returned unwrapped), ``sim_operator`` (a
     :class:`~robot_rl.hil.sim_operator.SimOperator` with ``settings`` as its keyword arguments) or ``teleop`` (the
-    human device ``device`` from :func:`~robot_rl.hil.devices.make_device` with ``settings``); ``success_reward`` as in
-    :class:`InterventionWrapper`. ``seed``: the simulated operator's seed when ``settings`` gives none (else 0). Raises
-    ValueError for an unknown mode or setting, DeviceError when the device cannot be used here.
+    human device ``device`` from :func:`~robot_rl.hil.devices.make_device` with ``settings``; ``device`` is a name, or
+    a ``configs/teleop/<name>.yaml`` mapping, its ``name`` and settings with ``settings`` over them, as ``hil=teleop
+    teleop=ros2`` gives); ``success_reward`` as in :class:`InterventionWrapper`. ``seed``: the simulated operator's
+    seed when ``settings`` gives none (else 0). Raises ValueError for an unknown mode or setting, DeviceError when the
+    device cannot be used here.
     """
     cfg = dict(hil or {})
     name = str(cfg.get("name", "none"))
@@ -225,7 +227,12 @@ def make_intervention_env(env: gym.Env, hil: Mapping[str, Any] | None, seed: int
             settings["seed"] = 0 if seed is None else int(seed)
         device: TeleopDevice = SimOperator(env, **settings)
     else:
-        device = make_device(str(cfg.get("device", "spacemouse")), env, **settings)
+        spec = cfg.get("device", "spacemouse")
+        if isinstance(spec, Mapping):  # a teleop config: name plus that device's settings
+            spec = dict(spec)
+            settings = {**{k: v for k, v in spec.items() if k != "name"}, **settings}
+            spec = spec.get("name", "spacemouse")
+        device = make_device(str(spec), env, **settings)
     return InterventionWrapper(env, device, success_reward=cfg.get("success_reward", 1.0))
 
 

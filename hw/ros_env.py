@@ -30,7 +30,7 @@ state (``task_state_dim``) in state mode.
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -83,6 +83,11 @@ class RosRobotEnv(gym.Env):
         connect_timeout: wait for the reset service and the first observation (s).
         service_timeout: wait for a reset to finish (s).
         max_image_bytes: larger images are rejected (logged) before decoding.
+        resend_after: lockstep: re-send an unanswered command after this many wall seconds (s); the supervisor
+            repeats its target and the driver steps at most once per stamp, so a lost message cannot stall a step.
+        driver_topics: the robot driver's command inputs (the supervisor's outputs, after any remapping, e.g.
+            ``/franka/cartesian_target``); a ``command`` or ``gripper`` topic naming one is refused, since it would
+            bypass the safety supervisor.
         node_name: this client's ROS2 node name.
     """
 
@@ -100,7 +105,9 @@ class RosRobotEnv(gym.Env):
                  topics: Mapping[str, str] | None = None, seed_node: str = "sim_driver", expert: str | None = None,
                  sync_tolerance: float = 0.02, max_age: float = 0.5, on_stale: str = "raise",
                  stale_timeout: float = 60.0, step_timeout: float = 2.0, connect_timeout: float = 30.0,
-                 service_timeout: float = 30.0, max_image_bytes: int = 16 * 2**20, node_name: str = "robot_rl_env",
+                 service_timeout: float = 30.0, max_image_bytes: int = 16 * 2**20, resend_after: float = 0.25,
+                 driver_topics: Sequence[str] = ("robot/target_pose", "robot/gripper"),
+                 node_name: str = "robot_rl_env",
                  render_mode: str | None = None):
         from sim.panda_env import check_choice, check_range, check_vec  # validation helpers only; no MuJoCo model
 
@@ -131,6 +138,12 @@ class RosRobotEnv(gym.Env):
         if unknown:
             raise ValueError(f"unknown topics {sorted(unknown)}; valid keys: {sorted(DEFAULT_TOPICS)}")
         self.topics = {**DEFAULT_TOPICS, **dict(topics or {})}
+        guarded = {_topic_key(t) for t in driver_topics}
+        for key in ("command", "gripper"):
+            if _topic_key(self.topics[key]) in guarded:
+                raise ValueError(f"topics.{key}={self.topics[key]!r} is the robot driver's own input: commands must go "
+                                 f"through the safety supervisor (its inputs: cmd/target_pose, cmd/gripper); fix the "
+                                 f"task or robot config (driver topics: {list(driver_topics)})")
         self.seed_node = seed_node
         self.sync_ns = int(check_range("sync_tolerance", sync_tolerance, 0.0, 10.0) * 1e9)
         self.max_age = check_range("max_age", max_age, 0.001, 3600.0)
@@ -139,6 +152,7 @@ class RosRobotEnv(gym.Env):
         self.connect_timeout = check_range("connect_timeout", connect_timeout, 0.1, 3600.0)
         self.service_timeout = check_range("service_timeout", service_timeout, 0.1, 3600.0)
         self.max_image_bytes = int(max_image_bytes)
+        self.resend_after = check_range("resend_after", resend_after, 0.01, 60.0)
 
         n_act = 3 + 3 * self.rotation + int(self.use_gripper)
         self.action_space = spaces.Box(-1.0, 1.0, (n_act,), np.float32)
@@ -281,14 +295,20 @@ class RosRobotEnv(gym.Env):
             raise StaleDataError(f"{what}: {client.srv_name} did not answer within {self.service_timeout} s")
         return fut.result()
 
-    def _wait_obs(self, after_ns: int, min_ns: int, timeout: float, what: str) -> tuple[int, dict[str, Any]]:
+    def _wait_obs(self, after_ns: int, min_ns: int, timeout: float, what: str,
+                  resend: Callable[[], None] | None = None) -> tuple[int, dict[str, Any]]:
         """Spin until an aligned observation with stamp > ``after_ns`` and >= ``min_ns`` exists (and, realtime,
-        is at most ``max_age`` old); raise :class:`StaleDataError` after ``timeout`` s (wall)."""
+        is at most ``max_age`` old); raise :class:`StaleDataError` after ``timeout`` s (wall). ``resend``: called
+        every ``resend_after`` s without an answer (lockstep: the same command again, which the supervisor and the
+        driver answer at most once)."""
         others = {k: b for k, b in self.buffers.items() if k != "ee_pose"}
-        start = warned = time.monotonic()
+        start = warned = sent = time.monotonic()
         limit = timeout if self.on_stale == "raise" else max(timeout, self.stale_timeout)
         while True:
             self._ex.spin_once(timeout_sec=0.002)
+            if resend is not None and time.monotonic() - sent > self.resend_after:
+                resend()
+                sent = time.monotonic()
             got = align(self.buffers["ee_pose"], others, after_ns, self.sync_ns, "ee_pose")
             if got is not None and got[0] >= min_ns and (
                     self.lockstep or (self.now_ns() - got[0]) / 1e9 <= self.max_age):
@@ -375,14 +395,20 @@ class RosRobotEnv(gym.Env):
         self._apply_action(a)
         now = self.now_ns()
         dt_ns = int(round(self.control_dt * 1e9))
-        if self.use_gripper:
-            self._pub_gripper.publish(self._msgs["Float64"](data=float(self._gripper_cmd)))
         from hw.ros_common import pose_msg
 
-        self._pub_target.publish(pose_msg(self._target_pos, self._target_quat, self.frame_id, now))
+        command = pose_msg(self._target_pos, self._target_quat, self.frame_id, now)
+
+        def send() -> None:
+            if self.use_gripper:
+                self._pub_gripper.publish(self._msgs["Float64"](data=float(self._gripper_cmd)))
+            self._pub_target.publish(command)
+
+        send()
         deadline = max(self._deadline + dt_ns, now)
         slack = 0 if self.lockstep else int(0.3 * dt_ns)
-        stamp, parts = self._wait_obs(now, deadline - slack, self.step_timeout + self.control_dt, "step")
+        stamp, parts = self._wait_obs(now, deadline - slack, self.step_timeout + self.control_dt, "step",
+                                      resend=send if self.lockstep else None)
         self._deadline = deadline
         obs = self._observation(stamp, parts)
         self._steps += 1
@@ -441,6 +467,11 @@ class RosRobotEnv(gym.Env):
         finally:
             if self._ctx.ok():
                 self._rclpy.shutdown(context=self._ctx)
+
+
+def _topic_key(name: str) -> str:
+    """A topic name for comparison: without leading or trailing slashes."""
+    return str(name).strip().strip("/")
 
 
 if ENV_ID not in gym.registry:

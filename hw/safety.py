@@ -9,8 +9,16 @@ converted at the boundary (:func:`quat_from_xyzw`).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import math
+import os
+import re
+import secrets
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -140,18 +148,19 @@ def check_image(height: int, width: int, encoding: str, step: int, nbytes: int,
 
 @dataclass
 class SafetyLimits:
-    """What the supervisor enforces on every command. Checked on construction (ValueError naming the field).
+    """What the supervisor enforces on every output target. Checked on construction (ValueError naming the field).
 
     Args:
-        workspace_low / workspace_high: the box (m, base frame) every target is clamped into, (3,) each.
-        max_speed: target speed limit (m/s, norm over x, y, z).
-        max_accel: target acceleration limit (m/s^2, norm).
+        workspace_low / workspace_high: the box (m, base frame) every target stays in, (3,) each.
+        max_speed: target speed limit (m/s, norm over x, y, z), between any two outputs.
+        max_accel: target acceleration limit (m/s^2, norm), between any two output velocities.
         max_rot_speed: target angular speed limit (rad/s).
         max_rotation: max rotation of the target from the reference orientation (rad per rotation-vector axis;
             the reference is the measured orientation when the supervisor anchors, i.e. after reset).
         max_lead: max distance per axis between the target and the measured EE position (m): pushing against an
-            obstacle cannot wind up unbounded force.
-        command_timeout: silence (s) after which the arm is held.
+            obstacle cannot wind up unbounded force. A measured pose more than ``2 * max_lead`` from the target
+            (per axis) is a fault (collision, sensor error, arm moved by hand): the supervisor holds.
+        command_timeout: silence (s) after which the arm is held; also the max age of a command's stamp.
         state_timeout: state age (s) after which the arm is held and commands are refused.
     """
 
@@ -182,116 +191,196 @@ class SafetyLimits:
                 raise ValueError(f"{name}={v} is out of range; valid range is [{a}, {b}]")
             setattr(self, name, v)
 
+    @property
+    def max_deviation(self) -> float:
+        """Per-axis distance (m) between measured pose and target beyond which the supervisor holds."""
+        return 2.0 * self.max_lead
+
 
 @dataclass
 class LimitResult:
     """One limited target: ``pos`` (3,) m, ``quat`` (4,) wxyz, ``clamped`` names the limits that acted
-    (subset of workspace, speed, accel, lead, rot_speed, rotation)."""
+    (subset of workspace, lead, speed, accel, brake, hold, rotation, rot_speed)."""
 
     pos: np.ndarray
     quat: np.ndarray
     clamped: set[str] = field(default_factory=set)
 
 
-class MotionLimiter:
-    """Turns desired targets into safe ones, one control period at a time.
+def _inside(p: np.ndarray, lo: np.ndarray, hi: np.ndarray, eps: float = 1e-9) -> bool:
+    return bool(np.all(p >= lo - eps) and np.all(p <= hi + eps))
 
-    The output target starts at an anchor (the measured pose after reset or after a hold) and moves toward each
-    desired target with its velocity capped by ``max_speed``, by the braking distance ``sqrt(2 max_accel d)`` and
-    by ``max_accel`` per period; it always stays inside the workspace box and within ``max_lead`` of the measured
-    EE position. Orientation moves toward the desired one at ``max_rot_speed`` at most and stays within
-    ``max_rotation`` of the anchor orientation. Deterministic: the same anchor and commands give the same outputs.
+
+class MotionLimiter:
+    """Turns a stream of goals into a stream of safe targets: one state, one call per output.
+
+    Each :meth:`step` is one output, ``dt`` seconds after the previous one (the caller's clock: wall time, or sim
+    time in lockstep; never less than ``min_dt``). Whatever the goals, between any two outputs:
+
+    * the target stays in the workspace box (always);
+    * it moves at most ``max_speed * dt`` (m), and its velocity ``(pos' - pos) / dt`` changes by at most
+      ``max_accel * dt`` (m/s): a goal behind a moving target is reached by braking, never by a jump;
+    * it turns at most ``max_rot_speed * dt`` (rad) and stays within ``max_rotation`` (rad per axis) of the
+      anchor orientation;
+    * it stays within ``max_lead`` per axis of the measured position whenever that was possible without breaking
+      the limits above (the goal is clamped into the lead box; a measured pose that moves faster than the target
+      may follow leaves at most the braking distance ``max_speed^2 / (2 max_accel)`` of excess).
+
+    How: the goal is clamped into the workspace and lead boxes; the candidate velocity heads for it, capped by
+    ``max_speed`` and by the speed from which discrete braking still stops at the goal, and changed by at most
+    ``max_accel * dt``. The candidate is taken only if the new position and its stopping point (braking at
+    ``max_accel`` with steps of at least ``min_dt``) lie in the boxes; otherwise the target brakes along its current
+    direction, which never moves the stopping point (so the workspace box can never be left). Deterministic.
     """
 
-    def __init__(self, limits: SafetyLimits):
-        self.limits = limits
+    def __init__(self, limits: SafetyLimits, min_dt: float):
+        if not 0 < min_dt <= 10:
+            raise ValueError(f"min_dt={min_dt} s must lie in (0, 10]")
+        self.limits, self.min_dt = limits, float(min_dt)
         self.pos: np.ndarray | None = None
-        self.quat = np.array([1.0, 0.0, 0.0, 0.0])
-        self.ref_quat = self.quat.copy()
         self.vel = np.zeros(3)
+        self.ref_quat = np.array([1.0, 0.0, 0.0, 0.0])
+        self.rel = np.zeros(3)  # rotation vector of the target relative to ref_quat (rad, body frame)
 
     @property
     def anchored(self) -> bool:
         return self.pos is not None
 
-    def anchor(self, pos: np.ndarray, quat: np.ndarray) -> None:
-        """Start from the measured pose (m, wxyz), at rest; ``quat`` also becomes the reference orientation."""
+    @property
+    def quat(self) -> np.ndarray:
+        """The target orientation, (4,) wxyz."""
+        q = quat_mul(self.ref_quat, rotvec_to_quat(self.rel))
+        return q / np.linalg.norm(q)
+
+    def anchor_problem(self, pos: np.ndarray) -> str | None:
+        """Why the limiter cannot start from measured position ``pos`` (m): it lies more than ``max_lead`` outside
+        the workspace box (clamping it in would pull the arm). ``None``: it can."""
         lim = self.limits
-        self.pos = np.clip(np.asarray(pos, np.float64), lim.workspace_low, lim.workspace_high)
-        self.quat = np.asarray(quat, np.float64) / np.linalg.norm(quat)
-        self.ref_quat = self.quat.copy()
+        out = np.maximum(lim.workspace_low - pos, 0) + np.maximum(pos - lim.workspace_high, 0)
+        if np.any(out > lim.max_lead):
+            return (f"the TCP at {np.round(pos, 3).tolist()} m lies {float(out.max()):.3f} m outside the workspace box "
+                    f"(> max_lead {lim.max_lead} m): bring the arm into the box first")
+        return None
+
+    def anchor(self, pos: np.ndarray, quat: np.ndarray) -> None:
+        """Start at rest from the measured pose (m, wxyz; clamped into the box, see :meth:`anchor_problem`);
+        ``quat`` becomes the reference orientation."""
+        lim = self.limits
+        pos = np.asarray(pos, np.float64)
+        if self.anchor_problem(pos) is not None:
+            raise ValueError(self.anchor_problem(pos))
+        self.pos = np.clip(pos, lim.workspace_low, lim.workspace_high)
+        q = np.asarray(quat, np.float64)
+        self.ref_quat = q / np.linalg.norm(q)
+        self.rel = np.zeros(3)
         self.vel = np.zeros(3)
 
     def unanchor(self) -> None:
-        """Forget the output (after a reset: the next command anchors at the new measured pose)."""
+        """Forget the output (after a reset or an e-stop release: the next command anchors at the measured pose)."""
         self.pos = None
         self.vel = np.zeros(3)
 
-    def stop(self) -> None:
-        """Zero the velocity (hold): the next command ramps up again under the acceleration limit."""
-        self.vel = np.zeros(3)
+    def stop_distance(self, speed: float) -> float:
+        """Distance (m) braking at ``max_accel`` from ``speed`` (m/s) covers, with steps of at least ``min_dt``
+        (an upper bound: each step moves at the speed it ends with, the last step from <= a*dt moves nothing)."""
+        a = self.limits.max_accel
+        return max(0.0, speed * speed / (2 * a) - speed * self.min_dt / 2)
 
-    def step(self, desired_pos: np.ndarray, desired_quat: np.ndarray | None, dt: float,
+    def _stop_point(self, pos: np.ndarray, vel: np.ndarray) -> np.ndarray:
+        speed = float(np.linalg.norm(vel))
+        return pos if speed == 0 else pos + vel * (self.stop_distance(speed) / speed)
+
+    def _reach_cap(self, dist: float, dt: float) -> float:
+        """Largest speed v such that one step of ``dt`` at v plus braking from v covers at most ``dist`` m."""
+        a, b = self.limits.max_accel, dt - self.min_dt / 2
+        return a * (-b + math.sqrt(b * b + 2 * dist / a))
+
+    def _brake(self, dt: float) -> np.ndarray:
+        speed = float(np.linalg.norm(self.vel))
+        if speed <= self.limits.max_accel * dt:
+            return np.zeros(3)
+        return self.vel * (1 - self.limits.max_accel * dt / speed)
+
+    def step(self, goal_pos: np.ndarray | None, goal_quat: np.ndarray | None, dt: float,
              measured_pos: np.ndarray | None) -> LimitResult:
-        """Advance the output target one period of ``dt`` s toward ``desired_pos`` (m) / ``desired_quat`` (wxyz,
-        ``None``: keep the orientation). Requires :meth:`anchor` first."""
+        """One output, ``dt`` s (>= ``min_dt``) after the previous: move toward ``goal_pos`` (m; ``None``: brake to
+        rest and stay) and ``goal_quat`` (wxyz; ``None``: keep the orientation) within the limits, given the newest
+        measured TCP position (m; ``None``: unknown). Requires :meth:`anchor` first."""
         if self.pos is None:
             raise RuntimeError("MotionLimiter.step before anchor(): no measured pose to start from")
-        if not dt > 0:
-            raise ValueError(f"dt={dt} must be > 0")
+        if not (math.isfinite(dt) and dt >= self.min_dt - 1e-12):
+            raise ValueError(f"dt={dt} s must be finite and >= min_dt={self.min_dt} s")
         lim, clamped = self.limits, set()
-        want = np.asarray(desired_pos, np.float64)
-        boxed = np.clip(want, lim.workspace_low, lim.workspace_high)
-        if not np.array_equal(boxed, want):
-            clamped.add("workspace")
-        err = boxed - self.pos
-        dist = float(np.linalg.norm(err))
-        v_des = err / dt
-        cap = min(lim.max_speed, math.sqrt(2.0 * lim.max_accel * dist))
-        speed = float(np.linalg.norm(v_des))
-        if speed > cap + 1e-12:
-            v_des *= cap / speed
-            if speed > lim.max_speed + 1e-12:
-                clamped.add("speed")
-        dv = v_des - self.vel
-        dv_norm = float(np.linalg.norm(dv))
-        if dv_norm > lim.max_accel * dt + 1e-12:
-            dv *= lim.max_accel * dt / dv_norm
-            clamped.add("accel")
-        vel = self.vel + dv
-        pos = self.pos + vel * dt
-        # never overshoot the desired point along the error direction
-        if dist > 0 and float(np.dot(boxed - pos, err)) < 0:
-            pos = boxed.copy()
-        pos = np.clip(pos, lim.workspace_low, lim.workspace_high)
+        lo, hi = lim.workspace_low, lim.workspace_high
+        flo, fhi = lo, hi  # the feasible box: workspace and lead box around the measured position
         if measured_pos is not None:
             m = np.asarray(measured_pos, np.float64)
-            led = np.clip(pos, m - lim.max_lead, m + lim.max_lead)
-            if not np.array_equal(led, pos):
+            if not np.all(np.isfinite(m)):
+                raise ValueError(f"measured position {m.tolist()} is not finite")
+            flo, fhi = np.maximum(lo, m - lim.max_lead), np.minimum(hi, m + lim.max_lead)
+            if np.any(fhi < flo):  # the measured pose lies far outside the box: only the workspace binds
+                flo, fhi = lo, hi
+        if goal_pos is None:
+            vel = self._brake(dt)
+            clamped.add("hold")
+        else:
+            want = np.asarray(goal_pos, np.float64)
+            if want.shape != (3,) or not np.all(np.isfinite(want)):
+                raise ValueError(f"goal position {want.tolist()} must be 3 finite numbers")
+            goal = np.clip(want, lo, hi)
+            if not np.array_equal(goal, want):
+                clamped.add("workspace")
+            led = np.clip(goal, flo, fhi)
+            if not np.array_equal(led, goal):
                 clamped.add("lead")
-            pos = np.clip(led, lim.workspace_low, lim.workspace_high)
+            err = led - self.pos
+            dist = float(np.linalg.norm(err))
+            v_des = err / dt
+            cap = min(lim.max_speed, self._reach_cap(dist, dt))
+            speed = dist / dt
+            if speed > cap:
+                v_des *= cap / speed
+                if speed > lim.max_speed:
+                    clamped.add("speed")
+            dv = v_des - self.vel
+            dv_norm = float(np.linalg.norm(dv))
+            if dv_norm > lim.max_accel * dt:
+                dv *= lim.max_accel * dt / dv_norm
+                clamped.add("accel")
+            cand = self.vel + dv
+            # hold the feasible box strictly while we are in it (the lead box may have moved away from us)
+            strict = _inside(self.pos, flo, fhi) and _inside(self._stop_point(self.pos, self.vel), flo, fhi)
+            blo, bhi = (flo, fhi) if strict else (lo, hi)
+            nxt = self.pos + cand * dt
+            if _inside(nxt, blo, bhi) and _inside(self._stop_point(nxt, cand), blo, bhi):
+                vel = cand
+            else:
+                vel = self._brake(dt)
+                clamped.add("brake")
+        pos = np.clip(self.pos + vel * dt, lo, hi)  # a no-op but for rounding
         self.vel = (pos - self.pos) / dt
         self.pos = pos
-        if desired_quat is not None:
-            self.quat = self._limit_rotation(np.asarray(desired_quat, np.float64), dt, clamped)
-        return LimitResult(self.pos.copy(), self.quat.copy(), clamped)
+        if goal_quat is not None:
+            self._turn(np.asarray(goal_quat, np.float64), dt, clamped)
+        return LimitResult(self.pos.copy(), self.quat, clamped)
 
-    def _limit_rotation(self, want: np.ndarray, dt: float, clamped: set[str]) -> np.ndarray:
+    def _turn(self, want: np.ndarray, dt: float, clamped: set[str]) -> None:
+        """Rotate toward ``want`` (wxyz): straight in rotation-vector space relative to the reference, which never
+        turns faster on SO(3) than the step's length and stays in the (convex) per-axis box."""
         lim = self.limits
-        want = want / np.linalg.norm(want)
-        rel = quat_to_rotvec(quat_mul(quat_conj(self.ref_quat), want))  # desired, relative to the reference
+        if want.shape != (4,) or not np.all(np.isfinite(want)) or np.linalg.norm(want) < 1e-6:
+            raise ValueError(f"goal orientation {want.tolist()} must be a finite nonzero quaternion")
+        rel = quat_to_rotvec(quat_mul(quat_conj(self.ref_quat), want / np.linalg.norm(want)))
         boxed = np.clip(rel, -lim.max_rotation, lim.max_rotation)
         if not np.allclose(boxed, rel, atol=1e-12):
             clamped.add("rotation")
-        want = quat_mul(self.ref_quat, rotvec_to_quat(boxed))
-        delta = quat_to_rotvec(quat_mul(want, quat_conj(self.quat)))  # world-frame rotation still to go
+        delta = boxed - self.rel
         angle = float(np.linalg.norm(delta))
         max_step = lim.max_rot_speed * dt
-        if angle > max_step + 1e-12:
+        if angle > max_step:
             delta *= max_step / angle
             clamped.add("rot_speed")
-        out = quat_mul(rotvec_to_quat(delta), self.quat)
-        return out / np.linalg.norm(out)
+        self.rel = np.clip(self.rel + delta, -lim.max_rotation, lim.max_rotation)
 
 
 # ------------------------------------------------------------------------------------------------ watchdog
@@ -340,39 +429,365 @@ class Watchdog:
         return None
 
 
-class EStop:
-    """Latched emergency stop: :meth:`engage` from a topic or a service, released only by :meth:`release`."""
+# ------------------------------------------------------------------------------------------------- e-stop
 
-    def __init__(self) -> None:
-        self.engaged = False
-        self.reason = ""
+
+class EStop:
+    """Latched emergency stop. Anyone may :meth:`engage` it; :meth:`release` is the supervisor's to call once a
+    release was authenticated (:class:`ReleaseAuth`).
+
+    ``latch_file``: where the latch persists (JSON, written atomically on every change), so a supervisor that
+    restarts while engaged comes up engaged; an unreadable latch file also comes up engaged (fail safe).
+    ``None``: not persisted.
+    """
+
+    def __init__(self, latch_file: str | os.PathLike | None = None):
+        self.latch_file = None if latch_file is None else Path(latch_file)
+        self.engaged, self.reason = False, ""
+        if self.latch_file is not None and self.latch_file.exists():
+            try:
+                saved = json.loads(self.latch_file.read_text())
+                self.engaged, self.reason = bool(saved["engaged"]), str(saved.get("reason", ""))
+                if self.engaged:
+                    self.reason = f"latched before a restart: {self.reason}"
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                self.engaged, self.reason = True, f"latch file {self.latch_file} unreadable ({type(e).__name__})"
+
+    def _save(self) -> None:
+        if self.latch_file is None:
+            return
+        self.latch_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.latch_file.with_suffix(f".tmp{os.getpid()}")
+        with open(tmp, "w") as f:
+            json.dump({"engaged": self.engaged, "reason": self.reason, "time": time.time()}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.latch_file)
 
     def engage(self, reason: str) -> bool:
-        """Engage; returns True if it was not engaged before."""
+        """Engage (and persist); returns True if it was not engaged before."""
         was = self.engaged
         self.engaged, self.reason = True, reason
+        self._save()
         return not was
 
     def release(self) -> bool:
-        """Release; returns True if it was engaged."""
+        """Release (and persist); returns True if it was engaged."""
         was = self.engaged
         self.engaged, self.reason = False, ""
+        self._save()
         return was
 
 
-class RateGate:
-    """Lets one pose command through per ``min_period`` s of command stamps; later ones wait (coalesced: only the
-    newest waiting command is kept). Stamps are on the ROS clock (sim time in lockstep)."""
+class ReleaseAuth:
+    """Challenge-response for releasing the e-stop with a shared key, over plain ROS2 strings.
 
-    def __init__(self, min_period: float):
-        self.min_period = float(min_period)
-        self.last: float | None = None
+    The supervisor publishes :attr:`challenge` (a fresh random nonce, changed after every attempt); a release is the
+    JSON ``{"nonce", "source", "mac"}`` with ``mac = HMAC-SHA256(key, nonce + "|" + source)`` (:func:`release_token`).
+    A recorded release cannot be replayed, and a caller without the key cannot release.
+    """
 
-    def open(self, stamp: float) -> bool:
-        return self.last is None or stamp - self.last >= self.min_period - 1e-9
+    def __init__(self, key: bytes):
+        if len(key) < 16:
+            raise ValueError("the e-stop release key must be at least 16 bytes")
+        self.key = bytes(key)
+        self.challenge = secrets.token_hex(16)
 
-    def passed(self, stamp: float) -> None:
-        self.last = stamp
+    def check(self, token: str) -> tuple[bool, str]:
+        """``(released, source or the reason for refusing)``; every attempt uses up the challenge."""
+        nonce, self.challenge = self.challenge, secrets.token_hex(16)
+        try:
+            msg = json.loads(token)
+            source, mac = str(msg["source"])[:200], str(msg["mac"])
+            given = str(msg["nonce"])
+        except (ValueError, KeyError, TypeError):
+            return False, "malformed release request (expected JSON with nonce, source, mac)"
+        if not hmac.compare_digest(given, nonce):
+            return False, f"stale or wrong challenge (from {source!r}); read safety/estop_challenge and retry"
+        if not hmac.compare_digest(mac, _release_mac(self.key, nonce, source)):
+            return False, f"wrong key (from {source!r})"
+        return True, source
 
-    def reset(self) -> None:
-        self.last = None
+
+def _release_mac(key: bytes, nonce: str, source: str) -> str:
+    return hmac.new(key, f"{nonce}|{source}".encode(), hashlib.sha256).hexdigest()
+
+
+def release_token(key: bytes, challenge: str, source: str) -> str:
+    """The release request for ``challenge``, signed with ``key``; ``source`` (who releases) goes into the log."""
+    return json.dumps({"nonce": challenge, "source": source, "mac": _release_mac(key, challenge, source)})
+
+
+# --------------------------------------------------------------------------------------- the supervisor's core
+
+
+@dataclass
+class Output:
+    """A target to publish: ``pos`` (3,) m, ``quat`` (4,) wxyz, ``stamp_ns`` (ROS clock; sim time in lockstep),
+    ``clamped`` (the limits that acted), ``kind``: "step" (a limited step; in lockstep it steps the driver once),
+    "repeat" (the previous output again, same stamp) or "estop" (the measured pose, on engaging the e-stop)."""
+
+    pos: np.ndarray
+    quat: np.ndarray
+    stamp_ns: int
+    clamped: frozenset[str] = frozenset()
+    kind: str = "step"
+
+
+class SupervisorCore:
+    """Every decision of the safety supervisor, without ROS: what to do with each state, command and clock tick.
+
+    Times: ``now_ns`` is the ROS clock (ns; ignored in lockstep, where "now" is the newest state stamp, i.e. sim
+    time); ``mono`` is a monotonic wall clock (s) for the watchdog. Each callback returns what to publish and why a
+    message was refused; the node (:mod:`hw.nodes.safety_supervisor`) only converts messages and publishes.
+
+    One goal, one limiter, one output stream:
+
+    * realtime: a pose command replaces the goal, a fresh twist moves it from the current target (``lin * dt``,
+      ``ang * dt``; the newer of the two sources wins), and :meth:`tick` (a timer, ``output_period``) emits one
+      limited step per tick with ``dt`` = the time since the previous output. However fast, bursty or
+      future-stamped the commands, outputs are spaced and limited by the supervisor's own clock.
+    * lockstep (a simulator that steps once per target): each pose command with a new stamp emits one step of
+      ``control_period`` (the sim's step); a command repeating the previous stamp repeats the previous output,
+      so a client may re-send a command it has no answer to without stepping the sim twice. Twists are refused.
+      State silence is reported but does not refuse commands (the sim is paused by design between steps).
+
+    Holding (state silent or stale, commands silent, measured pose too far from the target): the target brakes to
+    rest at ``max_accel`` and stays. E-stop: the target jumps to the measured pose (the arm stops where it is) and
+    every command is refused until an authenticated release.
+    """
+
+    def __init__(self, limits: SafetyLimits, *, lockstep: bool = False, output_period: float = 0.02,
+                 control_period: float = 0.1, future_tolerance: float = 0.05, twist_timeout: float = 0.25,
+                 estop: EStop | None = None):
+        self.limits, self.lockstep = limits, bool(lockstep)
+        if not 1e-4 <= output_period <= 1.0 or not 1e-3 <= control_period <= 10.0:
+            raise ValueError(f"output_period={output_period} s must lie in [1e-4, 1], control_period="
+                             f"{control_period} s in [1e-3, 10]")
+        if not 0 <= future_tolerance <= 0.5:
+            raise ValueError(f"future_tolerance={future_tolerance} s must lie in [0, 0.5]")
+        self.period_ns = int(round((control_period if lockstep else output_period) * 1e9))
+        # the shortest time between two outputs: a whole sim step in lockstep, half a timer period in realtime (jitter)
+        self.limiter = MotionLimiter(limits, control_period if lockstep else 0.5 * output_period)
+        self.watchdog = Watchdog(limits.command_timeout, limits.state_timeout)
+        self.estop = estop or EStop()
+        # lockstep: a client may see the sim's next state (and stamp a command with it) before we do
+        self.future_ns = int((future_tolerance + (control_period if lockstep else 0.0)) * 1e9)
+        self.twist_timeout = float(twist_timeout)
+        self.measured: tuple[np.ndarray, np.ndarray, int] | None = None  # pos, quat, stamp_ns
+        self.goal: tuple[np.ndarray, np.ndarray, int] | None = None  # pos, quat, arrival number
+        self.twist: tuple[np.ndarray, np.ndarray, float, int] | None = None  # lin, ang, arrival mono, number
+        self.arrivals = 0
+        self.last_cmd_ns: int | None = None
+        self.last: Output | None = None  # the previous output
+        self.pending_ns: int | None = None  # lockstep: a command stamped after the newest state, waiting for it
+        self.anchor_out: Output | None = None  # where the current chain of outputs started (at rest)
+        self.min_anchor_ns = -1  # after a reset: anchor only on state newer than this
+        self.hold_reason = "starting"
+
+    # ------------------------------------------------------------------------------------------- clocks
+    def now(self, now_ns: int) -> int:
+        """The supervisor's "now" (ns): the ROS clock, or the newest state stamp in lockstep."""
+        if self.lockstep:
+            return self.measured[2] if self.measured is not None else 0
+        return int(now_ns)
+
+    def problem(self, mono: float, motion: bool = False) -> str:
+        """Why the arm is held now ("" if it is not): e-stop, state, commands, deviation. ``motion``: only what
+        stops motion (in lockstep, wall-clock silence of a paused sim does not)."""
+        if self.estop.engaged:
+            return f"e-stop ({self.estop.reason})"
+        bad = self.watchdog.state_problem(mono)
+        if bad and not (motion and self.lockstep):
+            return bad
+        if not self.lockstep:
+            bad = self.watchdog.command_problem(mono)
+            if bad:
+                return bad
+        return self._deviation() or ""
+
+    def _deviation(self) -> str | None:
+        if self.measured is None or not self.limiter.anchored:
+            return None
+        dev = float(np.max(np.abs(self.measured[0] - self.limiter.pos)))
+        if dev > self.limits.max_deviation:
+            return (f"measured TCP {dev:.3f} m from the target (> {self.limits.max_deviation:.3f} m = 2 max_lead): "
+                    "collision, sensor fault or the arm was moved")
+        return None
+
+    def may_command(self, mono: float) -> str | None:
+        """Why commands are refused now (``None``: accepted): e-stop, or (realtime) a state that cannot be trusted."""
+        if self.estop.engaged:
+            return f"e-stop engaged ({self.estop.reason})"
+        if not self.lockstep:
+            bad = self.watchdog.state_problem(mono)
+            if bad:
+                return f"holding: {bad}"
+        return None
+
+    def _check_stamp(self, stamp_ns: int, now_ns: int) -> str | None:
+        age = (self.now(now_ns) - stamp_ns) / 1e9
+        if age > self.limits.command_timeout:
+            return f"stale command: stamp {age:.3f} s old (> command_timeout {self.limits.command_timeout} s)"
+        if -age * 1e9 > self.future_ns:
+            return (f"command stamp {-age:.3f} s in the future (> future_tolerance {self.future_ns / 1e9} s): "
+                    "check the sender's clock (chrony/NTP) or its use of sim time")
+        return None
+
+    # ---------------------------------------------------------------------------------------- messages
+    def on_state(self, pos: np.ndarray, quat: np.ndarray, stamp_ns: int, now_ns: int, mono: float
+                 ) -> Output | None:
+        """A valid measured TCP pose (m, wxyz) stamped ``stamp_ns``; in lockstep, the output of a command that
+        waited for this state (None otherwise)."""
+        if self.measured is not None and stamp_ns < self.measured[2]:
+            return None  # older than what we have (a heartbeat overtaken by a step): keep the newest
+        self.measured = (np.asarray(pos, np.float64), np.asarray(quat, np.float64), int(stamp_ns))
+        self.watchdog.feed_state(mono, max(0.0, (self.now(now_ns) - stamp_ns) / 1e9))
+        if self.pending_ns is not None and stamp_ns >= self.pending_ns:
+            return self._lockstep_output(mono)
+        return None
+
+    def on_pose(self, pos: np.ndarray, quat: np.ndarray, stamp_ns: int, now_ns: int, mono: float
+                ) -> tuple[str | None, Output | None]:
+        """A pose command (m, wxyz): ``(reason it was refused or None, output to publish now (lockstep) or None)``."""
+        pos, quat = np.asarray(pos, np.float64), np.asarray(quat, np.float64)
+        if pos.shape != (3,) or quat.shape != (4,) or not (np.all(np.isfinite(pos)) and np.all(np.isfinite(quat))):
+            return "pose command must be a finite position (3,) and quaternion (4,)", None
+        why = self._check_stamp(stamp_ns, now_ns) or self.may_command(mono)
+        if why:
+            return why, None
+        if self.last_cmd_ns is not None and stamp_ns < self.last_cmd_ns:
+            return "command older than the previous one (out of order)", None
+        self.last_cmd_ns = int(stamp_ns)
+        self.watchdog.feed_command(mono)
+        self.arrivals += 1
+        self.goal = (pos, quat / np.linalg.norm(quat), self.arrivals)
+        if not self.lockstep:
+            return None, None
+        if self.last is not None and stamp_ns == self.last.stamp_ns and self.last.kind != "estop":
+            return None, Output(self.last.pos, self.last.quat, self.last.stamp_ns, frozenset(), "repeat")
+        self.pending_ns = int(stamp_ns)
+        if self.measured is None or self.measured[2] < stamp_ns:
+            return None, None  # the state of that instant is still on its way: answer when it arrives
+        return None, self._lockstep_output(mono)
+
+    def _lockstep_output(self, mono: float) -> Output | None:
+        """The step for the pending command, from the state of its instant (deterministic whatever the arrival
+        order of state and command)."""
+        stamp, self.pending_ns = self.pending_ns, None
+        if self._anchor(stamp):
+            return None
+        return self._output(stamp, mono)
+
+    def on_twist(self, lin: np.ndarray, ang: np.ndarray, stamp_ns: int, now_ns: int, mono: float) -> str | None:
+        """A twist command (m/s, rad/s, base frame); the reason it was refused, or None."""
+        if self.lockstep:
+            return "twist commands need a realtime robot (lockstep steps once per pose command)"
+        lin, ang = np.asarray(lin, np.float64), np.asarray(ang, np.float64)
+        if lin.shape != (3,) or ang.shape != (3,) or not (np.all(np.isfinite(lin)) and np.all(np.isfinite(ang))):
+            return "twist must be finite linear (3,) and angular (3,) velocities"
+        why = self._check_stamp(stamp_ns, now_ns) or self.may_command(mono)
+        if why:
+            return why
+        self.watchdog.feed_command(mono)
+        self.arrivals += 1
+        self.twist = (lin, ang, mono, self.arrivals)
+        return None
+
+    # ----------------------------------------------------------------------------------------- outputs
+    def _anchor(self, now: int) -> str | None:
+        if self.limiter.anchored:
+            return None
+        if self.measured is None or self.measured[2] <= self.min_anchor_ns:
+            return "no robot state since the last reset yet"
+        why = self.limiter.anchor_problem(self.measured[0])
+        if why:
+            return why
+        self.limiter.anchor(self.measured[0], self.measured[1])
+        # the anchor is a virtual output one period ago, at rest: the first real one is a full period later
+        self.last = self.anchor_out = Output(self.limiter.pos.copy(), self.limiter.quat, now - self.period_ns,
+                                             frozenset(), "anchor")
+        return None
+
+    def _output(self, stamp: int, mono: float) -> Output | None:
+        dt = (stamp - self.last.stamp_ns) / 1e9
+        if dt < self.limiter.min_dt - 1e-9:
+            return None
+        hold = self.problem(mono, motion=True)
+        measured = self.measured[0] if self.measured is not None else None
+        goal_pos = goal_quat = None
+        if not hold:
+            twist = self.twist
+            if twist is not None and mono - twist[2] > self.twist_timeout:
+                twist = self.twist = None  # a silent twist source counts as zero
+            if twist is not None and (self.goal is None or twist[3] > self.goal[2]):
+                goal_pos = self.limiter.pos + twist[0] * dt
+                goal_quat = quat_mul(rotvec_to_quat(twist[1] * dt), self.limiter.quat)
+            elif self.goal is not None:
+                goal_pos, goal_quat = self.goal[0], self.goal[1]
+        res = self.limiter.step(goal_pos, goal_quat, dt, measured)
+        self.last = Output(res.pos, res.quat, stamp, frozenset(res.clamped))
+        return self.last
+
+    def tick(self, now_ns: int, mono: float) -> Output | None:
+        """Realtime timer: the next output (None in lockstep, before the first command after a reset, or when less
+        than half an output period passed since the previous one). Holds brake here."""
+        if self.lockstep:
+            return None
+        now = self.now(now_ns)
+        if not self.limiter.anchored:
+            if self.goal is None and self.twist is None:
+                return None
+            if self._anchor(now):
+                return None
+        if self.estop.engaged:
+            if self.last is None or now - self.last.stamp_ns < self.limiter.min_dt * 1e9:
+                return None
+            self.last = Output(self.last.pos, self.last.quat, now, frozenset({"estop"}), "repeat")
+            return self.last
+        return self._output(now, mono)
+
+    def update_hold(self, mono: float) -> tuple[str, str] | None:
+        """Recompute the hold reason (call on every timer tick, before :meth:`tick`); ``(old, new)`` when its kind
+        changed, for the node to log and publish. Entering a hold drops the commands in flight: motion resumes only
+        on new ones."""
+        reason = self.problem(mono)
+        if _kind(reason) == _kind(self.hold_reason):
+            self.hold_reason = reason
+            return None
+        old, self.hold_reason = self.hold_reason, reason
+        if reason and not old and not self.lockstep:  # (lockstep: each command is answered on its own)
+            self.goal, self.twist = None, None
+        return old, reason
+
+    # ----------------------------------------------------------------------------------- e-stop, reset
+    def engage(self, source: str, now_ns: int) -> tuple[bool, Output | None]:
+        """Engage the e-stop: ``(newly engaged, the hold target at the measured pose or None if none is known)``."""
+        new = self.estop.engage(source)
+        self.goal, self.twist, self.pending_ns = None, None, None
+        if self.measured is None or self.limiter.anchor_problem(self.measured[0]) is not None:
+            self.limiter.unanchor()
+            return new, None
+        self.limiter.anchor(self.measured[0], self.measured[1])
+        self.last = Output(self.limiter.pos.copy(), self.limiter.quat, self.now(now_ns), frozenset({"estop"}),
+                           "estop")
+        return new, self.last
+
+    def release(self) -> bool:
+        """Release the e-stop (the caller authenticated it); the next command anchors at the measured pose."""
+        was = self.estop.release()
+        self.limiter.unanchor()
+        self.goal, self.twist, self.last, self.pending_ns = None, None, None, None
+        return was
+
+    def after_reset(self, call_ns: int) -> None:
+        """The driver reset the robot: forget the target and the commands; anchor on state newer than ``call_ns``."""
+        self.limiter.unanchor()
+        self.watchdog.forget_commands()
+        self.goal, self.twist, self.last_cmd_ns, self.last, self.pending_ns = None, None, None, None, None
+        self.min_anchor_ns = int(call_ns)
+
+
+def _kind(reason: str) -> str:
+    """A hold reason without its numbers, so a growing silence does not count as a new reason."""
+    return re.sub(r"[-+]?\d[\d.e+-]*", "#", reason)

@@ -45,8 +45,14 @@ def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Any:
 
 def runtime_key(run_dir: Path) -> bytes:
     """The run's connection key, made on first use (readable by the owner only)."""
-    path = Path(run_dir) / "runtime.key"
+    return key_file(Path(run_dir) / "runtime.key")
+
+
+def key_file(path: Path) -> bytes:
+    """The 32-byte key held (as hex) in ``path``, made on first use (mode 0600; concurrent first users agree)."""
+    path = Path(path)
     if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -56,7 +62,10 @@ def runtime_key(run_dir: Path) -> bytes:
         except FileExistsError:
             pass
         os.unlink(tmp)
-    return bytes.fromhex(path.read_text().strip())
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except ValueError:
+        raise ValueError(f"{path} does not hold a hex key; delete it to make a new one") from None
 
 
 def _die_with_parent() -> None:

@@ -293,6 +293,51 @@ def test_supervisor_limits_holds_rejects_and_estop_over_ros2():
     assert "expected 64x64" in out.stdout
 
 
+# ------------------------------------------------------------------------------ e-stop console and latch
+def _estop_latch_body():
+    import os
+    import subprocess
+    import sys
+
+    def console(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "hw.nodes.estop", *args, "--timeout", "20"], capture_output=True,
+                              text=True, timeout=60)
+
+    sup = start_node("hw.nodes.safety_supervisor")
+    try:
+        out = console("engage")
+        assert out.returncode == 0 and "engaged" in out.stdout, out.stderr
+        _wait_log(sup, "E-STOP engaged by estop topic")
+        stop_nodes(sup)  # the supervisor dies while engaged ...
+        sup = start_node("hw.nodes.safety_supervisor")  # ... and comes back engaged
+        _wait_log(sup, "E-STOP engaged at start (latched before a restart", timeout=20)
+        out = console("status")
+        assert "ENGAGED" in out.stdout, out.stdout + out.stderr
+        wrong = os.path.join(os.environ["ROS_HOME"], "wrong.key")
+        with open(wrong, "w") as f:
+            f.write("ab" * 32)
+        out = console("release", "--key-file", wrong, "--source", "someone")
+        assert out.returncode == 1 and "refused" in out.stderr, out.stdout + out.stderr
+        _wait_log(sup, "e-stop release refused: wrong key (from 'someone')")
+        out = console("release", "--source", "the operator console")  # the supervisor's own key file
+        assert out.returncode == 0 and "released" in out.stdout, out.stdout + out.stderr
+        _wait_log(sup, "e-stop released by the operator console")
+        stop_nodes(sup)
+        sup = start_node("hw.nodes.safety_supervisor")  # released before the restart: comes up released
+        _wait_log(sup, "supervising", timeout=20)
+        assert "E-STOP engaged at start" not in node_log(sup)
+        print("estop latch ok")
+    finally:
+        stop_nodes(sup)
+
+
+def test_estop_latch_survives_a_restart_and_release_needs_the_key():
+    """robot-rl-estop engages; a supervisor restarted while engaged comes up engaged; a release signed with the wrong
+    key is refused and logged; the console's release with the supervisor's key releases, logged with its source."""
+    out = run_in_netns(__name__, "_estop_latch_body", timeout=150)
+    assert "estop latch ok" in out.stdout
+
+
 # ----------------------------------------------------------------------------------------------- teleop
 def _teleop_body():
     from sensor_msgs.msg import Joy

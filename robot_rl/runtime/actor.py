@@ -14,7 +14,9 @@ machine, or ROS2 topics (``runtime=ros2``), where the learner may run on another
 connection the actor sends ``hello`` {store_episodes} and streams nothing until the learner answers ``sync``
 {episodes it holds, raw}; it then replays the stored episodes the learner lacks (from the store: raw observations),
 then its running episode, then streams live. Steps carry the featurized observations (cameras as frozen-trunk maps,
-a fifth of the bytes), or the raw ones when the learner asked for ``raw`` (it keeps a replica of the store).
+a fifth of the bytes), or the raw ones when the learner asked for ``raw`` (it keeps a replica of the store). A
+malformed message from the learner (:class:`~robot_rl.runtime.messages.MessageError`; weights whose names, shapes or
+dtypes are not this policy's) is logged and drops the connection; the learner reconnects.
 
 Run as ``python -m robot_rl.runtime.actor RUN_DIR [key=value ...]`` (the launcher does; ``key=value`` overrides
 entries of ``<run_dir>/config.yaml``), or as the ROS2 node ``robot-rl-actor`` (:mod:`hw.nodes.actor`).
@@ -33,7 +35,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from robot_rl.runtime.launch import ctrl_c_stops, load_run_config
-from robot_rl.runtime.messages import join_obs
+from robot_rl.runtime.messages import MessageError, check_arrays, decode, encode, join_obs
 from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
 
 
@@ -72,6 +74,10 @@ class Actor:
         self._ch_version = -1  # newest weights version applied from the current learner
         self.raw_obs = False  # the current learner wants raw observations (it keeps a replica store)
         self.weight_updates = 0  # weight messages applied
+        # what a weights message must hold: this policy's names, shapes and dtypes as they arrive (0-d as [1])
+        ours = decode(encode("weights", {"version": 0}, self.agent.policy_weights())).arrays
+        self._weights_spec = {k: [(v.shape, v.dtype)] for k, v in ours.items()}
+        self._reported: PeerChannel | None = None  # the closed channel whose loss was last logged
         # env errors that mean "the robot's data stopped" (e.g. hw.ros_env.StaleDataError): the running episode is
         # filed as cut and the env reset (retried) instead of ending the actor
         self.recoverable = tuple(_import_class(name) for name in rt.get("recoverable_errors", None) or ())
@@ -138,6 +144,14 @@ class Actor:
         newest, stop = None, False
         while (msg := self.ch.recv()) is not None:
             if msg.kind == "weights":
+                try:
+                    check_arrays(msg.arrays, self._weights_spec, "weights")
+                except MessageError as e:
+                    self.ch.close()
+                    self._reported = self.ch
+                    self.log(f"rejected weights v{msg.meta['version']} from the learner ({e}); dropped the connection")
+                    newest = None
+                    break
                 newest = msg
             elif msg.kind == "stop":
                 stop = True
@@ -146,6 +160,9 @@ class Actor:
                 self._replay(self.ch, int(msg.meta["episodes"]))
                 if self.ch.closed:
                     break
+        if self.ch.closed and self._reported is not self.ch:  # e.g. a malformed message: the learner will reconnect
+            self._reported = self.ch
+            self.log(f"learner connection lost ({self.ch.error}); waiting for it to reconnect")
         # versions count the sending learner's updates: a restarted learner (resumed from its last checkpoint) may
         # start below what its predecessor sent, so they are compared within one connection only
         if newest is not None and int(newest.meta["version"]) >= self._ch_version:

@@ -16,6 +16,10 @@ The learner never drives the robot: it builds its own env only for the spaces, s
 task whose env is a robot client (``hw.*``, e.g. ``task=ros2_reach``), ``runtime.learner_task`` names the task
 config it builds instead: the robot's sim twin (``reach`` for ``ros2_reach``).
 
+A malformed message from the actor (:class:`~robot_rl.runtime.messages.MessageError`: a meta that does not fit its
+kind, a step whose arrays are not the env's, a store size its store file contradicts) is logged and drops the
+connection, applying nothing; the actor resyncs the learner when it reconnects.
+
 Run as ``python -m robot_rl.runtime.learner RUN_DIR [key=value ...]`` (the launcher does), or as the ROS2 node
 ``robot-rl-learner`` (:mod:`hw.nodes.learner`).
 """
@@ -25,21 +29,22 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from omegaconf import OmegaConf
 
 from robot_rl.data.episode import EpisodeBuilder
 from robot_rl.data.replay import mixed_batches
-from robot_rl.data.store import EpisodeStore
+from robot_rl.data.store import EpisodeStore, StoreError
 from robot_rl.runtime.launch import ctrl_c_stops, load_run_config
-from robot_rl.runtime.messages import Message, split_obs
+from robot_rl.runtime.messages import Message, MessageError, check_arrays, split_obs
 from robot_rl.runtime.rate import RateLimiter
 from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
 
 STORE_SYNC = ("auto", "file", "transport")
 REPLICA_MARK = "online.replica"
+STEP_SCALARS = ("reward", "terminated", "truncated", "is_intervention", "timestamp")  # one value each per step
 
 
 def learner_task(cfg: Any) -> Any:
@@ -142,12 +147,49 @@ class Learner:
         if held > self.trainer.episode:  # received and kept before a crash, but not yet in a checkpoint
             self._sync(held, self.run_dir / "online.zarr")
 
+    def _check_claim(self, store_episodes: int, at_least: int = 0) -> None:
+        """Raise :class:`MessageError` before a sync from the actor's store file if the actor's count of its
+        episodes is below ``at_least`` or above what the file holds."""
+        if store_episodes < at_least:
+            raise MessageError(f"the actor counts {store_episodes} stored episodes, fewer than {at_least}")
+        if store_episodes > self.trainer.episode:
+            with EpisodeStore.open(self.run_dir / "online.zarr", verify="none") as store:
+                if store_episodes > len(store):
+                    raise MessageError(f"the actor counts {store_episodes} stored episodes but its store holds "
+                                       f"{len(store)}")
+
+    def _check_step(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Raise :class:`MessageError` unless a ``step`` message holds exactly what :meth:`_handle` files: the
+        action, the scalars, and every observation key under ``obs.`` and ``next_obs.`` with the env's shape (a
+        cached camera: raw uint8 frames, or its float16 trunk maps unless this learner keeps a replica), ``obs``
+        like the running episode's last ``next_obs`` and ``next_obs`` like ``obs``."""
+        agent = self.trainer.agent
+        env = agent.observation_space
+        buf = agent.buffer_observation_space if agent.cached_cameras else env
+        prev = self.running.final_obs if len(self.running) else None
+        spec: dict[str, list] = {"action": [(agent.action_space.shape, None)],
+                                 **{k: [((), None), ((1,), None)] for k in STEP_SCALARS}}
+        for k, space in env.spaces.items():
+            if prev is not None:
+                options = [(prev[k].shape, prev[k].dtype)]
+            elif k in agent.cached_cameras:  # raw frames; trunk maps too unless they go to a replica
+                options = [(space.shape, space.dtype)]
+                if self.replica is None:
+                    options.append((buf[k].shape, buf[k].dtype))
+            else:
+                options = [(space.shape, None)]
+            x = arrays.get(f"obs.{k}")
+            spec[f"obs.{k}"], spec[f"next_obs.{k}"] = options, options if x is None else [(x.shape, x.dtype)]
+        check_arrays(arrays, spec, "step")
+
     def _handle(self, msg: Message, ch: PeerChannel) -> bool:
-        """Apply one message; True when the run is over."""
+        """Apply one message; True when the run is over. Raises :class:`MessageError` (applying nothing) for a
+        message that does not fit."""
         tr = self.trainer
         if msg.kind == "hello":
             store_episodes = int(msg.meta["store_episodes"])
             if self._store_readable():
+                self._check_claim(store_episodes)
                 self._sync(store_episodes)
             else:
                 self._open_replica(store_episodes)
@@ -160,15 +202,17 @@ class Learner:
             self._send_weights(ch, force=True)
         elif msg.kind == "step":
             a = msg.arrays
-            one = {k: a[k].reshape(-1)[0].item() for k in ("reward", "terminated", "truncated", "is_intervention",
-                                                             "timestamp")}
+            self._check_step(a)
+            one = {k: a[k].reshape(-1)[0].item() for k in STEP_SCALARS}
             self.running.add(split_obs(a, "obs"), a["action"], one["reward"], one["terminated"], one["truncated"],
                              split_obs(a, "next_obs"), one["is_intervention"], one["timestamp"])
         elif msg.kind == "episode_end":
-            if len(self.running) != int(msg.meta["steps"]) or int(msg.meta["store_episodes"]) != tr.episode + 1:
+            if not len(self.running) or len(self.running) != int(msg.meta["steps"]) \
+                    or int(msg.meta["store_episodes"]) != tr.episode + 1:
                 self.log(f"episode {msg.meta['store_episodes']} of {msg.meta['steps']} steps arrived with "
                          f"{len(self.running)} steps after episode {tr.episode}; resyncing")
                 if self._store_readable():
+                    self._check_claim(int(msg.meta["store_episodes"]), at_least=tr.episode)
                     self._sync(int(msg.meta["store_episodes"]))
                 else:  # a new connection replays from what we hold
                     self.running.clear()
@@ -178,10 +222,13 @@ class Learner:
             self.running.clear()
             if self.replica is not None:  # first to the replica, so a crash right after loses nothing
                 human = bool(np.any(episode["is_intervention"]))
-                self.replica.append_episode(**episode, success=bool(msg.meta["success"]),
-                                            source=str(msg.meta.get("source") or ("intervention" if human else
-                                                                                  "policy")),
-                                            task=str(self.cfg.task.name), notes=str(msg.meta.get("notes", "")))
+                try:
+                    self.replica.append_episode(**episode, success=bool(msg.meta["success"]),
+                                                source=str(msg.meta.get("source") or ("intervention" if human else
+                                                                                      "policy")),
+                                                task=str(self.cfg.task.name), notes=str(msg.meta.get("notes", "")))
+                except StoreError as e:  # checked before anything is written: the replica is unchanged
+                    raise MessageError(f"the replica store refused the episode ({e})") from None
             tr.add_collected(episode)
             tr.step += len(episode["action"])
             tr.episode += 1
@@ -235,16 +282,29 @@ class Learner:
                 return 1
             self.log("connected to the actor")
             try:
-                while not ch.closed:
-                    msg = ch.recv(timeout=0.0 if self._learn() else 0.02)
-                    while msg is not None:
-                        if self._handle(msg, ch):
-                            return 0
-                        msg = ch.recv()
-                    self._send_weights(ch)
+                if self._serve_channel(ch):
+                    return 0
                 self.log(f"actor connection lost ({ch.error}); waiting for it to return")
             finally:
                 ch.close()
+
+    def _serve_channel(self, ch: PeerChannel) -> bool:
+        """Train and apply the actor's messages until it reports ``done`` (True) or the channel closes (False). A
+        malformed message is logged and closes the channel: a reconnecting learner is resynced by the actor."""
+        while not ch.closed:
+            msg = ch.recv(timeout=0.0 if self._learn() else 0.02)
+            while msg is not None:
+                try:
+                    if self._handle(msg, ch):
+                        return True
+                except MessageError as e:
+                    self.log(f"rejected a {msg.kind} message from the actor ({e}); dropping the connection")
+                    self.running.clear()
+                    ch.close()
+                    return False
+                msg = ch.recv()
+            self._send_weights(ch)
+        return False
 
     def close(self) -> None:
         self.transport.close()

@@ -10,6 +10,11 @@ transition), ``episode_end`` (its length, store index, success, source, interven
 reached). Learner -> actor: ``sync`` (how many episodes the learner holds and whether it wants raw observations;
 the actor replays the stored episodes it lacks and its running episode, then streams), ``weights`` (policy weights
 and their version = the learner's update count), ``stop``.
+
+:func:`decode` checks each kind's meta against :data:`SCHEMAS` (required keys and their types), so a handler can
+read ``msg.meta`` without guarding it; the receiver checks the arrays against what it expects (:func:`check_arrays`:
+the learner a step's observations and action, the actor the weights' names, shapes and dtypes). Anything malformed
+raises :class:`MessageError`, upon which the receiver drops the connection and the peer reconnects and resyncs.
 """
 
 from __future__ import annotations
@@ -19,14 +24,41 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 MAX_MESSAGE_BYTES = 64 << 20  # larger than any weights blob or pixel transition we send; anything bigger is refused
-KINDS = ("hello", "step", "episode_end", "done", "sync", "weights", "stop")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# meta value types: name -> (check, what a valid value is)
+META_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "count": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "int": (_is_int, "an integer"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "numbers": (lambda v: isinstance(v, dict) and all(isinstance(x, (int, float)) for x in v.values()),
+                "a mapping of names to numbers"),
+}
+# per kind: meta key -> type in META_TYPES ("?": optional); keys not listed are ignored
+SCHEMAS: dict[str, dict[str, str]] = {
+    "hello": {"store_episodes": "count", "store_steps": "count?"},
+    "step": {},
+    "episode_end": {"steps": "count", "store_episodes": "count", "success": "bool", "cut": "bool?", "replay": "bool?",
+                    "source": "str?", "notes": "str?", "version": "int?", "stats": "numbers?"},
+    "done": {"steps": "count?"},
+    "sync": {"episodes": "count", "raw": "bool?"},
+    "weights": {"version": "int"},
+    "stop": {},
+}
+KINDS = tuple(SCHEMAS)
+ArraySpec = tuple[tuple[int, ...], np.dtype | None]  # a shape and a dtype (None: any)
 
 
 class MessageError(ValueError):
@@ -66,7 +98,37 @@ def decode(data: bytes) -> Message:
         raise MessageError(f"malformed message ({type(e).__name__}: {e})") from None
     if kind not in KINDS or not isinstance(meta, dict):
         raise MessageError(f"unknown message kind {kind!r}")
-    return Message(kind, meta, arrays)
+    msg = Message(kind, meta, arrays)
+    validate(msg)
+    return msg
+
+
+def validate(msg: Message) -> None:
+    """Raise :class:`MessageError` unless ``msg.meta`` holds every key its kind requires (:data:`SCHEMAS`), each
+    present key with a value of its type."""
+    for key, typ in SCHEMAS[msg.kind].items():
+        optional, typ = typ.endswith("?"), typ.rstrip("?")
+        if key not in msg.meta:
+            if optional:
+                continue
+            raise MessageError(f"{msg.kind} message without {key!r} in its meta")
+        check, what = META_TYPES[typ]
+        if not check(msg.meta[key]):
+            raise MessageError(f"{msg.kind} message: {key}={msg.meta[key]!r} is not {what}")
+
+
+def check_arrays(arrays: Mapping[str, np.ndarray], spec: Mapping[str, Collection[ArraySpec]], what: str) -> None:
+    """Raise :class:`MessageError` unless ``arrays`` holds exactly the names of ``spec``, each with one of the
+    (shape, dtype) pairs ``spec`` allows for it (a dtype None allows any). ``what`` names the arrays in the error."""
+    missing, extra = sorted(set(spec) - set(arrays)), sorted(set(arrays) - set(spec))
+    if missing or extra:
+        raise MessageError(f"{what}: " + ", ".join(f"{label} arrays {names[:5]}" for label, names in
+                                                    (("missing", missing), ("unexpected", extra)) if names))
+    for name, x in arrays.items():
+        if not any(x.shape == tuple(shape) and (dtype is None or x.dtype == dtype) for shape, dtype in spec[name]):
+            allowed = " or ".join(f"{list(shape)} {'any dtype' if dtype is None else dtype}"
+                                  for shape, dtype in spec[name])
+            raise MessageError(f"{what}: {name} is {list(x.shape)} {x.dtype}, expected {allowed}")
 
 
 def split_obs(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

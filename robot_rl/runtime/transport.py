@@ -14,7 +14,9 @@ A *transport* makes channels, one role per process:
 ``runtime.transport`` picks the implementation (:func:`make_transport`):
 
 * ``socket`` (``runtime=async``): a Unix socket named after the run directory, with an HMAC handshake keyed by
-  ``<run_dir>/runtime.key`` (:class:`SocketTransport`). Both processes on one machine.
+  ``<run_dir>/runtime.key`` (:class:`SocketTransport`). Both processes on one machine. Each connection's handshake
+  runs in its own thread with a time limit, so a client with the wrong key (refused and logged) or one that never
+  finishes the handshake cannot stop the actor from admitting the next learner.
 * ``ros2`` (``runtime=ros2``): the same message bytes on ROS2 topics, with heartbeats, session ids and per-frame
   HMACs (:class:`hw.ros_transport.RosTransport`). The actor and the learner may run on different machines.
 
@@ -29,9 +31,12 @@ from __future__ import annotations
 import abc
 import os
 import queue
+import socket
+import struct
 import threading
 import time
-from multiprocessing.connection import Client, Listener
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client, Connection, Listener, answer_challenge, deliver_challenge
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
@@ -40,6 +45,7 @@ from robot_rl.runtime.messages import Channel, Message
 
 ROS2_TRANSPORT = "hw.ros_transport:RosTransport"  # needs rclpy: pip install 'robot-rl[ros2]'
 TRANSPORTS = ("socket", ROS2_TRANSPORT)
+HANDSHAKE_TIMEOUT_S = 10.0  # a socket peer that has not completed the HMAC handshake by then is dropped
 
 
 class PeerChannel(Protocol):
@@ -83,12 +89,43 @@ class Transport(abc.ABC):
         """Stop listening and release resources (open channels are closed by their owners)."""
 
 
+def _log(msg: str) -> None:
+    print(f"[transport] {msg}", flush=True)
+
+
+def _set_io_timeout(conn: Connection, seconds: float) -> None:
+    """Kernel send/receive timeouts on ``conn``'s socket (0: none): a blocked read or write then fails with an
+    OSError after ``seconds`` s instead of waiting for a silent peer forever."""
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+    with socket.socket(fileno=os.dup(conn.fileno())) as sock:  # the same socket; closing the dup leaves conn open
+        sock.setblocking(True)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
+def _handshake(conn: Connection, key: bytes, server: bool, timeout: float) -> None:
+    """``multiprocessing.connection``'s mutual HMAC challenge on ``conn`` (what ``Listener``/``Client`` with an
+    ``authkey`` run), within ``timeout`` s. Raises AuthenticationError (the peer holds another key), OSError (timed
+    out: BlockingIOError), EOFError (the peer left) or AssertionError (the peer sent no challenge)."""
+    _set_io_timeout(conn, timeout)
+    if server:
+        deliver_challenge(conn, key)
+        answer_challenge(conn, key)
+    else:
+        answer_challenge(conn, key)
+        deliver_challenge(conn, key)
+    _set_io_timeout(conn, 0.0)
+
+
 class SocketTransport(Transport):
     """A Unix socket named after the run directory (:func:`~robot_rl.runtime.launch.runtime_address`), authenticated
-    with the run's key (``multiprocessing.connection``'s HMAC challenge; raw bytes only, never pickles)."""
+    with the run's key (``multiprocessing.connection``'s HMAC challenge; raw bytes only, never pickles).
+    ``handshake_timeout_s``: how long a connecting peer may take to authenticate before it is dropped."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S):
         self.address, self.key = runtime_address(run_dir), runtime_key(run_dir)
+        self.handshake_timeout_s = float(handshake_timeout_s)
         self._listener: Listener | None = None
         self._conns: queue.Queue = queue.Queue()
         self._closing = False
@@ -96,16 +133,37 @@ class SocketTransport(Transport):
     def listen(self) -> None:
         if os.path.exists(self.address):
             os.unlink(self.address)
-        self._listener = Listener(self.address, family="AF_UNIX", authkey=self.key)
+        self._listener = Listener(self.address, family="AF_UNIX")  # no authkey: _admit authenticates each peer
         threading.Thread(target=self._accept_forever, args=(self._listener,), daemon=True).start()
 
     def _accept_forever(self, listener: Listener) -> None:
-        while True:
+        """Accept connections until :meth:`close`, each authenticated by a thread of its own (:meth:`_admit`), so
+        no peer can hold up the next one."""
+        while not self._closing:
             try:
-                self._conns.put(listener.accept())
-            except (OSError, EOFError):  # a bad handshake (wrong key) or the listener closed
+                conn = listener.accept()
+            except OSError as e:
                 if self._closing:
                     return
+                _log(f"accept on {self.address} failed ({type(e).__name__}: {e}); still listening")
+                time.sleep(0.5)
+                continue
+            threading.Thread(target=self._admit, args=(conn,), daemon=True).start()
+
+    def _admit(self, conn: Connection) -> None:
+        """Authenticate one connecting peer: queue it for :meth:`accept`, or close it and say why."""
+        try:
+            _handshake(conn, self.key, server=True, timeout=self.handshake_timeout_s)
+            self._conns.put(conn)
+            return
+        except AuthenticationError:
+            _log(f"refused a connection on {self.address}: wrong runtime.key (the peer's HMAC does not match this "
+                 "run's <run_dir>/runtime.key)")
+        except (OSError, EOFError, AssertionError) as e:
+            why = f"timed out after {self.handshake_timeout_s:g} s" if isinstance(e, BlockingIOError) else \
+                type(e).__name__
+            _log(f"dropped a connection on {self.address}: the peer did not complete the handshake ({why})")
+        conn.close()
 
     def accept(self) -> Channel | None:
         try:
@@ -114,11 +172,22 @@ class SocketTransport(Transport):
             return None
 
     def connect(self, timeout: float) -> Channel | None:
+        """Retry for ``timeout`` s; raises AuthenticationError when the actor holds another key."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            conn = None
             try:
-                return Channel(Client(self.address, family="AF_UNIX", authkey=self.key))
-            except (OSError, EOFError):
+                conn = Client(self.address, family="AF_UNIX")
+                _handshake(conn, self.key, server=False, timeout=self.handshake_timeout_s)
+                return Channel(conn)
+            except AuthenticationError:
+                conn.close()
+                raise AuthenticationError(f"the actor on {self.address} refused this learner's key: wrong "
+                                          "runtime.key (the actor was started with another <run_dir>/runtime.key)"
+                                          ) from None
+            except (OSError, EOFError, AssertionError):  # no actor yet, or it did not complete the handshake
+                if conn is not None:
+                    conn.close()
                 time.sleep(0.2)
         return None
 

@@ -227,7 +227,7 @@ class MotionLimiter:
       may follow leaves at most the braking distance ``max_speed^2 / (2 max_accel)`` of excess).
 
     How: the goal is clamped into the workspace and lead boxes; the candidate velocity heads for it, capped by
-    ``max_speed`` and by the speed from which discrete braking still stops at the goal, and changed by at most
+    ``max_speed`` and by the speed from which the limiter's braking still stops at the goal, and changed by at most
     ``max_accel * dt``. The candidate is taken only if the new position and its stopping point (braking at
     ``max_accel`` with steps of at least ``min_dt``) lie in the boxes; otherwise the target brakes along its current
     direction, which never moves the stopping point (so the workspace box can never be left). Deterministic.
@@ -281,19 +281,30 @@ class MotionLimiter:
         self.vel = np.zeros(3)
 
     def stop_distance(self, speed: float) -> float:
-        """Distance (m) braking at ``max_accel`` from ``speed`` (m/s) covers, with steps of at least ``min_dt``
-        (an upper bound: each step moves at the speed it ends with, the last step from <= a*dt moves nothing)."""
-        a = self.limits.max_accel
-        return max(0.0, speed * speed / (2 * a) - speed * self.min_dt / 2)
+        """Distance (m) braking at ``max_accel`` from ``speed`` (m/s) covers in steps of ``min_dt``, each moving at the
+        speed it ends with (the limiter's own braking); longer steps brake harder per step and cover less."""
+        step = self.limits.max_accel * self.min_dt  # speed shed per step (m/s)
+        n = math.floor(speed / step + 1e-12)
+        return max(0.0, self.min_dt * (n * speed - step * n * (n + 1) / 2))
 
     def _stop_point(self, pos: np.ndarray, vel: np.ndarray) -> np.ndarray:
         speed = float(np.linalg.norm(vel))
         return pos if speed == 0 else pos + vel * (self.stop_distance(speed) / speed)
 
     def _reach_cap(self, dist: float, dt: float) -> float:
-        """Largest speed v such that one step of ``dt`` at v plus braking from v covers at most ``dist`` m."""
-        a, b = self.limits.max_accel, dt - self.min_dt / 2
-        return a * (-b + math.sqrt(b * b + 2 * dist / a))
+        """Largest speed v (m/s, <= ``max_speed``) such that one step of ``dt`` at v and then braking from v cover at
+        most ``dist`` m (bisection: the distance grows with v)."""
+        def covered(v: float) -> float:
+            return v * dt + self.stop_distance(v)
+
+        hi = self.limits.max_speed
+        if covered(hi) <= dist:
+            return hi
+        lo = 0.0
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if covered(mid) <= dist else (lo, mid)
+        return lo
 
     def _brake(self, dt: float) -> np.ndarray:
         speed = float(np.linalg.norm(self.vel))
@@ -336,7 +347,7 @@ class MotionLimiter:
             err = led - self.pos
             dist = float(np.linalg.norm(err))
             v_des = err / dt
-            cap = min(lim.max_speed, self._reach_cap(dist, dt))
+            cap = self._reach_cap(dist, dt)
             speed = dist / dt
             if speed > cap:
                 v_des *= cap / speed
@@ -544,9 +555,10 @@ class SupervisorCore:
     One goal, one limiter, one output stream:
 
     * realtime: a pose command replaces the goal, a fresh twist moves it from the current target (``lin * dt``,
-      ``ang * dt``; the newer of the two sources wins), and :meth:`tick` (a timer, ``output_period``) emits one
-      limited step per tick with ``dt`` = the time since the previous output. However fast, bursty or
-      future-stamped the commands, outputs are spaced and limited by the supervisor's own clock.
+      ``ang * dt``; the newer of the two sources wins). Each pose command and each :meth:`tick` (a timer,
+      ``output_period``) emits one limited step with ``dt`` = the time since the previous output on the supervisor's
+      own clock (at least 2 ms apart: a faster command waits for the next tick). However fast, bursty or
+      future-stamped the commands, the outputs are limited against the supervisor's own clock.
     * lockstep (a simulator that steps once per target): each pose command with a new stamp emits one step of
       ``control_period`` (the sim's step); a command repeating the previous stamp repeats the previous output,
       so a client may re-send a command it has no answer to without stepping the sim twice. Twists are refused.
@@ -567,8 +579,9 @@ class SupervisorCore:
         if not 0 <= future_tolerance <= 0.5:
             raise ValueError(f"future_tolerance={future_tolerance} s must lie in [0, 0.5]")
         self.period_ns = int(round((control_period if lockstep else output_period) * 1e9))
-        # the shortest time between two outputs: a whole sim step in lockstep, half a timer period in realtime (jitter)
-        self.limiter = MotionLimiter(limits, control_period if lockstep else 0.5 * output_period)
+        # the shortest time between two outputs: a whole sim step in lockstep; realtime, a pose command is answered at
+        # once unless the previous output is younger than this (then the next tick takes it)
+        self.limiter = MotionLimiter(limits, control_period if lockstep else min(0.5 * output_period, 0.002))
         self.watchdog = Watchdog(limits.command_timeout, limits.state_timeout)
         self.estop = estop or EStop()
         # lockstep: a client may see the sim's next state (and stamp a command with it) before we do
@@ -662,8 +675,8 @@ class SupervisorCore:
         self.watchdog.feed_command(mono)
         self.arrivals += 1
         self.goal = (pos, quat / np.linalg.norm(quat), self.arrivals)
-        if not self.lockstep:
-            return None, None
+        if not self.lockstep:  # answer at once (low latency); the timer keeps the stream going
+            return None, self.tick(now_ns, mono)
         if self.last is not None and stamp_ns == self.last.stamp_ns and self.last.kind != "estop":
             return None, Output(self.last.pos, self.last.quat, self.last.stamp_ns, frozenset(), "repeat")
         self.pending_ns = int(stamp_ns)

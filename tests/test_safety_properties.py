@@ -133,7 +133,7 @@ def run_realtime(lim: SafetyLimits, events, robot: str = "follow", output_period
     for ev in events:
         kind = ev[0]
         if kind == "pose":
-            core.on_pose(ev[1], ev[2], t + int(ev[3] * 1e9), t, mono())
+            emit(core.on_pose(ev[1], ev[2], t + int(ev[3] * 1e9), t, mono())[1])
         elif kind == "twist":
             core.on_twist(ev[1], ev[2], t + int(ev[3] * 1e9), t, mono())
         elif kind == "wait":

@@ -14,7 +14,8 @@ Inputs (any number of publishers):
 
 Outputs: ``robot/target_pose``, ``robot/gripper`` (to the driver); ``safety/holding`` (``std_msgs/Bool``),
 ``safety/status`` (``std_msgs/String``), ``safety/estopped`` (``Bool``) and ``safety/estop_challenge``
-(``String``), all latched. Services: ``safety/estop`` (``std_srvs/SetBool``: data=true engages; a release over
+(``String``), all latched; with ``trace_commands``, ``safety/command_trace`` (``sensor_msgs/TimeReference``: the
+stamp of the target that answered a pose command, and the command's stamp). Services: ``safety/estop`` (``std_srvs/SetBool``: data=true engages; a release over
 this unauthenticated service is refused), ``safety/reset`` (``std_srvs/Trigger``: resets the robot through the
 driver's ``robot/reset`` and re-anchors the limits at the new pose; refused while e-stopped).
 
@@ -42,11 +43,12 @@ from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import JointState, TimeReference
 from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import SetBool, Trigger
 
-from hw.ros_common import RejectLog, declare, latched_qos, pose_from_msg, pose_msg, run_node, stamp_ns, state_qos
+from hw.ros_common import (RejectLog, declare, latched_qos, pose_from_msg, pose_msg, run_node, stamp_ns, state_qos,
+                           to_stamp)
 from hw.safety import (EStop, Output, ReleaseAuth, SafetyLimits, SupervisorCore, check_joint_state, check_vector)
 from robot_rl.runtime.launch import key_file
 
@@ -85,6 +87,8 @@ class SafetySupervisor(Node):
         self.service_timeout = declare(self, "service_timeout", 10.0, "wait for the driver's reset (s)",
                                        lo=0.1, hi=300.0)
         driver_reset = declare(self, "driver_reset_service", "robot/reset", "the driver's reset (std_srvs/Trigger)")
+        trace = declare(self, "trace_commands", False, "publish safety/command_trace: which output answered which "
+                        "pose command (for latency benchmarks)")
         home = Path(os.environ.get("ROS_HOME") or Path.home() / ".ros") / "robot_rl"
         latch = declare(self, "estop_latch_file", "", f"where the e-stop latch persists (empty: "
                         f"{home}/<node name>_estop.json)") or str(home / f"{node_name}_estop.json")
@@ -114,6 +118,7 @@ class SafetySupervisor(Node):
         self.pub_status = self.create_publisher(String, "safety/status", latched_qos())
         self.pub_estopped = self.create_publisher(Bool, "safety/estopped", latched_qos())
         self.pub_challenge = self.create_publisher(String, "safety/estop_challenge", latched_qos())
+        self.pub_trace = self.create_publisher(TimeReference, "safety/command_trace", state_qos(50)) if trace else None
         self.create_subscription(PoseStamped, "cmd/target_pose", self._guard(self._on_pose_cmd, "cmd/target_pose"), qos)
         self.create_subscription(TwistStamped, "cmd/twist", self._guard(self._on_twist, "cmd/twist"), qos)
         self.create_subscription(Float64, "cmd/gripper", self._guard(self._on_gripper, "cmd/gripper"), qos)
@@ -193,6 +198,10 @@ class SafetySupervisor(Node):
         if why:
             self.reject("cmd/target_pose", why)
         self._publish(out)
+        if self.pub_trace is not None and out is not None:  # header: the output's stamp; time_ref: the command's
+            tr = TimeReference(source="cmd/target_pose", time_ref=msg.header.stamp)
+            tr.header.stamp = to_stamp(out.stamp_ns)
+            self.pub_trace.publish(tr)
 
     def _on_twist(self, msg: TwistStamped) -> None:
         if msg.header.frame_id != self.frame_id:

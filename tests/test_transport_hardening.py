@@ -176,7 +176,8 @@ def _first(w):
 
 @pytest.mark.parametrize("case", ["weights without version", "weights with a string version", "garbage bytes",
                                   "sync with a string count", "weights of the wrong shape",
-                                  "weights of the wrong dtype", "weights missing an array", "weights with extra"])
+                                  "weights of the wrong dtype", "weights missing an array", "weights with extra",
+                                  "weights holding NaN"])
 def test_the_actor_rejects_a_malformed_message_and_drops_only_the_connection(actor_proc, case, capsys):
     w = _weights(actor_proc)
     data = {
@@ -191,6 +192,8 @@ def test_the_actor_rejects_a_malformed_message_and_drops_only_the_connection(act
         "weights missing an array": lambda: encode("weights", {"version": 3}, _weights(
             actor_proc, lambda w: w.pop(_first(w)))),
         "weights with extra": lambda: encode("weights", {"version": 3}, {**w, "exec": np.zeros(1, np.float32)}),
+        "weights holding NaN": lambda: encode("weights", {"version": 3}, _weights(
+            actor_proc, lambda w: w[_first(w)].fill(np.nan))),
     }[case]()
     before = {k: v.clone() for k, v in actor_proc.agent.policy_weights().items()}
     ch = _to_actor(actor_proc, data)

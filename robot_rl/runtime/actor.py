@@ -145,7 +145,7 @@ class Actor:
         while (msg := self.ch.recv()) is not None:
             if msg.kind == "weights":
                 try:
-                    check_arrays(msg.arrays, self._weights_spec, "weights")
+                    check_arrays(msg.arrays, self._weights_spec, "weights", finite=True)  # never drive with NaN
                 except MessageError as e:
                     self.ch.close()
                     self._reported = self.ch

@@ -117,9 +117,11 @@ def validate(msg: Message) -> None:
             raise MessageError(f"{msg.kind} message: {key}={msg.meta[key]!r} is not {what}")
 
 
-def check_arrays(arrays: Mapping[str, np.ndarray], spec: Mapping[str, Collection[ArraySpec]], what: str) -> None:
+def check_arrays(arrays: Mapping[str, np.ndarray], spec: Mapping[str, Collection[ArraySpec]], what: str,
+                 finite: bool = False) -> None:
     """Raise :class:`MessageError` unless ``arrays`` holds exactly the names of ``spec``, each with one of the
-    (shape, dtype) pairs ``spec`` allows for it (a dtype None allows any). ``what`` names the arrays in the error."""
+    (shape, dtype) pairs ``spec`` allows for it (a dtype None allows any), and, with ``finite``, no NaN or inf in a
+    floating-point array. ``what`` names the arrays in the error."""
     missing, extra = sorted(set(spec) - set(arrays)), sorted(set(arrays) - set(spec))
     if missing or extra:
         raise MessageError(f"{what}: " + ", ".join(f"{label} arrays {names[:5]}" for label, names in
@@ -129,6 +131,8 @@ def check_arrays(arrays: Mapping[str, np.ndarray], spec: Mapping[str, Collection
             allowed = " or ".join(f"{list(shape)} {'any dtype' if dtype is None else dtype}"
                                   for shape, dtype in spec[name])
             raise MessageError(f"{what}: {name} is {list(x.shape)} {x.dtype}, expected {allowed}")
+        if finite and np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+            raise MessageError(f"{what}: {name} holds NaN or inf")
 
 
 def split_obs(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

@@ -85,6 +85,53 @@ def loopback_ros_env(tmp: str, domain_id: int | None = None, base: Mapping[str, 
     return env
 
 
+SHM_DIR = "/dev/shm"
+DDS_SHM_PREFIXES = ("fastrtps_", "sem.fastrtps_", "fast_datasharing_", "sem.fast_datasharing_")
+
+
+def dds_shm_entries() -> set[str]:
+    """Fast DDS shared-memory segments, port files and semaphores now in /dev/shm (names)."""
+    try:
+        return {n for n in os.listdir(SHM_DIR) if n.startswith(DDS_SHM_PREFIXES)}
+    except OSError:
+        return set()
+
+
+def _shm_in_use() -> set[str]:
+    """Names under /dev/shm that a live process maps or holds open."""
+    used: set[str] = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                used.update(line.rsplit("/", 1)[-1].split(" (deleted)")[0].strip()
+                            for line in f if f" {SHM_DIR}/" in line)
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith(SHM_DIR + "/"):
+                    used.add(target[len(SHM_DIR) + 1:])
+        except OSError:
+            continue
+    return used
+
+
+def cleanup_dds_shm(before: set[str]) -> int:
+    """Remove the Fast DDS shared-memory files that appeared since ``before`` and that no live process uses (what
+    killed nodes leave behind); returns how many were removed."""
+    new = dds_shm_entries() - before
+    if not new:
+        return 0
+    removed = 0
+    for name in new - _shm_in_use():
+        try:
+            os.unlink(os.path.join(SHM_DIR, name))
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 def run_isolated(argv: Sequence[str], env: Mapping[str, str], timeout: float, cwd: str | None = None
                  ) -> subprocess.CompletedProcess:
     """Run ``argv`` in a fresh loopback-only network namespace; its output goes to ours. Killed (with everything it
@@ -93,6 +140,7 @@ def run_isolated(argv: Sequence[str], env: Mapping[str, str], timeout: float, cw
     if reason:
         raise RuntimeError(reason)
     cmd = [*unshare_cmd(), "sh", "-c", PRELUDE, "sh", *argv]
+    shm_before = dds_shm_entries()
     proc = subprocess.Popen(cmd, env=dict(env), cwd=cwd, start_new_session=True)
     try:
         proc.wait(timeout=timeout)
@@ -108,4 +156,16 @@ def run_isolated(argv: Sequence[str], env: Mapping[str, str], timeout: float, cw
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         raise
+    finally:
+        reap_session(proc.pid, shm_before)
     return subprocess.CompletedProcess(cmd, proc.returncode)
+
+
+def reap_session(pid: int, shm_before: set[str]) -> None:
+    """After the command started as session ``pid`` ended: kill whatever it left running in its session, then remove
+    the DDS shared-memory files those processes left behind."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    cleanup_dds_shm(shm_before)

@@ -29,7 +29,8 @@ import subprocess
 import sys
 import tempfile
 
-from hw.netns import CYCLONE_LOOPBACK_XML, PRELUDE, loopback_ros_env, netns_unavailable, unshare_cmd  # noqa: F401
+from hw.netns import (CYCLONE_LOOPBACK_XML, PRELUDE, dds_shm_entries, loopback_ros_env,  # noqa: F401
+                      netns_unavailable, reap_session, unshare_cmd)
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TESTS_DIR)
@@ -64,6 +65,7 @@ def run_in_netns(module: str, func: str, timeout: float = 120.0) -> subprocess.C
         pytest.skip(reason)
     code = f"import {module} as m; m.{func}()"
     cmd = [*unshare_cmd(), "sh", "-c", PRELUDE, "sh", sys.executable, "-c", code]
+    shm_before = dds_shm_entries()
     with tempfile.TemporaryDirectory(prefix="ros2_test_") as tmp:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=ros_env(tmp), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -73,6 +75,8 @@ def run_in_netns(module: str, func: str, timeout: float = 120.0) -> subprocess.C
             os.killpg(proc.pid, signal.SIGKILL)  # our own session: the body and the nodes it started
             out, _ = proc.communicate()
             raise AssertionError(f"{module}.{func} timed out after {timeout} s in the netns; output:\n{out[-6000:]}")
+        finally:  # nothing the body started outlives it, nor the shared memory its killed nodes left
+            reap_session(proc.pid, shm_before)
     assert proc.returncode == 0, f"{module}.{func} failed (rc={proc.returncode}) in the netns; output:\n{out[-8000:]}"
     return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 

@@ -88,6 +88,13 @@ def _truthy(text):
     return text.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _with_teleop(train, teleop):
+    """With the teleop node, a new run takes the person's corrections from it (unless ``train`` sets ``hil``)."""
+    if teleop and train.strip() and not any(a.startswith("hil=") for a in shlex.split(train)):
+        return f"{train} hil=teleop teleop=ros2"
+    return train
+
+
 def _setup(context, *args, **kwargs):
     names = ("run_dir", "learner_run_dir", "robot_config", "train", "overrides", "topic_prefix", "teleop", "learner",
              "reset_service", *TOPIC_ARGS, *OUTPUT_ARGS)
@@ -96,7 +103,7 @@ def _setup(context, *args, **kwargs):
         raise RuntimeError("run_dir:=... is required (the actor's run directory)")
     run_dir = os.path.abspath(arg["run_dir"])
     learner_dir = os.path.abspath(arg["learner_run_dir"] or run_dir)
-    _ensure_run(run_dir, arg["train"])
+    _ensure_run(run_dir, _with_teleop(arg["train"], _truthy(arg["teleop"])))
     robot = arg["robot_config"]
     env_topics = (_load(robot).get("env") or {}).get("topics") or {}
 

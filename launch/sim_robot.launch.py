@@ -78,10 +78,17 @@ def _truthy(text):
     return text.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _with_teleop(train, teleop):
+    """With the teleop node, a new run takes the person's corrections from it (unless ``train`` sets ``hil``)."""
+    if teleop and train.strip() and not any(a.startswith("hil=") for a in shlex.split(train)):
+        return f"{train} hil=teleop teleop=ros2"
+    return train
+
+
 def _setup(context, *args, **kwargs):
     arg = {name: LaunchConfiguration(name).perform(context) for name in
            ("run_dir", "learner_run_dir", "robot_config", "train", "overrides", "topic_prefix", "teleop", "learner")}
-    run_dir = os.path.abspath(_ensure_run(arg["run_dir"], arg["train"]))
+    run_dir = os.path.abspath(_ensure_run(arg["run_dir"], _with_teleop(arg["train"], _truthy(arg["teleop"]))))
     learner_dir = os.path.abspath(arg["learner_run_dir"] or run_dir)
     runtime = {"overrides": arg["overrides"]}
     if arg["topic_prefix"]:

@@ -188,6 +188,7 @@ def test_sim_launch_nodes_get_only_declared_parameters(launch_api, tmp_path):
     cfg = load_run_config(run)  # the launch file made the run
     assert cfg.runtime.transport == "hw.ros_transport:RosTransport" and cfg.runtime.learner_task == "reach" and cfg.total_steps == 50
     assert (run / "runtime.key").exists()
+    assert cfg.hil.name == "teleop" and cfg.hil.device.name == "hw.ros_teleop:RosTeleopDevice"  # the teleop node's
     # the learner elsewhere: no learner here; teleop off
     nodes = check_nodes(run_launch(REPO / "launch/sim_robot.launch.py", run_dir=str(run), learner="false",
                                    teleop="false", topic_prefix="arm2"))
@@ -202,6 +203,10 @@ def test_sim_launch_without_a_run_dir_makes_a_new_run(launch_api, tmp_path, monk
     assert run.parent == tmp_path / "runs/ros2_reach" and run.name.endswith("_ros2")
     assert (run / "config.yaml").exists() and (run / "runtime.key").exists()
     assert nodes["robot-rl-learner"].kwargs["parameters"][0]["run_dir"] == str(run)
+    check_nodes(run_launch(REPO / "launch/sim_robot.launch.py", run_dir=str(tmp_path / "solo"), teleop="false"))
+    from robot_rl.runtime.launch import load_run_config
+
+    assert load_run_config(tmp_path / "solo").hil.name == "none"  # no teleop node, no corrections
 
 
 def test_real_launch_remaps_the_arm_topics(launch_api, tmp_path):

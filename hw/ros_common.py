@@ -207,3 +207,43 @@ class RejectLog:
             self._last[key] = now
             more = f" ({n} such since the last report)" if n > 1 else ""
             self.logger.warning(f"rejected message on {topic}: {reason}{more}")
+
+
+# ---------------------------------------------------------------------------------------------- scheduling
+def raise_priority(priority: int) -> tuple[bool, str]:
+    """Run this process under ``SCHED_FIFO`` at ``priority`` (1..99), as a robot PC runs its control nodes: a busy
+    learner (or anything else at normal priority) on the same cores then cannot delay its callbacks. Applies to every
+    thread that exists now (rclpy's and DDS's included) and, through inheritance, to every thread started later.
+
+    ``priority`` 0 leaves the scheduling alone. Where ``SCHED_FIFO`` is not permitted (no ``CAP_SYS_NICE`` and
+    ``ulimit -r`` below ``priority``) it falls back to nice -10 if that is permitted, else changes nothing.
+    Returns ``(raised, a line for the log saying what was applied or why not)``.
+    """
+    if not 0 <= int(priority) <= 99:
+        raise ValueError(f"realtime_priority={priority} must lie in 0..99 (0: normal scheduling)")
+    if priority == 0:
+        return False, "normal scheduling (realtime_priority 0)"
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    hint = (f"allow it with CAP_SYS_NICE or an rtprio limit >= {priority} (ulimit -r; /etc/security/limits.conf "
+            "'@robot - rtprio 99')")
+
+    def each(fn: Callable[[int], None]) -> None:
+        for tid in tids:
+            try:
+                fn(tid)
+            except ProcessLookupError:  # a thread that ended meanwhile
+                pass
+
+    try:
+        each(lambda tid: os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(int(priority))))
+        return True, f"SCHED_FIFO priority {priority} ({len(tids)} threads)"
+    except (OSError, AttributeError) as e:
+        fifo_err = e
+    try:
+        each(lambda tid: os.setpriority(os.PRIO_PROCESS, tid, -10))
+        return True, f"SCHED_FIFO not permitted ({fifo_err}): nice -10 instead; {hint}"
+    except (OSError, AttributeError) as e:
+        return False, f"NOT raised: SCHED_FIFO not permitted ({fifo_err}), nor nice -10 ({e}); {hint}"

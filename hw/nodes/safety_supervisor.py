@@ -15,19 +15,26 @@ Inputs (any number of publishers):
 Outputs: ``robot/target_pose``, ``robot/gripper`` (to the driver); ``safety/holding`` (``std_msgs/Bool``),
 ``safety/status`` (``std_msgs/String``), ``safety/estopped`` (``Bool``) and ``safety/estop_challenge``
 (``String``), all latched; with ``trace_commands``, ``safety/command_trace`` (``sensor_msgs/TimeReference``: the
-stamp of the target that answered a pose command, and the command's stamp). Services: ``safety/estop`` (``std_srvs/SetBool``: data=true engages; a release over
-this unauthenticated service is refused), ``safety/reset`` (``std_srvs/Trigger``: resets the robot through the
-driver's ``robot/reset`` and re-anchors the limits at the new pose; refused while e-stopped).
+stamp of the target that answered a pose command in ``header.stamp``, the command's stamp in ``time_ref``; a command
+answered by a later output is traced to that one). Services: ``safety/estop`` (``std_srvs/SetBool``: data=true
+engages; a release over this unauthenticated service is refused), ``safety/reset`` (``std_srvs/Trigger``: resets the
+robot through the driver's ``robot/reset`` and re-anchors the limits at the new pose; refused while e-stopped).
 
 All decisions are :class:`hw.safety.SupervisorCore`'s (pure Python, property-tested): one goal, one limiter, one
 output stream. Realtime: a timer at ``rate_hz`` publishes one limited target per tick, its motion limited against
-the time since the previous output, whatever rate or stamps the commands come with. Lockstep: one target per
-command with a new stamp, computed from the state of that instant, stamped like the command (the driver steps once
-per target); a re-sent command re-sends the same target. The arm is held (the target brakes to rest) when the robot
-state goes silent or stale, when commands go silent, and when the measured pose strays from the target; on e-stop the
-target is the measured pose. The e-stop latch is persisted in ``estop_latch_file``: a supervisor restarted while
-engaged comes up engaged. A malformed message (NaN, wrong frame, wrong sizes, stale or future stamp) is dropped with
-a log line (:class:`hw.ros_common.RejectLog`); no message can raise out of a callback.
+the time since the previous output, whatever rate or stamps the commands come with; a pose command is answered at
+once with one more such target, or, when the previous output is younger than the limiter's shortest step (2 ms), by
+a one-shot timer as soon as it is not (rather than at the next tick, up to ``1 / rate_hz`` later). Lockstep: one
+target per command with a new stamp, computed from the state of that instant, stamped like the command (the driver
+steps once per target); a re-sent command re-sends the same target. The arm is held (the target brakes to rest)
+when the robot state goes silent or stale, when commands go silent, and when the measured pose strays from the
+target; on e-stop the target is the measured pose. The e-stop latch is persisted in ``estop_latch_file``: a
+supervisor restarted while engaged comes up engaged. A malformed message (NaN, wrong frame, wrong sizes, stale or
+future stamp) is dropped with a log line (:class:`hw.ros_common.RejectLog`); no message can raise out of a callback.
+
+``realtime_priority`` (1..99) runs the node under ``SCHED_FIFO`` at that priority
+(:func:`hw.ros_common.raise_priority`), so a busy learner on the same cores cannot delay the targets; a log line says
+what was applied or why it was not permitted.
 """
 
 from __future__ import annotations
@@ -47,8 +54,8 @@ from sensor_msgs.msg import JointState, TimeReference
 from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import SetBool, Trigger
 
-from hw.ros_common import (RejectLog, declare, latched_qos, pose_from_msg, pose_msg, run_node, stamp_ns, state_qos,
-                           to_stamp)
+from hw.ros_common import (RejectLog, declare, latched_qos, pose_from_msg, pose_msg, raise_priority, run_node,
+                           stamp_ns, state_qos, to_stamp)
 from hw.safety import (EStop, Output, ReleaseAuth, SafetyLimits, SupervisorCore, check_joint_state, check_vector)
 from robot_rl.runtime.launch import key_file
 
@@ -89,6 +96,8 @@ class SafetySupervisor(Node):
         driver_reset = declare(self, "driver_reset_service", "robot/reset", "the driver's reset (std_srvs/Trigger)")
         trace = declare(self, "trace_commands", False, "publish safety/command_trace: which output answered which "
                         "pose command (for latency benchmarks)")
+        priority = declare(self, "realtime_priority", 0, "SCHED_FIFO priority of this node's threads (0: normal "
+                           "scheduling)", lo=0, hi=99)
         home = Path(os.environ.get("ROS_HOME") or Path.home() / ".ros") / "robot_rl"
         latch = declare(self, "estop_latch_file", "", f"where the e-stop latch persists (empty: "
                         f"{home}/<node name>_estop.json)") or str(home / f"{node_name}_estop.json")
@@ -105,6 +114,9 @@ class SafetySupervisor(Node):
         self.reject = RejectLog(self.get_logger())
         self.lock = threading.Lock()
         self.forwarded = 0
+        self._untraced: Any = None  # trace_commands: the stamp of an accepted pose command not answered yet
+        self._deferred = False  # realtime: a pose command came too soon after an output; the answer timer answers it
+        self._clamp_log_at = 0.0  # monotonic time before which "target clamped" is not logged again
 
         outputs = {self.resolve_topic_name(t) for t in ("robot/target_pose", "robot/gripper")}
         looped = [t for t in ("cmd/target_pose", "cmd/twist", "cmd/gripper") if self.resolve_topic_name(t) in outputs]
@@ -133,12 +145,17 @@ class SafetySupervisor(Node):
         self.create_service(Trigger, "safety/reset", self._on_reset, callback_group=self._reset_group)
         self.driver_reset = self.create_client(Trigger, driver_reset, callback_group=self._reset_group)
         self.create_timer(1.0 / rate_hz, self._guard(self._tick, "timer"))
+        # realtime: answers a pose command that came < min_dt after the previous output, min_dt later (one-shot)
+        self._answer_timer = self.create_timer(self.core.limiter.min_dt, self._guard(self._answer, "answer timer"))
+        self._answer_timer.cancel()
         self._publish_status(self.core.hold_reason)
         self.pub_estopped.publish(Bool(data=self.core.estop.engaged))
         self.pub_challenge.publish(String(data=self.auth.challenge))
         if self.core.estop.engaged:
             self.get_logger().error(f"E-STOP engaged at start ({self.core.estop.reason}): release it with "
                                     "robot-rl-estop release")
+        raised, how = raise_priority(priority)
+        (self.get_logger().info if raised or not priority else self.get_logger().warning)(f"scheduling: {how}")
         mode = f"lockstep at {control_rate:g} Hz" if self.lockstep else f"realtime, targets at {rate_hz:g} Hz"
         self.get_logger().info(f"supervising ({mode}): workspace {lim.workspace_low.tolist()}.."
                                f"{lim.workspace_high.tolist()} m, {lim.max_speed} m/s, {lim.max_accel} m/s^2, "
@@ -166,9 +183,16 @@ class SafetySupervisor(Node):
             return
         self.pub_target.publish(pose_msg(out.pos, out.quat, self.frame_id, out.stamp_ns))
         self.forwarded += 1
-        if out.clamped - {"estop", "hold"}:
-            self.get_logger().info(f"target clamped by {sorted(out.clamped)}: sent {np.round(out.pos, 4).tolist()}",
-                                   throttle_duration_sec=1.0)
+        self._deferred = False
+        if self._untraced is not None and out.kind != "estop":  # header: the output's stamp; time_ref: the command's
+            tr = TimeReference(source="cmd/target_pose", time_ref=self._untraced)
+            tr.header.stamp = to_stamp(out.stamp_ns)
+            self.pub_trace.publish(tr)
+            self._untraced = None
+        if out.clamped - {"estop", "hold"} and time.monotonic() >= self._clamp_log_at:
+            # throttled here: rclpy's own throttling inspects the caller's frame on every call (~0.5 ms)
+            self._clamp_log_at = time.monotonic() + 1.0
+            self.get_logger().info(f"target clamped by {sorted(out.clamped)}: sent {np.round(out.pos, 4).tolist()}")
 
     def _publish_status(self, reason: str) -> None:
         self.pub_holding.publish(Bool(data=bool(reason)))
@@ -197,11 +221,18 @@ class SafetySupervisor(Node):
         why, out = self.core.on_pose(pos, quat, stamp_ns(msg.header.stamp), self._clock_ns(), time.monotonic())
         if why:
             self.reject("cmd/target_pose", why)
+        else:
+            if self.pub_trace is not None:  # traced by the output that answers it: this one, or a later one
+                self._untraced = msg.header.stamp
+            if out is None and not self.lockstep:  # too soon after the previous output: answer it min_dt later
+                self._deferred = True
+                self._answer_timer.reset()
         self._publish(out)
-        if self.pub_trace is not None and out is not None:  # header: the output's stamp; time_ref: the command's
-            tr = TimeReference(source="cmd/target_pose", time_ref=msg.header.stamp)
-            tr.header.stamp = to_stamp(out.stamp_ns)
-            self.pub_trace.publish(tr)
+
+    def _answer(self) -> None:
+        self._answer_timer.cancel()
+        if self._deferred:  # (not answered by a tick meanwhile)
+            self._publish(self.core.tick(self._clock_ns(), time.monotonic()))
 
     def _on_twist(self, msg: TwistStamped) -> None:
         if msg.header.frame_id != self.frame_id:
@@ -256,6 +287,7 @@ class SafetySupervisor(Node):
 
     def _engage(self, source: str) -> None:
         new, out = self.core.engage(source, self._clock_ns())
+        self._untraced = None
         if new:
             self.get_logger().error(f"E-STOP engaged by {source}: holding the measured pose, refusing commands")
         self._publish(out)
@@ -292,6 +324,7 @@ class SafetySupervisor(Node):
         out = fut.result()
         with self.lock:
             self.core.after_reset(call_ns)
+            self._untraced = None
         res.success, res.message = bool(out.success), f"driver: {out.message}"
         return res
 
@@ -301,6 +334,7 @@ class SafetySupervisor(Node):
         if change is not None:
             old, reason = change
             if reason:
+                self._untraced = None  # a hold drops the commands in flight: no output answers them
                 self.get_logger().warning(f"holding the arm: {reason}")
             else:
                 self.get_logger().info("resumed: state fresh and commands arriving")

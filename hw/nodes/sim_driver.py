@@ -13,7 +13,8 @@ Publishes (every control step, all with the same header stamp, in this order):
 
 Takes ``robot/target_pose`` (``PoseStamped``: absolute TCP target, m, base frame) and ``robot/gripper``
 (``std_msgs/Float64``: > 0.5 close, otherwise open), normally from the safety supervisor; serves ``robot/reset``
-(``std_srvs/Trigger``; the ``reset_seed`` parameter, if >= 0, seeds it once).
+(``std_srvs/Trigger``; the ``reset_seed`` parameter, if >= 0, seeds it once). ``realtime_priority`` (1..99) runs it
+under ``SCHED_FIFO`` as a real arm's driver runs (:func:`hw.ros_common.raise_priority`).
 
 Two clocks:
 
@@ -45,8 +46,8 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Bool, Float64  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from hw.ros_common import (RejectLog, declare, image_msg, pose_from_msg, pose_msg, run_node,  # noqa: E402
-                           stamp_ns, state_qos, to_stamp)
+from hw.ros_common import (RejectLog, declare, image_msg, pose_from_msg, pose_msg, raise_priority,  # noqa: E402
+                           run_node, stamp_ns, state_qos, to_stamp)
 from hw.safety import quat_conj, quat_mul, quat_to_rotvec  # noqa: E402
 
 TASKS = {"reach": "sim:robot_rl/Reach-v0", "pick_cube": "sim:robot_rl/PickCube-v0",
@@ -99,6 +100,8 @@ class SimDriver(Node):
                      lo=0.0, hi=50.0)
         start_time = declare(self, "start_time", 1000.0, "lockstep: sim time of the first state (s)",
                              lo=0.0, hi=1e9)
+        priority = declare(self, "realtime_priority", 0, "SCHED_FIFO priority of this node's threads, as a real "
+                           "arm's driver runs (0: normal scheduling)", lo=0, hi=99)
 
         from robot_rl.envs.make import make_gym_env
 
@@ -150,6 +153,8 @@ class SimDriver(Node):
         self._last_msgs: list[tuple[Any, Any]] = []
         self.obs, info = self.env.reset(seed=seed)
         self._publish(self.obs, info, self._stamp())
+        raised, how = raise_priority(priority)
+        (self.get_logger().info if raised or not priority else self.get_logger().warning)(f"scheduling: {how}")
         mode = "lockstep" if self.lockstep else f"realtime x{rtf:g}"
         self.get_logger().info(f"serving {task} ({obs_mode}, cameras {self.cameras or 'none'}) at "
                                f"{1 / self.control_dt:g} Hz control, {mode}")

@@ -284,16 +284,23 @@ class RosRobotEnv(gym.Env):
         """ROS time now (ns); in lockstep, the robot's newest state stamp (sim time)."""
         return self._newest_ns if self.lockstep else self.node.get_clock().now().nanoseconds
 
-    def _call(self, client: Any, request: Any, what: str) -> Any:
+    def _call(self, client: Any, request: Any, what: str, retry_after: float | None = None) -> Any:
+        """Call a service and wait up to ``service_timeout`` s for the answer. ``retry_after`` (s, idempotent calls
+        only): re-send the request when it went unanswered that long, since a request sent just after discovery can
+        lose its answer while the server's reply path to us is still being matched."""
         if not client.wait_for_service(timeout_sec=self.connect_timeout):
             raise StaleDataError(f"{what}: service {client.srv_name} not available after {self.connect_timeout} s "
                                  "(is the safety supervisor / robot driver running, on this ROS_DOMAIN_ID?)")
-        fut = client.call_async(request)
-        self._ex.spin_until_future_complete(fut, timeout_sec=self.service_timeout)
-        if not fut.done():
+        deadline = time.monotonic() + self.service_timeout
+        while True:
+            fut = client.call_async(request)
+            left = deadline - time.monotonic()
+            self._ex.spin_until_future_complete(fut, timeout_sec=max(0.0, min(left, retry_after or left)))
+            if fut.done():
+                return fut.result()
             fut.cancel()
-            raise StaleDataError(f"{what}: {client.srv_name} did not answer within {self.service_timeout} s")
-        return fut.result()
+            if time.monotonic() >= deadline:
+                raise StaleDataError(f"{what}: {client.srv_name} did not answer within {self.service_timeout} s")
 
     def _wait_obs(self, after_ns: int, min_ns: int, timeout: float, what: str,
                   resend: Callable[[], None] | None = None) -> tuple[int, dict[str, Any]]:
@@ -362,7 +369,7 @@ class RosRobotEnv(gym.Env):
 
             req = SetParameters.Request(parameters=[Parameter(name="reset_seed", value=ParameterValue(
                 type=ParameterType.PARAMETER_INTEGER, integer_value=int(seed) % 2**31))])
-            out = self._call(self._param_client, req, "reset(seed)")
+            out = self._call(self._param_client, req, "reset(seed)", retry_after=2.0)  # setting it twice is harmless
             if not all(r.successful for r in out.results):
                 raise RuntimeError(f"{self.seed_node} refused reset_seed={seed}: {[r.reason for r in out.results]}")
         # newest state before the reset: the first observation must be newer

@@ -34,7 +34,7 @@ with ``load_threads`` torch threads (1: the ``learner_threads`` of ``runtime=asy
 ``load_nice`` (10: a learner on a robot PC should run niced below the control path). It starts before the loaded
 loop (and its first updates are done before timing starts) and is killed after it. ``loaded`` holds, per mode, the
 cores kept busy during the timed loaded steps (``/proc/stat``, everything on the machine) and the learner's own share
-and updates/s; ``comparison`` holds idle and loaded p99 side by side with their ratio, and ``targets`` issue 11's
+and updates/s; ``comparison`` holds idle and loaded p99 side by side with their ratio, and ``targets`` the latency
 targets for obs stamp -> supervised command at the driver under load (p99 <= 20 ms from state, <= 50 ms from two
 128 px cameras), each "met" or "not met" as measured (flagged as not comparable when ``image_size`` is not 128).
 
@@ -83,7 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "timeout_s": 0.0,  # kill the isolated run after this long; 0: 600 quick, 3600 full
 }
 
-# issue 11: p99 of obs stamp -> supervised command at the driver, under load (ms); pixels: two 128 px cameras
+# latency targets: p99 of obs stamp -> supervised command at the driver, under load (ms); pixels: two 128 px cameras
 TARGETS_MS: dict[str, float] = {"state": 20.0, "pixels": 50.0}
 TARGET_IMAGE_SIZE = 128
 
@@ -765,7 +765,7 @@ def _print(rows: dict[str, dict[str, Any]], ratios: dict[str, float], loops: dic
     print("scheduling: " + "; ".join(f"{k}: {v}" for k, v in scheduling.items()))
     for t in targets:
         mode = t["row"].split("_")[1]
-        what = (f"issue 11 target: obs stamp -> supervised command at the driver, p99 under load <= "
+        what = (f"target: obs stamp -> supervised command at the driver, p99 under load <= "
                 f"{t['target_p99_ms']:g} ms ({'state' if mode == 'state' else f'two {TARGET_IMAGE_SIZE} px cameras'})")
         if t["met"] is None:
             print(f"{what}: not measured (load={s['load']})")

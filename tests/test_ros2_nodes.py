@@ -303,6 +303,9 @@ def _estop_latch_body():
         return subprocess.run([sys.executable, "-m", "hw.nodes.estop", *args, "--timeout", "20"], capture_output=True,
                               text=True, timeout=60)
 
+    looped = start_node("hw.nodes.safety_supervisor", "--ros-args", "-r", "cmd/target_pose:=robot/target_pose")
+    assert looped.wait(timeout=60) == 2, "a supervisor remapped onto its own output must refuse to start"
+    assert "would bypass the limits" in node_log(looped)
     sup = start_node("hw.nodes.safety_supervisor")
     try:
         out = console("engage")
@@ -332,8 +335,8 @@ def _estop_latch_body():
 
 
 def test_estop_latch_survives_a_restart_and_release_needs_the_key():
-    """robot-rl-estop engages; a supervisor restarted while engaged comes up engaged; a release signed with the wrong
-    key is refused and logged; the console's release with the supervisor's key releases, logged with its source."""
+    """A supervisor remapped onto its own outputs refuses to start; robot-rl-estop engages; a supervisor restarted
+    while engaged comes up engaged; a release signed with the wrong key is refused and logged; the console's release with the supervisor's key releases, logged with its source."""
     out = run_in_netns(__name__, "_estop_latch_body", timeout=150)
     assert "estop latch ok" in out.stdout
 

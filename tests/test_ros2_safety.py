@@ -132,3 +132,19 @@ def test_align_picks_newest_complete_set_within_tolerance():
     assert align(pose, {"img": img}, after_ns=200, tol_ns=50)[0] == 300
     report = staleness_report({"pose": pose, "img": img, "none": StampedBuffer("none")}, now_ns=2_000_000_300)
     assert "none: nothing received" in report and "pose: newest stamp 2.000 s old" in report
+
+
+@pytest.mark.parametrize("topics", [{"command": "robot/target_pose"}, {"command": "/robot/target_pose"},
+                                    {"gripper": "robot/gripper"}])
+def test_env_refuses_command_topics_that_bypass_the_supervisor(topics):
+    from hw.ros_env import RosRobotEnv
+
+    with pytest.raises(ValueError, match="driver's own input"):
+        RosRobotEnv(topics=topics)  # refused before any ROS2 is started
+
+
+def test_env_refuses_a_command_topic_remapped_onto_the_driver():
+    from hw.ros_env import RosRobotEnv
+
+    with pytest.raises(ValueError, match="/franka/cartesian_target"):
+        RosRobotEnv(topics={"command": "/franka/cartesian_target"}, driver_topics=["/franka/cartesian_target"])

@@ -54,6 +54,12 @@ event = st.one_of(
 )
 
 
+# well-formed commands near the workspace and pauses: the robot models of the lead tests then see real motion
+goals_and_waits = st.lists(st.one_of(
+    st.tuples(st.just("pose"), st.tuples(*[st.floats(0.0, 1.0)] * 3).map(np.array), small_rot, st.just(0.0)),
+    st.tuples(st.just("wait"), st.floats(0.01, 0.5))), max_size=30)
+
+
 class Chain:
     """Checks the invariants between consecutive outputs of one motion (anchor -> reset / e-stop / release)."""
 
@@ -175,9 +181,7 @@ def test_any_output_rate_keeps_the_limits(lim, events, period):
 
 
 @PROPS
-@given(limits_st, st.lists(st.one_of(
-    st.tuples(st.just("pose"), st.tuples(*[st.floats(0.0, 1.0)] * 3).map(np.array), small_rot, st.just(0.0)),
-    st.tuples(st.just("wait"), st.floats(0.01, 0.5))), max_size=30))
+@given(limits_st, goals_and_waits)
 def test_target_stays_within_lead_of_a_stuck_robot(lim, events):
     _, history = run_realtime(lim, events, robot="stuck")
     for out, meas in history:
@@ -185,9 +189,7 @@ def test_target_stays_within_lead_of_a_stuck_robot(lim, events):
 
 
 @PROPS
-@given(limits_st, st.lists(st.one_of(
-    st.tuples(st.just("pose"), st.tuples(*[st.floats(0.0, 1.0)] * 3).map(np.array), small_rot, st.just(0.0)),
-    st.tuples(st.just("wait"), st.floats(0.01, 0.5))), max_size=30))
+@given(limits_st, goals_and_waits)
 def test_target_lead_over_a_lagging_robot_is_bounded_by_braking(lim, events):
     _, history = run_realtime(lim, events, robot="follow")
     brake = lim.max_speed ** 2 / (2 * lim.max_accel)

@@ -51,6 +51,7 @@ namespace (:mod:`hw.netns`, re-executing itself there), with ``ROS_AUTOMATIC_DIS
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import os
 import shutil
@@ -59,7 +60,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -246,13 +247,9 @@ class _Probe:
             time.sleep(0.05)
 
     def results(self) -> dict[str, Any]:
-        (self.dir / "stop").touch()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        data = json.loads((self.dir / "result.json").read_text())
+        data = _stop_helper(self.proc, self.dir, timeout=10)
+        if not data:
+            raise RuntimeError(f"the probe process wrote no results (exit {self.proc.returncode})")
         return {"cmd": sorted(data["cmd"]), "trace": {int(k): v for k, v in data["trace"].items()},
                 "at_robot": {int(k): v for k, v in data["at_robot"].items()}, "scheduling": data["scheduling"]}
 
@@ -318,6 +315,7 @@ class _Load:
                 "_load_main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))")
         self.proc = subprocess.Popen([sys.executable, "-c", code, str(self.dir), str(s["load_threads"]),
                                       str(s["load_nice"]), str(s["seed"])], cwd=str(_repo()))
+        self.result: dict[str, Any] = {}  # what the learner reported when stopped (:meth:`stop`)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         end = time.monotonic() + timeout
@@ -335,16 +333,7 @@ class _Load:
         return updates, _proc_cpu_s(self.proc.pid)
 
     def stop(self) -> dict[str, Any]:
-        (self.dir / "stop").touch()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        try:
-            return json.loads((self.dir / "result.json").read_text())
-        except (OSError, ValueError):
-            return {}
+        return _stop_helper(self.proc, self.dir, timeout=30)
 
 
 def _load_main(folder: str, threads: int, nice: int, seed: int) -> None:
@@ -396,6 +385,35 @@ def _load_main(folder: str, threads: int, nice: int, seed: int) -> None:
             (out / "ready").touch()
     (out / "result.json").write_text(json.dumps({"updates": n, "seconds": time.perf_counter() - t0,
                                                  "utd_ratio": cfg.utd_ratio, "batch_size": b}))
+
+
+@contextlib.contextmanager
+def _under_load(tmp: str, s: dict[str, Any], agent_cfg: dict[str, Any], suffix: str) -> Iterator[_Load | None]:
+    """While the block runs, a learner trains in another process (``suffix`` non-empty: a loaded row), else nothing.
+    Yields the :class:`_Load` (or None); its results are in ``load.result`` once the block is done."""
+    load = _Load(tmp, s, agent_cfg) if suffix else None
+    try:
+        if load is not None:
+            load.wait_ready()
+        yield load
+    finally:
+        if load is not None:
+            load.result = load.stop()
+
+
+def _stop_helper(proc: subprocess.Popen, folder: Path, timeout: float) -> dict[str, Any]:
+    """Ask a helper process (probe, load) to stop by touching ``<folder>/stop``, wait up to ``timeout`` s (then kill
+    it) and return its ``<folder>/result.json`` ({} when it wrote none)."""
+    (folder / "stop").touch()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    try:
+        return json.loads((folder / "result.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -612,21 +630,16 @@ def _measure(s: dict[str, Any], quick: bool, network: str) -> dict[str, Any]:
                         "-p", f"realtime_priority:={prio}")
             try:
                 for sfx in loads:
-                    load = _Load(tmp, s, agent_cfg) if sfx else None
                     t0 = time.perf_counter()
                     try:
-                        if load is not None:
-                            load.wait_ready()
-                        got, extra = _ros_loop(mode, s, task, agent_cfg, tmp, sfx, load)
+                        with _under_load(tmp, s, agent_cfg, sfx) as load:
+                            got, extra = _ros_loop(mode, s, task, agent_cfg, tmp, sfx, load)
                     except Exception:
                         for name in list(nodes.procs):
                             print(f"--- {name} log (tail)\n{nodes.log(name)[-2000:]}")
                         raise
-                    finally:
-                        if load is not None:
-                            extra_load = load.stop()
                     if load is not None:
-                        extra["learner"] = extra_load
+                        extra["learner"] = load.result
                     samples.update(got)
                     loops[f"ros2_{mode}{sfx}"] = {**extra, "wall_s": time.perf_counter() - t0}
                     for key, what in (("commands_missing", "had no command seen by the probe"),
@@ -640,15 +653,9 @@ def _measure(s: dict[str, Any], quick: bool, network: str) -> dict[str, Any]:
                 scheduling[f"driver_{mode}"] = _scheduling_line(nodes.log(f"driver_{mode}"))
                 nodes.stop(f"driver_{mode}")
             for sfx in loads:
-                load = _Load(tmp, s, agent_cfg) if sfx else None
                 t0 = time.perf_counter()
-                try:
-                    if load is not None:
-                        load.wait_ready()
+                with _under_load(tmp, s, agent_cfg, sfx):
                     samples[f"inproc_{mode}{sfx}"], extra = _inproc_loop(mode, s, agent_cfg)
-                finally:
-                    if load is not None:
-                        load.stop()
                 loops[f"inproc_{mode}{sfx}"] = {**extra, "wall_s": time.perf_counter() - t0}
         sup_log = nodes.log("supervisor")
         scheduling["supervisor"] = _scheduling_line(sup_log)

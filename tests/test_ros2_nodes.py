@@ -154,7 +154,7 @@ def _realtime_body():
         outs, holding, status, estopped = [], [], [], []
         n.create_subscription(PoseStamped, "robot/target_pose",
                               lambda m: outs.append((np.array([m.pose.position.x, m.pose.position.y,
-                                                               m.pose.position.z]), time.monotonic(),
+                                                               m.pose.position.z]), time.time_ns(),
                                                      m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)),
                               state_qos(50))
         challenge = []
@@ -177,25 +177,27 @@ def _realtime_body():
 
         probe.spin_until(lambda: cmd.get_subscription_count() > 0 and estop.get_subscription_count() > 0,
                          what="the supervisor's subscriptions")
-        # (a) out of the box and too fast: 0.5 m up and far in x, commands at 50 Hz; outputs come at the
-        # supervisor's own 50 Hz, limited against the time between them (arrival times here, stamps in the unit tests)
+        # (a) out of the box and too fast: far up, left and away, commands at 50 Hz for 2 s; outputs come at the
+        # supervisor's own 50 Hz and on each command, limited against the time between them
         n0 = len(outs)
-        for _ in range(60):
-            send([0.9, 0.0, 1.0])
+        for _ in range(100):
+            send([0.9, 0.5, 1.0])
             probe.spin_for(0.02)
-        probe.spin_until(lambda: len(outs) >= n0 + 40, what="targets")
+        probe.spin_until(lambda: len(outs) >= n0 + 80, what="targets")
         path = np.array([o[0] for o in outs[n0:]])
-        arrived = np.array([o[1] for o in outs[n0:]])
-        assert np.all(path[:, 2] <= 0.4 + 1e-9) and np.all(path[:, 0] <= 0.7 + 1e-9), "target left the workspace"
-        moved = path[-1] - path[0]
-        speed = np.linalg.norm(moved) / (arrived[-1] - arrived[0])
-        assert speed <= 0.2 * 1.1, f"speed limit broken at the node boundary: {speed:.3f} m/s > 0.2 m/s"
-        window = [np.linalg.norm(path[j] - path[i]) / (arrived[j] - arrived[i])
-                  for i in range(len(path)) for j in range(i + 1, len(path)) if arrived[j] - arrived[i] >= 0.5]
-        assert max(window) <= 0.2 * 1.1, f"over 0.5 s windows the target moved at up to {max(window):.3f} m/s"
-        dts = np.diff(np.array([o[2] for o in outs[n0:]], np.int64)) / 1e9  # the supervisor's clock: exact
-        per_output = np.linalg.norm(np.diff(path, axis=0), axis=1) / dts
+        arrived = np.array([o[1] for o in outs[n0:]], np.int64)  # ns, the same clock as the stamps
+        stamps = np.array([o[2] for o in outs[n0:]], np.int64)
+        assert np.all(path <= np.array([0.7, 0.25, 0.4]) + 1e-9), "target left the workspace"
+        per_output = np.linalg.norm(np.diff(path, axis=0), axis=1) / (np.diff(stamps) / 1e9)  # exact: its clock
         assert per_output.max() <= 0.2 * (1 + 1e-9), f"{per_output.max():.9f} m/s between two outputs"
+        # from arrival times at the boundary, over windows of >= 1 s between targets that arrived within 50 ms of
+        # their stamps (a receiver descheduled by load would otherwise see a burst as a jump)
+        prompt = np.flatnonzero(arrived - stamps <= 50_000_000)
+        windows = [np.linalg.norm(path[j] - path[i]) / ((arrived[j] - arrived[i]) / 1e9)
+                   for i in prompt for j in prompt if arrived[j] - arrived[i] >= 1_000_000_000]
+        assert len(windows) >= 10, f"only {len(windows)} windows of promptly arrived targets"
+        assert max(windows) <= 0.2 * 1.1, f"over 1 s windows the target moved at up to {max(windows):.3f} m/s"
+        assert max(windows) >= 0.2 * 0.5, f"the target hardly moved ({max(windows):.3f} m/s)"
         _wait_log(sup, "target clamped by")
         # (b) silence -> hold: the target brakes to rest and stays
         probe.spin_until(lambda: status and "commands silent" in status[-1], timeout=3.0,

@@ -125,6 +125,15 @@ def _validate_train(cfg: DictConfig) -> None:
         raise UsageError(f"demo_fraction={cfg.demo_fraction!r} must be a number in [0, 1]")
     if cfg.eval.every < 1 or cfg.eval.episodes < 1:
         raise UsageError("eval.every and eval.episodes must be >= 1")
+    corr = cfg.get("corrections") or {}
+    unknown = sorted(set(corr) - {"demo_buffer", "takeover_reward"})
+    if unknown:
+        raise UsageError(f"unknown corrections option(s) {unknown}; valid: demo_buffer, takeover_reward")
+    if not isinstance(corr.get("demo_buffer", True), bool):
+        raise UsageError(f"corrections.demo_buffer={corr.get('demo_buffer')!r} must be true or false")
+    r = corr.get("takeover_reward", 0.0)
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r):
+        raise UsageError(f"corrections.takeover_reward={r!r} must be a finite number (RLIF: -1; 0: off)")
 
 
 def _find_checkpoint(path: Path, prefer: str) -> Path:

@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from robot_rl.agents.sac import SAC, SACConfig
-from robot_rl.data.episode import EpisodeBuilder, intervention_segments
+from robot_rl.data.episode import EpisodeBuilder, episode_stats, intervention_segments, penalize_takeovers
 from robot_rl.data.replay import ReplayBuffer, mixed_batches
 from robot_rl.data.store import EpisodeStore, StoreSchema
 from robot_rl.envs.contract import ACTION_SEMANTICS
@@ -83,6 +83,7 @@ class Trainer:
         self.online = ReplayBuffer(space, adim, int(cfg.buffer_capacity), self.agent.device)
         self.demo = ReplayBuffer(space, adim, int(cfg.buffer_capacity), self.agent.device)
         self.step, self.episode, self.demo_episodes, self.prefill_episodes = 0, 0, 0, 0
+        self.intervention_steps = 0  # of the collected steps, how many a person (or the simulated operator) drove
         self.history: list[dict[str, float]] = []
         self.best_success = -1.0
         self._next_eval = int(cfg.eval.every)
@@ -145,15 +146,16 @@ class Trainer:
         return {"prefill_episodes": self.prefill_episodes, "prefill_transitions": len(self.online)}
 
     def fill_from_store(self, path: str | Path, start: int = 0, stop: int | None = None, demos: bool = False,
-                        only_successful: bool = False) -> tuple[int, int]:
+                        only_successful: bool = False, count: bool = False) -> tuple[int, int]:
         """Add the episodes [start, stop) of the store at ``path`` to the replay buffers; returns how many episodes
         and steps were added. Every buffer is (re)built from stores this way: demos, prefill, resume, and the async
         learner's sync with the actor's store.
 
         ``demos``: as demonstrations, each whole into the demo buffer (only the successful ones with
         ``only_successful``). Else as collected experience, exactly as training put it there live
-        (:meth:`add_collected`): into the online buffer, its intervention segments into the demo buffer too.
-        Refuses a store whose observations or actions differ from the env's."""
+        (:meth:`add_collected`): into the online buffer, its intervention segments into the demo buffer too; with
+        ``count``, also counted as this run's (:meth:`count_collected`). Refuses a store whose observations or actions
+        differ from the env's."""
         episodes = steps = 0
         with EpisodeStore.open(path) as store:
             problems = self._store_schema(store.schema.action_semantics).mismatches(store.schema)
@@ -162,6 +164,8 @@ class Trainer:
             for ep in store.iter_episodes(start, stop):
                 if not demos:
                     self.add_collected(ep)
+                    if count:
+                        self.count_collected(ep)
                 elif ep["metadata"]["success"] or not only_successful:
                     self.demo.add_episode(self.agent.featurize_episode(ep))
                 else:
@@ -169,15 +173,31 @@ class Trainer:
                 episodes, steps = episodes + 1, steps + len(ep["action"])
         return episodes, steps
 
-    def add_collected(self, episode: Mapping[str, Any], online: bool = True) -> None:
-        """An episode the policy collected into the replay buffers, as training does live and as a rebuild from a
-        store does: all of it into the online buffer (``online=False``: already added there step by step), and its
-        runs of intervention steps (:func:`~robot_rl.data.episode.intervention_segments`) into the demo buffer, so
-        corrections are replayed like demonstrations (HIL-SERL)."""
-        if online:
-            self.online.add_episode(self.agent.featurize_episode(episode))
-        for segment in intervention_segments(episode):
-            self.demo.add_episode(self.agent.featurize_episode(segment))
+    def add_collected(self, episode: Mapping[str, Any]) -> None:
+        """An episode the policy collected into the replay buffers; the one path for live training (sync and async)
+        and for rebuilds from a store, with the ``corrections`` config deciding what the take-overs teach:
+
+        * all of it into the online buffer, the policy step before each take-over with ``takeover_reward`` added
+          (:func:`~robot_rl.data.episode.penalize_takeovers`; 0: unchanged);
+        * with ``demo_buffer``, its runs of intervention steps (:func:`~robot_rl.data.episode.intervention_segments`)
+          into the demo buffer too, so corrections are replayed like demonstrations (HIL-SERL).
+
+        (The agent's ``bc_weight`` adds behaviour cloning on the intervention rows of each batch.)"""
+        corr = self.cfg.get("corrections") or {}
+        penalty = float(corr.get("takeover_reward", 0.0))
+        episode = self.agent.featurize_episode(episode)  # a no-op for an episode already in buffer form
+        self.online.add_episode(penalize_takeovers(episode, penalty) if penalty else episode)
+        if corr.get("demo_buffer", True):
+            for segment in intervention_segments(episode):
+                self.demo.add_episode(segment)
+
+    def count_collected(self, episode: Mapping[str, Any], steps: bool = True) -> None:
+        """Count an episode the run collected: episodes, intervention steps and (``steps``; the sync loop counts them
+        as they run) env steps. Sync and async runs account through here alike."""
+        self.episode += 1
+        self.intervention_steps += int(np.count_nonzero(episode["is_intervention"]))
+        if steps:
+            self.step += len(episode["action"])
 
     def _open_online_store(self) -> EpisodeStore:
         return open_online_store(self.run_dir, self.env)
@@ -196,10 +216,10 @@ class Trainer:
                    desc=f"{cfg.task.name}/{cfg.agent.name}", mininterval=1.0 if sys.stderr.isatty() else 30.0)
         store = self._open_online_store()
         dt = control_dt(self.env)
-        episode = EpisodeBuilder()
+        episode, featurized = EpisodeBuilder(), EpisodeBuilder()  # as stored; in buffer form (cached camera maps)
         obs, _ = self.env.reset()
         fobs = self.agent.featurize(obs)  # buffer form: the frozen trunk runs once per frame, here
-        ep_return, ep_len, t0, steps0 = 0.0, 0, time.perf_counter(), self.step
+        ep_len, t0, steps0 = 0, time.perf_counter(), self.step
         last_metrics: dict[str, float] = {}
         try:
             while True:  # runs to the first episode end at or after total_steps, so checkpoints stay exact
@@ -211,9 +231,9 @@ class Trainer:
                 action = np.asarray(info.get("executed_action", action), np.float32)  # the human's, if intervening
                 human = bool(info.get("is_intervention", False))
                 next_fobs = self.agent.featurize(next_obs)
-                self.online.add(fobs, action, reward, terminated, truncated, next_fobs, human)
                 episode.add(obs, action, reward, terminated, truncated, next_obs, human, timestamp=dt * ep_len)
-                obs, fobs, ep_return, ep_len = next_obs, next_fobs, ep_return + float(reward), ep_len + 1
+                featurized.add(fobs, action, reward, terminated, truncated, next_fobs, human, timestamp=dt * ep_len)
+                obs, fobs, ep_len = next_obs, next_fobs, ep_len + 1
                 self.step += 1
                 if self.step >= int(cfg.learning_starts):
                     if self.agent.num_updates == 0 and not self.agent.encoder.fitted:  # int first: no GPU sync
@@ -226,11 +246,12 @@ class Trainer:
                     bar.set_postfix_str(f"eval success {last:.0%}, {rate:.1f} steps/s", refresh=False)
                 if not (terminated or truncated):
                     continue
-                self.record_episode(store, episode.build(), bool(info["success"]), add_online=False)
+                done = episode.build()
+                self.record_episode(store, done, bool(info["success"]), featurized.build())
                 episode.clear()
-                writer.add_scalar("train/episode_return", ep_return, self.step)
-                writer.add_scalar("train/episode_success", float(info["success"]), self.step)
-                writer.add_scalar("train/episode_length", ep_len, self.step)
+                featurized.clear()
+                for k, v in episode_stats(done, bool(info["success"])).items():
+                    writer.add_scalar(f"train/{k}", v, self.step)
                 for k, v in last_metrics.items():
                     writer.add_scalar(f"learner/{k}", v, self.step)
                 if self.step >= self._next_eval or self.step >= total:
@@ -239,7 +260,7 @@ class Trainer:
                     break
                 obs, _ = self.env.reset()
                 fobs = self.agent.featurize(obs)
-                ep_return, ep_len = 0.0, 0
+                ep_len = 0
         except KeyboardInterrupt:
             bar.write(f"interrupted at step {self.step}; the last checkpoint is {self.run_dir / 'checkpoints/latest'}")
             raise
@@ -253,17 +274,16 @@ class Trainer:
             self.plot_curve()
         return {"final": self.history[-1] if self.history else {}, "run_dir": str(self.run_dir)}
 
-    def record_episode(self, store: EpisodeStore, episode: dict[str, Any], success: bool, add_online: bool = True
-                       ) -> None:
+    def record_episode(self, store: EpisodeStore, episode: dict[str, Any], success: bool,
+                       buffer_form: dict[str, Any] | None = None) -> None:
         """A finished online episode: appended to the store (first, so a crash right after loses nothing), added to
-        the buffers (:meth:`add_collected`; the online buffer unless already added step by step), and counted."""
+        the buffers (:meth:`add_collected`, as the async learner does; ``buffer_form``: the same episode already
+        featurized) and counted (its steps were counted as they ran)."""
         human = bool(np.any(episode["is_intervention"]))
         store.append_episode(**episode, success=success, source="intervention" if human else "policy",
                              task=str(self.cfg.task.name))
-        self.add_collected(episode, online=add_online)
-        if add_online:
-            self.step += len(episode["action"])
-        self.episode += 1
+        self.add_collected(episode if buffer_form is None else buffer_form)
+        self.count_collected(episode, steps=False)
 
     def _target_reached(self) -> bool:
         """True once an evaluation reached ``eval.stop_at_success`` (null: never stop early)."""
@@ -281,7 +301,8 @@ class Trainer:
         result = evaluate(lambda o: self.agent.act(o, deterministic=True), self.eval_env,
                           int(cfg.eval.episodes), seed=int(cfg.seed) + 100_000)
         result.update(step=self.step, episode=self.episode, updates=self.agent.num_updates,
-                      eval_seconds=time.perf_counter() - start)
+                      eval_seconds=time.perf_counter() - start, intervention_steps=self.intervention_steps,
+                      intervention_share=self.intervention_steps / max(self.step, 1))
         self.history.append(result)
         for k in ("success_rate", "return_mean", "length_mean", "cycle_time_s"):
             if not math.isnan(result[k]):
@@ -308,7 +329,8 @@ class Trainer:
         if with_trainer_state:
             trainer_state = {
                 "step": self.step, "episode": self.episode, "demo_episodes": self.demo_episodes,
-                "prefill_episodes": self.prefill_episodes, "best_success": self.best_success, "next_eval": self._next_eval, "history": self.history,
+                "prefill_episodes": self.prefill_episodes, "intervention_steps": self.intervention_steps,
+                "best_success": self.best_success, "next_eval": self._next_eval, "history": self.history,
                 "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                 "env_rng": self.env.unwrapped.np_random.bit_generator.state,
                 "hil": self.env.state_dict() if isinstance(self.env, InterventionWrapper) else None,
@@ -356,6 +378,7 @@ class Trainer:
         st = load_state(path / "trainer")
         self.step, self.episode, self.demo_episodes = int(st["step"]), int(st["episode"]), int(st["demo_episodes"])
         self.prefill_episodes = int(st["prefill_episodes"])
+        self.intervention_steps = int(st.get("intervention_steps", 0))
         self.best_success, self._next_eval, self.history = float(st["best_success"]), int(st["next_eval"]), st["history"]
         self.rng.bit_generator.state = st["rng"]
         torch.set_rng_state(st["torch_rng"])
@@ -386,6 +409,7 @@ class Trainer:
                              "which a resumed run needs in its replay buffer")
         with EpisodeStore.open(online) as store:
             stored, steps = len(store), store.num_steps
+            interventions = int(np.count_nonzero(store.step_field("is_intervention")))
         if stored < self.episode:
             raise ValueError(f"{online} holds {stored} episodes, fewer than the {self.episode} the checkpoint "
                              "counted; it was truncated or replaced. Resume from a matching store")
@@ -393,7 +417,7 @@ class Trainer:
         if stored > self.episode:  # collected after the last checkpoint: kept, and counted as experience
             extra = steps - self.step
             print(f"recovered {stored - self.episode} episode(s) ({extra} steps) collected after the last checkpoint")
-            self.episode, self.step = stored, steps
+            self.episode, self.step, self.intervention_steps = stored, steps, interventions
 
     def plot_curve(self) -> Path | None:
         """Write ``curve.png``: eval success rate and cycle time (seconds to success) against env steps."""

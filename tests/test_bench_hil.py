@@ -1,15 +1,55 @@
 import json
 
-from robot_rl.bench.hil import ROWS, run
+import pytest
+
+from robot_rl.bench.hil import DEFAULT_ROWS, _finished_with, run, settings, train_overrides
 
 
-def test_quick_bench_compares_with_and_without_the_sim_operator(tmp_path):
-    res = run(quick=True, overrides=["task=reach", "budget=150", "eval_every=150", "eval_episodes=2", "demos=2",
-                                      f"out={tmp_path}/sample_efficiency", "threads=1"])
-    assert set(res["rows"]) == set(ROWS)
-    base, hil = (res["rows"][r][0] for r in ROWS)
-    assert base["intervention_rate"] == 0.0 and hil["intervention_rate"] > 0.0
-    assert hil["interventions"] and all(0.0 <= r <= 1.0 for _, r in hil["interventions"])
-    assert res["ratio"] > 0 and res["ratio_bound"] in ("exact", "lower bound", "upper bound", "unbounded")
+def test_quick_bench_compares_with_and_without_corrections_and_reuses_finished_runs(tmp_path, capsys):
+    ov = ["task=reach", "budget=150", "eval_every=150", "eval_episodes=2", "demos=2", f"out={tmp_path}/hil",
+          "threads=1"]
+    res = run(quick=True, overrides=ov)
+    assert list(res["rows"]) == list(DEFAULT_ROWS)
+    base, sync, asyn = (res["rows"][r] for r in DEFAULT_ROWS)
+    assert base["intervention_share"] == 0.0 and "ratio" not in base
+    for row in (sync, asyn):
+        (seed,) = row["per_seed"]
+        assert 0.0 < row["intervention_share"] <= 1.0 and seed["intervention_steps"] > 0
+        assert seed["interventions"] and all(0.0 <= r <= 1.0 for _, r in seed["interventions"])
+        assert row["ratio"] > 0 and row["ratio_bound"] in ("exact", "lower bound", "upper bound") or \
+            row["ratio_bound"].startswith("unknown")
+        assert isinstance(row["aim_met"], bool)
     assert (tmp_path / "hil" / "hil.png").stat().st_size > 1000
     json.loads((tmp_path / "hil" / "hil.json").read_text())
+    out = capsys.readouterr().out
+    assert "aim" in out and "no_corrections" in out
+
+    again = run(quick=True, overrides=ov + ["reuse=true"])  # nothing to train: every run is reused as it was
+    assert "0 run(s) to train (3 reused)" in capsys.readouterr().out
+    assert again["rows"]["corrections"]["per_seed"] == sync["per_seed"]
+
+
+def test_reuse_only_when_the_config_is_the_same(tmp_path):
+    s, rows, _ = settings(True, ["task=reach", "budget=150", "eval_every=150", "eval_episodes=2", "demos=2"])
+    run_dir = tmp_path / "corrections" / "s0"
+    ov = train_overrides(s, rows["corrections"], 0, run_dir, True)
+    assert not _finished_with(run_dir, ov)  # nothing there
+    from omegaconf import OmegaConf
+
+    from robot_rl.cli import compose
+
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(compose("train", ov)))
+    (run_dir / "bench_done.json").write_text("{}")
+    assert _finished_with(run_dir, ov)
+    assert _finished_with(run_dir, [o if not o.startswith("threads=") else "threads=2" for o in ov])
+    assert not _finished_with(run_dir, ov + ["agent.bc_weight=3"])
+
+
+def test_bad_rows_are_named():
+    with pytest.raises(ValueError, match="unknown bench hil row 'nope'"):
+        settings(False, ["rows=nope"])
+    with pytest.raises(ValueError, match="row=NAME:override"):
+        settings(False, ["row=oops"])
+    s, rows, rest = settings(False, ["row=mine:hil=sim_operator;agent.bc_weight=2", "agent.utd_ratio=4"])
+    assert rows["mine"] == ["hil=sim_operator", "agent.bc_weight=2"] and rest == ["agent.utd_ratio=4"]

@@ -185,7 +185,7 @@ def test_env_method_decides_the_gripper_state():
 
 def test_make_intervention_env_from_configs(toy_task):
     names = sorted(p.stem for p in (CONFIGS / "hil").glob("*.yaml"))
-    assert names == ["none", "sim_operator", "teleop"]
+    assert names == ["none", "sim_operator", "sim_operator_heavy", "teleop"]
     cfgs = {n: yaml.safe_load((CONFIGS / "hil" / f"{n}.yaml").read_text()) for n in names}
     env = toy(toy_task)
     assert make_intervention_env(env, cfgs["none"]) is env
@@ -194,8 +194,9 @@ def test_make_intervention_env_from_configs(toy_task):
         make_intervention_env(env, {"name": "robot"})
     reach = yaml.safe_load((CONFIGS / "task" / "reach.yaml").read_text())
     reach["env_kwargs"]["obs_mode"] = "state"
-    sim = make_intervention_env(make_env(reach), cfgs["sim_operator"], seed=7)  # every documented key is accepted
-    assert isinstance(sim, InterventionWrapper) and isinstance(sim.device, SimOperator) and sim.device.seed == 7
+    for preset in ("sim_operator", "sim_operator_heavy"):  # every documented key is accepted
+        sim = make_intervention_env(make_env(reach), cfgs[preset], seed=7)
+        assert isinstance(sim, InterventionWrapper) and isinstance(sim.device, SimOperator) and sim.device.seed == 7
     teleop = make_intervention_env(make_env(reach), dict(cfgs["teleop"], device="scripted"))
     assert teleop.device.name == "scripted"
     with pytest.raises(ValueError, match="no setting"):

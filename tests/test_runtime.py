@@ -152,18 +152,33 @@ def test_ctrl_c_stops_everything_and_leaves_the_store_consistent(tmp_path, toy_t
         assert not store.validate() and len(store) > 0
 
 
-def test_cli_trains_with_the_sim_operator_in_separate_processes(tmp_path):
+@pytest.mark.parametrize("runtime", ["sync", "async"])
+def test_cli_trains_with_the_sim_operator_and_accounts_interventions_alike(tmp_path, runtime):
+    """Sync (one process) and async (actor and learner processes) count the operator's steps the same way: what the
+    learner reports at each evaluation and in its checkpoint is what the store holds."""
+    import json
+
     from robot_rl.cli import main
 
     run = tmp_path / "run"
-    code = main(["train", "task=reach", "hil=sim_operator", "runtime=async", "runtime.real_time=false",
+    code = main(["train", "task=reach", "hil=sim_operator_heavy", f"runtime={runtime}", "runtime.real_time=false",
                  "total_steps=200", "learning_starts=50", "demos.episodes=3", "eval.every=100", "eval.episodes=2",
-                 "agent.hidden_dims=[32,32]", "agent.num_critics=2", "agent.batch_size=32", f"run_dir={run}"])
+                 "agent.hidden_dims=[32,32]", "agent.num_critics=2", "agent.batch_size=32", f"run_dir={run}"]
+                if runtime == "async" else
+                ["train", "task=reach", "hil=sim_operator_heavy", "total_steps=200", "learning_starts=50",
+                 "demos.episodes=3", "eval.every=100", "eval.episodes=2", "agent.hidden_dims=[32,32]",
+                 "agent.num_critics=2", "agent.batch_size=32", "threads=1", f"run_dir={run}"])
     assert code == 0
     with EpisodeStore.open(run / "online.zarr") as store:
         info = store.info()
         assert info["steps"] >= 200 and info["sources"]["intervention"] > 0 and 0 < info["intervention_fraction"] < 1
-    assert load_state(run / "checkpoints/latest/trainer")["step"] == info["steps"]
+        flags = store.step_field("is_intervention")
+    state = load_state(run / "checkpoints/latest/trainer")
+    assert state["step"] == info["steps"] == len(flags)
+    assert state["intervention_steps"] == int(flags.sum()) > 0
+    last = json.loads((run / "eval.jsonl").read_text().splitlines()[-1])
+    assert last["intervention_steps"] == int(flags.sum())
+    assert last["intervention_share"] == pytest.approx(flags.mean())
 
 
 class _NoTransport:
@@ -179,7 +194,7 @@ def test_a_learner_syncing_from_the_store_puts_the_interventions_in_its_demo_buf
     from robot_rl.runtime.learner import Learner
     from robot_rl.trainer import Trainer
 
-    cfg = compose("train", ["task=reach", "hil=sim_operator", "runtime=async", "agent.hidden_dims=[32,32]",
+    cfg = compose("train", ["task=reach", "hil=sim_operator_heavy", "runtime=async", "agent.hidden_dims=[32,32]",
                             "agent.num_critics=2", "agent.batch_size=32", "demos.episodes=2", "total_steps=80",
                             "learning_starts=100000", "eval.every=100000", "eval.episodes=1", "threads=1",
                             "device=cpu"])
@@ -196,7 +211,8 @@ def test_a_learner_syncing_from_the_store_puts_the_interventions_in_its_demo_buf
         learner._sync(live.episode // 2)  # a first connection, then a resync picks up the rest
         learner._sync(live.episode)
         tr = learner.trainer
-        assert (tr.episode, tr.step) == (live.episode, live.step)
+        assert (tr.episode, tr.step, tr.intervention_steps) == (live.episode, live.step, live.intervention_steps)
+        assert tr.intervention_steps > 0
         for mine, theirs in ((tr.demo, live.demo), (tr.online, live.online)):
             a, b = mine.state_dict(), theirs.state_dict()
             assert a["size"] == b["size"] > 0

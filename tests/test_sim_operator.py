@@ -125,8 +125,8 @@ def test_seeded(reach):
     assert a[1] != c[1] or not np.array_equal(a[0], c[0])
 
 
-def test_rescues_a_do_nothing_policy_on_reach(reach):
-    hil = yaml.safe_load((CONFIGS / "hil" / "sim_operator.yaml").read_text())
+def test_heavy_preset_rescues_a_do_nothing_policy_on_reach(reach):
+    hil = yaml.safe_load((CONFIGS / "hil" / "sim_operator_heavy.yaml").read_text())
     env = make_intervention_env(reach, hil, seed=0)
     successes = 0
     for seed in range(6):
@@ -171,3 +171,32 @@ def test_state_survives_a_checkpoint_and_decides_the_same_take_overs(reach, tmp_
     assert op.run_intervention_steps == restored.run_intervention_steps == 12  # the budget ran out on both
     assert op.run_takeovers == restored.run_takeovers
     assert a[1] != fresh[1] or not np.array_equal(a[0], fresh[0])  # without the state it would not be the same
+
+
+def test_person_like_operator_intervenes_less_as_the_policy_improves():
+    """The default (person-like) operator on pick_cube, watching a policy that follows the expert but freezes for
+    ``k`` steps early in each episode: as ``k`` shrinks (the policy improves) the operator drives fewer steps per
+    episode, none for a policy that no longer fails, and never more than its per-episode budget."""
+    hil = yaml.safe_load((CONFIGS / "hil" / "sim_operator.yaml").read_text())
+    env = make_intervention_env(make_env(task("pick_cube")), hil, seed=0)
+    cap = hil["settings"]["max_fraction"]
+    rates = []
+    try:
+        for k in (20, 12, 6, 0):
+            share = []
+            for seed in range(6):
+                env.reset(seed=200 + seed)
+                t, done = 0, False
+                while not done:
+                    frozen = 3 <= t < 3 + k
+                    a = zero(env.unwrapped) if frozen else expert_action(env.unwrapped)
+                    _, _, terminated, truncated, info = env.step(a)
+                    t, done = t + 1, terminated or truncated
+                assert info["intervention_steps"] <= int(cap * 30)  # pick_cube: 30-step time limit
+                share.append(info["intervention_steps"])
+            rates.append(float(np.mean(share)))
+    finally:
+        env.close()
+    assert rates[0] > 0 and rates[-1] == 0, rates
+    assert all(a >= b for a, b in zip(rates, rates[1:])), rates
+    assert rates[0] > rates[2], rates

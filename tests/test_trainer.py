@@ -145,7 +145,9 @@ def test_every_online_transition_reaches_the_store_and_a_resume_recovers_them(to
         assert "cut short" in last["metadata"]["notes"]
         assert {store.metadata(i)["source"] for i in range(len(store))} == {"policy"}
         stored_episodes = len(store)
-        np.testing.assert_array_equal(store.read_all()["obs"]["state"], tr.online.obs["state"][:259])
+        n = len(tr.online)  # episodes enter the buffer whole, as they end: the cut one is in the store only
+        assert n == 259 - len(last["action"])
+        np.testing.assert_array_equal(store.read_all()["obs"]["state"][:n], tr.online.obs["state"][:n])
     ckpt_step = load_state(tmp_path / "checkpoints/latest/trainer")["step"]
     assert ckpt_step < 259  # the last checkpoint came before the interruption
     resumed = Trainer(toy_cfg(toy_task, tmp_path, **over), tmp_path)
@@ -207,7 +209,7 @@ def test_pixel_training_caches_trunk_maps_in_the_buffer_and_keeps_images_in_the_
 def test_interventions_go_to_the_store_and_into_both_buffers(tmp_path):
     from robot_rl.data.store import EpisodeStore
 
-    cfg = compose("train", ["task=reach", "hil=sim_operator", "demos.episodes=0", "total_steps=120",
+    cfg = compose("train", ["task=reach", "hil=sim_operator_heavy", "demos.episodes=0", "total_steps=120",
                             "learning_starts=100000", "eval.every=100000", "eval.episodes=1", "threads=1",
                             "device=cpu"])
     tr = Trainer(cfg, tmp_path)
@@ -223,7 +225,7 @@ def test_interventions_go_to_the_store_and_into_both_buffers(tmp_path):
 
 def _hil_cfg(**over):
     """Reach with the simulated operator: coin flips, noise and a run budget (50 steps) that runs out mid-run."""
-    cfg = compose("train", ["task=reach", "hil=sim_operator", "hil.settings.probability=0.7",
+    cfg = compose("train", ["task=reach", "hil=sim_operator_heavy", "hil.settings.probability=0.7",
                             "hil.settings.budget_steps=50", "agent.hidden_dims=[32,32]", "agent.num_critics=2",
                             "agent.batch_size=32", "agent.utd_ratio=1", "demos.episodes=2", "eval.episodes=1",
                             "learning_starts=40", "threads=1", "device=cpu"])

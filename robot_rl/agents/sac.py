@@ -74,6 +74,10 @@ class SACConfig:
     gripper_epsilon_start: float = 0.2  # epsilon-greedy exploration of the gripper in act(deterministic=False) ...
     gripper_epsilon_end: float = 0.02  # ... decaying linearly to this ...
     gripper_epsilon_decay_steps: int = 5000  # ... over this many exploratory act() calls
+    # Behaviour cloning on corrected actions (HG-DAgger, ConRFT): the actor loss gains bc_weight x the mean squared
+    # error between the policy's mean action and the executed action, over the batch rows a person (or the simulated
+    # operator) drove (``is_intervention``). 0: off. Arm dims only with the discrete gripper.
+    bc_weight: float = 0.0
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
@@ -89,6 +93,8 @@ class SACConfig:
             raise ValueError(f"discount={self.discount} and tau={self.tau} must lie in (0, 1]")
         if self.gripper not in ("continuous", "discrete"):
             raise ValueError(f"gripper={self.gripper!r}; valid: 'continuous', 'discrete'")
+        if not self.bc_weight >= 0:
+            raise ValueError(f"bc_weight={self.bc_weight} must be >= 0 (0: no behaviour cloning on corrections)")
         if self.gripper_penalty < 0:
             raise ValueError(f"gripper_penalty={self.gripper_penalty} must be >= 0 (it is subtracted per toggle)")
         if self.gripper_num_critics < 1:
@@ -350,6 +356,14 @@ class SAC:
         self.critic.requires_grad_(True)
         q = q.mean(dim=0) if self.cfg.actor_q_reduce == "mean" else q.min(dim=0).values
         actor_loss = (self.alpha * logp - q).mean()
+        metrics = {}
+        if self.cfg.bc_weight > 0 and "is_intervention" in batch:
+            mask = batch["is_intervention"]
+            mean_action, _ = self.actor(feat, deterministic=True)
+            err = (mean_action - batch["action"][:, : self.arm_dim]).square().mean(dim=-1)
+            bc = (err * mask).sum() / mask.sum().clamp(min=1.0)
+            actor_loss = actor_loss + self.cfg.bc_weight * bc
+            metrics = {"bc_loss": bc.detach(), "bc_rows": mask.sum()}
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()
@@ -358,7 +372,7 @@ class SAC:
         temp_loss.backward()
         self.temp_opt.step()
         return {"actor_loss": actor_loss.detach(), "entropy": -logp.detach().mean(), "alpha": self.alpha,
-                "temperature_loss": temp_loss.detach()}
+                "temperature_loss": temp_loss.detach(), **metrics}
 
     def update(self, batches: Iterator[Batch]) -> dict[str, float]:
         """Run ``utd_ratio`` critic (and gripper critic) updates and one actor + temperature update; return scalar

@@ -72,3 +72,30 @@ def intervention_segments(episode: Mapping[str, Any]) -> list[dict[str, Any]]:
             seg["timestamp"] = np.asarray(episode["timestamp"][a:b])
         out.append(seg)
     return out
+
+
+def takeover_starts(is_intervention: np.ndarray) -> np.ndarray:
+    """Indices ``t`` where a take-over begins after a step the policy drove: step ``t`` is an intervention, ``t - 1``
+    is not (a take-over from the first step of an episode has no policy step before it and is not listed)."""
+    flags = np.asarray(is_intervention, bool)
+    return np.flatnonzero(flags[1:] & ~flags[:-1]) + 1
+
+
+def penalize_takeovers(episode: Mapping[str, Any], reward: float) -> dict[str, Any]:
+    """A copy of ``episode`` whose policy step right before each take-over (:func:`takeover_starts` minus one) has
+    ``reward`` added: the take-over as a learning signal on the action that led to it (RLIF, Luo et al. 2023, use
+    -1). The step keeps its end flags, so the value still bootstraps through the corrected states."""
+    out = dict(episode)
+    out["reward"] = np.array(episode["reward"], np.float32, copy=True)
+    out["reward"][takeover_starts(episode["is_intervention"]) - 1] += np.float32(reward)
+    return out
+
+
+def episode_stats(episode: Mapping[str, Any], success: bool) -> dict[str, float]:
+    """What a collected episode logs (``train/<name>``, the same in sync and async runs): success, length (steps),
+    return, intervention steps, their share of the episode and the number of take-overs (runs of them)."""
+    flags = np.asarray(episode["is_intervention"], bool)
+    return {"episode_success": float(success), "episode_length": float(len(flags)),
+            "episode_return": float(np.sum(episode["reward"])), "intervention_steps": float(flags.sum()),
+            "intervention_rate": float(flags.mean()) if len(flags) else 0.0,
+            "takeovers": float(np.count_nonzero(np.diff(np.r_[0, flags.astype(np.int8)]) == 1))}

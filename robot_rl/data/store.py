@@ -639,6 +639,17 @@ class EpisodeStore:
         out.update(episode=e, t=step - first)
         return out
 
+    def step_field(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """One per-step field (``action``, ``reward``, ``terminated``, ``truncated``, ``is_intervention``,
+        ``timestamp``) of episodes [start, stop), concatenated: a cheap read, no observations."""
+        if name not in STEP_FIELDS:
+            raise KeyError(f"{name!r} is not a per-step field; valid: {', '.join(STEP_FIELDS)}")
+        stop = len(self) if stop is None else stop
+        if not 0 <= start <= stop <= len(self):
+            raise IndexError(f"episodes [{start}, {stop}) out of range for {len(self)} episodes")
+        ends = self._meta["episode_ends"]
+        return self._read(f"data/{name}", int(ends[start - 1]) if start else 0, int(ends[stop - 1]) if stop else 0)
+
     def read_all(self, start: int = 0, stop: int | None = None) -> dict[str, Any]:
         """Episodes [start, stop) in bulk, one read per array (for filling a replay buffer).
 

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
+from robot_rl.data.episode import episode_stats
 from robot_rl.runtime.launch import ctrl_c_stops, load_run_config
 from robot_rl.runtime.messages import MessageError, check_arrays, decode, encode, join_obs
 from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
@@ -280,9 +281,7 @@ class Actor:
         self.episodes += 1
         self.episode.clear()
         self._pending = []
-        stats = {"episode_success": float(success), "episode_length": len(episode["action"]),
-                 "intervention_rate": float(np.mean(episode["is_intervention"])),
-                 "weight_lag_steps": self.steps - self.steps_at_weights}
+        stats = {**episode_stats(episode, success), "weight_lag_steps": self.steps - self.steps_at_weights}
         if self.ch is not None and self.synced:
             self.ch.send("episode_end", {"steps": len(episode["action"]), "store_episodes": self.episodes,
                                          "success": success, "source": "intervention" if human else "policy",

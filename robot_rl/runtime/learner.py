@@ -124,8 +124,7 @@ class Learner:
             raise RuntimeError(f"the actor's store holds {store_episodes} episodes but this learner has {tr.episode}; "
                                "the store was replaced or truncated")
         if store_episodes > tr.episode:
-            episodes, steps = tr.fill_from_store(path or self.run_dir / "online.zarr", tr.episode, store_episodes)
-            tr.episode, tr.step = tr.episode + episodes, tr.step + steps
+            tr.fill_from_store(path or self.run_dir / "online.zarr", tr.episode, store_episodes, count=True)
             self.log(f"synced from the {'replica' if path else 'store'}: now {tr.episode} episodes, {tr.step} steps")
 
     def _store_readable(self) -> bool:
@@ -230,8 +229,7 @@ class Learner:
                 except StoreError as e:  # checked before anything is written: the replica is unchanged
                     raise MessageError(f"the replica store refused the episode ({e})") from None
             tr.add_collected(episode)
-            tr.step += len(episode["action"])
-            tr.episode += 1
+            tr.count_collected(episode)
             for k, v in (msg.meta.get("stats") or {}).items():
                 self.writer.add_scalar(f"train/{k}", float(v), tr.step)
             if tr.step >= tr._next_eval:

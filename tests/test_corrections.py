@@ -1,0 +1,138 @@
+"""What corrections teach the learner: each switch (``corrections.demo_buffer``, ``corrections.takeover_reward``,
+``agent.bc_weight``) changes the batch or the loss in the intended way, on hand-made episodes."""
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from robot_rl.agents.sac import SAC, SACConfig
+from robot_rl.cli import compose
+from robot_rl.data.episode import episode_stats, penalize_takeovers, takeover_starts
+from robot_rl.trainer import Trainer
+
+FLAGS = np.array([0, 0, 1, 1, 0, 0, 1, 0, 1, 1], bool)  # take-overs start at steps 2, 6 and 8
+
+
+def hand_made(obs_dim: int, act_dim: int, flags=FLAGS) -> dict:
+    """An episode whose state observation i is i (every entry), rewards 0 but a final 1, the given flags."""
+    n = len(flags)
+    obs = np.repeat(np.arange(n, dtype=np.float32)[:, None], obs_dim, axis=1)
+    reward = np.zeros(n, np.float32)
+    reward[-1] = 1.0
+    terminated = np.zeros(n, bool)
+    terminated[-1] = True
+    return {"obs": {"state": obs}, "final_obs": {"state": np.full(obs_dim, n, np.float32)},
+            "action": np.linspace(-1, 1, n * act_dim, dtype=np.float32).reshape(n, act_dim), "reward": reward,
+            "terminated": terminated, "truncated": np.zeros(n, bool), "is_intervention": np.array(flags, bool),
+            "timestamp": np.arange(n) * 0.1}
+
+
+def test_takeover_starts_and_the_penalty_lands_on_the_policy_step_before_each():
+    np.testing.assert_array_equal(takeover_starts(FLAGS), [2, 6, 8])
+    assert len(takeover_starts(np.array([1, 1, 0, 0], bool))) == 0  # from the first step: no policy step before it
+    ep = hand_made(3, 2)
+    out = penalize_takeovers(ep, -1.0)
+    expected = ep["reward"].copy()
+    expected[[1, 5, 7]] -= 1.0
+    np.testing.assert_array_equal(out["reward"], expected)
+    np.testing.assert_array_equal(ep["reward"][[1, 5, 7]], 0.0)  # the input is not modified
+    for k in ("terminated", "truncated", "is_intervention", "action"):
+        np.testing.assert_array_equal(out[k], ep[k])
+    stats = episode_stats(ep, True)
+    assert (stats["intervention_steps"], stats["takeovers"], stats["episode_length"]) == (5, 3, 10)
+    assert stats["intervention_rate"] == 0.5 and stats["episode_return"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def reach_cfg():
+    return ["task=reach", "obs=state", "agent.hidden_dims=[16,16]", "agent.num_critics=2", "demos.episodes=0",
+            "threads=1", "device=cpu"]
+
+
+@pytest.mark.parametrize("demo_buffer", [True, False])
+@pytest.mark.parametrize("reward", [0.0, -1.0])
+def test_trainer_routes_corrections_as_configured(tmp_path, reach_cfg, demo_buffer, reward):
+    cfg = compose("train", reach_cfg + [f"corrections.demo_buffer={str(demo_buffer).lower()}",
+                                        f"corrections.takeover_reward={reward}"])
+    tr = Trainer(cfg, tmp_path)
+    try:
+        dim = tr.env.observation_space["state"].shape[0]
+        ep = hand_made(dim, tr.agent.action_dim)
+        tr.add_collected(ep)
+        tr.count_collected(ep)
+        # the online buffer holds the whole episode, the policy step before each take-over penalised
+        assert len(tr.online) == 10 and tr.online.is_intervention[:10].tolist() == FLAGS.tolist()
+        expected = ep["reward"].copy()
+        expected[[1, 5, 7]] += reward
+        np.testing.assert_array_equal(tr.online.reward[:10], expected)
+        # the demo buffer holds the corrected segments (steps 2-3, 6, 8-9) only with demo_buffer
+        if demo_buffer:
+            assert len(tr.demo) == 5 and tr.demo.is_intervention[:5].all()
+            np.testing.assert_array_equal(tr.demo.obs["state"][:5, 0], [2, 3, 6, 8, 9])
+            np.testing.assert_array_equal(tr.demo.reward[:5], [0, 0, 0, 0, 1])  # never penalised there
+            # segments that stop before the episode does are cut (they bootstrap); the last keeps its end
+            np.testing.assert_array_equal(tr.demo.truncated[:5], [0, 1, 1, 0, 0])
+            np.testing.assert_array_equal(tr.demo.terminated[:5], [0, 0, 0, 0, 1])
+        else:
+            assert len(tr.demo) == 0
+        assert (tr.episode, tr.step, tr.intervention_steps) == (1, 10, 5)
+    finally:
+        tr.env.close()
+        tr.eval_env.close()
+
+
+def test_bad_corrections_config_is_refused(tmp_path):
+    from robot_rl.cli import UsageError, _validate_train
+
+    for bad, needle in ((["corrections.takeover_reward=nan"], "takeover_reward"),
+                        (["corrections.demo_buffer=3"], "demo_buffer"),
+                        (["+corrections.bc=1"], "unknown corrections option")):
+        with pytest.raises(UsageError, match=needle):
+            _validate_train(compose("train", bad))
+    with pytest.raises(ValueError, match="bc_weight"):
+        SACConfig(bc_weight=-1)
+
+
+OBS = spaces.Dict({"state": spaces.Box(-np.inf, np.inf, (4,), np.float32)})
+ACT = spaces.Box(-1, 1, (2,), np.float32)
+TARGET = torch.tensor([0.6, -0.4])
+
+
+def bc_batches(intervening: bool, b: int = 64):
+    g = torch.Generator().manual_seed(0)
+    while True:
+        yield {"obs": {"state": torch.randn(b, 4, generator=g)}, "next_obs": {"state": torch.randn(b, 4, generator=g)},
+               "action": TARGET.expand(b, 2).clone(), "reward": torch.zeros(b), "terminated": torch.zeros(b),
+               "is_intervention": torch.full((b,), float(intervening))}
+
+
+def mean_action(agent: SAC) -> torch.Tensor:
+    with torch.no_grad():
+        a, _ = agent.actor(agent.encode({"state": torch.randn(256, 4)}), deterministic=True)
+    return a.mean(0)
+
+
+@pytest.mark.parametrize("intervening", [True, False])
+def test_bc_weight_pulls_the_policy_to_corrected_actions_only(intervening):
+    def trained(bc_weight: float) -> tuple[SAC, dict]:
+        torch.manual_seed(0)
+        agent = SAC(OBS, ACT, SACConfig(hidden_dims=(32, 32), num_critics=2, bc_weight=bc_weight, actor_lr=3e-3,
+                                        init_temperature=1e-3, device="cpu"))
+        agent.encoder.fit(np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32))
+        it = bc_batches(intervening)
+        for _ in range(150):
+            m = agent.update(it)
+        return agent, m
+
+    with_bc, m = trained(10.0)
+    without, m0 = trained(0.0)
+    if intervening:  # the corrected rows pull the mean action to the correction; plain SAC's Q alone does not
+        assert m["bc_rows"] == 64 and m["bc_loss"] < 0.02
+        assert torch.allclose(mean_action(with_bc), TARGET, atol=0.1)
+        assert not torch.allclose(mean_action(without), TARGET, atol=0.1)
+    else:  # no corrected row in the batch: the loss and the learning are exactly plain SAC's
+        assert m["bc_rows"] == 0
+        for a, b in zip(with_bc.actor.parameters(), without.actor.parameters()):
+            torch.testing.assert_close(a, b)
+    assert "bc_loss" not in m0

@@ -78,6 +78,11 @@ def test_takes_over_a_drifting_policy(reach, policy):
     infos = rollout(reach, op, policy, seed=1)
     assert flags(infos).index(True) == 3 and op.last_trigger == "drift"
     assert infos[-1]["operator_stats"]["takeovers_drift"] >= 1
+    # without a corridor only motion away from the expert's heading is drift: another path is left alone (until
+    # it turns into moving away from where the expert now heads)
+    op = SimOperator(reach, drift_steps=3, stall_steps=None, takeover_steps=2, corridor=None)
+    f = flags(rollout(reach, op, policy, seed=1))
+    assert f.index(True) == 3 if policy is away else True not in f[:6]
 
 
 def test_leaves_the_expert_alone_and_rescues_pick_cube():

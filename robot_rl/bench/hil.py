@@ -39,22 +39,26 @@ from robot_rl.bench.common import parse_overrides
 from robot_rl.bench.sample_efficiency import MILESTONE, TARGET, steps_to_target
 
 OPERATOR = ["hil=sim_operator"]
+
+
+def _learner(demo_buffer: bool = True, takeover_reward: float = 0.0, bc_weight: float = 0.0) -> list[str]:
+    """Every learner switch set explicitly, so an ablation row does not change with the defaults."""
+    return [f"corrections.demo_buffer={str(demo_buffer).lower()}", f"corrections.takeover_reward={takeover_reward}",
+            f"agent.bc_weight={bc_weight}"]
+
+
 ROWS: dict[str, list[str]] = {
     "no_corrections": [],
-    "corrections": OPERATOR,
+    "corrections": OPERATOR,  # the person-like operator, the learner's defaults
     "corrections_async": OPERATOR + ["runtime=async", "runtime.real_time=false"],
-    # ablations: the operator's behaviour ...
-    "heavy": ["hil=sim_operator_heavy", "corrections.demo_buffer=true", "corrections.takeover_reward=0",
-              "agent.bc_weight=0"],
-    "heavy_learner": ["hil=sim_operator_heavy"],
-    # ... and the learner's use of corrections, each switched off or on alone against the defaults
-    "no_demo_buffer": OPERATOR + ["corrections.demo_buffer=false"],
-    "no_takeover_reward": OPERATOR + ["corrections.takeover_reward=0"],
-    "takeover_reward": OPERATOR + ["corrections.takeover_reward=-1"],
-    "bc": OPERATOR + ["agent.bc_weight=1"],
-    "no_bc": OPERATOR + ["agent.bc_weight=0"],
-    "plain_learner": OPERATOR + ["corrections.demo_buffer=true", "corrections.takeover_reward=0",
-                                 "agent.bc_weight=0"],
+    # ablations: the operator's behaviour (an impatient one, then the person-like one), the plain HIL-SERL learner ...
+    "heavy_operator": ["hil=sim_operator_heavy"] + _learner(),
+    "person_operator": OPERATOR + _learner(),
+    # ... and what the learner makes of the person-like operator's corrections, one switch at a time, then combined
+    "no_demo_buffer": OPERATOR + _learner(demo_buffer=False),
+    "takeover_reward": OPERATOR + _learner(takeover_reward=-1.0),
+    "bc": OPERATOR + _learner(bc_weight=1.0),
+    "bc+takeover_reward": OPERATOR + _learner(takeover_reward=-1.0, bc_weight=1.0),
 }
 DEFAULT_ROWS = ("no_corrections", "corrections", "corrections_async")
 BASELINE = "no_corrections"

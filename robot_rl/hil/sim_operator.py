@@ -20,8 +20,8 @@ on each policy step:
   so the take-over replaces that action.
 * ``drift`` (``drift_steps``, ``drift_distance`` m, ``corridor`` m): over the last ``drift_steps`` policy steps the EE
   moved away from where the expert heads (sum of displacements along the expert's unit direction at each step
-  < -``drift_distance``), or left the corridor around its path (sum of displacements across it > ``corridor`` and more
-  than along it).
+  < -``drift_distance``), or (``corridor`` not None) left the corridor around its path (sum of displacements across
+  it > ``corridor`` and more than along it).
 * ``stall`` (``stall_steps``, ``stall_distance`` m, ``expert_motion_min`` m): over the last ``stall_steps`` policy
   steps the EE progressed less than ``stall_distance`` in the expert's direction (sum over the steps of each step's
   displacement along the expert's unit direction at that step) while the expert would have moved at least
@@ -62,7 +62,8 @@ class SimOperator(TeleopDevice):
         expert_motion_min: the expert's commanded displacement over the window must reach this (m) for a stall.
         drift_steps: policy steps in the drift window; None: no drift trigger.
         drift_distance: net motion away from the expert's heading over the window that counts as drift (m).
-        corridor: motion across the expert's heading over the window that counts as leaving its path (m).
+        corridor: motion across the expert's heading over the window that counts as leaving its path (m); None: the
+            path is not judged, only motion away from the expert's heading is drift.
         unsafe_height: EE height above the table below which a downward policy action is unsafe (m); None: off.
         takeover_steps: steps the expert drives once it takes over (>= 1).
         noise: std of Gaussian noise on the expert's motion dims while it drives (action units, >= 0).
@@ -80,7 +81,7 @@ class SimOperator(TeleopDevice):
 
     def __init__(self, env: Any, *, stall_steps: int | None = 3, stall_distance: float = 0.01,
                  expert_motion_min: float = 0.02, drift_steps: int | None = 3, drift_distance: float = 0.01,
-                 corridor: float = 0.03, unsafe_height: float | None = 0.03, takeover_steps: int = 5,
+                 corridor: float | None = 0.03, unsafe_height: float | None = 0.03, takeover_steps: int = 5,
                  noise: float = 0.0, max_fraction: float = 0.5, budget_steps: int | None = None,
                  probability: float = 1.0, episode_steps: int | None = None, fail_when_exhausted: bool = False,
                  seed: int = 0):
@@ -109,7 +110,7 @@ class SimOperator(TeleopDevice):
         self.stall_distance = nonneg("stall_distance", stall_distance)
         self.expert_motion_min = nonneg("expert_motion_min", expert_motion_min)
         self.drift_distance = nonneg("drift_distance", drift_distance)
-        self.corridor = nonneg("corridor", corridor)
+        self.corridor = None if corridor is None else nonneg("corridor", corridor)
         self.unsafe_height = None if unsafe_height is None else nonneg("unsafe_height", unsafe_height)
         self.noise = nonneg("noise", noise)
         self.max_fraction = nonneg("max_fraction", max_fraction)
@@ -271,7 +272,8 @@ class SimOperator(TeleopDevice):
         hist = list(self._hist)
         if self.drift_steps is not None and len(hist) >= self.drift_steps:
             along, across = _progress(hist[-self.drift_steps:])
-            if along < -self.drift_distance or (across > self.corridor and across > along):
+            off_path = self.corridor is not None and across > self.corridor and across > along
+            if along < -self.drift_distance or off_path:
                 return "drift"
         if self.stall_steps is not None and len(hist) >= self.stall_steps:
             along, _ = _progress(hist[-self.stall_steps:])

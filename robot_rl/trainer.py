@@ -433,6 +433,12 @@ class Trainer:
         ax1.plot(steps, [100 * h["success_rate"] for h in self.history], marker="o")
         ax1.set(xlabel="env steps", ylabel="eval success (%)", ylim=(-3, 103), title=f"{self.cfg.task.name}: success")
         ax1.axhline(90, color="grey", lw=0.8, ls="--")
+        if any(h.get("intervention_steps") for h in self.history):  # corrections: the operator's share per interval
+            prev = [(0, 0)] + [(h["step"], h.get("intervention_steps", 0)) for h in self.history[:-1]]
+            share = [100 * (h.get("intervention_steps", 0) - n0) / max(h["step"] - s0, 1)
+                     for h, (s0, n0) in zip(self.history, prev)]
+            ax1.plot(steps, share, ls="--", color="tab:red", label="steps the operator drove (%)")
+            ax1.legend(fontsize=8)
         ax2.plot(steps, [h["cycle_time_s"] for h in self.history], marker="o", color="tab:orange")
         ax2.set(xlabel="env steps", ylabel="seconds", title="cycle time (mean time to success)")
         for ax in (ax1, ax2):

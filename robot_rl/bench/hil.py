@@ -49,16 +49,20 @@ def _learner(demo_buffer: bool = True, takeover_reward: float = 0.0, bc_weight: 
 
 ROWS: dict[str, list[str]] = {
     "no_corrections": [],
-    "corrections": OPERATOR,  # the person-like operator, the learner's defaults
+    "corrections": OPERATOR,  # the person-like operator, the learner's defaults (= "bc+takeover_reward")
     "corrections_async": OPERATOR + ["runtime=async", "runtime.real_time=false"],
-    # ablations: the operator's behaviour (an impatient one, then the person-like one), the plain HIL-SERL learner ...
+    # ablations. The operator: an impatient one and the person-like one, both with the plain HIL-SERL learner
+    # (corrected segments into both buffers, nothing else) ...
     "heavy_operator": ["hil=sim_operator_heavy"] + _learner(),
     "person_operator": OPERATOR + _learner(),
-    # ... and what the learner makes of the person-like operator's corrections, one switch at a time, then combined
-    "no_demo_buffer": OPERATOR + _learner(demo_buffer=False),
-    "takeover_reward": OPERATOR + _learner(takeover_reward=-1.0),
+    # ... what the learner makes of the person-like operator's corrections: each switch alone, both, both without
+    # the demo buffer ...
     "bc": OPERATOR + _learner(bc_weight=1.0),
+    "takeover_reward": OPERATOR + _learner(takeover_reward=-1.0),
     "bc+takeover_reward": OPERATOR + _learner(takeover_reward=-1.0, bc_weight=1.0),
+    "no_demo_buffer": OPERATOR + _learner(demo_buffer=False, takeover_reward=-1.0, bc_weight=1.0),
+    # ... and the impatient operator with that learner
+    "heavy_operator+learner": ["hil=sim_operator_heavy"] + _learner(takeover_reward=-1.0, bc_weight=1.0),
 }
 DEFAULT_ROWS = ("no_corrections", "corrections", "corrections_async")
 BASELINE = "no_corrections"

@@ -99,12 +99,12 @@ ACT = spaces.Box(-1, 1, (2,), np.float32)
 TARGET = torch.tensor([0.6, -0.4])
 
 
-def bc_batches(intervening: bool, b: int = 64):
+def bc_batches(intervening: bool, from_demo: bool = False, b: int = 64):
     g = torch.Generator().manual_seed(0)
     while True:
         yield {"obs": {"state": torch.randn(b, 4, generator=g)}, "next_obs": {"state": torch.randn(b, 4, generator=g)},
                "action": TARGET.expand(b, 2).clone(), "reward": torch.zeros(b), "terminated": torch.zeros(b),
-               "is_intervention": torch.full((b,), float(intervening))}
+               "is_intervention": torch.full((b,), float(intervening)), "from_demo": torch.full((b,), float(from_demo))}
 
 
 def mean_action(agent: SAC) -> torch.Tensor:
@@ -113,25 +113,27 @@ def mean_action(agent: SAC) -> torch.Tensor:
     return a.mean(0)
 
 
-@pytest.mark.parametrize("intervening", [True, False])
-def test_bc_weight_pulls_the_policy_to_corrected_actions_only(intervening):
+@pytest.mark.parametrize("intervening,from_demo,on_demos", [(True, False, False), (False, False, False),
+                                                            (False, True, False), (False, True, True)])
+def test_bc_weight_pulls_the_policy_to_corrected_actions_only(intervening, from_demo, on_demos):
+    """BC rows: the corrected ones, and the demo buffer's with ``bc_on_demos``; other rows learn as plain SAC."""
     def trained(bc_weight: float) -> tuple[SAC, dict]:
         torch.manual_seed(0)
         agent = SAC(OBS, ACT, SACConfig(hidden_dims=(32, 32), num_critics=2, bc_weight=bc_weight, actor_lr=3e-3,
-                                        init_temperature=1e-3, device="cpu"))
+                                        init_temperature=1e-3, bc_on_demos=on_demos, device="cpu"))
         agent.encoder.fit(np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32))
-        it = bc_batches(intervening)
+        it = bc_batches(intervening, from_demo)
         for _ in range(150):
             m = agent.update(it)
         return agent, m
 
     with_bc, m = trained(10.0)
     without, m0 = trained(0.0)
-    if intervening:  # the corrected rows pull the mean action to the correction; plain SAC's Q alone does not
+    if intervening or on_demos:  # the cloned rows pull the mean action to theirs; plain SAC's Q alone does not
         assert m["bc_rows"] == 64 and m["bc_loss"] < 0.02
         assert torch.allclose(mean_action(with_bc), TARGET, atol=0.1)
         assert not torch.allclose(mean_action(without), TARGET, atol=0.1)
-    else:  # no corrected row in the batch: the loss and the learning are exactly plain SAC's
+    else:  # no row to clone in the batch: the loss and the learning are exactly plain SAC's
         assert m["bc_rows"] == 0
         for a, b in zip(with_bc.actor.parameters(), without.actor.parameters()):
             torch.testing.assert_close(a, b)

@@ -78,6 +78,7 @@ class SACConfig:
     # error between the policy's mean action and the executed action, over the batch rows a person (or the simulated
     # operator) drove (``is_intervention``). 0: off. Arm dims only with the discrete gripper.
     bc_weight: float = 0.0
+    bc_on_demos: bool = False  # clone the demo buffer's rows too (batch key ``from_demo``), not only the corrections
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
@@ -359,6 +360,8 @@ class SAC:
         metrics = {}
         if self.cfg.bc_weight > 0 and "is_intervention" in batch:
             mask = batch["is_intervention"]
+            if self.cfg.bc_on_demos and "from_demo" in batch:
+                mask = torch.maximum(mask, batch["from_demo"])
             mean_action, _ = self.actor(feat, deterministic=True)
             err = (mean_action - batch["action"][:, : self.arm_dim]).square().mean(dim=-1)
             bc = (err * mask).sum() / mask.sum().clamp(min=1.0)

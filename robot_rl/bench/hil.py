@@ -49,6 +49,7 @@ def _learner(demo_buffer: bool = True, takeover_reward: float = 0.0, bc_weight: 
 
 ROWS: dict[str, list[str]] = {
     "no_corrections": [],
+    "no_corrections+bc_demos": ["agent.bc_on_demos=true"],  # the baseline's best shot: clone the demos instead
     "corrections": OPERATOR,  # the person-like operator, the learner's defaults (= "bc+takeover_reward")
     "corrections_async": OPERATOR + ["runtime=async", "runtime.real_time=false"],
     # ablations. The operator: an impatient one and the person-like one, both with the plain HIL-SERL learner
@@ -253,31 +254,55 @@ def _print(results: dict[str, Any]) -> None:
               f"{r['final_success_mean']:6.0%} {ratio:>6s}  {aim}")
 
 
+def mean_curve(curves: list[list], every: int, budget: int) -> tuple[list[int], list[float]]:
+    """The mean over seeds of ``[step, value]`` curves on a grid of ``every`` steps up to ``budget``: each run's latest
+    value at or before a grid step (a run that stopped at the target keeps its last evaluation; before a run's first
+    point it counts as 0)."""
+    grid = list(range(every, budget + every, every))
+    vals = []
+    for g in grid:
+        at = [next((v for st, v in reversed(c) if st <= g + every // 10), 0.0) for c in curves]  # eval lands a bit late
+        vals.append(float(np.mean(at)) if at else 0.0)
+    return grid, vals
+
+
 def _plot(results: dict[str, Any], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
-    for row, r in results["rows"].items():
-        for i, x in enumerate(r["per_seed"]):
-            kw = {"label": row} if i == 0 else {}
-            color = f"C{list(results['rows']).index(row) % 10}"
-            if x["curve"]:
-                st, succ = zip(*x["curve"])
-                ax1.plot(st, [100 * v for v in succ], marker=".", color=color, alpha=0.8, **kw)
-            if x["interventions"]:
-                st, share = zip(*x["interventions"])
-                ax2.plot(st, [100 * v for v in share], color=color, alpha=0.8, **kw)
+    s = results["settings"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (row, r) in enumerate(results["rows"].items()):
+        style = {"color": f"C{i % 10}", "ls": "-" if i < 10 else "--", "label": row}
+        grid, succ = mean_curve([x["curve"] for x in r["per_seed"]], s["eval_every"], s["budget"])
+        ax1.plot(grid, [100 * v for v in succ], marker=".", **style)
+        if r["intervention_share"] > 0:
+            # the operator's share per interval, over the seeds still training there
+            grid, share = _mean_share([x["interventions"] for x in r["per_seed"]], s["eval_every"], s["budget"])
+            ax2.plot(grid, [100 * v for v in share], **style)
     ax1.axhline(100 * TARGET, color="grey", lw=0.8, ls="--")
-    ax1.set(xlabel="env steps", ylabel="eval success (%)", ylim=(-3, 103), title="success (eval, no operator)")
+    ax1.set(xlabel="env steps", ylabel="eval success (%), mean over seeds", ylim=(-3, 103),
+            title=f"{s['task']}: success (eval, no operator)")
     ax2.axhline(100 * AIM_INTERVENTION, color="grey", lw=0.8, ls="--")
-    ax2.set(xlabel="env steps", ylabel="% of steps", ylim=(-3, 103), title="operator's share of steps in training")
+    ax2.set(xlabel="env steps", ylabel="% of steps", ylim=(-3, 103),
+            title="steps the operator drove, per interval")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    ax1.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _mean_share(curves: list[list], every: int, budget: int) -> tuple[list[int], list[float]]:
+    """Mean over the seeds that collected a full interval there of the per-interval intervention share."""
+    grid, out = [], []
+    for g in range(every, budget + every, every):
+        at = [v for c in curves for st, v in c if st == g]
+        if at:
+            grid.append(g)
+            out.append(float(np.mean(at)))
+    return grid, out

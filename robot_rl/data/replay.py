@@ -184,6 +184,7 @@ def mixed_batches(demo: ReplayBuffer | None, online: ReplayBuffer, batch_size: i
     """Endless batches with ``round(batch_size * demo_fraction)`` rows from ``demo`` and the rest from ``online``.
 
     RLPD's symmetric sampling is ``demo_fraction=0.5``. With no demo buffer (or an empty one) every row is online.
+    Each batch also carries ``from_demo`` (B,) float, 1 for the rows drawn from ``demo``.
     """
     if not 0.0 <= demo_fraction <= 1.0:
         raise ValueError(f"demo_fraction={demo_fraction} must lie in [0, 1]")
@@ -193,9 +194,10 @@ def mixed_batches(demo: ReplayBuffer | None, online: ReplayBuffer, batch_size: i
             n_demo = batch_size
         parts = []
         if n_demo:
-            parts.append(demo.sample(n_demo, rng))
+            parts.append(dict(demo.sample(n_demo, rng), from_demo=torch.ones(n_demo, device=demo.device)))
         if batch_size - n_demo:
-            parts.append(online.sample(batch_size - n_demo, rng))
+            n = batch_size - n_demo
+            parts.append(dict(online.sample(n, rng), from_demo=torch.zeros(n, device=online.device)))
         yield parts[0] if len(parts) == 1 else _concat(parts)
 
 

@@ -7,7 +7,8 @@ that answer the question (the default ``rows``):
 * ``no_corrections``: RLPD with the scripted demos, nobody intervenes (the baseline);
 * ``corrections``: the same with ``hil=sim_operator`` (the person-like simulated operator) and the learner's defaults
   for what corrections teach (``corrections:`` in ``configs/train.yaml``, ``agent.bc_weight``);
-* ``corrections_async``: the same with actor and learner processes (``runtime=async``, not paced to real time).
+* ``corrections_async``: the same with actor and learner processes (``runtime=async``, paced at the control rate
+  as on a robot: a run takes up to ``budget`` / 10 s; the learner needs a core of its own to hold the UTD ratio).
 
 The other rows of :data:`ROWS` are the ablations behind those defaults (README "Corrections"); name them in
 ``rows=``, or add one as ``row=NAME:override;override``. Per row and seed: steps to 90% (and 50%), final success, the
@@ -17,10 +18,12 @@ share of env steps the operator drove over training (up to the step that reached
 budget (the ratio then says which way it is bounded). The aim: ratio >= 2 at <= 20% intervention steps; each row
 says whether it met it.
 
-Runs go to ``out/<row>/s<seed>`` as ``robot-rl train`` subprocesses, ``jobs`` at a time (each with ``threads``
-torch threads; env steps to 90% do not depend on speed in sync rows). With ``reuse=true`` a finished run whose resolved
-config equals the one the bench would run now is reused (an interrupted sweep loses nothing; changed defaults rerun). Prints a table, writes ``hil.png`` (success and
-intervention share against env steps, mean over seeds) and ``hil.json`` under ``out``.
+Runs go to ``out/<row>/s<seed>`` as ``robot-rl train`` subprocesses, ``jobs`` at a time, each with ``threads``
+torch threads (env steps to 90% do not depend on speed in sync rows; an async row runs alone, as its learner needs
+its core to keep up with the control rate). With ``reuse=true`` a finished run whose resolved config equals the one
+the bench would run now is reused (an interrupted sweep loses nothing; changed defaults rerun). Prints a table,
+writes ``hil.png`` (success and the operator's share of steps against env steps, mean over seeds) and ``hil.json``
+under ``out``.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ ROWS: dict[str, list[str]] = {
     "no_corrections": [],
     "no_corrections+bc_demos": ["agent.bc_on_demos=true"],  # the baseline's best shot: clone the demos instead
     "corrections": OPERATOR,  # the person-like operator, the learner's defaults (= "bc+takeover_reward")
-    "corrections_async": OPERATOR + ["runtime=async", "runtime.real_time=false"],
+    "corrections_async": OPERATOR + ["runtime=async"],  # paced at the control rate, as on a robot
     # ablations. The operator: an impatient one and the person-like one, both with the plain HIL-SERL learner
     # (corrected segments into both buffers, nothing else) ...
     "heavy_operator": ["hil=sim_operator_heavy"] + _learner(),
@@ -169,6 +172,10 @@ def run_all(s: dict[str, Any], rows: dict[str, list[str]], extra: list[str], qui
     """Train every (row, seed) not already finished, ``jobs`` at a time; return {row: {seed: summary}}."""
     out = Path(s["out"])
     todo, done = [], {}
+
+    def _paced(row: str) -> bool:  # actor and learner processes at the control rate: timing decides the UTD ratio
+        return any(o.startswith("runtime=") and o != "runtime=sync" for o in rows[row])
+
     for row, ovs in rows.items():
         for seed in s["seeds"]:
             run_dir = out / row / f"s{seed}"
@@ -183,7 +190,9 @@ def run_all(s: dict[str, Any], rows: dict[str, list[str]], extra: list[str], qui
           f"{out}/<row>/s<seed>.log", flush=True)
     try:
         while todo or running:
-            while todo and len(running) < s["jobs"]:
+            while todo and len(running) < s["jobs"] and not any(_paced(r[0]) for r in running):
+                if _paced(todo[0][0]) and running:  # a paced run gets the machine to itself (the learner's core)
+                    break
                 row, seed, run_dir, cmd = todo.pop(0)
                 running.append((row, seed, run_dir, _launch(cmd, run_dir.parent / f"s{seed}.log"), time.time()))
             time.sleep(1.0)

@@ -222,3 +222,17 @@ def test_a_learner_syncing_from_the_store_puts_the_interventions_in_its_demo_buf
             np.testing.assert_array_equal(a["final_next_obs"]["state"], b["final_next_obs"]["state"])
     finally:
         learner.close()
+
+
+def test_async_run_stops_once_the_evaluation_reaches_stop_at_success(tmp_path):
+    """eval.stop_at_success ends an async run at that evaluation, as it does a sync one (0: the first evaluation)."""
+    from robot_rl.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "task=reach", "runtime=async", "runtime.real_time=false", "total_steps=2000",
+                 "learning_starts=50", "demos.episodes=2", "eval.every=100", "eval.episodes=1",
+                 "eval.stop_at_success=0", "agent.hidden_dims=[32,32]", "agent.num_critics=2",
+                 "agent.batch_size=32", f"run_dir={run}"]) == 0
+    with EpisodeStore.open(run / "online.zarr") as store:
+        assert store.num_steps < 1000  # far short of total_steps: stopped at (about) the first evaluation
+    assert load_state(run / "checkpoints/latest/trainer")["history"][0]["step"] >= 100

@@ -236,6 +236,9 @@ class Learner:
                 tr._evaluate_and_checkpoint(self.writer)
                 h = tr.history[-1]
                 self.log(f"step {tr.step}: eval success {h['success_rate']:.0%}, {tr.agent.num_updates} updates")
+                if tr._target_reached():  # eval.stop_at_success, as in the one-process loop
+                    self.log("eval.stop_at_success reached: stopping the actor")
+                    ch.send("stop")
         elif msg.kind == "done":
             if not tr.history or tr.history[-1]["step"] != tr.step:  # (the last episode may have just evaluated)
                 tr._evaluate_and_checkpoint(self.writer)

@@ -53,3 +53,11 @@ def test_bad_rows_are_named():
         settings(False, ["row=oops"])
     s, rows, rest = settings(False, ["row=mine:hil=sim_operator;agent.bc_weight=2", "agent.utd_ratio=4"])
     assert rows["mine"] == ["hil=sim_operator", "agent.bc_weight=2"] and rest == ["agent.utd_ratio=4"]
+
+
+def test_a_failing_run_is_named_and_the_others_finish(tmp_path):
+    ov = ["task=reach", "budget=100", "eval_every=100", "eval_episodes=1", "demos=1", f"out={tmp_path}/hil",
+          "threads=1", "rows=no_corrections", "row=broken:agent.utd_ratio=0", "jobs=2"]
+    with pytest.raises(RuntimeError, match="broken seed 0"):
+        run(quick=True, overrides=ov)
+    assert (tmp_path / "hil" / "no_corrections" / "s0" / "bench_done.json").exists()  # kept for reuse=true

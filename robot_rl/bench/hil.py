@@ -186,6 +186,7 @@ def run_all(s: dict[str, Any], rows: dict[str, list[str]], extra: list[str], qui
             shutil.rmtree(run_dir, ignore_errors=True)
             todo.append((row, seed, run_dir, [sys.executable, "-m", "robot_rl.cli", "train", *train_ov]))
     running: list[tuple[str, int, Path, subprocess.Popen, float]] = []
+    failed: list[str] = []
     print(f"bench hil: {len(todo)} run(s) to train ({len(done)} reused), {s['jobs']} at a time; logs in "
           f"{out}/<row>/s<seed>.log", flush=True)
     try:
@@ -201,9 +202,10 @@ def run_all(s: dict[str, Any], rows: dict[str, list[str]], extra: list[str], qui
                 if proc.poll() is None:
                     continue
                 running.remove(item)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"bench hil: {row} seed {seed} failed (exit {proc.returncode}); see "
-                                       f"{run_dir.parent / f's{seed}.log'}")
+                if proc.returncode != 0:  # the others go on; the bench fails at the end, naming it
+                    failed.append(f"{row} seed {seed} (exit {proc.returncode}; {run_dir.parent / f's{seed}.log'})")
+                    print(f"  {row} seed {seed} FAILED: see {run_dir.parent / f's{seed}.log'}", flush=True)
+                    continue
                 summary = dict(run_summary(run_dir, s["budget"], s["eval_every"]), wall_s=time.time() - t0)
                 (run_dir / "bench_done.json").write_text(json.dumps(summary))
                 done[(row, seed)] = summary
@@ -213,6 +215,9 @@ def run_all(s: dict[str, Any], rows: dict[str, list[str]], extra: list[str], qui
     finally:
         for *_, proc, _ in running:  # interrupted: stop the runs in flight (finished ones stay reusable)
             proc.terminate()
+    if failed:
+        raise RuntimeError("bench hil: run(s) failed: " + "; ".join(failed) + ". The finished ones are kept: fix "
+                           "and rerun with reuse=true")
     return {row: {seed: done[(row, seed)] for seed in s["seeds"]} for row in rows}
 
 

@@ -362,10 +362,12 @@ class SAC:
             mask = batch["is_intervention"]
             if self.cfg.bc_on_demos and "from_demo" in batch:
                 mask = torch.maximum(mask, batch["from_demo"])
-            mean_action, _ = self.actor(feat, deterministic=True)
-            err = (mean_action - batch["action"][:, : self.arm_dim]).square().mean(dim=-1)
-            bc = (err * mask).sum() / mask.sum().clamp(min=1.0)
-            actor_loss = actor_loss + self.cfg.bc_weight * bc
+            bc = torch.zeros((), device=mask.device)
+            if bool(mask.any()):  # most batches of a run without take-overs have no row to clone: no second pass
+                mean_action, _ = self.actor(feat, deterministic=True)
+                err = (mean_action - batch["action"][:, : self.arm_dim]).square().mean(dim=-1)
+                bc = (err * mask).sum() / mask.sum()
+                actor_loss = actor_loss + self.cfg.bc_weight * bc
             metrics = {"bc_loss": bc.detach(), "bc_rows": mask.sum()}
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()

@@ -126,14 +126,18 @@ def _validate_train(cfg: DictConfig) -> None:
     if cfg.eval.every < 1 or cfg.eval.episodes < 1:
         raise UsageError("eval.every and eval.episodes must be >= 1")
     corr = cfg.get("corrections") or {}
-    unknown = sorted(set(corr) - {"demo_buffer", "takeover_reward"})
+    unknown = sorted(set(corr) - {"demo_buffer", "takeover_reward", "trigger_reward"})
     if unknown:
-        raise UsageError(f"unknown corrections option(s) {unknown}; valid: demo_buffer, takeover_reward")
+        raise UsageError(f"unknown corrections option(s) {unknown}; valid: demo_buffer, takeover_reward, "
+                         "trigger_reward")
     if not isinstance(corr.get("demo_buffer", True), bool):
         raise UsageError(f"corrections.demo_buffer={corr.get('demo_buffer')!r} must be true or false")
     r = corr.get("takeover_reward", 0.0)
     if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r):
         raise UsageError(f"corrections.takeover_reward={r!r} must be a finite number (RLIF: -1; 0: off)")
+    r = corr.get("trigger_reward")
+    if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r)):
+        raise UsageError(f"corrections.trigger_reward={r!r} must be a finite number (e.g. -1) or null (off)")
 
 
 def _find_checkpoint(path: Path, prefer: str) -> Path:

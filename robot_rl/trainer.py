@@ -27,7 +27,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from robot_rl.agents.sac import SAC, SACConfig
-from robot_rl.data.episode import EpisodeBuilder, episode_stats, intervention_segments, penalize_takeovers
+from robot_rl.data.episode import (EpisodeBuilder, episode_stats, intervention_segments, penalize_takeovers,
+                                   trigger_transitions)
 from robot_rl.data.replay import ReplayBuffer, mixed_batches
 from robot_rl.data.store import EpisodeStore, StoreSchema
 from robot_rl.envs.contract import ACTION_SEMANTICS
@@ -173,20 +174,27 @@ class Trainer:
                 episodes, steps = episodes + 1, steps + len(ep["action"])
         return episodes, steps
 
-    def add_collected(self, episode: Mapping[str, Any]) -> None:
+    def add_collected(self, episode: Mapping[str, Any], policy_action: np.ndarray | None = None) -> None:
         """An episode the policy collected into the replay buffers; the one path for live training (sync and async)
         and for rebuilds from a store, with the ``corrections`` config deciding what the take-overs teach:
 
         * all of it into the online buffer, the policy step before each take-over with ``takeover_reward`` added
           (:func:`~robot_rl.data.episode.penalize_takeovers`; 0: unchanged);
         * with ``demo_buffer``, its runs of intervention steps (:func:`~robot_rl.data.episode.intervention_segments`)
-          into the demo buffer too, so corrections are replayed like demonstrations (HIL-SERL).
+          into the demo buffer too, so corrections are replayed like demonstrations (HIL-SERL);
+        * with ``trigger_reward`` (not null) and ``policy_action`` (T, A), the action the policy proposed where each
+          take-over began, as a terminal transition with that reward
+          (:func:`~robot_rl.data.episode.trigger_transitions`). The store keeps executed actions only, so episodes
+          rebuilt from a store (resume, a learner catching up) go without these.
 
         (The agent's ``bc_weight`` adds behaviour cloning on the intervention rows of each batch.)"""
         corr = self.cfg.get("corrections") or {}
         penalty = float(corr.get("takeover_reward", 0.0))
         episode = self.agent.featurize_episode(episode)  # a no-op for an episode already in buffer form
         self.online.add_episode(penalize_takeovers(episode, penalty) if penalty else episode)
+        if corr.get("trigger_reward") is not None and policy_action is not None:
+            for transition in trigger_transitions(episode, policy_action, float(corr["trigger_reward"])):
+                self.online.add_episode(transition)
         if corr.get("demo_buffer", True):
             for segment in intervention_segments(episode):
                 self.demo.add_episode(segment)
@@ -228,11 +236,13 @@ class Trainer:
                 else:
                     action = self.agent.act(fobs)
                 next_obs, reward, terminated, truncated, info = self.env.step(action)
+                proposed = info.get("policy_action", action)
                 action = np.asarray(info.get("executed_action", action), np.float32)  # the human's, if intervening
                 human = bool(info.get("is_intervention", False))
                 next_fobs = self.agent.featurize(next_obs)
                 episode.add(obs, action, reward, terminated, truncated, next_obs, human, timestamp=dt * ep_len)
-                featurized.add(fobs, action, reward, terminated, truncated, next_fobs, human, timestamp=dt * ep_len)
+                featurized.add(fobs, action, reward, terminated, truncated, next_fobs, human, timestamp=dt * ep_len,
+                               policy_action=proposed)
                 obs, fobs, ep_len = next_obs, next_fobs, ep_len + 1
                 self.step += 1
                 if self.step >= int(cfg.learning_starts):
@@ -247,7 +257,8 @@ class Trainer:
                 if not (terminated or truncated):
                     continue
                 done = episode.build()
-                self.record_episode(store, done, bool(info["success"]), featurized.build())
+                self.record_episode(store, done, bool(info["success"]), featurized.build(),
+                                    featurized.policy_actions())
                 episode.clear()
                 featurized.clear()
                 for k, v in episode_stats(done, bool(info["success"])).items():
@@ -275,14 +286,15 @@ class Trainer:
         return {"final": self.history[-1] if self.history else {}, "run_dir": str(self.run_dir)}
 
     def record_episode(self, store: EpisodeStore, episode: dict[str, Any], success: bool,
-                       buffer_form: dict[str, Any] | None = None) -> None:
+                       buffer_form: dict[str, Any] | None = None, policy_action: np.ndarray | None = None) -> None:
         """A finished online episode: appended to the store (first, so a crash right after loses nothing), added to
         the buffers (:meth:`add_collected`, as the async learner does; ``buffer_form``: the same episode already
-        featurized) and counted (its steps were counted as they ran)."""
+        featurized; ``policy_action``: the actions the policy proposed) and counted (its steps were counted as they
+        ran)."""
         human = bool(np.any(episode["is_intervention"]))
         store.append_episode(**episode, success=success, source="intervention" if human else "policy",
                              task=str(self.cfg.task.name))
-        self.add_collected(episode if buffer_form is None else buffer_form)
+        self.add_collected(episode if buffer_form is None else buffer_form, policy_action)
         self.count_collected(episode, steps=False)
 
     def _target_reached(self) -> bool:

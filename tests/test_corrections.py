@@ -1,5 +1,5 @@
 """What corrections teach the learner: each switch (``corrections.demo_buffer``, ``corrections.takeover_reward``,
-``agent.bc_weight``) changes the batch or the loss in the intended way, on hand-made episodes."""
+``corrections.trigger_reward``, ``agent.bc_weight``) changes the batch or the loss in the intended way, on hand-made episodes."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,8 @@ from gymnasium import spaces
 
 from robot_rl.agents.sac import SAC, SACConfig
 from robot_rl.cli import compose
-from robot_rl.data.episode import episode_stats, penalize_takeovers, takeover_starts
+from robot_rl.data.episode import (EpisodeBuilder, episode_stats, penalize_takeovers, takeover_starts,
+                                   trigger_transitions)
 from robot_rl.trainer import Trainer
 
 FLAGS = np.array([0, 0, 1, 1, 0, 0, 1, 0, 1, 1], bool)  # take-overs start at steps 2, 6 and 8
@@ -42,6 +43,29 @@ def test_takeover_starts_and_the_penalty_lands_on_the_policy_step_before_each():
     stats = episode_stats(ep, True)
     assert (stats["intervention_steps"], stats["takeovers"], stats["episode_length"]) == (5, 3, 10)
     assert stats["intervention_rate"] == 0.5 and stats["episode_return"] == 1.0
+
+
+def test_trigger_transitions_hold_the_proposed_action_where_each_takeover_began():
+    ep = hand_made(3, 2, flags=np.array([1, 0, 1, 1, 0, 1], bool))  # take-overs at 0 (first step), 2 and 5
+    proposed = -ep["action"] - 0.5
+    out = trigger_transitions(ep, proposed, -1.0)
+    assert [int(t["obs"]["state"][0, 0]) for t in out] == [0, 2, 5]
+    for t, step in zip(out, (0, 2, 5)):
+        np.testing.assert_array_equal(t["action"][0], proposed[step])  # the policy's, not the executed one
+        assert t["reward"].tolist() == [-1.0] and t["terminated"].tolist() == [True]
+        assert not t["truncated"][0] and not t["is_intervention"][0]  # never cloned
+    assert trigger_transitions(hand_made(3, 2, flags=np.zeros(4, bool)), np.zeros((4, 2)), -1.0) == []
+    with pytest.raises(ValueError, match="policy_action has shape"):
+        trigger_transitions(ep, proposed[:-1], -1.0)
+    # the builder records the proposed actions next to the executed ones, outside the stored episode
+    b = EpisodeBuilder()
+    for i in range(3):
+        b.add({"state": np.zeros(3)}, np.full(2, i), 0.0, False, i == 2, {"state": np.zeros(3)},
+              policy_action=np.full(2, -i))
+    assert "policy_action" not in b.build()
+    np.testing.assert_array_equal(b.policy_actions()[:, 0], [0, -1, -2])
+    b.add({"state": np.zeros(3)}, np.zeros(2), 0.0, True, False, {"state": np.zeros(3)})
+    assert b.policy_actions() is None  # one step without it: none
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +106,37 @@ def test_trainer_routes_corrections_as_configured(tmp_path, reach_cfg, demo_buff
         tr.eval_env.close()
 
 
+@pytest.mark.parametrize("trigger", [None, -1.0])
+def test_trainer_adds_trigger_transitions_only_when_asked(tmp_path, reach_cfg, trigger):
+    cfg = compose("train", reach_cfg + ["corrections.trigger_reward=" + ("null" if trigger is None else str(trigger)),
+                                        "corrections.takeover_reward=0"])
+    tr = Trainer(cfg, tmp_path)
+    try:
+        dim = tr.env.observation_space["state"].shape[0]
+        ep = hand_made(dim, tr.agent.action_dim)
+        proposed = np.full_like(ep["action"], 0.25)
+        tr.add_collected(ep, proposed)
+        if trigger is None:
+            assert len(tr.online) == 10
+        else:  # the episode, then one terminal transition per take-over (steps 2, 6, 8) with the proposed action
+            assert len(tr.online) == 13
+            np.testing.assert_array_equal(tr.online.obs["state"][10:13, 0], [2, 6, 8])
+            np.testing.assert_array_equal(tr.online.action[10:13], proposed[[2, 6, 8]])
+            np.testing.assert_array_equal(tr.online.reward[10:13], [trigger] * 3)
+            assert tr.online.terminated[10:13].all() and not tr.online.is_intervention[10:13].any()
+        tr.add_collected(ep)  # no proposed actions (an episode rebuilt from a store): the episode only
+        assert len(tr.online) == (20 if trigger is None else 23)
+    finally:
+        tr.env.close()
+        tr.eval_env.close()
+
+
 def test_bad_corrections_config_is_refused(tmp_path):
     from robot_rl.cli import UsageError, _validate_train
 
     for bad, needle in ((["corrections.takeover_reward=nan"], "takeover_reward"),
                         (["corrections.demo_buffer=3"], "demo_buffer"),
+                        (["corrections.trigger_reward=inf"], "trigger_reward"),
                         (["+corrections.bc=1"], "unknown corrections option")):
         with pytest.raises(UsageError, match=needle):
             _validate_train(compose("train", bad))

@@ -45,10 +45,12 @@ from robot_rl.bench.sample_efficiency import MILESTONE, TARGET, steps_to_target
 OPERATOR = ["hil=sim_operator"]
 
 
-def _learner(demo_buffer: bool = True, takeover_reward: float = 0.0, bc_weight: float = 0.0) -> list[str]:
+def _learner(demo_buffer: bool = True, takeover_reward: float = 0.0, bc_weight: float = 0.0,
+             trigger_reward: float | None = None) -> list[str]:
     """Every learner switch set explicitly, so an ablation row does not change with the defaults."""
     return [f"corrections.demo_buffer={str(demo_buffer).lower()}", f"corrections.takeover_reward={takeover_reward}",
-            f"agent.bc_weight={bc_weight}"]
+            f"agent.bc_weight={bc_weight}",
+            f"corrections.trigger_reward={'null' if trigger_reward is None else trigger_reward}"]
 
 
 ROWS: dict[str, list[str]] = {
@@ -65,7 +67,9 @@ ROWS: dict[str, list[str]] = {
     # the demo buffer ...
     "bc": OPERATOR + _learner(bc_weight=1.0),
     "takeover_reward": OPERATOR + _learner(takeover_reward=-1.0),
+    "trigger_reward": OPERATOR + _learner(trigger_reward=-1.0),
     "bc+takeover_reward": OPERATOR + _learner(takeover_reward=-1.0, bc_weight=1.0),
+    "corrections+trigger_reward": OPERATOR + _learner(takeover_reward=-1.0, bc_weight=1.0, trigger_reward=-1.0),
     "no_demo_buffer": OPERATOR + _learner(demo_buffer=False, takeover_reward=-1.0, bc_weight=1.0),
     # ... with the demos cloned as well (agent.bc_on_demos) ...
     "corrections+bc_demos": OPERATOR + ["agent.bc_on_demos=true"],
@@ -160,7 +164,15 @@ def _finished_with(run_dir: Path, overrides: list[str]) -> bool:
     now, then = compose("train", overrides), OmegaConf.load(run_dir / "config.yaml")
     for cfg in (now, then):
         cfg.threads = 0
-    return OmegaConf.to_yaml(now) == OmegaConf.to_yaml(then)
+    return _set_keys(OmegaConf.to_container(now)) == _set_keys(OmegaConf.to_container(then))
+
+
+def _set_keys(x: Any) -> Any:
+    """``x`` without its null-valued keys: a switch added later whose default is null (off) does not change what an
+    earlier run trained."""
+    if isinstance(x, dict):
+        return {k: _set_keys(v) for k, v in x.items() if v is not None}
+    return x
 
 
 def _launch(cmd: list[str], log: Path) -> subprocess.Popen:

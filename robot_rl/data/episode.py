@@ -18,6 +18,7 @@ class EpisodeBuilder:
     def clear(self) -> None:
         self._obs: list[Mapping[str, np.ndarray]] = []
         self._rows: list[tuple[np.ndarray, float, bool, bool, bool, float]] = []
+        self._proposed: list[np.ndarray | None] = []
         self.final_obs: Mapping[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
@@ -25,9 +26,11 @@ class EpisodeBuilder:
 
     def add(self, obs: Mapping[str, np.ndarray], action: np.ndarray, reward: float, terminated: bool,
             truncated: bool, next_obs: Mapping[str, np.ndarray], is_intervention: bool = False,
-            timestamp: float = 0.0) -> None:
-        """One transition; ``action`` is the executed one (the human's when intervening), ``timestamp`` seconds."""
+            timestamp: float = 0.0, policy_action: np.ndarray | None = None) -> None:
+        """One transition; ``action`` is the executed one (the human's when intervening), ``timestamp`` seconds,
+        ``policy_action`` the one the policy proposed (differs from ``action`` where a person took over)."""
         self._obs.append(obs)
+        self._proposed.append(None if policy_action is None else np.asarray(policy_action, np.float32))
         self._rows.append((np.asarray(action, np.float32), float(reward), bool(terminated), bool(truncated),
                            bool(is_intervention), float(timestamp)))
         self.final_obs = next_obs
@@ -46,6 +49,13 @@ class EpisodeBuilder:
                 "action": np.stack(action).astype(np.float32), "reward": reward.astype(np.float32),
                 "terminated": term, "truncated": trunc, "is_intervention": interv.astype(bool),
                 "timestamp": stamp.astype(np.float64)}
+
+    def policy_actions(self) -> np.ndarray | None:
+        """(T, A) float32: the action the policy proposed at each step so far, or None when a step was added without
+        one. Not part of :meth:`build`: the store keeps executed actions only."""
+        if not self._proposed or any(a is None for a in self._proposed):
+            return None
+        return np.stack(self._proposed)
 
 
 def intervention_segments(episode: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -88,6 +98,29 @@ def penalize_takeovers(episode: Mapping[str, Any], reward: float) -> dict[str, A
     out = dict(episode)
     out["reward"] = np.array(episode["reward"], np.float32, copy=True)
     out["reward"][takeover_starts(episode["is_intervention"]) - 1] += np.float32(reward)
+    return out
+
+
+def trigger_transitions(episode: Mapping[str, Any], policy_action: np.ndarray, reward: float
+                        ) -> list[dict[str, Any]]:
+    """One terminal transition per take-over: at the state where the person took over (the first step of each run
+    of intervention steps, the episode's first step included), the action the *policy* proposed there, with
+    ``reward`` and ``terminated`` set, so its value is pushed to ``reward`` without bootstrapping. The proposed action
+    was never executed; the take-over says it should not have been. Each is a one-step episode for
+    :meth:`~robot_rl.data.replay.ReplayBuffer.add_episode` (``is_intervention`` False: it is the policy's action and
+    must not be cloned). ``policy_action`` (T, A) as :meth:`EpisodeBuilder.policy_actions` gives it."""
+    flags = np.asarray(episode["is_intervention"], bool)
+    proposed = np.asarray(policy_action, np.float32)
+    if proposed.shape != np.shape(episode["action"]):
+        raise ValueError(f"policy_action has shape {proposed.shape}; the episode's actions are "
+                         f"{np.shape(episode['action'])}")
+    starts = np.flatnonzero(flags & ~np.r_[False, flags[:-1]])
+    out = []
+    for t in starts:
+        obs = {k: v[t:t + 1] for k, v in episode["obs"].items()}
+        out.append({"obs": obs, "final_obs": {k: v[0] for k, v in obs.items()}, "action": proposed[t:t + 1],
+                    "reward": np.array([reward], np.float32), "terminated": np.ones(1, bool),
+                    "truncated": np.zeros(1, bool), "is_intervention": np.zeros(1, bool)})
     return out
 
 

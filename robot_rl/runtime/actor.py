@@ -226,7 +226,8 @@ class Actor:
                 entry = {"obs": obs, "next_obs": next_obs, "fobs": fobs, "next_fobs": next_fobs,
                          "rest": {"action": action, "reward": np.float32(reward), "terminated": np.bool_(terminated),
                                   "truncated": np.bool_(truncated), "is_intervention": np.bool_(human),
-                                  "timestamp": np.float64(self.dt * t_ep)}}
+                                  "timestamp": np.float64(self.dt * t_ep),
+                                  "policy_action": np.asarray(info.get("policy_action", action), np.float32)}}
                 self._pending.append(entry)
                 if self.ch is not None and self.synced:
                     self.ch.send("step", arrays=self._step_msg(entry))

@@ -168,6 +168,8 @@ class Learner:
         prev = self.running.final_obs if len(self.running) else None
         spec: dict[str, list] = {"action": [(agent.action_space.shape, None)],
                                  **{k: [((), None), ((1,), None)] for k in STEP_SCALARS}}
+        if "policy_action" in arrays:  # live steps carry it; steps replayed from the store do not
+            spec["policy_action"] = spec["action"]
         for k, space in env.spaces.items():
             if prev is not None:
                 options = [(prev[k].shape, prev[k].dtype)]
@@ -204,7 +206,8 @@ class Learner:
             self._check_step(a)
             one = {k: a[k].reshape(-1)[0].item() for k in STEP_SCALARS}
             self.running.add(split_obs(a, "obs"), a["action"], one["reward"], one["terminated"], one["truncated"],
-                             split_obs(a, "next_obs"), one["is_intervention"], one["timestamp"])
+                             split_obs(a, "next_obs"), one["is_intervention"], one["timestamp"],
+                             policy_action=a.get("policy_action"))
         elif msg.kind == "episode_end":
             if not len(self.running) or len(self.running) != int(msg.meta["steps"]) \
                     or int(msg.meta["store_episodes"]) != tr.episode + 1:
@@ -218,6 +221,7 @@ class Learner:
                     ch.close()
                 return False
             episode = self.running.build(cut=bool(msg.meta.get("cut", False)))  # as the actor filed it
+            proposed = self.running.policy_actions()
             self.running.clear()
             if self.replica is not None:  # first to the replica, so a crash right after loses nothing
                 human = bool(np.any(episode["is_intervention"]))
@@ -228,7 +232,7 @@ class Learner:
                                                 task=str(self.cfg.task.name), notes=str(msg.meta.get("notes", "")))
                 except StoreError as e:  # checked before anything is written: the replica is unchanged
                     raise MessageError(f"the replica store refused the episode ({e})") from None
-            tr.add_collected(episode)
+            tr.add_collected(episode, proposed)
             tr.count_collected(episode)
             for k, v in (msg.meta.get("stats") or {}).items():
                 self.writer.add_scalar(f"train/{k}", float(v), tr.step)

@@ -32,13 +32,17 @@ from robot_rl.data.episode import (EpisodeBuilder, episode_stats, intervention_s
 from robot_rl.data.replay import ReplayBuffer, mixed_batches
 from robot_rl.data.store import EpisodeStore, StoreSchema
 from robot_rl.envs.contract import ACTION_SEMANTICS
-from robot_rl.envs.make import control_dt, expert_action, make_env
+from robot_rl.envs.make import control_dt, expert_action, find_wrapper, make_env
 from robot_rl.evaluate import evaluate
 from robot_rl.hil.intervention import InterventionWrapper, make_intervention_env
+from robot_rl.rewards.wrapper import RewardWrapper
 from robot_rl.utils.checkpoint import load_state, save_state
 from robot_rl.utils.specs import check_spec, env_spec
 
 
+
+
+REWARD_COUNTS = ("declared_episodes", "hacked_episodes", "vetoed_steps")
 
 
 def set_threads(threads: int) -> None:
@@ -53,7 +57,8 @@ def make_training_env(cfg: DictConfig) -> Any:
     from robot_rl.rewards import wrap_reward
 
     reward = OmegaConf.to_container(cfg.reward, resolve=True) if cfg.get("reward") else None
-    env = wrap_reward(make_env(cfg.task), reward, device=str(cfg.get("device", "auto")))  # learned reward, if any
+    env = wrap_reward(make_env(cfg.task), reward, device=str(cfg.get("device", "auto")), seed=int(cfg.seed),
+                      log=lambda msg: print(msg, file=sys.stderr, flush=True))  # learned reward, if any
     return make_intervention_env(env, cfg.get("hil"), seed=int(cfg.seed))  # the operator's marks come last
 
 
@@ -85,9 +90,12 @@ class Trainer:
         self.demo = ReplayBuffer(space, adim, int(cfg.buffer_capacity), self.agent.device)
         self.step, self.episode, self.demo_episodes, self.prefill_episodes = 0, 0, 0, 0
         self.intervention_steps = 0  # of the collected steps, how many a person (or the simulated operator) drove
+        self.reward_counts = dict.fromkeys(REWARD_COUNTS, 0)  # a learned reward's declarations (reward_stats)
+        self.reward_wrapper = find_wrapper(self.env, RewardWrapper)
         self.history: list[dict[str, float]] = []
         self.best_success = -1.0
         self._next_eval = int(cfg.eval.every)
+        self._refinements_logged = 0
 
     # ---------------------------------------------------------------- demos
     def _store_schema(self, action_semantics: str) -> StoreSchema:
@@ -199,13 +207,20 @@ class Trainer:
             for segment in intervention_segments(episode):
                 self.demo.add_episode(segment)
 
-    def count_collected(self, episode: Mapping[str, Any], steps: bool = True) -> None:
-        """Count an episode the run collected: episodes, intervention steps and (``steps``; the sync loop counts them
-        as they run) env steps. Sync and async runs account through here alike."""
+    def count_collected(self, episode: Mapping[str, Any], steps: bool = True,
+                        reward_stats: Mapping[str, float] | None = None) -> None:
+        """Count an episode the run collected: episodes, intervention steps, (``steps``; the sync loop counts them
+        as they run) env steps and, with a learned reward, its ``reward_stats`` (episodes in which it declared
+        success, falsely by the env's own success, and the judge's vetoes). Sync and async runs account through here
+        alike."""
         self.episode += 1
         self.intervention_steps += int(np.count_nonzero(episode["is_intervention"]))
         if steps:
             self.step += len(episode["action"])
+        if reward_stats:
+            self.reward_counts["declared_episodes"] += int(reward_stats.get("declared_steps", 0) > 0)
+            self.reward_counts["hacked_episodes"] += int(reward_stats.get("hacked_episode", 0) > 0)
+            self.reward_counts["vetoed_steps"] += int(reward_stats.get("vetoed_steps", 0))
 
     def _open_online_store(self) -> EpisodeStore:
         return open_online_store(self.run_dir, self.env)
@@ -258,7 +273,10 @@ class Trainer:
                     continue
                 done = episode.build()
                 self.record_episode(store, done, bool(info["success"]), featurized.build(),
-                                    featurized.policy_actions())
+                                    featurized.policy_actions(), info.get("reward_stats"))
+                for k, v in (info.get("reward_stats") or {}).items():
+                    writer.add_scalar(f"train/reward_{k}", v, self.step)
+                self._log_refinements(writer)
                 episode.clear()
                 featurized.clear()
                 for k, v in episode_stats(done, bool(info["success"])).items():
@@ -286,7 +304,8 @@ class Trainer:
         return {"final": self.history[-1] if self.history else {}, "run_dir": str(self.run_dir)}
 
     def record_episode(self, store: EpisodeStore, episode: dict[str, Any], success: bool,
-                       buffer_form: dict[str, Any] | None = None, policy_action: np.ndarray | None = None) -> None:
+                       buffer_form: dict[str, Any] | None = None, policy_action: np.ndarray | None = None,
+                       reward_stats: Mapping[str, float] | None = None) -> None:
         """A finished online episode: appended to the store (first, so a crash right after loses nothing), added to
         the buffers (:meth:`add_collected`, as the async learner does; ``buffer_form``: the same episode already
         featurized; ``policy_action``: the actions the policy proposed) and counted (its steps were counted as they
@@ -295,7 +314,20 @@ class Trainer:
         store.append_episode(**episode, success=success, source="intervention" if human else "policy",
                              task=str(self.cfg.task.name))
         self.add_collected(episode if buffer_form is None else buffer_form, policy_action)
-        self.count_collected(episode, steps=False)
+        self.count_collected(episode, steps=False, reward_stats=reward_stats)
+
+    def _log_refinements(self, writer) -> None:
+        """The learned reward's retrainings since the last call (``reward.refine``): to ``reward_refine.jsonl`` and
+        tensorboard ``reward/*``."""
+        refiner = self.reward_wrapper.refiner if self.reward_wrapper is not None else None
+        if refiner is None:
+            return
+        for rec in refiner.history[self._refinements_logged:]:
+            with open(self.run_dir / "reward_refine.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            for k in ("threshold", "val_fpr", "val_recall", "mined", "mined_still_positive"):
+                writer.add_scalar(f"reward/{k}", rec[k], rec["env_steps"])
+        self._refinements_logged = len(refiner.history)
 
     def _target_reached(self) -> bool:
         """True once an evaluation reached ``eval.stop_at_success`` (null: never stop early)."""
@@ -315,6 +347,9 @@ class Trainer:
         result.update(step=self.step, episode=self.episode, updates=self.agent.num_updates,
                       eval_seconds=time.perf_counter() - start, intervention_steps=self.intervention_steps,
                       intervention_share=self.intervention_steps / max(self.step, 1))
+        if self.reward_wrapper is not None:  # what the learned reward declared over the run (train episodes)
+            result.update({f"reward_{k}": v for k, v in self.reward_counts.items()},
+                          reward_threshold=self.reward_wrapper.model.threshold)
         self.history.append(result)
         for k in ("success_rate", "return_mean", "length_mean", "cycle_time_s"):
             if not math.isnan(result[k]):
@@ -342,12 +377,16 @@ class Trainer:
             trainer_state = {
                 "step": self.step, "episode": self.episode, "demo_episodes": self.demo_episodes,
                 "prefill_episodes": self.prefill_episodes, "intervention_steps": self.intervention_steps,
+                "reward_counts": self.reward_counts,
                 "best_success": self.best_success, "next_eval": self._next_eval, "history": self.history,
                 "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                 "env_rng": self.env.unwrapped.np_random.bit_generator.state,
                 "hil": self.env.state_dict() if isinstance(self.env, InterventionWrapper) else None,
             }
             save_state(trainer_state, tmp / "trainer")
+        refiner = self.reward_wrapper.refiner if self.reward_wrapper is not None else None
+        if refiner is not None and refiner.history:  # the retrained classifier: what this run's rewards came from
+            self.reward_wrapper.model.save(tmp / "reward_model")
         old = path.with_name(path.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if path.exists():
@@ -391,6 +430,9 @@ class Trainer:
         self.step, self.episode, self.demo_episodes = int(st["step"]), int(st["episode"]), int(st["demo_episodes"])
         self.prefill_episodes = int(st["prefill_episodes"])
         self.intervention_steps = int(st.get("intervention_steps", 0))
+        self.reward_counts.update({k: int(v) for k, v in (st.get("reward_counts") or {}).items()})
+        if (path / "reward_model").exists() and self.reward_wrapper is not None:
+            self.reward_wrapper.load_weights(path / "reward_model")
         self.best_success, self._next_eval, self.history = float(st["best_success"]), int(st["next_eval"]), st["history"]
         self.rng.bit_generator.state = st["rng"]
         torch.set_rng_state(st["torch_rng"])

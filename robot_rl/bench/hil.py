@@ -58,7 +58,7 @@ ROWS: dict[str, list[str]] = {
     "no_corrections+bc_demos": ["agent.bc_on_demos=true"],  # the baseline's best shot: clone the demos instead
     "corrections": OPERATOR,  # the person-like operator, the learner's defaults (= "bc+takeover_reward")
     "corrections_async": OPERATOR + ["runtime=async"],  # paced at the control rate, as on a robot
-    "corrections_async+fresh_weights": OPERATOR + ["runtime=async", "runtime.weights_every=1"],  # no policy lag
+    "corrections_async+stale_weights": OPERATOR + ["runtime=async", "runtime.weights_every=20"],  # 2 s policy lag
     # ablations. The operator: an impatient one and the person-like one, both with the plain HIL-SERL learner
     # (corrected segments into both buffers, nothing else) ...
     "heavy_operator": ["hil=sim_operator_heavy"] + _learner(),

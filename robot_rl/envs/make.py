@@ -59,3 +59,12 @@ def expert_action(env: gym.Env):
 def control_dt(env: gym.Env) -> float:
     """Seconds per env step (0.1 at 10 Hz); 1.0 if the env does not say."""
     return float(getattr(env.unwrapped, "control_dt", 1.0))
+
+
+def find_wrapper(env: Any, kind: type) -> Any:
+    """The first wrapper of type ``kind`` in ``env``'s chain of wrappers (``env`` itself included), or None."""
+    while env is not None:
+        if isinstance(env, kind):
+            return env
+        env = getattr(env, "env", None)
+    return None

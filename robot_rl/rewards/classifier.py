@@ -208,23 +208,26 @@ def check_label_counts(frames: StoreFrames, min_positives: int, min_negatives: i
 def fit_binary(module: nn.Module, train: Mapping[str, torch.Tensor], y_train: np.ndarray,
                val: Mapping[str, torch.Tensor] | None, y_val: np.ndarray | None, *, steps: int, batch_size: int,
                lr: float, weight_decay: float, eval_every: int, seed: int,
-               params: Sequence[nn.Parameter] | None = None, log: Callable[[str], None] | None = None
-               ) -> dict[str, Any]:
+               params: Sequence[nn.Parameter] | None = None, log: Callable[[str], None] | None = None,
+               sample_weights: np.ndarray | None = None, prior_logit: float | None = None) -> dict[str, Any]:
     """Train ``module`` (``forward(inputs {name: (B, ...)}, augment, generator) -> logits (B,)``) as a binary
     classifier on cached inputs. Returns ``{"prior_logit", "best_step", "best_val_loss", "history"}`` and leaves the
     best state (lowest validation loss) loaded.
 
     ``train``: {name: (K, N, ...)} with ``K`` augmented copies of each of the ``N`` training frames (one copy drawn
     per sample); ``y_train`` (N,) in {0, 1}; ``val``: {name: (M, ...)} and ``y_val`` (M,) or None. Batches hold
-    ``batch_size // 2`` positives and as many negatives (with replacement); predictions add ``prior_logit`` = log
-    odds of the training labels. AdamW on ``params`` (default: parameters that require grad).
+    ``batch_size // 2`` positives and as many negatives (with replacement; ``sample_weights`` (N,), relative draw
+    weights within each class, default uniform); predictions add ``prior_logit`` (default: the log odds of the
+    training labels). AdamW on ``params`` (default: parameters that require grad).
     """
     dev = next(module.parameters()).device
     y_train = np.asarray(y_train).astype(bool)
     pos, neg = np.flatnonzero(y_train), np.flatnonzero(~y_train)
     if len(pos) == 0 or len(neg) == 0:
         raise RewardDataError(f"training frames need both classes: {len(pos)} positives, {len(neg)} negatives")
-    prior_logit = float(math.log(len(pos) / len(neg)))
+    prior_logit = float(math.log(len(pos) / len(neg))) if prior_logit is None else float(prior_logit)
+    w = np.ones(len(y_train)) if sample_weights is None else np.asarray(sample_weights, np.float64)
+    p_pos, p_neg = w[pos] / w[pos].sum(), w[neg] / w[neg].sum()
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device=dev).manual_seed(seed)
     opt = torch.optim.AdamW(list(params) if params is not None else [p for p in module.parameters() if p.requires_grad],
@@ -242,7 +245,7 @@ def fit_binary(module: nn.Module, train: Mapping[str, torch.Tensor], y_train: np
 
     for step in range(1, steps + 1):
         module.train()
-        idx = np.concatenate([rng.choice(pos, half), rng.choice(neg, half)])
+        idx = np.concatenate([rng.choice(pos, half, p=p_pos), rng.choice(neg, half, p=p_neg)])
         copy = rng.integers(0, k, len(idx))
         batch = {n: x[torch.as_tensor(copy), torch.as_tensor(idx)].to(dev, non_blocking=True)
                  for n, x in train.items()}
@@ -345,11 +348,11 @@ def train_classifier(store: EpisodeStore, cfg: ClassifierConfig, *, seed: int = 
                      seed=seed, log=log)
     p_val = torch.sigmoid(predict_logits(scorer, va_in) + fit["prior_logit"]).double().cpu().numpy()
     ev = evaluate_scores(val.label == 1, p_val, cfg.target_fpr)
-    model = SuccessClassifier(feat, scorer, shapes, ev["threshold"], fit["prior_logit"])
-    report = {"kind": "classifier", "store": str(store.root), **info, "validation": ev,
+    report = {"kind": "classifier", "store": str(Path(store.root).resolve()), **info, "validation": ev,
               "fit": {k: fit[k] for k in ("prior_logit", "best_step", "best_val_loss")}, "history": fit["history"],
               "seconds": {"features": t_feat, "total": time.perf_counter() - t0}, "config": cfg.to_dict(),
               "seed": seed, "device": str(dev)}
+    model = SuccessClassifier(feat, scorer, shapes, ev["threshold"], fit["prior_logit"], report)
     if out is not None:
         model.save(out, report)
         write_plots(out, val.label == 1, p_val, ev["threshold"])
@@ -373,8 +376,9 @@ class SuccessClassifier(RewardModel):
     kind = "classifier"
 
     def __init__(self, featurizer: TrunkFeaturizer, scorer: FrameScorer, image_shapes: Mapping[str, Sequence[int]],
-                 threshold: float | None, prior_logit: float):
+                 threshold: float | None, prior_logit: float, report: Mapping[str, Any] | None = None):
         self.featurizer, self.scorer = featurizer, scorer.eval()
+        self.report = dict(report or {})  # how it was trained (store, split, config): what retraining starts from
         self.image_shapes = {c: tuple(int(d) for d in s) for c, s in image_shapes.items()}  # type: ignore[misc]
         self.cameras = sorted(self.image_shapes)
         self.threshold = None if threshold is None else float(threshold)
@@ -390,6 +394,10 @@ class SuccessClassifier(RewardModel):
         self.check_frames({c: tuple(np.shape(frames[c])[1:]) for c in frames}, "frames given to the classifier")
         maps = {c: self.featurizer.maps(frames[c], dtype=torch.float32) for c in self.cameras}
         return torch.sigmoid(self.scorer(maps) + self.prior_logit).double().cpu().numpy()
+
+    def invalidate_identity(self) -> None:
+        """Call after changing the weights in place: the identity (and the cached labels' name) follows them."""
+        self._identity = None
 
     def identity(self) -> dict[str, Any]:
         if self._identity is None:
@@ -417,7 +425,7 @@ class SuccessClassifier(RewardModel):
                 "head": {"feature_dim": head0.out_dim, "num_kernels": int(head0.kernel.shape[-1]),
                          "hidden": int(self.scorer.mlp[0].out_features),
                          "dropout": float(self.scorer.mlp[2].p), "feature_pad": self.scorer.feature_pad},
-                "identity": self.identity(), "report": jsonable(report or {})}
+                "identity": self.identity(), "report": jsonable(report if report is not None else self.report)}
         (out / MODEL_FILE).write_text(json.dumps(meta, indent=2))
         return out
 
@@ -441,4 +449,4 @@ class SuccessClassifier(RewardModel):
         scorer = FrameScorer({c: tuple(s) for c, s in t["feature_shapes"].items()}, h["feature_dim"],
                              h["num_kernels"], h["hidden"], h["dropout"], h["feature_pad"])
         scorer.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("scorer.")})
-        return cls(feat, scorer.to(feat.device), shapes, d["threshold"], d["prior_logit"])
+        return cls(feat, scorer.to(feat.device), shapes, d["threshold"], d["prior_logit"], d.get("report"))

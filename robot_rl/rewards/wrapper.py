@@ -17,7 +17,14 @@ group (``configs/reward/*.yaml``):
 * ``consecutive``: frames in a row at or above the threshold before success is declared (suppresses single-frame
   false positives);
 * ``terminate_on_success``: set ``terminated`` when success is declared. In sim, for a faithful comparison, also
-  turn the task's own ``terminate_on_success`` off so that the ground truth does not end episodes.
+  turn the task's own ``terminate_on_success`` off so that the ground truth does not end episodes;
+* ``refine``: a judge on the classifier's successes, hard-negative mining and retraining during training
+  (:mod:`robot_rl.rewards.refine`; single env only).
+
+Every step's info also says whether the model declared success (``reward_declared``) and, where the env reports its
+own success, whether that declaration was false (``reward_hacked``: the model says success, the env says no) and
+whether the judge vetoed it (``reward_vetoed``). The step that ends an episode carries ``reward_stats``: those
+counted over the episode (steps), and ``hacked_episode`` (1.0 when any step was hacked).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import torch
 
 from robot_rl.envs.contract import image_keys
 from robot_rl.rewards.base import RewardDataError, RewardModel, load_reward_model, resolve_device
+from robot_rl.rewards.refine import ClassifierRefiner, RefineConfig
 
 REWARD_MODES = ("binary", "score", "prob")
 
@@ -74,15 +82,33 @@ class RewardWrapper(gym.Wrapper):
     raw score. ``reset`` reports ``success=False`` and the env's own in ``gt_success``."""
 
     def __init__(self, env: gym.Env, model: RewardModel, reward: str = "binary", threshold: float | None = None,
-                 success_reward: float = 1.0, consecutive: int = 1, terminate_on_success: bool = True):
+                 success_reward: float = 1.0, consecutive: int = 1, terminate_on_success: bool = True,
+                 refine: RefineConfig | None = None, seed: int = 0, log: Any = None):
         super().__init__(env)
         model.check_frames(_space_shapes(env.observation_space, batched=False), "the env's observation space")
         self.model = model
         self._core = _Relabeller(model, 1, reward, threshold, success_reward, consecutive, terminate_on_success)
+        self.refine = refine or RefineConfig()
+        self.refiner = ClassifierRefiner(model, self.refine, seed, log) if self.refine.active else None
+        if self.refiner is not None and threshold is not None:
+            raise ValueError("reward.refine picks the threshold again at each retraining; leave reward.threshold null")
+        self.env_steps = 0
+        self._ep = {"declared_steps": 0, "hacked_steps": 0, "vetoed_steps": 0}
+
+    def load_weights(self, path: Any) -> None:
+        """Take the weights and threshold of the classifier saved at ``path`` (a retrained one, from a checkpoint)."""
+        saved = load_reward_model(path, self.model.device)
+        self.model.scorer.load_state_dict(saved.scorer.state_dict())
+        self.model.threshold = self._core.threshold = saved.threshold
+        self.model.invalidate_identity()
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        if self.refiner is not None and self.refiner.due(self.env_steps):  # between episodes, never mid-episode
+            self.refiner.retrain(self.env_steps)
+            self._core.threshold = self.model.threshold
         obs, info = self.env.reset(**kwargs)
         self._core.streak[:] = 0
+        self._ep = dict.fromkeys(self._ep, 0)
         info = dict(info)
         info["gt_success"] = bool(info.get("success", False))
         info["success"] = False
@@ -90,12 +116,30 @@ class RewardWrapper(gym.Wrapper):
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
-        r, s, score = self._core({c: np.asarray(obs[c])[None] for c in self.model.cameras})
+        frames = {c: np.asarray(obs[c]) for c in self.model.cameras}
+        r, s, score = self._core({c: f[None] for c, f in frames.items()})
         info = dict(info)
-        info["gt_success"], info["gt_reward"] = bool(info.get("success", False)), float(reward)
+        known = "success" in info  # the env reports its own success (sim): false declarations can be counted
+        gt = bool(info.get("success", False))
+        declared = bool(s[0])
+        hacked = declared and known and not gt
+        vetoed = hacked and self.refiner is not None  # the judge (ground truth) rejects it
+        if vetoed:
+            self.refiner.add_negative(frames)
+            if self.refine.veto:
+                r, s = np.zeros(1), np.zeros(1, bool)
+                self._core.streak[:] = 0
+        self.env_steps += 1
+        for k, v in (("declared_steps", declared), ("hacked_steps", hacked), ("vetoed_steps", vetoed)):
+            self._ep[k] += int(v)
+        info["gt_success"], info["gt_reward"] = gt, float(reward)
         info["success"], info["reward_score"] = bool(s[0]), float(score[0])
+        info.update(reward_declared=declared, reward_hacked=hacked, reward_vetoed=vetoed)
         if s[0] and self._core.terminate:
             terminated = True
+        if terminated or truncated:
+            info["reward_stats"] = {**{k: float(v) for k, v in self._ep.items()},
+                                    "hacked_episode": float(self._ep["hacked_steps"] > 0)}
         return obs, float(r[0]), bool(terminated), bool(truncated), info
 
 
@@ -164,7 +208,8 @@ def build_reward_model(reward_cfg: Mapping[str, Any], device: str | torch.device
 
 
 def wrap_reward(env: gym.Env | gym.vector.VectorEnv, reward_cfg: Mapping[str, Any] | None,
-                device: str | torch.device | None = "auto") -> gym.Env | gym.vector.VectorEnv:
+                device: str | torch.device | None = "auto", seed: int = 0, log: Any = None
+                ) -> gym.Env | gym.vector.VectorEnv:
     """Wrap ``env`` so its reward and ``info["success"]`` come from the reward model ``reward_cfg`` names (see the
     module docstring); ``ground_truth`` (or no config) returns ``env`` itself. Camera names and image sizes of the
     env must match the model's, else :class:`~robot_rl.rewards.base.RewardDataError` names them."""
@@ -179,6 +224,9 @@ def wrap_reward(env: gym.Env | gym.vector.VectorEnv, reward_cfg: Mapping[str, An
     kw = dict(reward=str(cfg.get("reward", "binary")), threshold=cfg.get("threshold"),
               success_reward=float(cfg.get("success_reward", 1.0)), consecutive=int(cfg.get("consecutive", 1)),
               terminate_on_success=bool(cfg.get("terminate_on_success", True)))
+    refine = RefineConfig.from_dict(cfg.get("refine"))
     if isinstance(env, gym.vector.VectorEnv):
+        if refine.active:
+            raise ValueError("reward.refine works with a single env, not a vector env")
         return RewardVectorWrapper(env, model, **kw)
-    return RewardWrapper(env, model, **kw)
+    return RewardWrapper(env, model, **kw, refine=refine, seed=seed, log=log)

@@ -235,7 +235,7 @@ class Actor:
                 t_ep += 1
                 obs, fobs = next_obs, next_fobs
                 if terminated or truncated:
-                    self._finish(bool(info["success"]))
+                    self._finish(bool(info["success"]), reward_stats=info.get("reward_stats"))
                     self._seed += 1
                     obs = self._reset()
                     fobs = self.agent.featurize(obs)
@@ -273,8 +273,10 @@ class Actor:
                 self._poll_connection()
                 time.sleep(2.0)
 
-    def _finish(self, success: bool, cut: bool = False, notes: str = "") -> None:
-        """File the running episode (``cut``: stopped early, its last step marked truncated) and tell the learner."""
+    def _finish(self, success: bool, cut: bool = False, notes: str = "",
+                reward_stats: dict[str, float] | None = None) -> None:
+        """File the running episode (``cut``: stopped early, its last step marked truncated) and tell the learner
+        (with the learned reward's ``reward_stats``, if any)."""
         episode = self.episode.build(cut=cut)
         human = bool(np.any(episode["is_intervention"]))
         self.store.append_episode(**episode, success=success, source="intervention" if human else "policy",
@@ -282,7 +284,8 @@ class Actor:
         self.episodes += 1
         self.episode.clear()
         self._pending = []
-        stats = {**episode_stats(episode, success), "weight_lag_steps": self.steps - self.steps_at_weights}
+        stats = {**episode_stats(episode, success), "weight_lag_steps": self.steps - self.steps_at_weights,
+                 **{f"reward_{k}": v for k, v in (reward_stats or {}).items()}}
         if self.ch is not None and self.synced:
             self.ch.send("episode_end", {"steps": len(episode["action"]), "store_episodes": self.episodes,
                                          "success": success, "source": "intervention" if human else "policy",

@@ -233,7 +233,9 @@ class Learner:
                 except StoreError as e:  # checked before anything is written: the replica is unchanged
                     raise MessageError(f"the replica store refused the episode ({e})") from None
             tr.add_collected(episode, proposed)
-            tr.count_collected(episode)
+            stats = msg.meta.get("stats") or {}
+            tr.count_collected(episode, reward_stats={k[len("reward_"):]: float(v) for k, v in stats.items()
+                                                      if k.startswith("reward_")})
             for k, v in (msg.meta.get("stats") or {}).items():
                 self.writer.add_scalar(f"train/{k}", float(v), tr.step)
             if tr.step >= tr._next_eval:

@@ -1,0 +1,107 @@
+"""Keeping a classifier honest under RL (``reward.refine``): the judge's veto, hard-negative mining of exactly the
+rejected frames, retraining that stops the classifier calling them success, and the per-episode accounting."""
+
+import numpy as np
+import pytest
+
+from robot_rl.rewards import RewardDataError, load_reward_model
+from robot_rl.rewards.refine import ClassifierRefiner, RefineConfig
+from robot_rl.rewards.wrapper import RewardWrapper
+from test_rewards_helpers import SquareEnv, draw, square_store, trained_classifier  # noqa: F401
+
+NEAR = np.array([0.62, 0.62])  # next to the goal corner (x, y > 0.72), not in it
+
+
+class ParkEnv(SquareEnv):
+    """SquareEnv whose episodes start at ``NEAR``; action 0 keeps the square there (a policy parked on a hack)."""
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed)
+        self.pos = NEAR.copy()
+        return self._obs(), info
+
+
+def gameable(path):
+    """The trained tiny classifier with its threshold lowered just under its score at ``NEAR``: a false positive
+    that a policy parked there farms."""
+    model = load_reward_model(path, "cpu")
+    model.threshold = float(model.score({c: f[None] for c, f in draw(NEAR).items()})[0]) - 1e-6
+    return model
+
+
+def p(model, pos):
+    return float(model.score({c: f[None] for c, f in draw(np.asarray(pos)).items()})[0])
+
+
+@pytest.mark.parametrize("judge,veto", [("none", True), ("ground_truth", True), ("ground_truth", False)])
+def test_the_judge_vetoes_and_mines_exactly_the_false_successes(trained_classifier, judge, veto):
+    out, _ = trained_classifier
+    model = gameable(out)
+    env = RewardWrapper(ParkEnv(max_episode_steps=5), model, terminate_on_success=True,
+                        refine=RefineConfig(judge=judge, veto=veto, every=0))
+    env.reset(seed=0)
+    steps = 0
+    while True:
+        _, r, term, trunc, info = env.step(np.zeros(2, np.float32))
+        steps += 1
+        assert info["reward_declared"] and info["reward_hacked"] and not info["gt_success"]
+        assert info["reward_vetoed"] == (judge == "ground_truth")
+        if judge == "ground_truth" and veto:  # rejected: no pay, the episode goes on
+            assert r == 0.0 and not info["success"] and not term
+        else:  # the classifier's word stands: paid, and the episode ends as a success
+            assert r == 1.0 and info["success"] and term
+        if term or trunc:
+            break
+    stats = info["reward_stats"]
+    assert stats["declared_steps"] == stats["hacked_steps"] == steps and stats["hacked_episode"] == 1.0
+    assert stats["vetoed_steps"] == (steps if judge == "ground_truth" else 0)
+    assert (env.refiner is None) == (judge == "none")
+    if env.refiner is not None:
+        assert len(env.refiner.mined) == steps  # one hard negative per rejected frame
+    # a true success is never vetoed
+    if env.refiner is not None:
+        env.unwrapped.pos = np.array([0.9, 0.9])
+        _, r, *_, info = env.step(np.zeros(2, np.float32))
+        assert info["gt_success"] and not info["reward_hacked"] and not info["reward_vetoed"]
+        assert len(env.refiner.mined) == steps
+
+
+def test_retraining_stops_the_classifier_calling_the_mined_frames_success(trained_classifier):
+    out, _ = trained_classifier
+    model = gameable(out)
+    before_near, before_goal = p(model, NEAR), p(model, [0.9, 0.9])
+    env = RewardWrapper(ParkEnv(max_episode_steps=6), model, terminate_on_success=True,
+                        refine=RefineConfig(judge="ground_truth", every=6, steps=200))
+    identity = model.label_name()
+    env.reset(seed=0)
+    for _ in range(6):
+        env.step(np.zeros(2, np.float32))
+    assert env.refiner.due(env.env_steps)
+    env.reset(seed=1)  # retrains between episodes
+    rec = env.refiner.history[-1]
+    assert rec["mined"] == 6 and rec["env_steps"] == 6 and not env.refiner.due(env.env_steps)
+    after_near, after_goal = p(model, NEAR), p(model, [0.9, 0.9])
+    assert after_near < model.threshold <= after_goal  # no longer called success; the goal still is
+    assert after_near < before_near and rec["mined_still_positive"] == 0.0
+    assert rec["val_recall"] >= 0.8 and before_goal >= 0.5
+    assert model.label_name() != identity  # cached labels of the old weights are not reused
+    _, r, term, _, info = env.step(np.zeros(2, np.float32))  # parked on the old hack: no longer declared
+    assert not info["reward_declared"] and r == 0.0 and not term
+
+
+def test_refine_refuses_what_it_cannot_do(trained_classifier, tmp_path):
+    out, _ = trained_classifier
+    for bad, needle in (({"judge": "human"}, "judge"), ({"every": -1}, "every"), ({"mined_share": 1.0}, "mined_share"),
+                        ({"judge": "ground_truth", "budget": 3}, "unknown reward.refine option")):
+        with pytest.raises(ValueError, match=needle):
+            RefineConfig.from_dict(bad)
+    with pytest.raises(RewardDataError, match="success classifier"):
+        ClassifierRefiner(object(), RefineConfig(judge="ground_truth"))
+    model = load_reward_model(out, "cpu")
+    model.report = {**model.report, "store": str(tmp_path / "gone.zarr")}
+    refiner = ClassifierRefiner(model, RefineConfig(judge="ground_truth", every=1))
+    refiner.add_negative(draw(NEAR))
+    with pytest.raises(RewardDataError, match="gone.zarr"):
+        refiner.retrain(1)
+    with pytest.raises(ValueError, match="leave reward.threshold null"):
+        RewardWrapper(SquareEnv(), load_reward_model(out, "cpu"), threshold=0.5, refine=RefineConfig(judge="ground_truth"))

@@ -102,6 +102,9 @@ def cmd_train(overrides: Sequence[str]) -> int:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
         print("starting:", json.dumps(trainer.start_fresh()))
     print(f"training {cfg.task.name} with {cfg.agent.name} on {trainer.agent.device}; outputs in {run_dir}/")
+    from robot_rl.runtime.launch import ctrl_c_stops
+
+    ctrl_c_stops()  # also when started in the background or stopped with kill / timeout
     try:
         out = trainer.train()
     except KeyboardInterrupt:

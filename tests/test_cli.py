@@ -88,3 +88,35 @@ def test_rlpd_solves_reach_in_a_short_run(tmp_path):
     tr.train(progress=False)
     rates = [h["success_rate"] for h in tr.history]
     assert max(rates) >= 0.9 and rates[-1] >= 0.8, rates
+
+
+def test_train_stops_cleanly_on_sigterm_even_with_sigint_ignored(tmp_path):
+    """``kill`` (SIGTERM) or a background start (SIGINT ignored, as shells start background jobs) must not lose the
+    running episode: the process stops as on Ctrl+C, files the episode cut short and says how to resume."""
+    import signal
+    import time
+
+    from robot_rl.data.store import EpisodeStore
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "robot_rl.cli", "train", "task=reach", "obs=state", "demos.episodes=0",
+           "total_steps=100000", "eval.every=100000", f"run_dir={run}", *SMALL]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        commit, deadline = run / "online.zarr" / "commit.json", time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:  # however slow the machine: one episode filed
+            if commit.exists() and json.loads(commit.read_text())["episodes"] >= 1:
+                break
+            time.sleep(0.2)
+        time.sleep(0.5)  # into the next episode
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=120)
+        seen = []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert f"resume with: robot-rl train resume={run}" in rest
+    with EpisodeStore.open(run / "online.zarr") as store:
+        assert len(store) >= 1 and store.metadata(len(store) - 1)["notes"].startswith("cut short")

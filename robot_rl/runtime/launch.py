@@ -99,10 +99,12 @@ def stop_all(procs: dict[str, subprocess.Popen], grace_s: float = 20.0) -> None:
 
 
 def ctrl_c_stops() -> None:
-    """Make SIGINT raise KeyboardInterrupt in this process even if it was started with SIGINT ignored (as a shell
-    does for background jobs), so Ctrl+C and ``stop_all`` always reach the cleanup code."""
+    """Make SIGINT and SIGTERM raise KeyboardInterrupt in this process, even if it was started with SIGINT ignored
+    (as a shell does for background jobs), so Ctrl+C, ``kill``, ``timeout`` and ``stop_all`` all reach the cleanup
+    code (the running episode filed, the store closed)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def run_async(run_dir: Path, restarts: int = 3, poll_s: float = 0.5) -> int:

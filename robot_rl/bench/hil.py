@@ -286,14 +286,15 @@ def _print(results: dict[str, Any]) -> None:
     print(f"ratio: the baseline's mean env steps to 90% / the row's (baseline: the same learner, nobody intervenes; "
           f"a run that missed 90% counts at the budget). aim: >= {AIM_RATIO:g}x at <= {AIM_INTERVENTION:.0%} "
           "intervention steps")
-    print(f"{'row':24s} {'steps to 90% per seed':>22s} {'mean':>6s} {'interv.':>8s} {'final':>6s} "
-          f"{'ratio':>6s}  {'baseline':24s} aim")
+    w = max([24, *map(len, results["rows"])])
+    print(f"{'row':{w}s} {'steps to 90% per seed':>22s} {'mean':>6s} {'interv.':>8s} {'final':>6s} "
+          f"{'ratio':>6s}  {'baseline':{w}s} aim")
     for row, r in results["rows"].items():
         per = " ".join(str(x["steps_to_90"]) if x["reached"] else f">{s['budget']}" for x in r["per_seed"])
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
         aim = ("met" if r["aim_met"] else "not met") + f" (ratio {r['ratio_bound']})" if "aim_met" in r else "-"
-        print(f"{row:24s} {per:>22s} {r['mean_steps_to_90']:6.0f} {r['intervention_share']:8.1%} "
-              f"{r['final_success_mean']:6.0%} {ratio:>6s}  {r.get('baseline', '-'):24s} {aim}")
+        print(f"{row:{w}s} {per:>22s} {r['mean_steps_to_90']:6.0f} {r['intervention_share']:8.1%} "
+              f"{r['final_success_mean']:6.0%} {ratio:>6s}  {r.get('baseline', '-'):{w}s} {aim}")
 
 
 def mean_curve(curves: list[list], every: int, budget: int) -> tuple[list[int], list[float]]:

@@ -274,11 +274,11 @@ class Trainer:
                 done = episode.build()
                 self.record_episode(store, done, bool(info["success"]), featurized.build(),
                                     featurized.policy_actions(), info.get("reward_stats"))
+                episode.clear()
+                featurized.clear()
                 for k, v in (info.get("reward_stats") or {}).items():
                     writer.add_scalar(f"train/reward_{k}", v, self.step)
                 self._log_refinements(writer)
-                episode.clear()
-                featurized.clear()
                 for k, v in episode_stats(done, bool(info["success"])).items():
                     writer.add_scalar(f"train/{k}", v, self.step)
                 for k, v in last_metrics.items():

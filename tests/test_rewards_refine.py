@@ -33,7 +33,8 @@ def p(model, pos):
     return float(model.score({c: f[None] for c, f in draw(np.asarray(pos)).items()})[0])
 
 
-@pytest.mark.parametrize("judge,veto", [("none", True), ("ground_truth", True), ("ground_truth", False)])
+@pytest.mark.parametrize("judge,veto", [("none", True), ("ground_truth", True), ("ground_truth", False),
+                                        ("auto", True)])
 def test_the_judge_vetoes_and_mines_exactly_the_false_successes(trained_classifier, judge, veto):
     out, _ = trained_classifier
     model = gameable(out)
@@ -45,8 +46,8 @@ def test_the_judge_vetoes_and_mines_exactly_the_false_successes(trained_classifi
         _, r, term, trunc, info = env.step(np.zeros(2, np.float32))
         steps += 1
         assert info["reward_declared"] and info["reward_hacked"] and not info["gt_success"]
-        assert info["reward_vetoed"] == (judge == "ground_truth")
-        if judge == "ground_truth" and veto:  # rejected: no pay, the episode goes on
+        assert info["reward_vetoed"] == (judge != "none")
+        if judge != "none" and veto:  # rejected: no pay, the episode goes on
             assert r == 0.0 and not info["success"] and not term
         else:  # the classifier's word stands: paid, and the episode ends as a success
             assert r == 1.0 and info["success"] and term
@@ -54,7 +55,7 @@ def test_the_judge_vetoes_and_mines_exactly_the_false_successes(trained_classifi
             break
     stats = info["reward_stats"]
     assert stats["declared_steps"] == stats["hacked_steps"] == steps and stats["hacked_episode"] == 1.0
-    assert stats["vetoed_steps"] == (steps if judge == "ground_truth" else 0)
+    assert stats["vetoed_steps"] == (steps if judge != "none" else 0)
     assert (env.refiner is None) == (judge == "none")
     if env.refiner is not None:
         assert len(env.refiner.mined) == steps  # one hard negative per rejected frame
@@ -103,5 +104,18 @@ def test_refine_refuses_what_it_cannot_do(trained_classifier, tmp_path):
     refiner.add_negative(draw(NEAR))
     with pytest.raises(RewardDataError, match="gone.zarr"):
         refiner.retrain(1)
+    class Silent(ParkEnv):  # an env that does not report its own success (a robot)
+        def step(self, action):
+            obs, r, term, trunc, info = super().step(action)
+            return obs, r, term, trunc, {k: v for k, v in info.items() if k != "success"}
+
+    auto = RewardWrapper(Silent(), gameable(out), refine=RefineConfig(judge="auto", every=0))
+    auto.reset(seed=0)
+    _, r, term, _, info = auto.step(np.zeros(2, np.float32))  # nobody to judge: the classifier's word stands
+    assert info["reward_declared"] and not info["reward_hacked"] and not info["reward_vetoed"] and r == 1.0
+    strict = RewardWrapper(Silent(), gameable(out), refine=RefineConfig(judge="ground_truth", every=0))
+    strict.reset(seed=0)
+    with pytest.raises(RewardDataError, match="judge=ground_truth needs the env's own success"):
+        strict.step(np.zeros(2, np.float32))
     with pytest.raises(ValueError, match="leave reward.threshold null"):
         RewardWrapper(SquareEnv(), load_reward_model(out, "cpu"), threshold=0.5, refine=RefineConfig(judge="ground_truth"))

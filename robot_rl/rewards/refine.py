@@ -5,8 +5,10 @@ A policy trained on a classifier's reward looks for the frames the classifier wr
 a person who rejects those successes and a classifier retrained with them as negatives. Here:
 
 * **The judge** rules on every frame the classifier calls success. ``judge="ground_truth"``: the simulator's own
-  success (``info["gt_success"]``) stands in for the operator, as in sim benchmarks; ``"none"``: nobody rules (the
-  classifier's word is final; hacked frames are still counted in sim, for the report).
+  success (``info["gt_success"]``) stands in for the operator, as in sim benchmarks (an env that reports no success
+  of its own is an error); ``"auto"`` (the default): the same for a success classifier in a single env that reports
+  its own success, nobody elsewhere; ``"none"``: nobody rules (the classifier's word is final; hacked frames are still counted in sim, for
+  the report).
 * **Veto** (``veto=True``): a success the judge rejects pays no reward and does not end the episode, as when the
   operator presses "not a success" and lets the robot go on. Without it the policy is paid for the hack until the
   classifier has learned it away.
@@ -32,14 +34,14 @@ import torch
 from robot_rl.data.store import EpisodeStore
 from robot_rl.rewards.base import RewardDataError
 
-JUDGES = ("none", "ground_truth")
+JUDGES = ("none", "auto", "ground_truth")
 
 
 @dataclass
 class RefineConfig:
     """``reward.refine`` (``configs/reward/classifier.yaml``); units in the comments there."""
 
-    judge: str = "none"
+    judge: str = "auto"
     veto: bool = True
     every: int = 500
     steps: int = 300
@@ -62,10 +64,6 @@ class RefineConfig:
         if unknown := sorted(set(d) - known):
             raise ValueError(f"unknown reward.refine option(s) {unknown}; valid: {sorted(known)}")
         return cls(**d)
-
-    @property
-    def active(self) -> bool:
-        return self.judge != "none"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

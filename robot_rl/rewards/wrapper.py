@@ -88,8 +88,9 @@ class RewardWrapper(gym.Wrapper):
         model.check_frames(_space_shapes(env.observation_space, batched=False), "the env's observation space")
         self.model = model
         self._core = _Relabeller(model, 1, reward, threshold, success_reward, consecutive, terminate_on_success)
-        self.refine = refine or RefineConfig()
-        self.refiner = ClassifierRefiner(model, self.refine, seed, log) if self.refine.active else None
+        self.refine = refine or RefineConfig(judge="none")
+        judged = self.refine.judge == "ground_truth" or (self.refine.judge == "auto" and model.kind == "classifier")
+        self.refiner = ClassifierRefiner(model, self.refine, seed, log) if judged else None
         if self.refiner is not None and threshold is not None:
             raise ValueError("reward.refine picks the threshold again at each retraining; leave reward.threshold null")
         self.env_steps = 0
@@ -120,6 +121,9 @@ class RewardWrapper(gym.Wrapper):
         r, s, score = self._core({c: f[None] for c, f in frames.items()})
         info = dict(info)
         known = "success" in info  # the env reports its own success (sim): false declarations can be counted
+        if not known and self.refine.judge == "ground_truth":  # (auto: nobody to judge here)
+            raise RewardDataError("reward.refine.judge=ground_truth needs the env's own success in info (a "
+                                  "simulator); this env reports none: use judge=auto or none")
         gt = bool(info.get("success", False))
         declared = bool(s[0])
         hacked = declared and known and not gt
@@ -226,7 +230,7 @@ def wrap_reward(env: gym.Env | gym.vector.VectorEnv, reward_cfg: Mapping[str, An
               terminate_on_success=bool(cfg.get("terminate_on_success", True)))
     refine = RefineConfig.from_dict(cfg.get("refine"))
     if isinstance(env, gym.vector.VectorEnv):
-        if refine.active:
-            raise ValueError("reward.refine works with a single env, not a vector env")
+        if refine.judge == "ground_truth":
+            raise ValueError("reward.refine.judge=ground_truth works with a single env, not a vector env")
         return RewardVectorWrapper(env, model, **kw)
     return RewardWrapper(env, model, **kw, refine=refine, seed=seed, log=log)

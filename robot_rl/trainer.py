@@ -58,7 +58,8 @@ def make_training_env(cfg: DictConfig) -> Any:
 
     reward = OmegaConf.to_container(cfg.reward, resolve=True) if cfg.get("reward") else None
     env = wrap_reward(make_env(cfg.task), reward, device=str(cfg.get("device", "auto")), seed=int(cfg.seed),
-                      log=lambda msg: print(msg, file=sys.stderr, flush=True))  # learned reward, if any
+                      log=lambda msg: print(msg, file=sys.stderr, flush=True),
+                      gamma=float(cfg.agent.get("discount", 0.99)))  # learned reward and shaping, if any
     return make_intervention_env(env, cfg.get("hil"), seed=int(cfg.seed))  # the operator's marks come last
 
 

@@ -24,7 +24,7 @@ import torch
 
 MODEL_FILE, WEIGHTS_FILE = "reward_model.json", "reward_model.safetensors"
 MODEL_FORMAT, MODEL_VERSION = "robot_rl.reward_model", 1
-REWARD_KINDS = ("ground_truth", "classifier", "vlm_zero_shot", "preference")
+REWARD_KINDS = ("ground_truth", "classifier", "vlm_zero_shot", "preference", "progress")
 
 
 class RewardDataError(ValueError):
@@ -127,6 +127,9 @@ def load_reward_model(path: str | Path, device: str | torch.device | None = "aut
     if kind == "vlm_zero_shot":
         from robot_rl.rewards.vlm.zero_shot import ZeroShotReward
         return ZeroShotReward.load(path, device)
+    if kind == "progress":
+        from robot_rl.rewards.progress import ProgressModel
+        return ProgressModel.load(path, device)
     if kind == "preference":
         from robot_rl.rewards.preference import PreferenceReward
         return PreferenceReward.load(path, device)

@@ -158,20 +158,22 @@ class TrunkFeaturizer:
 
 
 class FrameScorer(nn.Module):
-    """Per-camera trunk maps -> one logit per frame.
+    """Per-camera trunk maps -> one logit per frame (or ``outputs`` logits).
 
-    ``forward({camera: (B, C, h, w)}, augment=False, generator=None) -> (B,)``: a spatial-embedding head per camera
-    (``feature_dim`` outputs each, in sorted camera order), concatenated, then ``Linear(hidden) -> ReLU -> Dropout ->
-    Linear(1)``. With ``augment`` the maps are shifted by up to ``feature_pad`` cells first."""
+    ``forward({camera: (B, C, h, w)}, augment=False, generator=None) -> (B,)`` (``(B, outputs)`` when ``outputs`` >
+    1): a spatial-embedding head per camera (``feature_dim`` outputs each, in sorted camera order), concatenated, then
+    ``Linear(hidden) -> ReLU -> Dropout -> Linear(outputs)``. With ``augment`` the maps are shifted by up to
+    ``feature_pad`` cells first."""
 
     def __init__(self, feature_shapes: Mapping[str, tuple[int, int, int]], feature_dim: int = 64,
-                 num_kernels: int = 8, hidden: int = 128, dropout: float = 0.1, feature_pad: float = 0.0):
+                 num_kernels: int = 8, hidden: int = 128, dropout: float = 0.1, feature_pad: float = 0.0,
+                 outputs: int = 1):
         super().__init__()
         self.cameras = sorted(feature_shapes)
         self.heads = nn.ModuleDict({c: SpatialEmbeddingHead(feature_shapes[c], feature_dim, num_kernels, dropout)
                                     for c in self.cameras})
         self.mlp = nn.Sequential(nn.Linear(feature_dim * len(self.cameras), hidden), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, 1))
+                                 nn.Linear(hidden, int(outputs)))
         self.feature_pad = float(feature_pad)
 
     def forward(self, maps: Mapping[str, torch.Tensor], augment: bool = False,
@@ -182,7 +184,8 @@ class FrameScorer(nn.Module):
             if augment and self.feature_pad > 0:
                 m = random_shift_features(m, self.feature_pad, generator)
             parts.append(self.heads[c](m))
-        return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
+        out = self.mlp(torch.cat(parts, dim=-1))
+        return out.squeeze(-1) if out.shape[-1] == 1 else out
 
 
 # --------------------------------------------------------------------------------------------------- training

@@ -11,6 +11,9 @@ The CLI composes ``configs/train_reward.yaml`` and calls :func:`train_reward_mai
 * ``preference``: ask the labeller (``reward.labeller``) about frame pairs (cached), fit the Bradley-Terry reward
   model, relabel the store (cached label set) and, with ``reward.train.relabel_out``, write a copy of the store with
   the learned rewards.
+* ``progress``: train a progress model on the store's successful episodes (:mod:`robot_rl.rewards.progress`;
+  validation rank correlation and ``progress.png``), or with ``reward.adapt_from`` adapt a trained one to the
+  store's demonstration of a changed variant (one-shot).
 
 Outputs go to ``out`` (default ``runs/reward/<date>_<time>_<name>``): ``reward_model.json`` (+ weights),
 ``report.json``, and for classifiers ``calibration.png`` and ``roc.png``. Train a policy on the result with
@@ -35,7 +38,7 @@ from robot_rl.rewards.classifier import ClassifierConfig, evaluate_scores, train
 from robot_rl.rewards.frames import LabelRule, load_frames, store_cameras
 from robot_rl.rewards.labelling import score_store, write_relabelled_store
 
-TRAINABLE = ("classifier", "vlm_zero_shot", "preference")
+TRAINABLE = ("classifier", "vlm_zero_shot", "preference", "progress")
 
 
 def _log(msg: str) -> None:
@@ -67,13 +70,16 @@ def train_reward_main(cfg: DictConfig) -> int:
         report = _classifier(store, r, seed, device, out)
     elif name == "vlm_zero_shot":
         report = _zero_shot(store, r, seed, device, out)
+    elif name == "progress":
+        report = _progress(store, r, seed, device, out)
     else:
         report = _preference(store, r, seed, device, out)
     report["wall_s"] = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(jsonable(report), indent=2))
-    _log(f"wrote {out}/ (reward_model.json, report.json). Use it: robot-rl train obs=pixels reward={name} "
-         f"reward.path={out}")
+    use = (f"reward.shaping.path={out} (on top of reward=classifier or ground_truth)" if name == "progress"
+           else f"reward={name} reward.path={out}")
+    _log(f"wrote {out}/ (reward_model.json, report.json). Use it: robot-rl train obs=pixels {use}")
     return 0
 
 
@@ -97,6 +103,25 @@ def _classifier(store: EpisodeStore, r: dict[str, Any], seed: int, device: torch
     if ccfg.relabel:
         _, stats = score_store(store, model, log=_log)
         report["relabel"] = stats
+    return report
+
+
+def _progress(store: EpisodeStore, r: dict[str, Any], seed: int, device: torch.device, out: Path) -> dict[str, Any]:
+    from robot_rl.rewards.progress import ProgressConfig, ProgressModel, adapt_progress, train_progress
+
+    pcfg = ProgressConfig.from_dict(r.get("train"))
+    if r.get("adapt_from"):  # one-shot: the given model, fine-tuned on this store's demonstration(s)
+        model = ProgressModel.load(r["adapt_from"], device)
+        rec = adapt_progress(model, store, pcfg, seed)
+        report = {**model.report, "adapted": {**rec, "from": str(r["adapt_from"]), "demo_store": str(store.root)}}
+        model.save(out, report)
+        _log(f"adapted {r['adapt_from']} on {rec['demo_frames']} frames of {store.root} ({rec['replayed_frames']} "
+             "original frames replayed)")
+        return report
+    model, report = train_progress(store, pcfg, seed=seed, device=device, out=out, log=_log)
+    v = report["validation"]
+    _log(f"validation on {v['episodes']} held-out episodes: rank correlation {v['rank_correlation']:.3f}, mean "
+         f"absolute error {v['mae']:.3f} ({report['failed_episodes_left_out']} failed episodes left out)")
     return report
 
 

@@ -19,7 +19,10 @@ group (``configs/reward/*.yaml``):
 * ``terminate_on_success``: set ``terminated`` when success is declared. In sim, for a faithful comparison, also
   turn the task's own ``terminate_on_success`` off so that the ground truth does not end episodes;
 * ``refine``: a judge on the classifier's successes, hard-negative mining and retraining during training
-  (:mod:`robot_rl.rewards.refine`; single env only).
+  (:mod:`robot_rl.rewards.refine`; single env only);
+* ``shaping``: ``path`` of a progress model (or any saved reward model) used as the potential of potential-based
+  shaping on top of whichever reward (``ground_truth`` included), ``mode`` potential | raw, ``scale``
+  (:mod:`robot_rl.rewards.shaping`); the discount comes from the learner.
 
 Every step's info also says whether the model declared success (``reward_declared``) and, where the env reports its
 own success, whether that declaration was false (``reward_hacked``: the model says success, the env says no) and
@@ -198,8 +201,9 @@ def build_reward_model(reward_cfg: Mapping[str, Any], device: str | torch.device
     name = str(reward_cfg.get("name", "ground_truth"))
     if name == "ground_truth":
         return None
-    if name not in ("classifier", "vlm_zero_shot", "preference"):
-        raise ValueError(f"unknown reward {name!r}; valid: ground_truth, classifier, vlm_zero_shot, preference")
+    if name not in ("classifier", "vlm_zero_shot", "preference", "progress"):
+        raise ValueError(f"unknown reward {name!r}; valid: ground_truth, classifier, vlm_zero_shot, preference, "
+                         "progress")
     path = reward_cfg.get("path")
     if not path:
         raise ValueError(f"reward={name} needs reward.path: a directory written by robot-rl train-reward"
@@ -212,12 +216,27 @@ def build_reward_model(reward_cfg: Mapping[str, Any], device: str | torch.device
 
 
 def wrap_reward(env: gym.Env | gym.vector.VectorEnv, reward_cfg: Mapping[str, Any] | None,
-                device: str | torch.device | None = "auto", seed: int = 0, log: Any = None
+                device: str | torch.device | None = "auto", seed: int = 0, log: Any = None, gamma: float = 0.99
                 ) -> gym.Env | gym.vector.VectorEnv:
     """Wrap ``env`` so its reward and ``info["success"]`` come from the reward model ``reward_cfg`` names (see the
     module docstring); ``ground_truth`` (or no config) returns ``env`` itself. Camera names and image sizes of the
     env must match the model's, else :class:`~robot_rl.rewards.base.RewardDataError` names them."""
     cfg = dict(reward_cfg or {})
+    env = _wrap_model(env, cfg, device, seed, log)
+    shaping = dict(cfg.get("shaping") or {})
+    if shaping.get("path"):  # potential-based shaping on top of whichever reward (robot_rl/rewards/shaping.py)
+        from robot_rl.rewards.shaping import PotentialShaping
+
+        if isinstance(env, gym.vector.VectorEnv):
+            raise ValueError("reward.shaping works with a single env, not a vector env")
+        potential = load_reward_model(shaping["path"], resolve_device(device))
+        potential.check_frames(_space_shapes(env.observation_space, batched=False), "the env's observation space")
+        env = PotentialShaping(env, potential, gamma, str(shaping.get("mode") or "potential"),
+                               float(1.0 if shaping.get("scale") is None else shaping["scale"]))
+    return env
+
+
+def _wrap_model(env: Any, cfg: dict[str, Any], device: Any, seed: int, log: Any) -> Any:
     model = build_reward_model(cfg, resolve_device(device))
     if model is None:
         return env

@@ -35,6 +35,7 @@ from robot_rl.envs.contract import ACTION_SEMANTICS
 from robot_rl.envs.make import control_dt, expert_action, find_wrapper, make_env
 from robot_rl.evaluate import evaluate
 from robot_rl.hil.intervention import InterventionWrapper, make_intervention_env
+from robot_rl.rewards.shaping import PotentialShaping
 from robot_rl.rewards.wrapper import RewardWrapper
 from robot_rl.utils.checkpoint import load_state, save_state
 from robot_rl.utils.specs import check_spec, env_spec
@@ -127,7 +128,7 @@ class Trainer:
                         break
                 if success or not self.cfg.demos.only_successful:
                     episode = ep.build()
-                    self.demo.add_episode(self.agent.featurize_episode(episode))
+                    self.demo.add_episode(self.agent.featurize_episode(self._as_demo(episode)))
                     store.append_episode(**episode, success=success, source="scripted", task=str(self.cfg.task.name))
                     kept += 1
         finally:
@@ -177,11 +178,18 @@ class Trainer:
                     if count:
                         self.count_collected(ep)
                 elif ep["metadata"]["success"] or not only_successful:
-                    self.demo.add_episode(self.agent.featurize_episode(ep))
+                    self.demo.add_episode(self.agent.featurize_episode(self._as_demo(ep)))
                 else:
                     continue
                 episodes, steps = episodes + 1, steps + len(ep["action"])
         return episodes, steps
+
+    def _as_demo(self, episode: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A demonstration as the demo buffer takes it: with the reward shaping the training env adds (if any), so
+        both buffers carry one reward. (Its success reward stays the recorded one: a demonstration ends on a success
+        the expert or the operator confirmed.)"""
+        shaping = find_wrapper(self.env, PotentialShaping)
+        return shaping.shape_episode(episode) if shaping is not None else episode
 
     def add_collected(self, episode: Mapping[str, Any], policy_action: np.ndarray | None = None) -> None:
         """An episode the policy collected into the replay buffers; the one path for live training (sync and async)

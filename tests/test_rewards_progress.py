@@ -206,3 +206,12 @@ def test_wrap_reward_shapes_on_top_of_ground_truth(tmp_path):
         if term or trunc:
             break
     assert total > 0  # the expert makes progress: shaping pays along the way
+    # a demonstration recorded without shaping gets exactly the terms the env would have added
+    demo = store.episode(0)
+    shaped = env.shape_episode(demo)
+    env.reset(seed=0)
+    phis = [env.potential({k: v[t] for k, v in demo["obs"].items()}) for t in range(len(demo["action"]))]
+    phis.append(env.potential(demo["final_obs"]))
+    for t in range(len(demo["action"])):
+        nxt = 0.0 if demo["terminated"][t] else phis[t + 1]
+        assert shaped["reward"][t] == pytest.approx(demo["reward"][t] + 0.99 * nxt - phis[t], abs=1e-5)

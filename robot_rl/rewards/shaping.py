@@ -16,6 +16,8 @@ is. What makes that hold at the episode's end:
 progress without finishing).
 
 Every step's info gets ``potential`` (``Phi(s')``) and ``shaping`` (what was added to the reward).
+Demonstrations recorded without shaping get the same terms through :meth:`PotentialShaping.shape_episode` (the
+trainer does this for its demo buffer), so both buffers carry one reward.
 """
 
 from __future__ import annotations
@@ -41,22 +43,44 @@ class PotentialShaping(gym.Wrapper):
             raise ValueError(f"shaping gamma={gamma} must lie in (0, 1] (the learner's agent.discount)")
         if hasattr(potential, "score"):
             model = potential
-            potential = lambda obs: float(model.score({c: np.asarray(obs[c])[None] for c in model.cameras})[0])  # noqa: E731
-        self.potential, self.gamma, self.mode, self.scale = potential, float(gamma), mode, float(scale)
+            self.potentials = lambda obs: np.asarray(model.score({c: np.asarray(obs[c]) for c in model.cameras}))
+        else:  # a per-observation callable
+            self.potentials = lambda obs: np.array([potential({k: v[i] for k, v in obs.items()})
+                                                    for i in range(len(next(iter(obs.values()))))])
+        self.gamma, self.mode, self.scale = float(gamma), mode, float(scale)
         self._phi = 0.0
+
+    def potential(self, obs: Mapping[str, Any]) -> float:
+        return float(self.potentials({k: np.asarray(v)[None] for k, v in obs.items()})[0])
+
+    def bonus(self, phi: np.ndarray, next_phi: np.ndarray, terminated: np.ndarray) -> np.ndarray:
+        """What shaping adds to transitions with potentials ``phi`` -> ``next_phi`` (arrays, the same rule as
+        :meth:`step`)."""
+        if self.mode == "potential":
+            return self.scale * (self.gamma * np.where(terminated, 0.0, next_phi) - phi)
+        return self.scale * np.asarray(next_phi, np.float64)
+
+    def shape_episode(self, episode: Mapping[str, Any]) -> dict[str, Any]:
+        """A copy of a stored episode (``obs``, ``final_obs``, ``reward``, ``terminated``) with the shaping terms
+        added to its rewards, as :meth:`step` would have added them: for demonstrations recorded without shaping, so
+        the demo and online buffers carry the same reward."""
+        obs = {k: np.asarray(v) for k, v in episode["obs"].items()}
+        phi = self.potentials(obs)
+        next_phi = np.r_[phi[1:], self.potential(episode["final_obs"])]
+        out = dict(episode)
+        out["reward"] = (np.asarray(episode["reward"], np.float64)
+                         + self.bonus(phi, next_phi, np.asarray(episode["terminated"], bool))).astype(np.float32)
+        return out
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
-        self._phi = float(self.potential(obs))
+        self._phi = self.potential(obs)
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
-        phi = float(self.potential(obs))
-        if self.mode == "potential":
-            bonus = self.scale * (self.gamma * (0.0 if terminated else phi) - self._phi)
-        else:
-            bonus = self.scale * phi
+        phi = self.potential(obs)
+        bonus = float(self.bonus(np.array([self._phi]), np.array([phi]), np.array([terminated]))[0])
         self._phi = phi
         info = dict(info)
         info["potential"], info["shaping"] = phi, bonus

@@ -45,3 +45,22 @@ def test_recorded_ground_truth_lines_up_with_frames(tmp_path):
     for e in range(2):  # an episode is successful exactly when its final frame is a success
         assert truth[episode == e][-1] == ok[e]
     assert ok.sum() == 1 and images["front"].shape[1:] == (48, 48, 3)
+
+
+def test_rl_rows_are_summarised_honestly():
+    from robot_rl.bench.reward import RL_ROWS, summarize_rl_run
+
+    hist = [{"step": 500, "episode": 20, "success_rate": 0.0, "reward_hacked_episodes": 4, "reward_vetoed_steps": 0},
+            {"step": 1000, "episode": 149, "success_rate": 0.5, "reward_hacked_episodes": 129},
+            {"step": 1500, "episode": 200, "success_rate": 0.95, "reward_hacked_episodes": 130,
+             "reward_vetoed_steps": 7}]
+    out = summarize_rl_run(hist, warmup=1000)
+    assert out["steps_to_90"] == 1500 and out["final_success"] == 0.95 and out["vetoed_steps"] == 7
+    assert (out["episodes_after_warmup"], out["hacked_after_warmup"]) == (51, 1)  # counted from the 1000-step eval
+    assert out["hacked_share_after_warmup"] == 1 / 51
+    never = summarize_rl_run(hist[:2], warmup=5000)  # no 90%, nothing after warm-up: unknown, not zero
+    assert never["steps_to_90"] is None and never["hacked_share_after_warmup"] is None
+    gt = summarize_rl_run([{"step": 1500, "episode": 60, "success_rate": 1.0}], warmup=1000)
+    assert gt["hacked_share_after_warmup"] is None  # the simulator's own reward cannot be hacked: not 0%
+    assert all(any(o.startswith("reward=") for o in ovs) for ovs in RL_ROWS.values())
+    assert "reward.refine.judge=none" in RL_ROWS["classifier"]  # the classifier alone really is alone

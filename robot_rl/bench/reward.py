@@ -23,9 +23,14 @@
    (what a binary reward with ``consecutive=1`` would pay) against whether the episode ever succeeded. The aim is
    frame FPR <= 1% at recall >= 90% (``meets_aim``).
 
-Opt-in row ``rl=true``: RL on the classifier's reward against the ground-truth reward, same seeds (:func:`rl_row`).
-It needs the trainer to take ``reward=`` (the lead's wiring of :func:`robot_rl.rewards.wrap_reward`) and evaluates
-on ``info["gt_success"]``; until the trainer composes a ``reward`` group it reports ``not wired`` and why.
+Opt-in RL rows (``rl=true``, :func:`rl_rows`): ``robot-rl train obs=pixels`` on each task with each reward of
+``rl_rows`` (:data:`RL_ROWS`: the ground truth; the classifier alone; the classifier with the simulator as judge,
+``reward.refine``; that plus potential-based shaping by a progress model trained on the same store; raw progress as
+the reward, the trap), ``rl_seeds`` seeds, ``rl_steps`` env steps, evaluation on the simulator's success every
+``rl_eval_every`` steps. Per row: env steps to 90% true success, the final success, and the share of training
+episodes after ``rl_warmup`` steps in which the model called a frame success that the simulator did not ("hacked").
+Aims (the issue's): the classifier within 1.5x of the ground truth's env steps with under 1% hacked episodes after
+warm-up; shaping ahead of the sparse classifier.
 """
 
 from __future__ import annotations
@@ -66,9 +71,14 @@ DEFAULTS: dict[str, Any] = {
     "image_copies": 1,
     "pretrained": True,
     "seed": 0,
-    "rl": False,  # opt-in: RL on classifier reward vs ground truth (needs the trainer's reward= wiring)
-    "rl_seeds": 2,
-    "rl_steps": 10000,
+    "rl": False,  # opt-in: the RL rows (robot-rl train with each reward; see RL_ROWS)
+    "rl_rows": "ground_truth,classifier,classifier+judge,classifier+judge+shaping,progress_raw",
+    "rl_seeds": 1,
+    "rl_steps": 3000,  # env steps per RL run
+    "rl_eval_every": 500,
+    "rl_eval_episodes": 10,
+    "rl_warmup": 1000,  # env steps before hacked episodes count against the aim
+    "rl_threads": 0,  # torch threads per RL run (0: threads)
     "dir": "",  # parent of the temporary stores (default: the system temp dir)
     "keep": "",  # directory to keep the stores and the trained classifiers in (default: deleted)
 }
@@ -153,34 +163,93 @@ def evaluate_heldout(model: Any, store: EpisodeStore) -> dict[str, Any]:
             "meets_aim": bool(frame["fpr"] <= AIM_FPR and frame["recall"] >= AIM_RECALL)}
 
 
-def rl_row(task: str, classifier_dir: Path, seeds: int, steps: int, tmp: Path) -> dict[str, Any]:
-    """RL with the classifier's reward against the ground-truth reward on ``task`` from pixels, ``seeds`` seeds
-    each, ``steps`` env steps: the final evaluation success rate (on ``info["gt_success"]``) per run.
+RL_ROWS: dict[str, list[str]] = {  # "{clf}" / "{prog}": the classifier and progress model trained here
+    "ground_truth": ["reward=ground_truth"],
+    "classifier": ["reward=classifier", "reward.path={clf}", "reward.refine.judge=none"],
+    "classifier+judge": ["reward=classifier", "reward.path={clf}", "reward.refine.judge=ground_truth"],
+    "classifier+judge+shaping": ["reward=classifier", "reward.path={clf}", "reward.refine.judge=ground_truth",
+                                 "reward.shaping.path={prog}"],
+    "progress_raw": ["reward=progress", "reward.path={prog}"],
+}
+AIM_RL_RATIO, AIM_HACKED = 1.5, 0.01
 
-    Hook for the trainer's ``reward=`` option: it composes ``robot-rl train`` configs with ``reward=classifier
-    reward.path=<classifier_dir>`` (and the task's ``terminate_on_success`` off, so only the classifier ends
-    episodes) or ``reward=ground_truth``. Raises ``NotImplementedError`` while ``configs/train.yaml`` has no
-    ``reward`` group."""
-    from robot_rl.cli import compose, cmd_train
 
-    base = compose("train", [f"task={task}", "obs=pixels"])
-    if "reward" not in base:
-        raise NotImplementedError("configs/train.yaml has no reward group yet: the trainer must wrap its envs with "
-                                  "robot_rl.rewards.wrap_reward(env, cfg.reward, device) and evaluate on "
-                                  "info['gt_success']")
+def summarize_rl_run(history: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
+    """One run's ``eval.jsonl`` records -> steps to 90% (None: not reached), final success, and the share of
+    training episodes after ``warmup`` env steps that the reward model called a success falsely."""
+    reached = next((h["step"] for h in history if h["success_rate"] >= 0.9), None)
+    last = history[-1] if history else {}
+    before = [h for h in history if h["step"] <= warmup]
+    w = before[-1] if before else {"episode": 0, "reward_hacked_episodes": 0}
+    episodes = last.get("episode", 0) - w.get("episode", 0)
+    hacked = last.get("reward_hacked_episodes", 0) - w.get("reward_hacked_episodes", 0)
+    judged = "reward_hacked_episodes" in last  # a reward model was there to be hacked
+    return {"steps_to_90": reached, "final_success": last.get("success_rate"),
+            "episodes_after_warmup": int(episodes), "hacked_after_warmup": int(hacked) if judged else None,
+            "hacked_share_after_warmup": hacked / episodes if episodes > 0 and judged else None,
+            "vetoed_steps": last.get("reward_vetoed_steps", 0), "curve": [[h["step"], h["success_rate"]]
+                                                                          for h in history]}
+
+
+def rl_rows(task: str, clf: Path, prog: Path, s: Mapping[str, Any], tmp: Path) -> dict[str, Any]:
+    """The RL rows on ``task`` (see the module docstring): each a ``robot-rl train`` subprocess (its log next to
+    its run directory), one at a time. Returns {row: {"per_seed": [...], "mean_steps_to_90", ...}}."""
+    import subprocess
+    import sys
+
+    names = [r.strip() for r in str(s["rl_rows"]).split(",") if r.strip()]
+    if unknown := [r for r in names if r not in RL_ROWS]:
+        raise ValueError(f"unknown bench reward rl_rows {unknown}; valid: {', '.join(RL_ROWS)}")
+    threads = s["rl_threads"] or s["threads"]
     out: dict[str, Any] = {}
-    for name, extra in (("classifier", ["reward=classifier", f"reward.path={classifier_dir}",
-                                        "task.env_kwargs.terminate_on_success=false"]),
-                        ("ground_truth", ["reward=ground_truth"])):
-        finals = []
-        for seed in range(seeds):
+    for name in names:
+        per_seed = []
+        for seed in range(int(s["rl_seeds"])):
             run_dir = tmp / f"rl_{task}_{name}_s{seed}"
-            code = cmd_train([f"task={task}", "obs=pixels", f"seed={seed}", f"total_steps={steps}",
-                              f"run_dir={run_dir}", *extra])
-            lines = (run_dir / "eval.jsonl").read_text().splitlines() if code == 0 else []
-            finals.append(json.loads(lines[-1]).get("success_rate") if lines else None)
-        out[name] = {"final_success_rate": finals}
+            ovs = [o.format(clf=clf, prog=prog) for o in RL_ROWS[name]]
+            cmd = [sys.executable, "-m", "robot_rl.cli", "train", f"task={task}", "obs=pixels", f"seed={seed}",
+                   f"task.env_kwargs.image_size={s['image_size']}", f"total_steps={s['rl_steps']}",
+                   f"eval.every={s['rl_eval_every']}", f"eval.episodes={s['rl_eval_episodes']}", f"threads={threads}",
+                   f"run_dir={run_dir}", *ovs]
+            print(f"  RL {task} {name} seed {seed}: {s['rl_steps']} env steps ...", flush=True)
+            t0 = time.perf_counter()
+            with open(tmp / f"rl_{task}_{name}_s{seed}.log", "w") as log:
+                code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+            lines = (run_dir / "eval.jsonl").read_text().splitlines() if (run_dir / "eval.jsonl").exists() else []
+            summary = summarize_rl_run([json.loads(x) for x in lines], int(s["rl_warmup"]))
+            per_seed.append({**summary, "seed": seed, "exit_code": code, "seconds": time.perf_counter() - t0})
+        steps = [x["steps_to_90"] if x["steps_to_90"] is not None else None for x in per_seed]
+        out[name] = {"overrides": RL_ROWS[name], "per_seed": per_seed,
+                     "mean_steps_to_90": (float(np.mean(steps)) if all(x is not None for x in steps) else None),
+                     "hacked_share_after_warmup": _mean([x["hacked_share_after_warmup"] for x in per_seed]),
+                     "final_success_mean": _mean([x["final_success"] for x in per_seed])}
+    gt = (out.get("ground_truth") or {}).get("mean_steps_to_90")
+    for name, row in out.items():
+        if name != "ground_truth":
+            m = row["mean_steps_to_90"]
+            row["steps_vs_ground_truth"] = (m / gt) if (m is not None and gt) else None  # None: unknown
     return out
+
+
+def _mean(xs: list[Any]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return float(np.mean(xs)) if xs else None
+
+
+def _print_rl(task: str, rows: Mapping[str, Any], s: Mapping[str, Any]) -> None:
+    table = []
+    for name, r in rows.items():
+        per = " ".join(str(x["steps_to_90"]) if x["steps_to_90"] is not None else f">{s['rl_steps']}"
+                       for x in r["per_seed"])
+        ratio = r.get("steps_vs_ground_truth")
+        hacked = r["hacked_share_after_warmup"]
+        table.append([name, per, f"{r['final_success_mean']:.0%}" if r["final_success_mean"] is not None else "-",
+                      "-" if name == "ground_truth" else ("unknown" if ratio is None else f"{ratio:.2f}x"),
+                      "-" if hacked is None else f"{hacked:.1%}"])
+    print(f"\nRL on {task} (true success; ratio: the row's env steps to 90% over the ground truth's, aim <= "
+          f"{AIM_RL_RATIO:g}x; hacked: training episodes after {s['rl_warmup']} steps the model called a success "
+          f"falsely, aim < {AIM_HACKED:.0%})")
+    print_table(["reward", "steps to 90% per seed", "final", "ratio", "hacked"], table)
 
 
 def run(quick: bool, overrides: list[str]) -> dict[str, Any]:
@@ -247,12 +316,19 @@ def _run(s: dict[str, Any], threads: int, tmp: Path) -> dict[str, Any]:
               flush=True)
     rl: dict[str, Any] = {"status": "not requested (rl=true to run it)"}
     if s["rl"]:
+        from robot_rl.rewards.progress import ProgressConfig, train_progress
+
         rl = {}
         for task_name in rows:
-            try:
-                rl[task_name] = rl_row(task_name, tmp / f"{task_name}_classifier", s["rl_seeds"], s["rl_steps"], tmp)
-            except NotImplementedError as exc:
-                rl[task_name] = {"status": "not wired", "why": str(exc)}
+            train_store = EpisodeStore.open(tmp / f"{task_name}_train.zarr")
+            _, prep = train_progress(train_store, ProgressConfig(marks="gt_success", steps=s["steps"]), seed=s["seed"],
+                                     out=tmp / f"{task_name}_progress")
+            print(f"  {task_name}: progress model, held-out rank correlation "
+                  f"{prep['validation']['rank_correlation']:.3f}", flush=True)
+            rl[task_name] = {"progress_validation": prep["validation"],
+                             "rows": rl_rows(task_name, tmp / f"{task_name}_classifier", tmp / f"{task_name}_progress",
+                                             s, tmp)}
+            _print_rl(task_name, rl[task_name]["rows"], s)
     table = []
     for name, r in rows.items():
         f, e, v = r["heldout"]["frame"], r["heldout"]["episode"], r["validation"]["at_threshold"]

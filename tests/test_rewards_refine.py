@@ -119,3 +119,44 @@ def test_refine_refuses_what_it_cannot_do(trained_classifier, tmp_path):
         strict.step(np.zeros(2, np.float32))
     with pytest.raises(ValueError, match="leave reward.threshold null"):
         RewardWrapper(SquareEnv(), load_reward_model(out, "cpu"), threshold=0.5, refine=RefineConfig(judge="ground_truth"))
+
+
+def test_operator_marks_become_labels_through_the_intervention_wrapper(trained_classifier):
+    from robot_rl.hil.devices import ActionLayout, DeviceState, TeleopDevice
+    from robot_rl.hil.intervention import InterventionWrapper
+
+    class Marker(TeleopDevice):
+        """Never drives; presses the queued marks, one per read."""
+
+        def __init__(self, marks):
+            super().__init__(ActionLayout())
+            self.marks = list(marks)
+
+        def read(self):
+            m = self.marks.pop(0) if self.marks else None
+            return DeviceState(np.zeros(2, np.float32), False, frozenset({m} if m else ()))
+
+    class Silent(SquareEnv):  # a robot: no success of its own, so only the operator judges
+        def step(self, action):
+            obs, r, term, trunc, info = super().step(action)
+            return obs, r, term, trunc, {k: v for k, v in info.items() if k != "success"}
+
+    out, _ = trained_classifier
+    model = load_reward_model(out, "cpu")
+    model.threshold = p(model, NEAR) - 1e-6  # NEAR (and beyond) called success
+    inner = RewardWrapper(Silent(max_episode_steps=20), model, terminate_on_success=False,
+                          refine=RefineConfig(judge="auto", every=0))
+    env = InterventionWrapper(inner, Marker([None, "failure"]), success_reward=None)
+    env.reset(seed=0)
+    inner.unwrapped.pos = NEAR.copy()
+    env.step(np.zeros(2, np.float32))  # no mark
+    assert len(inner.refiner.mined) == 0
+    _, _, term, trunc, info = env.step(np.zeros(2, np.float32))  # "failure" on a frame the classifier called success
+    assert info["reward_declared"] and len(inner.refiner.mined) == 1 and trunc
+    env2 = InterventionWrapper(inner, Marker(["success"]), success_reward=1.0)
+    env2.reset(seed=0)
+    inner.unwrapped.pos = np.zeros(2)  # far from the goal: the classifier says no, the operator says success
+    _, r, term, _, info = env2.step(np.zeros(2, np.float32))
+    assert not info["reward_declared"] and term and r == 1.0 and len(inner.refiner.mined_positives) == 1
+    rec = inner.refiner.retrain(0)  # negatives and positives from marks alone
+    assert (rec["mined"], rec["mined_positives"]) == (1, 1)

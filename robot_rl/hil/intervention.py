@@ -14,7 +14,8 @@ so the executed action is checked again at the env boundary). Each ``step(policy
    the reward set to ``success_reward`` (None: the env's); ``failure`` ends it as ``truncated`` (stopped by hand:
    value targets bootstrap) unless the env terminated it in this same step; ``quit`` and ``discard`` end it as
    ``truncated`` too and set ``info["operator_quit"]`` / ``info["operator_discard"]`` (the caller stops / drops the
-   episode). A mark ends the episode *after* this control period's action has run: a gym step always steps.
+   episode). A mark ends the episode *after* this control period's action has run: a gym step always steps. A
+   learned reward inside (``operator_mark``) also takes the mark as a label of that frame.
 
 ``info`` of every step carries ``is_intervention`` (bool), ``executed_action`` (float32 (A,), equal to the
 policy's clipped action when nobody intervened), ``policy_action`` (float32 (A,)), ``operator_mark`` ("success",
@@ -75,6 +76,7 @@ class InterventionWrapper(gym.Wrapper):
             i += int(n)
         self._gripper_index: int | None = offsets.get("gripper_cmd")
         self._obs: dict[str, np.ndarray] | None = None
+        self._mark_sink = _find_mark_sink(env)  # a learned reward that learns from the operator's marks, if any
         self._cmd_closed = False  # gripper state implied by the executed actions since reset
         self._was_active = False
         self._ep_steps = self._ep_int_steps = self._ep_segments = 0
@@ -119,6 +121,8 @@ class InterventionWrapper(gym.Wrapper):
 
         mark = "failure" if "failure" in st.events else ("success" if "success" in st.events else None)
         quit_, discard = "quit" in st.events, "discard" in st.events
+        if mark is not None and self._mark_sink is not None:
+            self._mark_sink.operator_mark(mark)  # the operator's word on this frame becomes a label
         if mark == "success":
             terminated, truncated = True, False
             info["success"] = True
@@ -200,6 +204,15 @@ class InterventionWrapper(gym.Wrapper):
                 raise ValueError(f"{what} has shape {np.shape(action)}; the env takes {self._shape}")
         assert_finite(what, a)
         return np.clip(a, self._low, self._high)
+
+
+def _find_mark_sink(env: Any) -> Any:
+    """The first wrapper inside ``env`` with an ``operator_mark(mark)`` method (a learned reward), or None."""
+    while env is not None:
+        if callable(getattr(type(env), "operator_mark", None)):
+            return env
+        env = getattr(env, "env", None)
+    return None
 
 
 def make_intervention_env(env: gym.Env, hil: Mapping[str, Any] | None, seed: int | None = None) -> gym.Env:

@@ -12,7 +12,9 @@ a person who rejects those successes and a classifier retrained with them as neg
 * **Veto** (``veto=True``): a success the judge rejects pays no reward and does not end the episode, as when the
   operator presses "not a success" and lets the robot go on. Without it the policy is paid for the hack until the
   classifier has learned it away.
-* **Mining**: every rejected frame is kept (its trunk maps, one camera set per frame) as a hard negative.
+* **Mining**: every rejected frame is kept (its trunk maps, one camera set per frame) as a hard negative. An
+  operator's marks count too (``hil=teleop`` or the simulated operator): "failure" on a frame the classifier called
+  success is a negative, "success" on a frame it did not is a positive.
 * **Retraining** every ``every`` env steps with new negatives: the head is fine-tuned for ``steps`` gradient steps
   from its current weights on the classifier's original training frames (reloaded from the store it was trained
   on) plus the mined negatives, which make up ``mined_share`` of the negatives of each batch. The threshold is
@@ -85,7 +87,8 @@ class ClassifierRefiner:
                                   f"robot-rl train-reward), not a {getattr(model, 'kind', type(model).__name__)} model")
         self.model, self.cfg, self.seed = model, cfg, int(seed)
         self.log = log or (lambda _msg: None)
-        self.mined: list[dict[str, torch.Tensor]] = []  # trunk maps per camera, (C, h, w) float16
+        self.mined: list[dict[str, torch.Tensor]] = []  # hard negatives: trunk maps per camera, (C, h, w) float16
+        self.mined_positives: list[dict[str, torch.Tensor]] = []  # successes the classifier missed
         self.new_since_retrain = 0
         self.last_retrain_step = 0
         self.history: list[dict[str, Any]] = []
@@ -93,10 +96,17 @@ class ClassifierRefiner:
 
     def add_negative(self, frames: Mapping[str, np.ndarray]) -> None:
         """One frame set the judge rejected: its trunk maps are kept (oldest dropped beyond ``max_mined``)."""
+        self._keep(self.mined, frames)
+
+    def add_positive(self, frames: Mapping[str, np.ndarray]) -> None:
+        """One frame set an operator marked successful that the classifier did not call success."""
+        self._keep(self.mined_positives, frames)
+
+    def _keep(self, where: list, frames: Mapping[str, np.ndarray]) -> None:
         feat = self.model.featurizer
-        self.mined.append({c: feat.maps(np.asarray(frames[c])[None])[0].cpu() for c in self.model.cameras})
-        if len(self.mined) > self.cfg.max_mined:
-            self.mined.pop(0)
+        where.append({c: feat.maps(np.asarray(frames[c])[None])[0].cpu() for c in self.model.cameras})
+        if len(where) > self.cfg.max_mined:
+            where.pop(0)
         self.new_since_retrain += 1
 
     def due(self, env_steps: int) -> bool:
@@ -139,13 +149,17 @@ class ClassifierRefiner:
 
         t0 = time.perf_counter()
         tr_in, y_tr, va_in, y_va = self._original()
-        mined = {c: torch.stack([m[c] for m in self.mined]) for c in self.model.cameras}
-        n_orig_neg, n_mined = int((~y_tr).sum()), len(self.mined)
-        inputs = {c: torch.cat([tr_in[c], mined[c]])[None] for c in self.model.cameras}  # one augmented copy: K = 1
-        y = np.concatenate([y_tr, np.zeros(n_mined, bool)])
-        # sampling weights within the negatives: the mined ones together get mined_share of the draws
+        n_mined, n_pos = len(self.mined), len(self.mined_positives)
+        extra = self.mined + self.mined_positives
+        mined = {c: torch.stack([m[c] for m in self.mined]) for c in self.model.cameras} if n_mined else None
+        inputs = {c: torch.cat([tr_in[c], *([torch.stack([m[c] for m in extra])] if extra else [])])[None]
+                  for c in self.model.cameras}  # one augmented copy: K = 1
+        y = np.concatenate([y_tr, np.zeros(n_mined, bool), np.ones(n_pos, bool)])
+        # sampling weights within each class: the mined frames of a class together get mined_share of its draws
+        share = self.cfg.mined_share / (1 - self.cfg.mined_share)
         w = np.ones(len(y))
-        w[len(y_tr):] = self.cfg.mined_share / (1 - self.cfg.mined_share) * n_orig_neg / n_mined
+        w[len(y_tr):len(y_tr) + n_mined] = share * int((~y_tr).sum()) / max(1, n_mined)
+        w[len(y_tr) + n_mined:] = share * int(y_tr.sum()) / max(1, n_pos)
         rc = (self.model.report or {}).get("config") or {}
         scorer = self.model.scorer
         fit = fit_binary(scorer, inputs, y, va_in, y_va, steps=self.cfg.steps, batch_size=int(rc.get("batch_size", 128)),
@@ -156,15 +170,16 @@ class ClassifierRefiner:
         p_val = torch.sigmoid(predict_logits(scorer, {c: v.to(dev) for c, v in va_in.items()})
                               + self.model.prior_logit).double().cpu().numpy()
         ev = evaluate_scores(y_va, p_val, float(rc.get("target_fpr", 0.01)))
-        p_mined = torch.sigmoid(predict_logits(scorer, {c: v.to(dev) for c, v in mined.items()})
-                                + self.model.prior_logit).double().cpu().numpy()
+        p_mined = (torch.sigmoid(predict_logits(scorer, {c: v.to(dev) for c, v in mined.items()})
+                                 + self.model.prior_logit).double().cpu().numpy() if mined else np.zeros(0))
         self.model.threshold = float(ev["threshold"])
         self.model.invalidate_identity()
         self.new_since_retrain, self.last_retrain_step = 0, int(env_steps)
         rec = {"env_steps": int(env_steps), "retrain": len(self.history) + 1, "mined": n_mined,
+               "mined_positives": n_pos,
                "threshold": self.model.threshold, "val_fpr": ev["at_threshold"]["fpr"],
                "val_recall": ev["at_threshold"]["recall"],
-               "mined_still_positive": float(np.mean(p_mined >= self.model.threshold)),
+               "mined_still_positive": float(np.mean(p_mined >= self.model.threshold)) if n_mined else 0.0,
                "best_step": fit["best_step"], "seconds": time.perf_counter() - t0}
         self.history.append(rec)
         self.log(f"reward.refine: retrained on {n_mined} mined negatives at step {env_steps}: threshold "

@@ -98,6 +98,7 @@ class RewardWrapper(gym.Wrapper):
             raise ValueError("reward.refine picks the threshold again at each retraining; leave reward.threshold null")
         self.env_steps = 0
         self._ep = {"declared_steps": 0, "hacked_steps": 0, "vetoed_steps": 0}
+        self._last: tuple[dict[str, np.ndarray], bool] | None = None  # the last step's frames, declared success
 
     def load_weights(self, path: Any) -> None:
         """Take the weights and threshold of the classifier saved at ``path`` (a retrained one, from a checkpoint)."""
@@ -147,7 +148,20 @@ class RewardWrapper(gym.Wrapper):
         if terminated or truncated:
             info["reward_stats"] = {**{k: float(v) for k, v in self._ep.items()},
                                     "hacked_episode": float(self._ep["hacked_steps"] > 0)}
+        self._last = (frames, declared)
         return obs, float(r[0]), bool(terminated), bool(truncated), info
+
+    def operator_mark(self, mark: str) -> None:
+        """An operator's mark on the frame of the step just taken (called by
+        :class:`~robot_rl.hil.intervention.InterventionWrapper`): with a refiner, "failure" on a frame the classifier
+        called success makes it a hard negative, "success" on a frame it did not makes it a positive."""
+        if self.refiner is None or self._last is None:
+            return
+        frames, declared = self._last
+        if mark == "failure" and declared:
+            self.refiner.add_negative(frames)
+        elif mark == "success" and not declared:
+            self.refiner.add_positive(frames)
 
 
 class RewardVectorWrapper(gym.vector.VectorWrapper):

@@ -86,6 +86,11 @@ def test_retraining_stops_the_classifier_calling_the_mined_frames_success(traine
     assert after_near < before_near and rec["mined_still_positive"] == 0.0
     assert rec["val_recall"] >= 0.8 and before_goal >= 0.5
     assert model.label_name() != identity  # cached labels of the old weights are not reused
+    assert rec["threshold"] == rec["threshold_picked"]  # no floor by default
+    floored = ClassifierRefiner(model, RefineConfig(judge="ground_truth", threshold_floor=True, steps=20))
+    floored.original_threshold = 0.97
+    floored.add_negative(draw(NEAR))
+    assert floored.retrain(1)["threshold"] == 0.97 and model.threshold == 0.97  # never below the floor
     _, r, term, _, info = env.step(np.zeros(2, np.float32))  # parked on the old hack: no longer declared
     assert not info["reward_declared"] and r == 0.0 and not term
 

@@ -18,8 +18,10 @@ a person who rejects those successes and a classifier retrained with them as neg
 * **Retraining** every ``every`` env steps with new negatives: the head is fine-tuned for ``steps`` gradient steps
   from its current weights on the classifier's original training frames (reloaded from the store it was trained
   on) plus the mined negatives, which make up ``mined_share`` of the negatives of each batch. The threshold is
-  picked again for the original ``target_fpr`` on the original validation episodes, and the classifier is replaced
-  in place (its identity, hence the name of its cached labels, changes).
+  picked again for the original ``target_fpr`` on the original validation episodes (with ``threshold_floor``, never
+  below the classifier's original threshold: the lowest threshold meeting the target on near-separable validation
+  frames drifts down as the head sees more negatives), and the classifier is replaced in place (its identity, hence
+  the name of its cached labels, changes).
 
 :class:`ClassifierRefiner` does the mining and retraining; :class:`~robot_rl.rewards.wrapper.RewardWrapper` calls it.
 """
@@ -49,6 +51,7 @@ class RefineConfig:
     steps: int = 300
     mined_share: float = 0.5
     max_mined: int = 4000
+    threshold_floor: bool = False
 
     def __post_init__(self) -> None:
         if self.judge not in JUDGES:
@@ -86,6 +89,7 @@ class ClassifierRefiner:
             raise RewardDataError(f"reward.refine retrains a success classifier (reward=classifier from "
                                   f"robot-rl train-reward), not a {getattr(model, 'kind', type(model).__name__)} model")
         self.model, self.cfg, self.seed = model, cfg, int(seed)
+        self.original_threshold = float(model.threshold if model.threshold is not None else 0.5)
         self.log = log or (lambda _msg: None)
         self.mined: list[dict[str, torch.Tensor]] = []  # hard negatives: trunk maps per camera, (C, h, w) float16
         self.mined_positives: list[dict[str, torch.Tensor]] = []  # successes the classifier missed
@@ -146,6 +150,7 @@ class ClassifierRefiner:
         """Fine-tune the classifier's head on its original frames plus the mined negatives; pick the threshold
         again; replace the model's weights and threshold in place. Returns the record."""
         from robot_rl.rewards.classifier import evaluate_scores, fit_binary, predict_logits
+        from robot_rl.rewards.metrics import binary_metrics
 
         t0 = time.perf_counter()
         tr_in, y_tr, va_in, y_va = self._original()
@@ -172,13 +177,15 @@ class ClassifierRefiner:
         ev = evaluate_scores(y_va, p_val, float(rc.get("target_fpr", 0.01)))
         p_mined = (torch.sigmoid(predict_logits(scorer, {c: v.to(dev) for c, v in mined.items()})
                                  + self.model.prior_logit).double().cpu().numpy() if mined else np.zeros(0))
-        self.model.threshold = float(ev["threshold"])
+        picked = float(ev["threshold"])
+        self.model.threshold = max(picked, self.original_threshold) if self.cfg.threshold_floor else picked
+        at = binary_metrics(y_va, p_val, self.model.threshold)  # at the threshold in use
         self.model.invalidate_identity()
         self.new_since_retrain, self.last_retrain_step = 0, int(env_steps)
         rec = {"env_steps": int(env_steps), "retrain": len(self.history) + 1, "mined": n_mined,
                "mined_positives": n_pos,
-               "threshold": self.model.threshold, "val_fpr": ev["at_threshold"]["fpr"],
-               "val_recall": ev["at_threshold"]["recall"],
+               "threshold": self.model.threshold, "threshold_picked": picked, "val_fpr": at["fpr"],
+               "val_recall": at["recall"],
                "mined_still_positive": float(np.mean(p_mined >= self.model.threshold)) if n_mined else 0.0,
                "best_step": fit["best_step"], "seconds": time.perf_counter() - t0}
         self.history.append(rec)

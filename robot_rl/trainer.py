@@ -35,6 +35,7 @@ from robot_rl.envs.contract import ACTION_SEMANTICS
 from robot_rl.envs.make import control_dt, expert_action, find_wrapper, make_env
 from robot_rl.evaluate import evaluate
 from robot_rl.hil.intervention import InterventionWrapper, make_intervention_env
+from robot_rl.rewards.refine import record_refinements
 from robot_rl.rewards.shaping import PotentialShaping
 from robot_rl.rewards.wrapper import RewardWrapper
 from robot_rl.utils.checkpoint import load_state, save_state
@@ -326,17 +327,10 @@ class Trainer:
         self.count_collected(episode, steps=False, reward_stats=reward_stats)
 
     def _log_refinements(self, writer) -> None:
-        """The learned reward's retrainings since the last call (``reward.refine``): to ``reward_refine.jsonl`` and
-        tensorboard ``reward/*``."""
+        """The learned reward's retrainings since the last call (``reward.refine``): see
+        :func:`~robot_rl.rewards.refine.record_refinements`."""
         refiner = self.reward_wrapper.refiner if self.reward_wrapper is not None else None
-        if refiner is None:
-            return
-        for rec in refiner.history[self._refinements_logged:]:
-            with open(self.run_dir / "reward_refine.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
-            for k in ("threshold", "val_fpr", "val_recall", "mined", "mined_still_positive"):
-                writer.add_scalar(f"reward/{k}", rec[k], rec["env_steps"])
-        self._refinements_logged = len(refiner.history)
+        self._refinements_logged = record_refinements(refiner, self.run_dir, self._refinements_logged, writer)
 
     def _target_reached(self) -> bool:
         """True once an evaluation reached ``eval.stop_at_success`` (null: never stop early)."""

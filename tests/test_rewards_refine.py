@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from robot_rl.rewards import RewardDataError, load_reward_model
-from robot_rl.rewards.refine import ClassifierRefiner, RefineConfig
+from robot_rl.rewards.refine import ClassifierRefiner, RefineConfig, record_refinements
 from robot_rl.rewards.wrapper import RewardWrapper
 from test_rewards_helpers import SquareEnv, draw, square_store, trained_classifier  # noqa: F401
 
@@ -67,7 +67,7 @@ def test_the_judge_vetoes_and_mines_exactly_the_false_successes(trained_classifi
         assert len(env.refiner.mined) == steps
 
 
-def test_retraining_stops_the_classifier_calling_the_mined_frames_success(trained_classifier):
+def test_retraining_stops_the_classifier_calling_the_mined_frames_success(trained_classifier, tmp_path):
     out, _ = trained_classifier
     model = gameable(out)
     before_near, before_goal = p(model, NEAR), p(model, [0.9, 0.9])
@@ -93,6 +93,12 @@ def test_retraining_stops_the_classifier_calling_the_mined_frames_success(traine
     assert floored.retrain(1)["threshold"] == 0.97 and model.threshold == 0.97  # never below the floor
     _, r, term, _, info = env.step(np.zeros(2, np.float32))  # parked on the old hack: no longer declared
     assert not info["reward_declared"] and r == 0.0 and not term
+    # filed for the run: a line per retraining and the retrained classifier, which a restarted actor loads
+    assert record_refinements(env.refiner, tmp_path, 0) == 1 and record_refinements(env.refiner, tmp_path, 1) == 1
+    assert len((tmp_path / "reward_refine.jsonl").read_text().splitlines()) == 1
+    fresh = RewardWrapper(ParkEnv(), load_reward_model(out, "cpu"), refine=RefineConfig(judge="none"))
+    fresh.load_weights(tmp_path / "reward_model")
+    assert fresh.model.threshold == model.threshold and p(fresh.model, NEAR) == pytest.approx(p(model, NEAR), abs=1e-6)
 
 
 def test_refine_refuses_what_it_cannot_do(trained_classifier, tmp_path):

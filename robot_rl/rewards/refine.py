@@ -196,4 +196,30 @@ class ClassifierRefiner:
         return rec
 
 
-__all__ = ["JUDGES", "ClassifierRefiner", "RefineConfig"]
+def record_refinements(refiner: ClassifierRefiner | None, run_dir: Any, logged: int, writer: Any = None) -> int:
+    """File the retrainings after the first ``logged`` of ``refiner.history``: a line each in
+    ``<run_dir>/reward_refine.jsonl``, tensorboard ``reward/*`` with a ``writer``, and the retrained classifier in
+    ``<run_dir>/reward_model/`` (what a restarted actor or a resumed run scores with). Returns the new count; the
+    same for sync runs (the trainer) and async ones (the actor, where the retraining runs)."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    if refiner is None or len(refiner.history) <= logged:
+        return logged
+    run_dir = Path(run_dir)
+    for rec in refiner.history[logged:]:
+        with open(run_dir / "reward_refine.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if writer is not None:
+            for k in ("threshold", "val_fpr", "val_recall", "mined", "mined_still_positive"):
+                writer.add_scalar(f"reward/{k}", rec[k], rec["env_steps"])
+    tmp = run_dir / "reward_model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    refiner.model.save(tmp)
+    shutil.rmtree(run_dir / "reward_model", ignore_errors=True)
+    tmp.rename(run_dir / "reward_model")
+    return len(refiner.history)
+
+
+__all__ = ["JUDGES", "ClassifierRefiner", "RefineConfig", "record_refinements"]

@@ -35,6 +35,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from robot_rl.data.episode import episode_stats
+from robot_rl.rewards.refine import record_refinements
 from robot_rl.runtime.launch import ctrl_c_stops, load_run_config
 from robot_rl.runtime.messages import MessageError, check_arrays, decode, encode, join_obs
 from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
@@ -49,7 +50,8 @@ class Actor:
 
         from robot_rl.agents.sac import SAC, SACConfig
         from robot_rl.data.episode import EpisodeBuilder
-        from robot_rl.envs.make import control_dt
+        from robot_rl.envs.make import control_dt, find_wrapper
+        from robot_rl.rewards.wrapper import RewardWrapper
         from robot_rl.trainer import make_training_env, open_online_store, set_threads
 
         self.run_dir = Path(run_dir)
@@ -58,6 +60,10 @@ class Actor:
         set_threads(int(rt.actor_threads))
         torch.manual_seed(int(cfg.seed) + 7)
         self.env = make_training_env(cfg)
+        self.reward = find_wrapper(self.env, RewardWrapper)  # a learned reward, retrained here with reward.refine
+        if self.reward is not None and (self.run_dir / "reward_model").exists():  # a restarted actor goes on with it
+            self.reward.load_weights(self.run_dir / "reward_model")
+        self._refinements_logged = 0
         self.dt = control_dt(self.env)
         agent_cfg = {**OmegaConf.to_container(cfg.agent, resolve=True), "device": str(rt.actor_device)}
         self.agent = SAC(self.env.observation_space, self.env.action_space, SACConfig.from_dict(agent_cfg))
@@ -284,6 +290,8 @@ class Actor:
         self.episodes += 1
         self.episode.clear()
         self._pending = []
+        if self.reward is not None:
+            self._refinements_logged = record_refinements(self.reward.refiner, self.run_dir, self._refinements_logged)
         stats = {**episode_stats(episode, success), "weight_lag_steps": self.steps - self.steps_at_weights,
                  **{f"reward_{k}": v for k, v in (reward_stats or {}).items()}}
         if self.ch is not None and self.synced:

@@ -128,8 +128,10 @@ def test_refine_refuses_what_it_cannot_do(trained_classifier, tmp_path):
     strict.reset(seed=0)
     with pytest.raises(RewardDataError, match="judge=ground_truth needs the env's own success"):
         strict.step(np.zeros(2, np.float32))
-    with pytest.raises(ValueError, match="leave reward.threshold null"):
-        RewardWrapper(SquareEnv(), load_reward_model(out, "cpu"), threshold=0.5, refine=RefineConfig(judge="ground_truth"))
+    fixed = RewardWrapper(ParkEnv(), load_reward_model(out, "cpu"), threshold=0.5,
+                          refine=RefineConfig(judge="ground_truth", steps=20))
+    fixed.refiner.add_negative(draw(NEAR))
+    assert fixed.refiner.retrain(1)["threshold"] == 0.5 and fixed.model.threshold == 0.5  # the user's threshold holds
 
 
 def test_operator_marks_become_labels_through_the_intervention_wrapper(trained_classifier):

@@ -82,7 +82,8 @@ class ClassifierRefiner:
     training frames are loaded lazily at the first retraining, from the store named in the classifier's report.
     ``log``: where progress lines go."""
 
-    def __init__(self, model: Any, cfg: RefineConfig, seed: int = 0, log: Callable[[str], None] | None = None):
+    def __init__(self, model: Any, cfg: RefineConfig, seed: int = 0, log: Callable[[str], None] | None = None,
+                 fixed_threshold: bool = False):
         from robot_rl.rewards.classifier import SuccessClassifier
 
         if not isinstance(model, SuccessClassifier):
@@ -90,6 +91,7 @@ class ClassifierRefiner:
                                   f"robot-rl train-reward), not a {getattr(model, 'kind', type(model).__name__)} model")
         self.model, self.cfg, self.seed = model, cfg, int(seed)
         self.original_threshold = float(model.threshold if model.threshold is not None else 0.5)
+        self.fixed_threshold = bool(fixed_threshold)  # set by the user (reward.threshold): kept through retraining
         self.log = log or (lambda _msg: None)
         self.mined: list[dict[str, torch.Tensor]] = []  # hard negatives: trunk maps per camera, (C, h, w) float16
         self.mined_positives: list[dict[str, torch.Tensor]] = []  # successes the classifier missed
@@ -178,7 +180,10 @@ class ClassifierRefiner:
         p_mined = (torch.sigmoid(predict_logits(scorer, {c: v.to(dev) for c, v in mined.items()})
                                  + self.model.prior_logit).double().cpu().numpy() if mined else np.zeros(0))
         picked = float(ev["threshold"])
-        self.model.threshold = max(picked, self.original_threshold) if self.cfg.threshold_floor else picked
+        if self.fixed_threshold:
+            self.model.threshold = self.original_threshold
+        else:
+            self.model.threshold = max(picked, self.original_threshold) if self.cfg.threshold_floor else picked
         at = binary_metrics(y_va, p_val, self.model.threshold)  # at the threshold in use
         self.model.invalidate_identity()
         self.new_since_retrain, self.last_retrain_step = 0, int(env_steps)

@@ -93,9 +93,10 @@ class RewardWrapper(gym.Wrapper):
         self._core = _Relabeller(model, 1, reward, threshold, success_reward, consecutive, terminate_on_success)
         self.refine = refine or RefineConfig(judge="none")
         judged = self.refine.judge == "ground_truth" or (self.refine.judge == "auto" and model.kind == "classifier")
-        self.refiner = ClassifierRefiner(model, self.refine, seed, log) if judged else None
-        if self.refiner is not None and threshold is not None:
-            raise ValueError("reward.refine picks the threshold again at each retraining; leave reward.threshold null")
+        if judged and threshold is not None:  # the user's threshold holds through retraining
+            model.threshold = float(threshold)
+        self.refiner = (ClassifierRefiner(model, self.refine, seed, log, fixed_threshold=threshold is not None)
+                        if judged else None)
         self.env_steps = 0
         self._ep = {"declared_steps": 0, "hacked_steps": 0, "vetoed_steps": 0}
         self._last: tuple[dict[str, np.ndarray], bool] | None = None  # the last step's frames, declared success

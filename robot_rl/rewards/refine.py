@@ -28,8 +28,11 @@ a person who rejects those successes and a classifier retrained with them as neg
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -149,8 +152,8 @@ class ClassifierRefiner:
         return self._base  # type: ignore[return-value]
 
     def retrain(self, env_steps: int = 0) -> dict[str, Any]:
-        """Fine-tune the classifier's head on its original frames plus the mined negatives; pick the threshold
-        again; replace the model's weights and threshold in place. Returns the record."""
+        """Fine-tune the classifier's head on its original frames plus the mined ones; pick the threshold again
+        (unless fixed); replace the model's weights and threshold in place. Returns the record."""
         from robot_rl.rewards.classifier import evaluate_scores, fit_binary, predict_logits
         from robot_rl.rewards.metrics import binary_metrics
 
@@ -194,7 +197,8 @@ class ClassifierRefiner:
                "mined_still_positive": float(np.mean(p_mined >= self.model.threshold)) if n_mined else 0.0,
                "best_step": fit["best_step"], "seconds": time.perf_counter() - t0}
         self.history.append(rec)
-        self.log(f"reward.refine: retrained on {n_mined} mined negatives at step {env_steps}: threshold "
+        self.log(f"reward.refine: retrained on {n_mined} mined negatives and {n_pos} positives at step {env_steps}: "
+                 f"threshold "
                  f"{rec['threshold']:.3f}, validation FPR {rec['val_fpr']:.2%}, recall {rec['val_recall']:.1%}, "
                  f"{rec['mined_still_positive']:.1%} of the mined frames still called success "
                  f"({rec['seconds']:.1f} s)")
@@ -206,10 +210,6 @@ def record_refinements(refiner: ClassifierRefiner | None, run_dir: Any, logged: 
     ``<run_dir>/reward_refine.jsonl``, tensorboard ``reward/*`` with a ``writer``, and the retrained classifier in
     ``<run_dir>/reward_model/`` (what a restarted actor or a resumed run scores with). Returns the new count; the
     same for sync runs (the trainer) and async ones (the actor, where the retraining runs)."""
-    import json
-    import shutil
-    from pathlib import Path
-
     if refiner is None or len(refiner.history) <= logged:
         return logged
     run_dir = Path(run_dir)

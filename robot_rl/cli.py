@@ -138,6 +138,11 @@ def _validate_train(cfg: DictConfig) -> None:
     r = corr.get("takeover_reward", 0.0)
     if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r):
         raise UsageError(f"corrections.takeover_reward={r!r} must be a finite number (RLIF: -1; 0: off)")
+    consecutive = int(OmegaConf.select(cfg, "reward.consecutive") or 1)
+    if consecutive > 1 and OmegaConf.select(cfg, "task.env_kwargs.terminate_on_success"):
+        print(f"warning: reward.consecutive={consecutive} waits for {consecutive} frames in a row, but the task ends at "
+              "its first success frame, so a real success is never paid; set "
+              "task.env_kwargs.terminate_on_success=false (README \"Learned rewards under RL\")", file=sys.stderr)
     r = corr.get("trigger_reward")
     if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r)):
         raise UsageError(f"corrections.trigger_reward={r!r} must be a finite number (e.g. -1) or null (off)")

@@ -120,3 +120,13 @@ def test_train_stops_cleanly_on_sigterm_even_with_sigint_ignored(tmp_path):
     assert f"resume with: robot-rl train resume={run}" in rest
     with EpisodeStore.open(run / "online.zarr") as store:
         assert len(store) >= 1 and store.metadata(len(store) - 1)["notes"].startswith("cut short")
+
+
+def test_consecutive_rule_that_can_never_pay_is_warned(capsys):
+    from robot_rl.cli import _validate_train, compose
+
+    _validate_train(compose("train", ["reward=classifier", "reward.consecutive=3"]))
+    assert "never paid" in capsys.readouterr().err
+    _validate_train(compose("train", ["reward=classifier", "reward.consecutive=3",
+                                      "task.env_kwargs.terminate_on_success=false"]))
+    assert "never paid" not in capsys.readouterr().err

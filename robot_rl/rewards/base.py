@@ -12,6 +12,7 @@ any of them. Nothing is ever unpickled.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -30,6 +31,16 @@ REWARD_KINDS = ("ground_truth", "classifier", "vlm_zero_shot", "preference", "pr
 class RewardDataError(ValueError):
     """The data or model given to a reward model is unusable (too few examples, missing cameras, wrong image
     sizes, mismatched weights); the message names what and how many."""
+
+
+def options_from_dict(cls: type, d: Mapping[str, Any] | None, what: str) -> Any:
+    """The dataclass ``cls`` built from a (hydra) mapping, naming unknown keys (as ``what`` option(s)) instead of
+    ignoring them."""
+    d = dict(d or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    if unknown := sorted(set(d) - known):
+        raise ValueError(f"unknown {what} option(s) {unknown}; valid: {sorted(known)}")
+    return cls(**d)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

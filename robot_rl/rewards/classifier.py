@@ -24,7 +24,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -37,8 +37,8 @@ from torch import nn
 from robot_rl.agents.augment import random_shift, random_shift_features
 from robot_rl.agents.vision import PretrainedTrunk, SpatialEmbeddingHead, weights_fingerprint
 from robot_rl.data.store import EpisodeStore
-from robot_rl.rewards.base import (MODEL_FILE, MODEL_FORMAT, MODEL_VERSION, WEIGHTS_FILE, RewardDataError,
-                                   RewardModel, jsonable, read_model_json, resolve_device)
+from robot_rl.rewards.base import (MODEL_FILE, MODEL_FORMAT, MODEL_VERSION, RewardDataError, RewardModel,
+                                   WEIGHTS_FILE, jsonable, options_from_dict, read_model_json, resolve_device)
 from robot_rl.rewards.frames import LabelRule, StoreFrames, count_labels, load_frames, split_episodes
 from robot_rl.rewards.metrics import (binary_metrics, calibration, plot_calibration, plot_roc, roc_auc,
                                       threshold_for_fpr)
@@ -103,11 +103,7 @@ class ClassifierConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "ClassifierConfig":
         """Build from a (hydra) mapping, naming unknown keys instead of ignoring them."""
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        if unknown := sorted(set(d) - known):
-            raise ValueError(f"unknown classifier option(s) {unknown}; valid: {sorted(known)}")
-        return cls(**d)
+        return options_from_dict(cls, d, "classifier")
 
     def label_rule(self) -> LabelRule:
         return LabelRule(self.positive_last_k, self.margin, self.marks, self.reward_marks)

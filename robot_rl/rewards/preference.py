@@ -34,7 +34,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -45,8 +45,9 @@ from safetensors.torch import load_file, save_file
 
 from robot_rl.agents.vision import weights_fingerprint
 from robot_rl.data.store import EpisodeStore, StoreError
-from robot_rl.rewards.base import (MODEL_FILE, MODEL_FORMAT, MODEL_VERSION, WEIGHTS_FILE, RewardDataError,
-                                   RewardModel, identity_hash, jsonable, read_model_json, resolve_device)
+from robot_rl.rewards.base import (MODEL_FILE, MODEL_FORMAT, MODEL_VERSION, RewardDataError, RewardModel,
+                                   WEIGHTS_FILE, identity_hash, jsonable, options_from_dict, read_model_json,
+                                   resolve_device)
 from robot_rl.rewards.classifier import FrameScorer, TrunkFeaturizer, evaluate_scores
 from robot_rl.rewards.frames import LabelRule, StoreFrames, load_frames
 
@@ -362,11 +363,7 @@ class PreferenceConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "PreferenceConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        if unknown := sorted(set(d) - known):
-            raise ValueError(f"unknown preference option(s) {unknown}; valid: {sorted(known)}")
-        return cls(**d)
+        return options_from_dict(cls, d, "preference")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -36,8 +36,8 @@ from safetensors.torch import load_file, save_file
 
 from robot_rl.agents.vision import weights_fingerprint
 from robot_rl.data.store import EpisodeStore
-from robot_rl.rewards.base import (MODEL_FILE, MODEL_FORMAT, MODEL_VERSION, WEIGHTS_FILE, RewardDataError,
-                                   RewardModel, jsonable, read_model_json, resolve_device)
+from robot_rl.rewards.base import (MODEL_FILE, MODEL_FORMAT, MODEL_VERSION, RewardDataError, RewardModel,
+                                   WEIGHTS_FILE, jsonable, options_from_dict, read_model_json, resolve_device)
 from robot_rl.rewards.frames import LabelRule, StoreFrames, load_frames, split_episodes
 
 
@@ -76,11 +76,7 @@ class ProgressConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "ProgressConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        if unknown := sorted(set(d) - known):
-            raise ValueError(f"unknown progress option(s) {unknown}; valid: {sorted(known)}")
-        return cls(**d)
+        return options_from_dict(cls, d, "progress")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

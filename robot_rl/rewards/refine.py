@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from robot_rl.data.store import EpisodeStore
-from robot_rl.rewards.base import RewardDataError
+from robot_rl.rewards.base import RewardDataError, options_from_dict
 
 JUDGES = ("none", "auto", "ground_truth")
 
@@ -67,11 +67,7 @@ class RefineConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "RefineConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        if unknown := sorted(set(d) - known):
-            raise ValueError(f"unknown reward.refine option(s) {unknown}; valid: {sorted(known)}")
-        return cls(**d)
+        return options_from_dict(cls, d, "reward.refine")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -62,9 +62,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-
-from robot_rl.bench.common import busy_cores, machine_info, parse_overrides, print_table
+from robot_rl.bench.common import (NOISY_LATENCIES, Bench, busy_between, cpu_times, latency_stats, parse_overrides,
+                                   print_table)
 
 DEFAULTS: dict[str, Any] = {
     "obs": "both",  # state | pixels | both
@@ -83,6 +82,9 @@ DEFAULTS: dict[str, Any] = {
     "allow_network": False,  # run on this network namespace when a loopback-only one cannot be made
     "timeout_s": 0.0,  # kill the isolated run after this long; 0: 600 quick, 3600 full
 }
+
+AUTO = {"steps": (40, 300), "warmup": (5, 20), "image_size": (64, 128), "load": ("none", "both"),
+        "timeout_s": (600.0, 3600.0)}  # (quick, full) values of the settings left unset
 
 # latency targets: p99 of obs stamp -> supervised command at the driver, under load (ms); pixels: two 128 px cameras
 TARGETS_MS: dict[str, float] = {"state": 20.0, "pixels": 50.0}
@@ -108,16 +110,11 @@ SHORT_LABELS = {"": "obs stamp -> command published", "_robot": "obs stamp -> co
 
 
 def _settings(quick: bool, overrides: list[str]) -> dict[str, Any]:
-    s = parse_overrides(overrides, DEFAULTS)
+    s = parse_overrides(overrides, DEFAULTS, quick, AUTO)
     if s["obs"] not in ("state", "pixels", "both"):
         raise ValueError(f"obs={s['obs']!r} must be state, pixels or both")
-    s["load"] = s["load"] or ("none" if quick else "both")
     if s["load"] not in ("none", "learner", "both"):
         raise ValueError(f"load={s['load']!r} must be none, learner or both")
-    s["steps"] = s["steps"] or (40 if quick else 300)
-    s["warmup"] = s["warmup"] if s["warmup"] >= 0 else (5 if quick else 20)
-    s["image_size"] = s["image_size"] or (64 if quick else 128)
-    s["timeout_s"] = s["timeout_s"] or (600.0 if quick else 3600.0)
     if s["steps"] < 1:
         raise ValueError("steps must be >= 1")
     if not 0 <= s["realtime_priority"] <= 99:
@@ -426,30 +423,7 @@ def _proc_cpu_s(pid: int) -> float:
         return float("nan")
 
 
-def _cpu_stat() -> tuple[int, int] | None:
-    """(total, idle + iowait) jiffies of the whole machine from ``/proc/stat``; None where unreadable."""
-    try:
-        with open("/proc/stat") as f:
-            vals = [int(v) for v in f.readline().split()[1:]]
-        return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0)
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _busy_between(a: tuple[int, int] | None, b: tuple[int, int] | None) -> float | None:
-    if a is None or b is None or b[0] <= a[0]:
-        return None
-    return (os.cpu_count() or 1) * (1.0 - (b[1] - a[1]) / (b[0] - a[0]))
-
-
 # ---------------------------------------------------------------------------------------------- measure
-def _stats(ms: list[float], budget: float) -> dict[str, Any]:
-    x = np.asarray(ms, np.float64)
-    p50, p99 = (float(v) for v in np.percentile(x, [50, 99]))
-    return {"p50_ms": p50, "p99_ms": p99, "mean_ms": float(x.mean()), "max_ms": float(x.max()),
-            "min_ms": float(x.min()), "n": int(x.size), "budget_over_p99": budget / p99, "headroom_ms": budget - p99}
-
-
 def _agent(env: Any, agent_cfg: dict[str, Any]) -> Any:
     from robot_rl.agents.sac import SAC, SACConfig
 
@@ -492,7 +466,7 @@ def _ros_loop(mode: str, s: dict[str, Any], task: dict[str, Any], agent_cfg: dic
                 recs.append((t_obs, t_ret, act_ms))
             else:
                 t_start = time.perf_counter()
-                cpu0 = _cpu_stat()
+                cpu0 = cpu_times()
                 load0 = load.progress() if load is not None else load0
             obs, _, terminated, truncated, info = env.step(action)
             t_ret = time.time_ns()
@@ -501,7 +475,7 @@ def _ros_loop(mode: str, s: dict[str, Any], task: dict[str, Any], agent_cfg: dic
                 t_ret = time.time_ns()
                 episodes += 1
         loop_s = time.perf_counter() - t_start
-        cpu1 = _cpu_stat()
+        cpu1 = cpu_times()
         load1 = load.progress() if load is not None else load1
         time.sleep(0.5)  # the last commands reach the probe
         got = probe.results()
@@ -536,7 +510,7 @@ def _ros_loop(mode: str, s: dict[str, Any], task: dict[str, Any], agent_cfg: dic
         "commands_missing": missing, "commands_unanswered": unanswered, "answers_not_seen_at_driver": lost,
         "answered_at_driver": len(out[f"ros2_{mode}_robot{sfx}"]), "loop_scheduling": scheduling,
         "probe_scheduling": got["scheduling"]}
-    busy = _busy_between(cpu0, cpu1)
+    busy = busy_between(cpu0, cpu1)
     extra["busy_cores"] = None if busy is None else round(busy, 2)
     if load is not None:
         extra["learner_updates_per_s"] = (load1[0] - load0[0]) / loop_s
@@ -577,20 +551,17 @@ def _inproc_loop(mode: str, s: dict[str, Any], agent_cfg: dict[str, Any]) -> tup
 
 
 def _measure(s: dict[str, Any], quick: bool, network: str) -> dict[str, Any]:
+    return Bench("ros2", quick, s, NOISY_LATENCIES).run(_measure_loops, network)
+
+
+def _measure_loops(bench: Bench, network: str) -> dict[str, Any]:
     import torch
     import yaml
     from omegaconf import OmegaConf
 
     from robot_rl.cli import compose
 
-    notes: list[str] = []
-    busy = busy_cores()
-    if busy is not None and busy > 0.5:
-        notes.append(f"other processes kept {busy:.1f} of {os.cpu_count()} cores busy before the run: latencies "
-                     "(p99 and max above all) are inflated and noisy")
-        print(f"WARNING: {notes[-1]}")
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(max(1, s["threads"]))
+    s, notes = bench.settings, bench.notes
     torch.manual_seed(s["seed"])
     repo = _repo()
     with open(repo / "configs/task/ros2_reach.yaml") as f:
@@ -662,7 +633,6 @@ def _measure(s: dict[str, Any], quick: bool, network: str) -> dict[str, Any]:
     finally:
         if nodes.procs:
             nodes.stop()
-        torch.set_num_threads(threads_before)
         shutil.rmtree(tmp, ignore_errors=True)
     for part in ("loop", "probe"):
         key = f"{part}_scheduling"
@@ -672,7 +642,7 @@ def _measure(s: dict[str, Any], quick: bool, network: str) -> dict[str, Any]:
         notes.append(f"the supervisor clamped targets (untrained policy; logged at most once a second: {clamps} "
                      "lines); clamped ones are still forwarded")
 
-    rows = {k: {"label": ROW_LABELS[k], **_stats(v, budget)} for k, v in samples.items() if v}
+    rows = {k: {"label": ROW_LABELS[k], **latency_stats(v, budget)} for k, v in samples.items() if v}
     ratios: dict[str, float] = {}
     for mode in modes:
         for sfx in loads:
@@ -711,25 +681,20 @@ def _measure(s: dict[str, Any], quick: bool, network: str) -> dict[str, Any]:
     idle_busy = {k.removeprefix("ros2_"): v.get("busy_cores") for k, v in loops.items()
                  if k.startswith("ros2_") and not k.endswith("_load")}
     _print(rows, ratios, loops, budget, modes, loads, targets, s, scheduling)
-    for n in notes:
-        print(f"note: {n}")
-    machine = machine_info(max(1, s["threads"]))
-    machine["busy_cores_before_run"] = None if busy is None else round(busy, 2)
+    bench.print_notes()
     headline = "ros2/inproc state p50" if "state" in modes else "ros2/inproc pixels p50"
-    return {
-        "benchmark": "ros2", "quick": quick, "settings": s, "machine": machine, "network": network,
-        "task": {"name": "ros2_reach", "control_hz": hz, "image_size": s["image_size"], "modes": modes,
-                 "cameras": ["front", "wrist"] if "pixels" in modes else [],
-                 "driver": {k: robot["driver"][k] for k in ("task", "max_step")},
-                 "supervisor": {k: robot["supervisor"][k] for k in ("max_speed", "control_rate", "rate_hz")}},
-        "agent": {"name": agent_cfg["name"], "hidden_dims": list(agent_cfg["hidden_dims"]),
-                  "num_critics": agent_cfg["num_critics"]},
-        "load": {"setting": s["load"], "learner": load_desc if "_load" in loads else None, "loaded": loaded,
-                 "idle_busy_cores": idle_busy},
-        "scheduling": scheduling,
-        "budget_ms": budget, "rows": rows, "loops": loops, "ratios": ratios, "comparison": comparison,
-        "targets": targets, "ratio": ratios.get(headline), "notes": notes,
-    }
+    return bench.result(
+        rows, network=network,
+        task={"name": "ros2_reach", "control_hz": hz, "image_size": s["image_size"], "modes": modes,
+              "cameras": ["front", "wrist"] if "pixels" in modes else [],
+              "driver": {k: robot["driver"][k] for k in ("task", "max_step")},
+              "supervisor": {k: robot["supervisor"][k] for k in ("max_speed", "control_rate", "rate_hz")}},
+        agent={"name": agent_cfg["name"], "hidden_dims": list(agent_cfg["hidden_dims"]),
+               "num_critics": agent_cfg["num_critics"]},
+        load={"setting": s["load"], "learner": load_desc if "_load" in loads else None, "loaded": loaded,
+              "idle_busy_cores": idle_busy},
+        scheduling=scheduling, budget_ms=budget, loops=loops, ratios=ratios, comparison=comparison, targets=targets,
+        ratio=ratios.get(headline))
 
 
 def _fmt(r: dict[str, Any] | None, key: str) -> str:

@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import torch
 
-from robot_rl.bench.common import busy_cores, machine_info, parse_overrides, print_table, torch_threads
+from robot_rl.bench.common import NOISY_LATENCIES, Bench, device_sync, latency_stats, parse_overrides, print_table
 
 DEFAULTS: dict[str, Any] = {
     "threads": 1,  # torch threads of this (actor) process
@@ -44,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "budget_ms": 0.0,  # control period to meet; 0: the task's control_dt (100 ms at 10 Hz)
     "seed": 0,
 }
+
+AUTO = {"calls": (100, 1000), "warmup": (10, 50)}  # (quick, full) values of the settings left unset
 
 ROW_LABELS: dict[str, str] = {
     "act_state": "act(), state obs",
@@ -65,28 +66,12 @@ LOOP_OF: dict[str, str] = {
 }
 
 
-def latency_stats(ms: list[float] | np.ndarray, budget_ms: float) -> dict[str, Any]:
-    """Latencies ``ms`` (n,) in milliseconds -> p50 / p99 / mean / max / min (ms), ``n`` and the margins
-    ``budget_over_p99`` (x) and ``headroom_ms`` (budget - p99, ms)."""
-    x = np.asarray(ms, dtype=np.float64)
-    p50, p99 = (float(v) for v in np.percentile(x, [50, 99]))
-    return {"p50_ms": p50, "p99_ms": p99, "mean_ms": float(x.mean()), "max_ms": float(x.max()),
-            "min_ms": float(x.min()), "n": int(x.size), "budget_over_p99": budget_ms / p99,
-            "headroom_ms": budget_ms - p99}
-
-
-def _sync(device: torch.device) -> Callable[[], None]:
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
-
-
 class _Loop:
     """One control loop: ``step()`` runs one env step with its agent calls and returns ``{part: ms}``."""
 
     def __init__(self, env: Any, agent: Any, kind: str, deterministic: bool, seed: int):
         self.env, self.agent, self.kind, self.deterministic = env, agent, kind, deterministic
-        self.sync = _sync(agent.device)
+        self.sync = device_sync(agent.device)
         self.obs, _ = env.reset(seed=seed)
         self.fobs = agent.featurize(self.obs) if kind == "pixel_trainer" else None
         self.episodes = 1
@@ -136,25 +121,17 @@ def run(quick: bool, overrides: list[str]) -> dict[str, Any]:
     latency figures in ms, margins and ``label``), ``ratio`` (``budget / p99`` of ``act_pixels``), ``ratios``
     (``budget / p99`` of every row), ``notes``.
     """
-    s = parse_overrides(overrides, DEFAULTS)
-    s["calls"] = s["calls"] or (100 if quick else 1000)
-    s["warmup"] = s["warmup"] if s["warmup"] >= 0 else (10 if quick else 50)
+    s = parse_overrides(overrides, DEFAULTS, quick, AUTO)
     if s["calls"] < 1 or s["block"] < 1:
         raise ValueError("calls and block must be >= 1")
-    with torch_threads(s["threads"]) as threads:
-        return _run(s, quick, threads)
+    return Bench("act", quick, s, NOISY_LATENCIES).run(_run)
 
 
-def _run(s: dict[str, Any], quick: bool, threads: int) -> dict[str, Any]:
+def _run(bench: Bench) -> dict[str, Any]:
     from robot_rl.agents.sac import SAC, SACConfig
     from robot_rl.envs.make import control_dt, make_env
 
-    notes: list[str] = []
-    busy = busy_cores()
-    if busy is not None and busy > 0.5:
-        notes.append(f"other processes kept {busy:.1f} of {os.cpu_count()} cores busy before the run: latencies "
-                     "(p99 and max above all) are inflated and noisy")
-        print(f"WARNING: {notes[-1]}")
+    s, threads, notes = bench.settings, bench.threads, bench.notes
     torch.manual_seed(s["seed"])
     base = [f"task={s['task']}", f"device={s['device']}", f"seed={s['seed']}"]
     state_cfg, state_agent_cfg = _agent_config(base + ["obs=state"])
@@ -194,9 +171,7 @@ def _run(s: dict[str, Any], quick: bool, threads: int) -> dict[str, Any]:
         wall = dict.fromkeys(loops, 0.0)
         while any(n < s["calls"] for n in done.values()):
             for name, loop in loops.items():
-                if torch.get_num_threads() != threads:
-                    notes.append(f"torch threads were {torch.get_num_threads()} before loop {name}; reset to {threads}")
-                    torch.set_num_threads(threads)
+                bench.keep_threads(f"before loop {name}")
                 n = min(s["block"], s["calls"] - done[name])
                 w0 = time.perf_counter()
                 for _ in range(n):
@@ -220,24 +195,17 @@ def _run(s: dict[str, Any], quick: bool, threads: int) -> dict[str, Any]:
     over = [k for k, v in rows.items() if k.startswith("step_") and v["p99_ms"] > budget]
     if over:
         notes.append(f"control steps over the {budget:g} ms budget at p99: {', '.join(over)}")
-    for n in notes:
-        print(f"note: {n}")
-
-    machine = machine_info(threads)
-    machine["busy_cores_before_run"] = None if busy is None else round(busy, 2)
-    machine["device"] = str(device)
-    machine["device_name"] = dev_name
-    return {
-        "benchmark": "act", "quick": quick, "settings": s, "machine": machine,
-        "task": {"name": str(state_cfg.task.name), "control_hz": 1.0 / control_dt(pix_env),
-                 "cameras": cams, "pixel_obs": shapes,
-                 "state_obs": list(state_env.observation_space["state"].shape),
-                 "trunk_maps": {k: list(v) for k, v in getattr(pix_agent.encoder, "feature_shapes", {}).items()}},
-        "agent": {"name": str(pix_cfg.agent.name), "hidden_dims": list(pix_agent.cfg.hidden_dims),
-                  "num_critics": pix_agent.cfg.num_critics, "cached_cameras": list(pix_agent.cached_cameras)},
-        "budget_ms": budget, "rows": rows, "ratio": rows["act_pixels"]["budget_over_p99"], "ratios": ratios,
-        "loop_wall_s": wall, "episodes": episodes, "build_s": build_s, "notes": notes,
-    }
+    bench.print_notes()
+    return bench.result(
+        rows, machine={"device": str(device), "device_name": dev_name},
+        task={"name": str(state_cfg.task.name), "control_hz": 1.0 / control_dt(pix_env),
+              "cameras": cams, "pixel_obs": shapes,
+              "state_obs": list(state_env.observation_space["state"].shape),
+              "trunk_maps": {k: list(v) for k, v in getattr(pix_agent.encoder, "feature_shapes", {}).items()}},
+        agent={"name": str(pix_cfg.agent.name), "hidden_dims": list(pix_agent.cfg.hidden_dims),
+               "num_critics": pix_agent.cfg.num_critics, "cached_cameras": list(pix_agent.cached_cameras)},
+        budget_ms=budget, ratio=rows["act_pixels"]["budget_over_p99"], ratios=ratios, loop_wall_s=wall,
+        episodes=episodes, build_s=build_s)
 
 
 def _print(rows: dict[str, dict[str, Any]], budget: float, calls: int) -> None:

@@ -1,23 +1,37 @@
-"""Helpers shared by the benchmarks: ``key=value`` overrides, machine description, timing, tables."""
+"""The benchmark harness: ``key=value`` overrides, torch threads, the busy-core check, machine description, timing,
+latency figures, tables and result JSON.
+
+A timing benchmark's ``run`` parses its settings (:func:`parse_overrides`) and measures in
+:meth:`Bench.run`: with its torch threads, after warning (and noting) when other processes load the machine;
+:meth:`Bench.result` returns the figures with the machine, the settings and the notes, which the CLI writes with
+``--json``; a benchmark that keeps its own result file writes it with :func:`write_json`. Tables go through
+:func:`print_table`.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import resource
 import statistics
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 
 
-def parse_overrides(overrides: Sequence[str], defaults: Mapping[str, Any]) -> dict[str, Any]:
+def parse_overrides(overrides: Sequence[str], defaults: Mapping[str, Any], quick: bool = False,
+                    auto: Mapping[str, tuple[Any, Any]] | None = None) -> dict[str, Any]:
     """Apply ``key=value`` strings to ``defaults``, coercing each value to the default's type.
 
     Tuples take comma-separated values (``hidden=64,64`` or ``hidden=[64,64]``). Unknown keys or a missing ``=``
-    raise ``ValueError`` naming the valid keys.
+    raise ``ValueError`` naming the valid keys. ``auto`` maps the settings whose default means "chosen by the mode"
+    to their ``(quick, full)`` values: such a setting left unset (0 or empty, or negative where the default is
+    negative) takes the one ``quick`` picks.
     """
     out = dict(defaults)
     for item in overrides:
@@ -39,13 +53,20 @@ def parse_overrides(overrides: Sequence[str], defaults: Mapping[str, Any]) -> di
                 out[key] = type(default)(raw)
         except ValueError:
             raise ValueError(f"override {item!r}: cannot read {raw!r} as {type(default).__name__}") from None
+    for key, (quick_value, full_value) in (auto or {}).items():
+        negative = isinstance(defaults[key], (int, float)) and defaults[key] < 0
+        if (out[key] < 0) if negative else not out[key]:
+            out[key] = quick_value if quick else full_value
     return out
 
 
+# ----------------------------------------------------------------------------- threads and load
 @contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[int]:
-    """Run the block with ``max(1, threads)`` torch threads, restoring the caller's count afterwards."""
-    n, prev = max(1, int(threads)), torch.get_num_threads()
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Run the block with ``max(1, threads)`` torch threads (``None``: the current count, for a block that may change
+    it), restoring the caller's count afterwards."""
+    prev = torch.get_num_threads()
+    n = prev if threads is None else max(1, int(threads))
     torch.set_num_threads(n)
     try:
         yield n
@@ -53,6 +74,41 @@ def torch_threads(threads: int) -> Iterator[int]:
         torch.set_num_threads(prev)
 
 
+def cpu_times() -> tuple[int, int] | None:
+    """(total, idle + iowait) jiffies of the whole machine so far, from ``/proc/stat``; ``None`` where unreadable."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def busy_between(a: tuple[int, int] | None, b: tuple[int, int] | None) -> float | None:
+    """Cores kept busy (by anything) between two :func:`cpu_times` readings; ``None`` if either is missing."""
+    if a is None or b is None or b[0] <= a[0]:
+        return None
+    return (os.cpu_count() or 1) * (1.0 - (b[1] - a[1]) / (b[0] - a[0]))
+
+
+def busy_cores(interval: float = 0.5) -> float | None:
+    """Cores kept busy (by anything, this process included) over ``interval`` seconds, from ``/proc/stat``.
+
+    Call before starting work to see what other processes take; ``None`` where ``/proc/stat`` is missing.
+    """
+    a = cpu_times()
+    if a is None:
+        return None
+    time.sleep(interval)
+    return busy_between(a, cpu_times())
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far (each first touch of freshly mapped memory costs one)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+# ----------------------------------------------------------------------------- machine
 def cpu_model() -> str:
     """The CPU's model name from ``/proc/cpuinfo`` (or ``platform.processor()`` elsewhere)."""
     try:
@@ -63,31 +119,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def busy_cores(interval: float = 0.5) -> float | None:
-    """Cores kept busy (by anything, this process included) over ``interval`` seconds, from ``/proc/stat``.
-
-    Call before starting work to see what other processes take; ``None`` where ``/proc/stat`` is missing.
-    """
-
-    def read() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            vals = [int(v) for v in f.readline().split()[1:]]
-        return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0)  # total, idle + iowait
-
-    try:
-        t0, i0 = read()
-        time.sleep(interval)
-        t1, i1 = read()
-    except (OSError, ValueError, IndexError):
-        return None
-    return (os.cpu_count() or 1) * (1.0 - (i1 - i0) / max(1, t1 - t0))
-
-
-def minor_faults() -> int:
-    """Minor page faults of this process so far (each first touch of freshly mapped memory costs one)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def machine_info(threads: int) -> dict[str, Any]:
@@ -103,6 +134,7 @@ def machine_info(threads: int) -> dict[str, Any]:
     return info
 
 
+# ----------------------------------------------------------------------------- timing
 def time_steps(step: Callable[[], int], seconds: float, max_units: int = 0) -> tuple[int, float]:
     """Call ``step()`` (which returns how many units it did) until ``seconds`` elapse or ``max_units`` are done.
 
@@ -116,20 +148,127 @@ def time_steps(step: Callable[[], int], seconds: float, max_units: int = 0) -> t
             return units, elapsed
 
 
+def device_sync(device: torch.device) -> Callable[[], None]:
+    """A call that waits for ``device``'s queued work (CUDA), or does nothing (CPU), to put around timed calls."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
 def median(xs: Sequence[float]) -> float:
     """Median of a non-empty sequence."""
     return float(statistics.median(xs))
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Print an aligned plain-text table; floats get 1 decimal place, first column left-aligned."""
+def latency_stats(ms: Sequence[float] | np.ndarray, budget_ms: float) -> dict[str, Any]:
+    """Latencies ``ms`` (n,) in milliseconds -> p50 / p99 / mean / max / min (ms), ``n`` and the margins
+    ``budget_over_p99`` (x) and ``headroom_ms`` (budget - p99, ms)."""
+    x = np.asarray(ms, dtype=np.float64)
+    p50, p99 = (float(v) for v in np.percentile(x, [50, 99]))
+    return {"p50_ms": p50, "p99_ms": p99, "mean_ms": float(x.mean()), "max_ms": float(x.max()),
+            "min_ms": float(x.min()), "n": int(x.size), "budget_over_p99": budget_ms / p99,
+            "headroom_ms": budget_ms - p99}
+
+
+# ----------------------------------------------------------------------------- output
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> None:
+    """Print an aligned plain-text table; floats get 1 decimal place. ``align`` holds one ``l`` or ``r`` per column
+    (default: the first column left-aligned, the others right-aligned)."""
     cells = [[f"{c:.1f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
     widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    align = align or "l" + "r" * (len(headers) - 1)
 
     def line(parts: Sequence[str]) -> str:
-        return "  ".join(p.ljust(w) if i == 0 else p.rjust(w) for i, (p, w) in enumerate(zip(parts, widths)))
+        return "  ".join(p.ljust(w) if a == "l" else p.rjust(w) for p, w, a in zip(parts, widths, align)).rstrip()
 
     print(line([str(h) for h in headers]))
     print("  ".join("-" * w for w in widths))
     for r in cells:
         print(line(r))
+
+
+def write_json(path: str | Path, result: Mapping[str, Any], indent: int = 2) -> Path:
+    """Write a benchmark's result to ``path`` (parent folders created) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=indent))
+    return path
+
+
+# ----------------------------------------------------------------------------- one run
+# what other processes' load does to a benchmark's figures (:class:`Bench`'s ``busy_effect``)
+NOISY_RATES = "figures are depressed and noisy"
+NOISY_LATENCIES = "latencies (p99 and max above all) are inflated and noisy"
+
+
+class Bench:
+    """One timing benchmark's run: its name, mode and settings, the torch threads it measures with
+    (``settings["threads"]``), the notes it collects (printed at the end and returned), and the load it found on the
+    machine before starting. ``busy_effect`` says what other processes' load does to its figures."""
+
+    def __init__(self, name: str, quick: bool, settings: dict[str, Any], busy_effect: str = NOISY_RATES):
+        self.name, self.quick, self.settings, self.busy_effect = name, quick, settings, busy_effect
+        self.threads = max(1, int(settings["threads"]))
+        self.notes: list[str] = []
+        self.busy: float | None = None
+
+    def run(self, body: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+        """Check the machine for load (:meth:`warn_if_busy`), then return ``body(self, *args)`` run with the run's
+        torch threads; the caller's thread count comes back afterwards."""
+        with torch_threads(self.threads):
+            self.warn_if_busy()
+            return body(self, *args)
+
+    def keep_threads(self, where: str) -> None:
+        """Put the run's thread count back if something (a library, a build) changed it, with a note."""
+        if torch.get_num_threads() != self.threads:
+            self.notes.append(f"torch threads were {torch.get_num_threads()} {where}; reset to {self.threads}")
+            torch.set_num_threads(self.threads)
+
+    def warn_if_busy(self) -> float | None:
+        """Measure the cores other processes keep busy (:func:`busy_cores`); over half a core, warn of the
+        ``busy_effect``. Returns the measurement, kept for the machine description."""
+        self.busy = busy_cores()
+        if self.busy is not None and self.busy > 0.5:
+            self.notes.append(f"other processes kept {self.busy:.1f} of {os.cpu_count()} cores busy before the run: "
+                              f"{self.busy_effect}")
+            print(f"WARNING: {self.notes[-1]}")
+        return self.busy
+
+    def print_notes(self) -> None:
+        """Print the notes collected so far, one ``note:`` line each."""
+        for note in self.notes:
+            print(f"note: {note}")
+
+    def round_robin(self, steps: Mapping[str, Callable[[], int]], repeats: int, seconds: float, max_units: int = 0,
+                    show: str = "") -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+        """Time every ``steps`` row (:func:`time_steps`) ``repeats`` times, round-robin so drift in background load
+        hits every row alike, at the run's thread count. Returns per row its units/s and minor page faults per unit,
+        one per repeat; ``show`` (a format spec such as ``.3g``) prints each repeat's rates when there are several."""
+        rates: dict[str, list[float]] = {k: [] for k in steps}
+        faults: dict[str, list[float]] = {k: [] for k in steps}
+        for r in range(repeats):
+            for key, step in steps.items():
+                self.keep_threads(f"before row {key}")
+                f0 = minor_faults()
+                units, elapsed = time_steps(step, seconds, max_units)
+                rates[key].append(units / elapsed)
+                faults[key].append((minor_faults() - f0) / units)
+            if show and repeats > 1:
+                print(f"  repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:{show}}/s" for k, v in rates.items()))
+        return rates, faults
+
+    def machine(self, **extra: Any) -> dict[str, Any]:
+        """:func:`machine_info` at the run's thread count, ``extra`` facts (device, library versions) and the busy
+        cores found before the run."""
+        info = {**machine_info(self.threads), **extra}
+        info["busy_cores_before_run"] = None if self.busy is None else round(self.busy, 2)
+        return info
+
+    def result(self, rows: Mapping[str, Any], *, settings: Mapping[str, Any] | None = None,
+               machine: Mapping[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+        """The run's JSON-serialisable result: ``benchmark``, ``quick``, ``settings`` (the run's unless given),
+        ``machine`` (:meth:`machine` with ``machine`` facts), ``rows``, then ``fields``, and ``notes`` last."""
+        return {"benchmark": self.name, "quick": self.quick,
+                "settings": self.settings if settings is None else settings, "machine": self.machine(**(machine or {})),
+                "rows": rows, **fields, "notes": self.notes}

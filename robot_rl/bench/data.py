@@ -28,14 +28,13 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 from gymnasium import spaces
 
-from robot_rl.bench.common import (busy_cores, machine_info, median, minor_faults, parse_overrides, print_table,
-                                  time_steps)
+from robot_rl.bench.common import Bench, median, parse_overrides, print_table
 from robot_rl.data.replay import ReplayBuffer
 from robot_rl.data.store import EpisodeStore, StoreSchema
 from robot_rl.utils.perf import tune_malloc
@@ -57,6 +56,9 @@ DEFAULTS: dict[str, Any] = {
     "dir": "",  # parent directory of the temporary stores (default: the system temp dir)
     "seed": 0,
 }
+
+AUTO = {"pool_episodes": (2, 4), "write_episodes": (10, 40), "sample_buffer": (500, 3000), "seconds": (1.0, 4.0),
+        "repeats": (1, 3), "load_transitions": (3000, 100_000)}  # (quick, full) values of the settings left unset
 
 ROW_LABELS: dict[str, str] = {
     "need_10hz": "needed by 10 Hz control (1 / control_dt)",
@@ -347,36 +349,19 @@ def run(quick: bool, overrides: list[str]) -> dict[str, Any]:
     ``metric``), ``ratios`` (name -> measured / baseline), ``ratio_defs`` (name -> measured row, baseline row,
     metric, better direction), ``notes``.
     """
-    s = parse_overrides(overrides, DEFAULTS)
-    s["pool_episodes"] = s["pool_episodes"] or (2 if quick else 4)
-    s["write_episodes"] = s["write_episodes"] or (10 if quick else 40)
-    s["sample_buffer"] = s["sample_buffer"] or (500 if quick else 3000)
-    s["seconds"] = s["seconds"] or (1.0 if quick else 4.0)
-    s["repeats"] = s["repeats"] or (1 if quick else 3)
-    s["load_transitions"] = s["load_transitions"] or (3000 if quick else 100_000)
+    s = parse_overrides(overrides, DEFAULTS, quick, AUTO)
     if s["episode_len"] < 1 or s["write_episodes"] < 1 or s["sample_buffer"] < 2 or s["load_transitions"] < 1:
         raise ValueError("episode_len, write_episodes and load_transitions must be >= 1, sample_buffer >= 2")
-    threads = max(1, s["threads"])
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with tempfile.TemporaryDirectory(prefix="robot_rl_bench_data_", dir=s["dir"] or None) as tmp:
-            return _run(s, quick, threads, Path(tmp))
-    finally:
-        torch.set_num_threads(prev_threads)
+    with tempfile.TemporaryDirectory(prefix="robot_rl_bench_data_", dir=s["dir"] or None) as tmp:
+        return Bench("data", quick, s).run(_run, Path(tmp))
 
 
-def _run(s: dict[str, Any], quick: bool, threads: int, tmp: Path) -> dict[str, Any]:
+def _run(bench: Bench, tmp: Path) -> dict[str, Any]:
+    s, threads, notes = bench.settings, bench.threads, bench.notes
     rng = np.random.default_rng(s["seed"])
     length = s["episode_len"]
-    notes: list[str] = []
     if not tune_malloc():  # the CLI already did; idempotent. Applies to every row alike.
         notes.append("glibc malloc tuning unavailable: large batch buffers are page-faulted in on every sample")
-    busy = busy_cores()
-    if busy is not None and busy > 0.5:
-        notes.append(f"other processes kept {busy:.1f} of {os.cpu_count()} cores busy before the run: figures are "
-                     "depressed and noisy")
-        print(f"WARNING: {notes[-1]}")
 
     task = _task_config(s["task"])
     t0 = time.perf_counter()
@@ -426,17 +411,15 @@ def _run(s: dict[str, Any], quick: bool, threads: int, tmp: Path) -> dict[str, A
     b = s["batch_size"]
     samplers = {"sample_pixels": ours_px, "sample_float32": naive, "sample_state": ours_state}
     batch_bytes = {k: tensor_bytes(buf.sample(b, rng)) for k, buf in samplers.items()}  # also warms up
-    rates: dict[str, list[float]] = {k: [] for k in samplers}
-    faults: dict[str, list[float]] = {k: [] for k in samplers}
-    for _ in range(s["repeats"]):  # round-robin, so drift in background load hits every row alike
-        for key, buf in samplers.items():
-            def step(buf: Any = buf) -> int:
-                buf.sample(b, rng)
-                return 1
-            f0 = minor_faults()
-            units, elapsed = time_steps(step, s["seconds"], s["batches"])
-            rates[key].append(units / elapsed)
-            faults[key].append((minor_faults() - f0) / units)
+
+    def sampling(buf: Any) -> Callable[[], int]:
+        def step() -> int:
+            buf.sample(b, rng)
+            return 1
+        return step
+
+    rates, faults = bench.round_robin({k: sampling(buf) for k, buf in samplers.items()}, s["repeats"], s["seconds"],
+                                      s["batches"])
     for key, rs in rates.items():
         bps = median(rs)
         rows[key] = {"batches_per_s": bps, "ms_per_batch": 1e3 / bps, "per_repeat_batches_per_s": rs,
@@ -468,22 +451,16 @@ def _run(s: dict[str, Any], quick: bool, threads: int, tmp: Path) -> dict[str, A
         row["label"] = ROW_LABELS[key]
     ratios = {name: rows[m][metric] / rows[base][metric] for name, (m, base, metric, _) in RATIO_DEFS.items()}
     _print(rows, ratios, cams, hz, length)
-    for note in notes:
-        print(f"note: {note}")
-
-    machine = machine_info(threads)
-    machine["busy_cores_before_run"] = None if busy is None else round(busy, 2)
-    return {
-        "benchmark": "data", "quick": quick, "settings": {**s, "dir": str(tmp.parent)},
-        "task": {"name": task.get("name", s["task"]), "control_hz": hz, "cameras": cams,
-                 "pixel_obs": {k: list(v.shape[1:]) for k, v in pixels.obs.items()},
-                 "state_obs": list(state.obs["state"].shape[1:]), "action_dim": int(action_dim),
-                 "footage_rows": len(pixels), "footage_episodes": pixels.episodes},
-        "machine": machine, "rows": rows, "ratios": ratios,
-        "ratio_defs": {k: {"measured": m, "baseline": base, "metric": metric, "better": better}
-                       for k, (m, base, metric, better) in RATIO_DEFS.items()},
-        "notes": notes,
-    }
+    bench.print_notes()
+    return bench.result(
+        rows, settings={**s, "dir": str(tmp.parent)},
+        task={"name": task.get("name", s["task"]), "control_hz": hz, "cameras": cams,
+              "pixel_obs": {k: list(v.shape[1:]) for k, v in pixels.obs.items()},
+              "state_obs": list(state.obs["state"].shape[1:]), "action_dim": int(action_dim),
+              "footage_rows": len(pixels), "footage_episodes": pixels.episodes},
+        ratios=ratios,
+        ratio_defs={k: {"measured": m, "baseline": base, "metric": metric, "better": better}
+                    for k, (m, base, metric, better) in RATIO_DEFS.items()})
 
 
 def _print(rows: dict[str, dict[str, Any]], ratios: dict[str, float], cams: list[str], hz: float,

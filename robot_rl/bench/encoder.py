@@ -31,8 +31,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from robot_rl.bench.common import (busy_cores, machine_info, median, parse_overrides, print_table, time_steps,
-                                    torch_threads)
+from robot_rl.bench.common import NOISY_RATES, Bench, device_sync, median, parse_overrides, print_table
 
 DEFAULTS: dict[str, Any] = {
     "threads": 1,  # torch threads, the same on both sides (1: a learner's share of a 2-core box; see design.md)
@@ -50,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "seed": 0,
 }
+
+AUTO = {"seconds": (3.0, 10.0), "repeats": (1, 3), "buffer": (100, 400),
+        "pool_episodes": (1, 3)}  # (quick, full) values of the settings left unset
 
 ROW_LABELS: dict[str, str] = {
     "cache": "feature cache: float16 trunk maps in the buffer",
@@ -87,28 +89,18 @@ def run(quick: bool, overrides: list[str]) -> dict[str, Any]:
     ``critic_steps_per_s``, ``ms_per_update``, per-repeat rates, trunk frames per update, buffer bytes per
     transition), ``ratio`` (``cache / recompute`` updates/s), ``ratios``, ``notes``.
     """
-    s = parse_overrides(overrides, DEFAULTS)
-    s["seconds"] = s["seconds"] or (3.0 if quick else 10.0)
-    s["repeats"] = s["repeats"] or (1 if quick else 3)
-    s["buffer"] = s["buffer"] or (100 if quick else 400)
-    s["pool_episodes"] = s["pool_episodes"] or (1 if quick else 3)
+    s = parse_overrides(overrides, DEFAULTS, quick, AUTO)
     if s["batch_size"] < 1 or s["buffer"] < 2 or s["episode_len"] < 1 or s["warmup"] < 0:
         raise ValueError("batch_size and episode_len must be >= 1, buffer >= 2, warmup >= 0")
-    with torch_threads(s["threads"]) as threads:
-        return _run(s, quick, threads)
+    return Bench("encoder", quick, s, NOISY_RATES + (" (try threads=1)" if s["threads"] > 1 else "")).run(_run)
 
 
-def _run(s: dict[str, Any], quick: bool, threads: int) -> dict[str, Any]:
+def _run(bench: Bench) -> dict[str, Any]:
     from robot_rl.agents.sac import SAC, SACConfig
     from robot_rl.bench.data import allocated_bytes, fill, record_pool
     from robot_rl.data.replay import ReplayBuffer, mixed_batches
 
-    notes: list[str] = []
-    busy = busy_cores()
-    if busy is not None and busy > 0.5:
-        notes.append(f"other processes kept {busy:.1f} of {os.cpu_count()} cores busy before the run: figures are "
-                     f"depressed and noisy{' (try threads=1)' if threads > 1 else ''}")
-        print(f"WARNING: {notes[-1]}")
+    s, threads, notes = bench.settings, bench.threads, bench.notes
     task, agent_cfg = _pixel_config(s)
 
     t0 = time.perf_counter()
@@ -129,7 +121,7 @@ def _run(s: dict[str, Any], quick: bool, threads: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     maps = replace(pool, obs=cached.featurize(pool.obs, batched=True))  # the trunk once per frame, as the trainer
     featurize_s = time.perf_counter() - t0
-    sync = _sync(cached.device)
+    sync = device_sync(cached.device)
 
     buffers: dict[str, tuple[ReplayBuffer, ReplayBuffer]] = {}
     for side, footage in (("cache", maps), ("recompute", pool)):
@@ -170,16 +162,7 @@ def _run(s: dict[str, Any], quick: bool, threads: int) -> dict[str, Any]:
     for step in steps.values():
         for _ in range(s["warmup"]):
             step()
-    rates: dict[str, list[float]] = {k: [] for k in steps}
-    for r in range(s["repeats"]):  # round-robin, so drift in background load hits every row alike
-        for key, step in steps.items():
-            if torch.get_num_threads() != threads:
-                notes.append(f"torch threads were {torch.get_num_threads()} before row {key}; reset to {threads}")
-                torch.set_num_threads(threads)
-            units, elapsed = time_steps(step, s["seconds"], s["updates"])
-            rates[key].append(units / elapsed)
-        if s["repeats"] > 1:
-            print(f"  repeat {r + 1}/{s['repeats']}: " + ", ".join(f"{k} {v[-1]:.3g}/s" for k, v in rates.items()))
+    rates, _ = bench.round_robin(steps, s["repeats"], s["seconds"], s["updates"], show=".3g")
 
     trunk_frames = {"cache": 0, "cache_featurize": len(cams), "recompute": len(cams) * b * (2 * utd + 1)}
     rows: dict[str, dict[str, Any]] = {}
@@ -206,25 +189,19 @@ def _run(s: dict[str, Any], quick: bool, threads: int) -> dict[str, Any]:
           f"{threads} thread(s); the ratio aims at >= 5x)")
     if ratios["cache/recompute"] < 5:
         notes.append(f"cache/recompute = {ratios['cache/recompute']:.1f}x, below the 5x aim")
-    for n in notes:
-        print(f"note: {n}")
-
-    machine = machine_info(threads)
-    machine["busy_cores_before_run"] = None if busy is None else round(busy, 2)
-    machine["device"] = str(cached.device)
+    bench.print_notes()
+    machine = {"device": str(cached.device)}
     if cached.device.type == "cuda":
         machine["device_name"] = torch.cuda.get_device_name(cached.device)
-    return {
-        "benchmark": "encoder", "quick": quick, "settings": {**s, "utd": utd},
-        "task": {"name": str(task.get("name", s["task"])), "cameras": cams, "image_size": s["image_size"],
-                 "trunk_maps": {c: list(v) for c, v in cached.encoder.feature_shapes.items()},
-                 "footage_rows": len(pool), "footage_episodes": pool.episodes},
-        "machine": machine, "rows": rows, "ratio": ratios["cache/recompute"], "ratios": ratios,
-        "ratio_defs": {k: {"measured": m, "baseline": base, "metric": "updates_per_s", "better": "higher"}
-                       for k, (m, base) in RATIO_DEFS.items()},
-        "trunk_ms_per_frame": trunk_ms_per_frame, "render_s": render_s, "featurize_pool_s": featurize_s,
-        "notes": notes,
-    }
+    return bench.result(
+        rows, settings={**s, "utd": utd}, machine=machine,
+        task={"name": str(task.get("name", s["task"])), "cameras": cams, "image_size": s["image_size"],
+              "trunk_maps": {c: list(v) for c, v in cached.encoder.feature_shapes.items()},
+              "footage_rows": len(pool), "footage_episodes": pool.episodes},
+        ratio=ratios["cache/recompute"], ratios=ratios,
+        ratio_defs={k: {"measured": m, "baseline": base, "metric": "updates_per_s", "better": "higher"}
+                    for k, (m, base) in RATIO_DEFS.items()},
+        trunk_ms_per_frame=trunk_ms_per_frame, render_s=render_s, featurize_pool_s=featurize_s)
 
 
 def _budget(s: dict[str, Any]) -> str:
@@ -235,12 +212,6 @@ def _action_space(pool: Any) -> Any:
     from gymnasium import spaces
 
     return spaces.Box(-1.0, 1.0, (pool.action.shape[1],), np.float32)
-
-
-def _sync(device: torch.device) -> Callable[[], None]:
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
 
 
 def _update_step(agent: Any, batches: Iterator[dict[str, Any]], sync: Callable[[], None],

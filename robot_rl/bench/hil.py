@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from robot_rl.bench.common import parse_overrides
+from robot_rl.bench.common import parse_overrides, print_table, write_json
 from robot_rl.bench.sample_efficiency import MILESTONE, TARGET, steps_to_target
 
 OPERATOR = ["hil=sim_operator"]
@@ -275,7 +275,7 @@ def run(quick: bool = False, overrides: list[str] | None = None) -> dict[str, An
     out = Path(s["out"])
     out.mkdir(parents=True, exist_ok=True)
     results["plot"] = str(_plot(results, out / "hil.png"))
-    (out / "hil.json").write_text(json.dumps(results, indent=1))
+    write_json(out / "hil.json", results, indent=1)
     return results
 
 
@@ -286,15 +286,15 @@ def _print(results: dict[str, Any]) -> None:
     print(f"ratio: the baseline's mean env steps to 90% / the row's (baseline: the same learner, nobody intervenes; "
           f"a run that missed 90% counts at the budget). aim: >= {AIM_RATIO:g}x at <= {AIM_INTERVENTION:.0%} "
           "intervention steps")
-    w = max([24, *map(len, results["rows"])])
-    print(f"{'row':{w}s} {'steps to 90% per seed':>22s} {'mean':>6s} {'interv.':>8s} {'final':>6s} "
-          f"{'ratio':>6s}  {'baseline':{w}s} aim")
+    table = []
     for row, r in results["rows"].items():
         per = " ".join(str(x["steps_to_90"]) if x["reached"] else f">{s['budget']}" for x in r["per_seed"])
-        ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
         aim = ("met" if r["aim_met"] else "not met") + f" (ratio {r['ratio_bound']})" if "aim_met" in r else "-"
-        print(f"{row:{w}s} {per:>22s} {r['mean_steps_to_90']:6.0f} {r['intervention_share']:8.1%} "
-              f"{r['final_success_mean']:6.0%} {ratio:>6s}  {r.get('baseline', '-'):{w}s} {aim}")
+        table.append([row, per, f"{r['mean_steps_to_90']:.0f}", f"{r['intervention_share']:.1%}",
+                      f"{r['final_success_mean']:.0%}", f"{r['ratio']:.2f}" if "ratio" in r else "-",
+                      r.get("baseline", "-"), aim])
+    print_table(["row", "steps to 90% per seed", "mean", "interv.", "final", "ratio", "baseline", "aim"], table,
+                align="lrrrrrll")
 
 
 def mean_curve(curves: list[list], every: int, budget: int) -> tuple[list[int], list[float]]:

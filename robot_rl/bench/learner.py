@@ -30,8 +30,7 @@ from torch import nn
 
 from robot_rl.agents.networks import EnsembleQ, mlp
 from robot_rl.agents.sac import SAC, SACConfig
-from robot_rl.bench.common import (busy_cores, machine_info, median, minor_faults, parse_overrides, print_table,
-                                  time_steps)
+from robot_rl.bench.common import NOISY_RATES, Bench, median, parse_overrides, print_table
 from robot_rl.data.replay import ReplayBuffer, mixed_batches
 from robot_rl.utils.perf import tune_malloc
 
@@ -47,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "profile": False,  # also print a torch.profiler summary of our RLPD UTD=1 update
 }
+
+AUTO = {"seconds": (3.0, 15.0), "repeats": (1, 3), "warmup": (10, 30)}  # (quick, full) values of those left unset
 
 ROW_LABELS: dict[str, str] = {
     "rlpd_utd1": "ours RLPD (10 critics), UTD=1",
@@ -226,20 +227,13 @@ def run(quick: bool, overrides: list[str]) -> dict[str, Any]:
     ``ms_per_update``, per-repeat rates), ``ratio`` (ours RLPD UTD=1 / SB3 updates/s, ``None`` without SB3) and
     ``ratios`` (the other comparisons).
     """
-    s = parse_overrides(overrides, DEFAULTS)
-    seconds = s["seconds"] or (3.0 if quick else 15.0)
-    repeats = s["repeats"] or (1 if quick else 3)
-    warmup = s["warmup"] if s["warmup"] >= 0 else (10 if quick else 30)
-    threads = max(1, s["threads"])
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return _run(s, quick, seconds, repeats, warmup, threads)
-    finally:
-        torch.set_num_threads(prev_threads)
+    s = parse_overrides(overrides, DEFAULTS, quick, AUTO)
+    return Bench("learner", quick, s, NOISY_RATES + (" (try threads=1)" if s["threads"] > 1 else "")).run(_run)
 
 
-def _run(s: dict[str, Any], quick: bool, seconds: float, repeats: int, warmup: int, threads: int) -> dict[str, Any]:
+def _run(bench: Bench) -> dict[str, Any]:
+    s, threads, notes = bench.settings, bench.threads, bench.notes
+    seconds, repeats, warmup = s["seconds"], s["repeats"], s["warmup"]
     torch.manual_seed(s["seed"])
     rng = np.random.default_rng(s["seed"])
     gen = torch.Generator().manual_seed(s["seed"])
@@ -247,14 +241,8 @@ def _run(s: dict[str, Any], quick: bool, seconds: float, repeats: int, warmup: i
     print(f"learner benchmark: torch threads T={threads} (cores {os.cpu_count()}), batch {s['batch_size']}, "
           f"state {s['state_dim']}, action {s['action_dim']}, hidden {s['hidden']}, {budget} per row x {repeats} "
           f"repeat(s), warmup {warmup}")
-    notes: list[str] = []
     if not tune_malloc():  # the CLI already did; idempotent. Applies to every row alike, SB3's included.
         notes.append("glibc malloc tuning unavailable: large temporaries are page-faulted in on every update")
-    busy = busy_cores()
-    if busy is not None and busy > 0.5:
-        notes.append(f"other processes kept {busy:.1f} of {os.cpu_count()} cores busy before the run: figures are "
-                     f"depressed and noisy{' (try threads=1)' if threads > 1 else ''}")
-        print(f"WARNING: {notes[-1]}")
 
     # Build everything first; time later.
     fixed = _random_batches(s, gen)
@@ -272,9 +260,7 @@ def _run(s: dict[str, Any], quick: bool, seconds: float, repeats: int, warmup: i
         t0 = time.perf_counter()
         sb3 = _make_sb3(s, rng)
         print(f"SB3 {sb3_version}: built and prefilled {s['buffer']} transitions in {time.perf_counter() - t0:.1f} s")
-        if torch.get_num_threads() != threads:
-            notes.append(f"SB3 changed torch threads to {torch.get_num_threads()}; reset to {threads}")
-            torch.set_num_threads(threads)
+        bench.keep_threads("after building SB3")
         chunk = max(1, min(10, s["updates"] or 10))
 
         def sb3_step() -> int:
@@ -298,19 +284,7 @@ def _run(s: dict[str, Any], quick: bool, seconds: float, repeats: int, warmup: i
         done, t0 = 0, time.perf_counter()
         while done < warmup and (done == 0 or time.perf_counter() - t0 < seconds / 3):
             done += step()
-    rates: dict[str, list[float]] = {k: [] for k in steps}
-    faults: dict[str, list[float]] = {k: [] for k in steps}
-    for r in range(repeats):
-        for key, step in steps.items():
-            if torch.get_num_threads() != threads:
-                notes.append(f"torch threads were {torch.get_num_threads()} before row {key}; reset to {threads}")
-                torch.set_num_threads(threads)
-            f0 = minor_faults()
-            units, elapsed = time_steps(step, seconds, s["updates"])
-            rates[key].append(units / elapsed)
-            faults[key].append((minor_faults() - f0) / units)
-        if repeats > 1:
-            print(f"  repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.1f}/s" for k, v in rates.items()))
+    rates, faults = bench.round_robin(steps, repeats, seconds, s["updates"], show=".1f")
 
     rows: dict[str, dict[str, Any]] = {}
     for key, rs in rates.items():
@@ -338,17 +312,10 @@ def _run(s: dict[str, Any], quick: bool, seconds: float, repeats: int, warmup: i
                  for v in rows.values()])
     print()
     print_table(["ratio", "x"], [[k, "n/a" if v is None else f"{v:.2f}"] for k, v in ratios.items()])
-    for n in notes:
-        print(f"note: {n}")
-
-    machine = machine_info(threads)
-    machine["sb3"] = sb3_version
-    machine["busy_cores_before_run"] = None if busy is None else round(busy, 2)
-    result: dict[str, Any] = {
-        "benchmark": "learner", "quick": quick,
-        "settings": {**s, "hidden": list(s["hidden"]), "seconds": seconds, "repeats": repeats, "warmup": warmup},
-        "machine": machine, "rows": rows, "ratio": ratios["rlpd_utd1/sb3"], "ratios": ratios, "notes": notes,
-    }
+    bench.print_notes()
+    result = bench.result(
+        rows, settings={**s, "hidden": list(s["hidden"])},
+        machine={"sb3": sb3_version}, ratio=ratios["rlpd_utd1/sb3"], ratios=ratios)
     if s["profile"]:
         result["profile"] = _profile_update(agents["rlpd_utd1"], itertools.cycle(fixed), max(5, warmup))
     return result

@@ -43,9 +43,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-import torch
 
-from robot_rl.bench.common import busy_cores, machine_info, parse_overrides, print_table
+from robot_rl.bench.common import Bench, parse_overrides, print_table
 from robot_rl.data.episode import EpisodeBuilder
 from robot_rl.data.store import EpisodeStore, StoreSchema
 from robot_rl.envs.contract import ACTION_SEMANTICS
@@ -82,6 +81,8 @@ DEFAULTS: dict[str, Any] = {
     "dir": "",  # parent of the temporary stores (default: the system temp dir)
     "keep": "",  # directory to keep the stores and the trained classifiers in (default: deleted)
 }
+AUTO = {"image_size": (64, 128), "success_episodes": (8, 30), "failure_episodes": (8, 30),
+        "heldout_episodes": (6, 20), "steps": (400, 1500)}  # (quick, full) values of the settings left unset
 AIM_FPR, AIM_RECALL = 0.01, 0.90
 
 
@@ -256,34 +257,19 @@ def run(quick: bool, overrides: list[str]) -> dict[str, Any]:
     """Run the benchmark (see the module docstring), print a table, and return every figure as a JSON-serialisable
     dict: ``settings``, ``machine``, ``rows`` (per task: recording counts, validation on the training store's
     split, held-out frame and episode metrics, timings), ``rl``, ``notes``."""
-    s = parse_overrides(overrides, DEFAULTS)
-    s["image_size"] = s["image_size"] or (64 if quick else 128)
-    s["success_episodes"] = s["success_episodes"] or (8 if quick else 30)
-    s["failure_episodes"] = s["failure_episodes"] or (8 if quick else 30)
-    s["heldout_episodes"] = s["heldout_episodes"] or (6 if quick else 20)
-    s["steps"] = s["steps"] or (400 if quick else 1500)
-    threads = max(1, s["threads"])
-    prev = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        if s["keep"]:
-            Path(s["keep"]).mkdir(parents=True, exist_ok=True)
-            return _run(s, threads, Path(s["keep"]))
-        with tempfile.TemporaryDirectory(prefix="robot_rl_bench_reward_", dir=s["dir"] or None) as tmp:
-            return _run(s, threads, Path(tmp))
-    finally:
-        torch.set_num_threads(prev)
+    s = parse_overrides(overrides, DEFAULTS, quick, AUTO)
+    bench = Bench("reward", quick, s, "timings are depressed")
+    if s["keep"]:
+        Path(s["keep"]).mkdir(parents=True, exist_ok=True)
+        return bench.run(_run, Path(s["keep"]))
+    with tempfile.TemporaryDirectory(prefix="robot_rl_bench_reward_", dir=s["dir"] or None) as tmp:
+        return bench.run(_run, Path(tmp))
 
 
-def _run(s: dict[str, Any], threads: int, tmp: Path) -> dict[str, Any]:
+def _run(bench: Bench, tmp: Path) -> dict[str, Any]:
     from robot_rl.bench.data import _task_config
 
-    notes: list[str] = []
-    busy = busy_cores()
-    if busy is not None and busy > 0.5:
-        notes.append(f"other processes kept {busy:.1f} of {os.cpu_count()} cores busy before the run: timings are "
-                     "depressed")
-        print(f"WARNING: {notes[-1]}")
+    s = bench.settings
     rows: dict[str, Any] = {}
     for task_name in [t.strip() for t in str(s["tasks"]).split(",") if t.strip()]:
         task = _task_config(task_name)
@@ -338,5 +324,5 @@ def _run(s: dict[str, Any], threads: int, tmp: Path) -> dict[str, Any]:
     print()
     print_table(["task", "val FPR", "val recall", "held-out FPR", "recall", "accuracy", "AUC", "episode FPR",
                  "episode recall", f"FPR<={AIM_FPR:g} & recall>={AIM_RECALL:g}"], table)
-    return jsonable({"settings": s, "machine": machine_info(threads), "rows": rows, "rl": rl, "notes": notes,
-                      "aim": {"fpr": AIM_FPR, "recall": AIM_RECALL}})
+    bench.print_notes()
+    return jsonable(bench.result(rows, rl=rl, aim={"fpr": AIM_FPR, "recall": AIM_RECALL}))

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
+
+from robot_rl.bench.common import print_table, torch_threads, write_json
 
 TARGET = 0.9
 MILESTONE = 0.5  # also reported, so rows that never reach the target still compare
@@ -144,7 +145,9 @@ def run(quick: bool = False, overrides: list[str] | None = None) -> dict[str, An
         per_seed = []
         for seed in s["seeds"]:
             t0 = time.perf_counter()
-            history = _train_sb3(seed, s, extra, quick) if row == "sb3_sac" else _train_ours(row, seed, s, extra, quick)
+            with torch_threads(None):  # a run sets torch threads from threads=; the caller's count comes back after
+                history = (_train_sb3(seed, s, extra, quick) if row == "sb3_sac"
+                           else _train_ours(row, seed, s, extra, quick))
             per_seed.append({"seed": seed, "steps_to_90": steps_to_target(history),
                              "steps_to_50": steps_to_target(history, MILESTONE), "wall_s": time.perf_counter() - t0,
                              "final_success": history[-1]["success_rate"],
@@ -165,7 +168,7 @@ def run(quick: bool = False, overrides: list[str] | None = None) -> dict[str, An
     _ratio(results)
     _print_table(results)
     results["plot"] = str(_plot(results, out / "curves.png"))
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_json(out / "results.json", results)
     return results
 
 
@@ -205,14 +208,13 @@ def _print_table(results: dict[str, Any]) -> None:
     budget = results["budget_env_steps"]
     obs = f"state; {PIXEL_ROW}: front + wrist images" if PIXEL_ROW in results["rows"] else "state"
     print(f"\nsample efficiency on {results['task']} ({obs}), budget {budget} env steps, seeds {results['seeds']}")
-    w = max(14, *(len(name) + 2 for name in results["rows"]))
-    print(f"{'row':<{w}}{'steps to 90% (median)':>24}{'reached':>10}{'steps to 50%':>14}{'final success':>15}"
-          f"{'wall s':>9}")
+    table = []
     for name, r in results["rows"].items():
         shown = f">{budget}" if r["reached"] == 0 else f"{r['median_steps_to_90']:.0f}"
         shown50 = f">{budget}" if r["reached_50"] == 0 else f"{r['median_steps_to_50']:.0f}"
-        print(f"{name:<{w}}{shown:>24}{r['reached']:>7}/{len(results['seeds'])}{shown50:>14}"
-              f"{r['final_success_mean']:>14.0%}{r['wall_s_mean']:>9.0f}")
+        table.append([name, shown, f"{r['reached']}/{len(results['seeds'])}", shown50,
+                      f"{r['final_success_mean']:.0%}", f"{r['wall_s_mean']:.0f}"])
+    print_table(["row", "steps to 90% (median)", "reached", "steps to 50%", "final success", "wall s"], table)
     if not math.isnan(results.get("ratio", float("nan"))):
         lb = " (lower bound: SB3 did not reach 90%)" if results["ratio_is_lower_bound"] else ""
         print(f"ratio SB3 / ours (steps to 90%): {results['ratio']:.2f}x{lb}")

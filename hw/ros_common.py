@@ -1,5 +1,6 @@
 """rclpy helpers shared by the nodes and the env client: parameters with descriptors, message <-> numpy
-conversion with validation, QoS profiles, throttled rejection logs and the console-script ``main`` wrapper.
+conversion with validation (and the pose callbacks' parse), QoS profiles, throttled rejection logs, where the nodes
+keep their files, realtime scheduling and the console-script ``main`` wrapper.
 
 Importing this module imports rclpy: install the ``ros2`` extra (``pip install 'robot-rl[ros2]'``).
 """
@@ -10,6 +11,7 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -167,6 +169,17 @@ def pose_from_msg(msg: PoseStamped, expected_frame: str) -> tuple[np.ndarray, np
     return pos, quat / np.linalg.norm(quat)
 
 
+def parse_pose(msg: PoseStamped, expected_frame: str, reject: Callable[[str, str], None],
+               topic: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """A pose callback's parse: :func:`pose_from_msg`, or None when the pose is malformed, after telling ``reject``
+    (a :class:`RejectLog`) why, under ``topic``."""
+    try:
+        return pose_from_msg(msg, expected_frame)
+    except ValueError as e:
+        reject(topic, str(e))
+        return None
+
+
 def image_msg(img: np.ndarray, frame: str, ns: int) -> Image:
     """``sensor_msgs/Image`` rgb8 from a uint8 (H, W, 3) array."""
     msg = Image()
@@ -209,6 +222,13 @@ class RejectLog:
             self.logger.warning(f"rejected message on {topic}: {reason}{more}")
 
 
+# ------------------------------------------------------------------------------------------------- files
+def robot_rl_home() -> Path:
+    """Where the nodes keep their files (the e-stop latch, the e-stop key): ``$ROS_HOME/robot_rl`` (``~/.ros``
+    without ROS_HOME)."""
+    return Path(os.environ.get("ROS_HOME") or Path.home() / ".ros") / "robot_rl"
+
+
 # ---------------------------------------------------------------------------------------------- scheduling
 def raise_priority(priority: int) -> tuple[bool, str]:
     """Run this process under ``SCHED_FIFO`` at ``priority`` (1..99), as a robot PC runs its control nodes: a busy
@@ -247,3 +267,10 @@ def raise_priority(priority: int) -> tuple[bool, str]:
         return True, f"SCHED_FIFO not permitted ({fifo_err}): nice -10 instead; {hint}"
     except (OSError, AttributeError) as e:
         return False, f"NOT raised: SCHED_FIFO not permitted ({fifo_err}), nor nice -10 ({e}); {hint}"
+
+
+def apply_priority(node: Node, priority: int) -> None:
+    """:func:`raise_priority` for a node, with a ``scheduling:`` line in its log saying what was applied (a warning
+    when a priority was asked for and not applied)."""
+    raised, how = raise_priority(priority)
+    (node.get_logger().info if raised or not priority else node.get_logger().warning)(f"scheduling: {how}")

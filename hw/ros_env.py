@@ -226,10 +226,8 @@ class RosRobotEnv(gym.Env):
 
             return cb
 
-        def parse_pose(msg: Any) -> tuple[np.ndarray, np.ndarray]:
-            return pose_from_msg(msg, self.frame_id)
-
-        self.node.create_subscription(PoseStamped, t["ee_pose"], keep("ee_pose", parse_pose), qos)
+        self.node.create_subscription(PoseStamped, t["ee_pose"],
+                                      keep("ee_pose", lambda msg: pose_from_msg(msg, self.frame_id)), qos)
         if t["ee_twist"]:
             self.buffers["ee_twist"] = StampedBuffer(t["ee_twist"])
 

@@ -60,7 +60,7 @@ import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import rclpy
 import rclpy.exceptions
@@ -797,7 +797,7 @@ NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
 }
 
 
-def run_runtime_node(role: str, argv: list[str] | None, parameters: tuple[str, ...]) -> int:
+def run_runtime_node(role: str, argv: Sequence[str] | None, parameters: tuple[str, ...]) -> int:
     """Console-script body of ``robot-rl-actor`` / ``robot-rl-learner``: ``[RUN_DIR] [key=value ...] [--ros-args
     ...]``; ROS2 parameters ``parameters`` (a subset of :data:`NODE_PARAMETERS`) override the run's
     ``runtime.*`` settings; always the ROS2 transport."""

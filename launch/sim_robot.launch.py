@@ -15,103 +15,38 @@ Nodes (console scripts of this repository's pip install, found on PATH; there is
   ``robot-rl-learner RUN_DIR`` with the same ROS_DOMAIN_ID).
 
 Only ``launch`` / ``launch_ros`` come from a ROS2 install; tests/test_launch_files.py checks this file without them.
+The helpers and the run's nodes are shared with launch/real_robot.launch.py (:mod:`hw.launch_common`).
 """
 
 import os
-import shlex
 
-import yaml
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_ROBOT_CONFIG = "configs/robot/sim.yaml"
 DEFAULT_TRAIN = "task=ros2_reach runtime.learner_task=reach"
-PATH_KEYS = ("task_config", "device_config")  # relative paths in robot configs are relative to the repository
-
-
-def _abs(path):
-    return path if os.path.isabs(path) else os.path.join(REPO, path)
-
-
-def _section(robot_config, name):
-    """One node's section of a robot config as ROS2 parameters (number lists as float arrays, paths absolute)."""
-    with open(_abs(robot_config)) as f:
-        cfg = yaml.safe_load(f) or {}
-    if name not in cfg:
-        raise RuntimeError(f"{robot_config} has no {name!r} section (has {sorted(cfg)})")
-    params = {}
-    for key, value in (cfg[name] or {}).items():
-        if isinstance(value, list) and value and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                     for x in value):
-            value = [float(x) for x in value]
-        if key in PATH_KEYS and value:
-            value = _abs(value)
-        params[key] = value
-    return params
-
-
-def _ensure_run(run_dir, train):
-    """Make ``run_dir/config.yaml`` (and ``runtime.key``) from ``robot-rl train`` overrides if it does not exist;
-    no ``run_dir``: a new one, ``runs/<task>/<date>_<time>_ros2``. Returns the run directory."""
-    if run_dir and os.path.exists(os.path.join(run_dir, "config.yaml")):
-        return run_dir
-    import time
-
-    from omegaconf import OmegaConf
-
-    from robot_rl.cli import compose
-    from robot_rl.runtime.launch import runtime_key
-
-    cfg = compose("train", ["runtime=ros2", *shlex.split(train)])
-    run_dir = run_dir or os.path.join("runs", str(cfg.task.name), time.strftime("%Y%m%d_%H%M%S") + "_ros2")
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.yaml"), "w") as f:
-        f.write(OmegaConf.to_yaml(cfg))
-    runtime_key(run_dir)
-    return run_dir
-
-
-def _truthy(text):
-    return text.strip().lower() in ("1", "true", "yes", "on")
-
-
-def _with_teleop(train, teleop):
-    """With the teleop node, a new run takes the person's corrections from it (unless ``train`` sets ``hil``)."""
-    if teleop and train.strip() and not any(a.startswith("hil=") for a in shlex.split(train)):
-        return f"{train} hil=teleop teleop=ros2"
-    return train
 
 
 def _setup(context, *args, **kwargs):
-    arg = {name: LaunchConfiguration(name).perform(context) for name in
-           ("run_dir", "learner_run_dir", "robot_config", "train", "overrides", "topic_prefix", "teleop", "learner")}
-    run_dir = os.path.abspath(_ensure_run(arg["run_dir"], _with_teleop(arg["train"], _truthy(arg["teleop"]))))
-    learner_dir = os.path.abspath(arg["learner_run_dir"] or run_dir)
-    runtime = {"overrides": arg["overrides"]}
-    if arg["topic_prefix"]:
-        runtime["topic_prefix"] = arg["topic_prefix"]
+    from hw import launch_common as common
+
+    arg = common.launch_values(context)
+    train = common.with_teleop(arg["train"], common.truthy(arg["teleop"]))
+    run_dir = os.path.abspath(common.ensure_run(arg["run_dir"], train))
     robot = arg["robot_config"]
-    nodes = [
+    return [
         Node(executable="robot-rl-sim-driver", name="sim_driver", output="screen",
-             parameters=[_section(robot, "driver")]),
+             parameters=[common.section(robot, "driver")]),
         Node(executable="robot-rl-safety", name="safety_supervisor", output="screen",
-             parameters=[_section(robot, "supervisor")]),
-        Node(executable="robot-rl-actor", name="actor", output="screen",
-             parameters=[{"run_dir": run_dir}, runtime]),
+             parameters=[common.section(robot, "supervisor")]),
+        *common.run_nodes(arg, run_dir, common.runtime_parameters(arg["overrides"], arg["topic_prefix"])),
     ]
-    if _truthy(arg["learner"]):
-        nodes.append(Node(executable="robot-rl-learner", name="learner", output="screen",
-                          parameters=[{"run_dir": learner_dir}, runtime]))
-    if _truthy(arg["teleop"]):
-        nodes.append(Node(executable="robot-rl-teleop", name="teleop", output="screen",
-                          parameters=[_section(robot, "teleop")]))
-    return nodes
 
 
 def generate_launch_description():
+    from hw import launch_common as common
+
     return LaunchDescription([
         DeclareLaunchArgument("run_dir", default_value="",
                               description="the run directory (made from `train` if it has no config.yaml; default: "
@@ -123,12 +58,7 @@ def generate_launch_description():
                               description="driver / supervisor / teleop parameters (configs/robot/*.yaml)"),
         DeclareLaunchArgument("train", default_value=DEFAULT_TRAIN,
                               description="robot-rl train overrides for a new run (runtime=ros2 implied)"),
-        DeclareLaunchArgument("overrides", default_value="",
-                              description="key=value over the run's config.yaml for the actor and the learner"),
-        DeclareLaunchArgument("topic_prefix", default_value="",
-                              description="actor/learner topic prefix (default: the run's runtime.topic_prefix)"),
-        DeclareLaunchArgument("teleop", default_value="true", description="start robot-rl-teleop"),
-        DeclareLaunchArgument("learner", default_value="true",
-                              description="start robot-rl-learner here (false: it runs on another machine)"),
+        *common.runtime_arguments(),
+        *common.switch_arguments(),
         OpaqueFunction(function=_setup),
     ])

@@ -27,14 +27,14 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import Bool, String
 
-from hw.ros_common import latched_qos, state_qos
+from hw.ros_common import latched_qos, robot_rl_home, state_qos
 from hw.safety import release_token
 from robot_rl.runtime.launch import key_file
 
 
 def default_key_file() -> Path:
     """The supervisor's default key file: ``$ROS_HOME/robot_rl/estop.key`` (``~/.ros`` without ROS_HOME)."""
-    return Path(os.environ.get("ROS_HOME") or Path.home() / ".ros") / "robot_rl" / "estop.key"
+    return robot_rl_home() / "estop.key"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,7 @@ PARAMETERS = ("run_dir", "overrides", "topic_prefix", "heartbeat_s", "peer_timeo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_runtime_node("learner", None if argv is None else list(argv), PARAMETERS)
+    return run_runtime_node("learner", argv, PARAMETERS)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ what was applied or why it was not permitted.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -54,8 +53,8 @@ from sensor_msgs.msg import JointState, TimeReference
 from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import SetBool, Trigger
 
-from hw.ros_common import (RejectLog, declare, latched_qos, pose_from_msg, pose_msg, raise_priority, run_node,
-                           stamp_ns, state_qos, to_stamp)
+from hw.ros_common import (RejectLog, apply_priority, declare, latched_qos, parse_pose, pose_msg, robot_rl_home,
+                           run_node, stamp_ns, state_qos, to_stamp)
 from hw.safety import (EStop, Output, ReleaseAuth, SafetyLimits, SupervisorCore, check_joint_state, check_vector)
 from robot_rl.runtime.launch import key_file
 
@@ -98,7 +97,7 @@ class SafetySupervisor(Node):
                         "pose command (for latency benchmarks)")
         priority = declare(self, "realtime_priority", 0, "SCHED_FIFO priority of this node's threads (0: normal "
                            "scheduling)", lo=0, hi=99)
-        home = Path(os.environ.get("ROS_HOME") or Path.home() / ".ros") / "robot_rl"
+        home = robot_rl_home()
         latch = declare(self, "estop_latch_file", "", f"where the e-stop latch persists (empty: "
                         f"{home}/<node name>_estop.json)") or str(home / f"{node_name}_estop.json")
         key_path = declare(self, "estop_key_file", "", f"hex key that signs e-stop releases (empty: {home}/estop.key, "
@@ -154,8 +153,7 @@ class SafetySupervisor(Node):
         if self.core.estop.engaged:
             self.get_logger().error(f"E-STOP engaged at start ({self.core.estop.reason}): release it with "
                                     "robot-rl-estop release")
-        raised, how = raise_priority(priority)
-        (self.get_logger().info if raised or not priority else self.get_logger().warning)(f"scheduling: {how}")
+        apply_priority(self, priority)
         mode = f"lockstep at {control_rate:g} Hz" if self.lockstep else f"realtime, targets at {rate_hz:g} Hz"
         self.get_logger().info(f"supervising ({mode}): workspace {lim.workspace_low.tolist()}.."
                                f"{lim.workspace_high.tolist()} m, {lim.max_speed} m/s, {lim.max_accel} m/s^2, "
@@ -200,11 +198,9 @@ class SafetySupervisor(Node):
 
     # ------------------------------------------------------------------------------------------ callbacks
     def _on_ee_pose(self, msg: PoseStamped) -> None:
-        try:
-            pos, quat = pose_from_msg(msg, self.frame_id)
-        except ValueError as e:
-            self.reject("robot/ee_pose", str(e))
+        if (pose := parse_pose(msg, self.frame_id, self.reject, "robot/ee_pose")) is None:
             return
+        pos, quat = pose
         self._publish(self.core.on_state(pos, quat, stamp_ns(msg.header.stamp), self._clock_ns(), time.monotonic()))
 
     def _on_joint_states(self, msg: JointState) -> None:
@@ -213,11 +209,9 @@ class SafetySupervisor(Node):
             self.reject("robot/joint_states", bad)
 
     def _on_pose_cmd(self, msg: PoseStamped) -> None:
-        try:
-            pos, quat = pose_from_msg(msg, self.frame_id)
-        except ValueError as e:
-            self.reject("cmd/target_pose", str(e))
+        if (pose := parse_pose(msg, self.frame_id, self.reject, "cmd/target_pose")) is None:
             return
+        pos, quat = pose
         why, out = self.core.on_pose(pos, quat, stamp_ns(msg.header.stamp), self._clock_ns(), time.monotonic())
         if why:
             self.reject("cmd/target_pose", why)

@@ -46,7 +46,7 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Bool, Float64  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from hw.ros_common import (RejectLog, declare, image_msg, pose_from_msg, pose_msg, raise_priority,  # noqa: E402
+from hw.ros_common import (RejectLog, apply_priority, declare, image_msg, parse_pose, pose_msg,  # noqa: E402
                            run_node, stamp_ns, state_qos, to_stamp)
 from hw.safety import quat_conj, quat_mul, quat_to_rotvec  # noqa: E402
 
@@ -153,8 +153,7 @@ class SimDriver(Node):
         self._last_msgs: list[tuple[Any, Any]] = []
         self.obs, info = self.env.reset(seed=seed)
         self._publish(self.obs, info, self._stamp())
-        raised, how = raise_priority(priority)
-        (self.get_logger().info if raised or not priority else self.get_logger().warning)(f"scheduling: {how}")
+        apply_priority(self, priority)
         mode = "lockstep" if self.lockstep else f"realtime x{rtf:g}"
         self.get_logger().info(f"serving {task} ({obs_mode}, cameras {self.cameras or 'none'}) at "
                                f"{1 / self.control_dt:g} Hz control, {mode}")
@@ -164,11 +163,9 @@ class SimDriver(Node):
         return self.sim_ns if self.lockstep else self.get_clock().now().nanoseconds
 
     def _on_target(self, msg: PoseStamped) -> None:
-        try:
-            pos, quat = pose_from_msg(msg, self.frame_id)
-        except ValueError as e:
-            self.reject("robot/target_pose", str(e))
+        if (pose := parse_pose(msg, self.frame_id, self.reject, "robot/target_pose")) is None:
             return
+        pos, quat = pose
         t = stamp_ns(msg.header.stamp)
         if t < self.reset_ns:
             return  # sent before the last reset: belongs to the previous episode

@@ -18,7 +18,7 @@ Layout (one directory; the ``data/`` + ``meta/episode_ends`` part is diffusion_p
     meta/episodes.jsonl         one JSON line per episode: {"episode", "task", "notes"} (free text)
     commit.json                 the commit record: {"episodes", "steps", "jsonl_bytes", ...}
     writer.lock                 flock'ed by the single writer
-    labels/<name>/              optional label sets, see "Labels" below; never touch the episode data
+    labels/<name>/              optional label sets (robot_rl.data.labels); never touch the episode data
 
 Row t of an episode is transition t (obs_t, action_t, reward_t, flags_t); its next observation is row t + 1 of the
 same episode, or ``meta/final_obs`` at the episode's last row, so no observation is stored twice. Every array is
@@ -39,38 +39,23 @@ invisible. With ``durable=True`` every file and its directory are also fsync'ed,
 Concurrency: one writer (enforced with ``flock`` on ``writer.lock``), any number of readers in any process. A reader
 sees the snapshot committed when it opened; :meth:`EpisodeStore.refresh` picks up later commits.
 
-Labels. Derived annotations (a success classifier's probabilities, a VLM's scores, preference answers) are cached in
-the store as append-only *label sets*, each in its own directory with its own commit record, so caching a label never
-rewrites episode data and a label set can be written while the store is open read-only (or being recorded into)::
-
-    labels/<name>/label.json        written once at creation: {"format", "version", "per_step", "columns": {col:
-                                    {"shape", "dtype"}}, "meta": {...}} (meta: e.g. the labeller's identity)
-    labels/<name>/part-<i>-<id>.npz one file per append (numpy arrays, loaded with allow_pickle=False)
-    labels/<name>/commit.json       {"rows", "parts": [{"file", "rows", "sha256"}]}, replaced whole, written last
-    labels/<name>/writer.lock       flock'ed by the label set's single writer
-
-An append writes its part file (temp file + ``os.replace``) and then replaces ``commit.json``; readers trust only
-the commit, so a killed append leaves an orphan part that nobody reads. Parts are checksummed (sha256). A per-step
-set (``per_step=True``) has one row per store step, appended in whole episodes from step 0 (row ``t`` describes
-transition ``t``; by this project's convention its *next* observation, the frame a reward is computed from); a
-table (``per_step=False``) takes any rows (e.g. pairs of frames and an answer).
+Labels. Derived annotations (classifier probabilities, VLM scores, preference answers) are cached beside the
+episodes as append-only label sets under ``labels/``, each with its own commit record and writer lock, so
+caching a label never rewrites episode data: see :mod:`robot_rl.data.labels`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import io
 import json
 import os
-import re
 import shutil
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping
 
 import numpy as np
 import zarr
@@ -82,6 +67,9 @@ try:
 except ImportError:  # pragma: no cover - non-POSIX: no writer lock
     fcntl = None
 
+if TYPE_CHECKING:
+    from robot_rl.data.labels import LabelSets
+
 SCHEMA_VERSION = 1
 FORMAT = "robot_rl.episode_store"
 SOURCES = ("scripted", "teleop", "policy", "intervention")
@@ -91,9 +79,7 @@ STEP_FIELDS = {"action": np.float32, "reward": np.float32, "terminated": np.bool
 EPISODE_FIELDS = {"episode_ends": np.int64, "success": np.bool_, "source": np.int8, "start_time": np.float64}
 COMMIT_FILE, JSONL_FILE, LOCK_FILE = "commit.json", "meta/episodes.jsonl", "writer.lock"
 _TMP_SUFFIX = ".rrtmp"
-LABELS_DIR, LABEL_FORMAT, LABEL_VERSION = "labels", "robot_rl.labels", 1
-_LABEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_LABEL_TMP_SUFFIX = ".lbltmp"  # not the episode writer's suffix: opening the store for appending never deletes these
+LABELS_DIR = "labels"  # label sets: robot_rl.data.labels
 _CHUNK_BYTES = 1 << 18
 Verify = Literal["none", "quick", "full"]
 
@@ -189,6 +175,20 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _take_flock(path: Path, busy: str) -> int | None:
+    """Open ``path`` (created if absent) and hold an exclusive ``flock`` on it: the descriptor to close to release
+    it (None without fcntl). Raises :class:`StoreError` with ``busy`` when another process holds it."""
+    if fcntl is None:
+        return None
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(busy) from None
+    return fd
 
 
 class _AtomicLocalStore(LocalStore):
@@ -343,15 +343,8 @@ class EpisodeStore:
         return zstore
 
     def _take_lock(self) -> None:
-        if fcntl is None:
-            return
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(f"{self.root}: another process is writing to this store (one writer at a time)") from None
-        self._lock_fd = fd
+        self._lock_fd = _take_flock(self.root / LOCK_FILE,
+                                    f"{self.root}: another process is writing to this store (one writer at a time)")
 
     def close(self) -> None:
         """Release the writer lock (readers hold nothing)."""
@@ -716,148 +709,42 @@ class EpisodeStore:
                 "control_hz": self.schema.control_hz, "schema_version": self.schema.version, "size_bytes": size}
 
     # ---------------------------------------------------------------- labels
+    @property
+    def label_sets(self) -> LabelSets:
+        """This store's label sets (:class:`robot_rl.data.labels.LabelSets`)."""
+        from robot_rl.data.labels import LabelSets  # it builds on this module's file helpers
+
+        return LabelSets(self.root, self.durable)
+
     def label_names(self) -> list[str]:
-        """Names of the label sets with a commit record (see "Labels" in the module docstring), sorted."""
-        d = self.root / LABELS_DIR
-        return sorted(c.name for c in d.iterdir() if (c / COMMIT_FILE).is_file()) if d.is_dir() else []
+        """Names of the label sets with a commit record, sorted."""
+        return self.label_sets.names()
 
     def label_info(self, name: str) -> dict[str, Any]:
         """``{"name", "per_step", "columns": {col: {"shape", "dtype"}}, "meta", "rows"}`` of a committed label set.
         Raises :class:`StoreError` when there is none called ``name``."""
-        head, commit = self._label_head(name), self._label_commit(name)
-        if head is None or commit is None:
-            raise StoreError(f"{self.root}: no label set {name!r} (sets: {', '.join(self.label_names()) or 'none'})")
-        return {"name": name, "per_step": head["per_step"], "columns": head["columns"], "meta": head["meta"],
-                "rows": commit["rows"]}
+        return self.label_sets.info(name)
 
     def read_labels(self, name: str) -> dict[str, np.ndarray]:
-        """Every committed row of label set ``name``: {column: (rows, *shape)}. Each part's checksum is verified; a
-        per-step set covers steps ``[0, rows)``."""
-        info = self.label_info(name)
-        parts = self._label_commit(name)["parts"]  # type: ignore[index]
-        cols: dict[str, list[np.ndarray]] = {c: [] for c in info["columns"]}
-        for part in parts:
-            path = self.root / LABELS_DIR / name / part["file"]
-            try:
-                raw = path.read_bytes()
-            except OSError as exc:
-                raise StoreError(f"label set {name!r}: part {part['file']} unreadable: {exc}") from exc
-            if hashlib.sha256(raw).hexdigest() != part["sha256"]:
-                raise StoreError(f"label set {name!r}: part {part['file']} fails its checksum (corrupt)")
-            with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-                for c in cols:
-                    x = z[c]
-                    if len(x) != part["rows"]:
-                        raise StoreError(f"label set {name!r}: part {part['file']} column {c!r} has {len(x)} rows, "
-                                         f"commit says {part['rows']}")
-                    cols[c].append(x)
-        out = {}
-        for c, spec in info["columns"].items():
-            shape, dtype = tuple(spec["shape"]), np.dtype(spec["dtype"])
-            out[c] = np.concatenate(cols[c]) if cols[c] else np.zeros((0, *shape), dtype)
-        return out
+        """Every committed row of label set ``name``: {column: (rows, *shape)}, checksums verified; a per-step set
+        covers steps ``[0, rows)``."""
+        return self.label_sets.read(name)
 
     def append_labels(self, name: str, columns: Mapping[str, Any], *, per_step: bool,
                       meta: Mapping[str, Any] | None = None) -> int:
         """Append rows to label set ``name`` (created on first use) atomically; returns its committed row count.
 
-        ``columns``: {column: (n, *shape)} numeric or bool arrays, all with the same n >= 1; floats must be finite.
-        ``per_step``: one row per store step; the rows continue the set from its current end and must stop at an
-        episode end of this store's snapshot (label whole episodes). ``meta``: JSON-serialisable description fixed
-        at creation (e.g. the labeller's identity); a later append with a different ``meta``, ``per_step`` or
-        column layout raises :class:`StoreError`. Needs no episode writer lock: a label set has its own.
-        """
-        if not isinstance(name, str) or not _LABEL_NAME.fullmatch(name):
-            raise StoreError(f"label set name {name!r}: use 1-128 of [A-Za-z0-9._-], starting with a letter or digit")
-        if not columns:
-            raise StoreError(f"label set {name!r}: no columns given")
-        arrays = {str(c): np.asarray(x) for c, x in columns.items()}
-        lengths = {c: (len(x) if x.ndim else -1) for c, x in arrays.items()}
-        n = next(iter(lengths.values()))
-        if n < 1 or any(v != n for v in lengths.values()):
-            raise StoreError(f"label set {name!r}: columns need the same length >= 1, got {lengths}")
-        for c, x in arrays.items():
-            if x.dtype.kind not in "biuf":
-                raise StoreError(f"label set {name!r}: column {c!r} has dtype {x.dtype}; numbers or bools only")
-        meta_json = json.loads(json.dumps(dict(meta or {}), sort_keys=True))
-        head = {"format": LABEL_FORMAT, "version": LABEL_VERSION, "per_step": bool(per_step),
-                "columns": {c: {"shape": list(x.shape[1:]), "dtype": x.dtype.name} for c, x in arrays.items()},
-                "meta": meta_json}
-        d = self.root / LABELS_DIR / name
-        d.mkdir(parents=True, exist_ok=True)
-        fd = self._lock_labels(d, name)
-        try:
-            for stale in d.glob(f"*{_LABEL_TMP_SUFFIX}"):  # temp files of a killed label writer
-                stale.unlink(missing_ok=True)
-            commit = self._label_commit(name)
-            old = self._label_head(name) if commit is not None else None  # a head without a commit: never used
-            if old is None:
-                for c, x in arrays.items():
-                    _check_array(f"label column {c!r}", x, x.shape, x.dtype)  # finite floats
-                _write_atomic(d / "label.json", json.dumps(head, sort_keys=True).encode(), self.durable,
-                              _LABEL_TMP_SUFFIX)
-            else:
-                for key in ("per_step", "meta"):
-                    if old[key] != head[key]:
-                        raise StoreError(f"label set {name!r} was created with {key}={old[key]!r}, this append has "
-                                         f"{head[key]!r}; use another name for other labels")
-                if set(old["columns"]) != set(arrays):
-                    raise StoreError(f"label set {name!r}: columns {sorted(arrays)} != the set's "
-                                     f"{sorted(old['columns'])}")
-                for c, spec in old["columns"].items():
-                    arrays[c] = _check_array(f"label column {c!r}", arrays[c], (n, *spec["shape"]), spec["dtype"],
-                                             exact=np.dtype(spec["dtype"]).kind != "f")
-            commit = commit or {"rows": 0, "parts": []}
-            start, stop = commit["rows"], commit["rows"] + n
-            if per_step:
-                ends = self._meta["episode_ends"]
-                if stop > self.num_steps or stop not in ends:
-                    nxt = ends[ends > start]
-                    raise StoreError(f"label set {name!r}: per-step rows [{start}, {stop}) must end at an episode end "
-                                     f"within the store's {self.num_steps} committed steps (next episode ends: "
-                                     f"{nxt[:3].tolist()})")
-            buf = io.BytesIO()
-            np.savez(buf, **arrays)
-            raw = buf.getvalue()
-            part = {"file": f"part-{len(commit['parts']):06d}-{uuid.uuid4().hex[:8]}.npz", "rows": n,
-                    "sha256": hashlib.sha256(raw).hexdigest()}
-            _write_atomic(d / part["file"], raw, self.durable, _LABEL_TMP_SUFFIX)
-            new = {"rows": stop, "parts": [*commit["parts"], part], "time": time.time()}
-            _write_atomic(d / COMMIT_FILE, json.dumps(new).encode(), self.durable, _LABEL_TMP_SUFFIX)
-            return stop
-        finally:
-            if fd is not None:
-                os.close(fd)
+        ``columns``: {column: (n, *shape)} numbers or bools, same n >= 1. ``per_step``: one row per store step,
+        continuing the set and stopping at an episode end of this store's snapshot. ``meta``: fixed at creation.
+        Needs no episode writer lock (see :meth:`robot_rl.data.labels.LabelSets.append`)."""
+        return self.label_sets.append(name, columns, per_step=per_step, meta=meta,
+                                      episode_ends=self._meta["episode_ends"], num_steps=self.num_steps)
 
-    def _lock_labels(self, d: Path, name: str) -> int | None:
-        if fcntl is None:
-            return None
-        fd = os.open(d / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(f"{self.root}: another process is writing label set {name!r}") from None
-        return fd
 
-    def _label_head(self, name: str) -> dict[str, Any] | None:
-        path = self.root / LABELS_DIR / name / "label.json"
-        if not path.is_file():
-            return None
-        try:
-            head = json.loads(path.read_bytes())
-        except Exception as exc:
-            raise StoreError(f"{path}: unreadable: {exc!r}") from exc
-        if head.get("format") != LABEL_FORMAT or head.get("version") != LABEL_VERSION:
-            raise StoreError(f"{path}: not a version-{LABEL_VERSION} label set")
-        return head
+def __getattr__(name: str) -> Any:
+    """The label-set names that live in :mod:`robot_rl.data.labels`, still importable from here."""
+    if name in ("LABEL_FORMAT", "LABEL_VERSION", "LabelSets"):
+        from robot_rl.data import labels
 
-    def _label_commit(self, name: str) -> dict[str, Any] | None:
-        path = self.root / LABELS_DIR / name / COMMIT_FILE
-        if not path.is_file():
-            return None
-        try:
-            rec = json.loads(path.read_bytes())
-            return {"rows": int(rec["rows"]), "parts": list(rec["parts"])}
-        except Exception as exc:
-            raise StoreError(f"{path}: unreadable label commit record: {exc!r}") from exc
+        return getattr(labels, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

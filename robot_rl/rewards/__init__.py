@@ -5,12 +5,12 @@ score and success), chosen by the ``reward`` config group.
 * ``classifier``: success classifier on frozen EfficientNet-Lite0 features (:mod:`.classifier`), or a dual encoder
   fine-tuned into one (:mod:`.vlm.finetune`).
 * ``vlm_zero_shot``: image-text similarity to the task description against negative prompts (:mod:`.vlm.zero_shot`).
-* ``preference``: Bradley-Terry reward model learned from pairwise answers of a local VLM or an HTTP chat endpoint
-  (:mod:`.preference`).
+* ``preference``: Bradley-Terry reward model (:mod:`.preference`) learned from pairwise answers of a local VLM or an
+  HTTP chat endpoint (:mod:`.preference_labels`).
 
 Entry points: :func:`wrap_reward` (online, a gymnasium wrapper; :mod:`.wrapper`) and :func:`train_reward_main`
 (``robot-rl train-reward``; :mod:`.train`). Labels computed from stores are cached in the stores' label sets
-(:mod:`.labelling`, :meth:`robot_rl.data.store.EpisodeStore.append_labels`).
+(:mod:`.labelling`, :mod:`robot_rl.data.labels`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""What every reward model shares: the interface, device choice, identity hashing and loading by kind.
+"""What every reward model shares: the interface, device choice, identity hashing, loading by kind, and the training
+options of the reward nets on the frozen trunk (:class:`RewardNetConfig`).
 
 A reward model maps camera frames to a per-frame score and a success decision. Frames are uint8 ``(B, H, W, 3)``
 arrays or tensors, one per camera name, all with the same ``B``; scores are float ``(B,)``. What the score means
@@ -18,7 +19,7 @@ import json
 import math
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping, Self
 
 import numpy as np
 import torch
@@ -41,6 +42,59 @@ def options_from_dict(cls: type, d: Mapping[str, Any] | None, what: str) -> Any:
     if unknown := sorted(set(d) - known):
         raise ValueError(f"unknown {what} option(s) {unknown}; valid: {sorted(known)}")
     return cls(**d)
+
+
+class Options:
+    """What the option dataclasses here share: :meth:`from_dict` builds one from a (hydra) mapping, naming unknown
+    keys (as ``options_name`` option(s)) instead of ignoring them; :meth:`to_dict` gives the options back as a dict
+    (for reports and the saved models' JSON)."""
+
+    options_name: ClassVar[str] = "reward"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> Self:
+        """Build from a (hydra) mapping, naming unknown keys instead of ignoring them."""
+        return options_from_dict(cls, d, cls.options_name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class RewardNetConfig(Options):
+    """The ``reward.train`` options of every reward net on the frozen trunk (the success classifier, the progress
+    model, the preference reward); each kind adds its own and may change a default. Units in
+    ``configs/reward/*.yaml``.
+
+    ``cameras``: the cameras the net sees (a name or a list; None: every camera of the store). ``val_fraction``:
+    share of the data held out for validation. ``trunk_stage`` and ``pretrained``: the frozen EfficientNet-Lite0
+    trunk. ``feature_dim`` and ``num_kernels``: the spatial-embedding head of each camera; ``hidden`` and ``dropout``:
+    the MLP after them. ``feature_pad``: cells of random shift of the cached trunk maps per step. ``steps``,
+    ``batch_size``, ``lr``, ``weight_decay``: AdamW on the head; ``eval_every``: steps between validations."""
+
+    cameras: tuple[str, ...] | None = None
+    val_fraction: float = 0.2
+    trunk_stage: int = 6
+    pretrained: bool = True
+    feature_dim: int = 64
+    num_kernels: int = 8
+    hidden: int = 128
+    dropout: float = 0.1
+    feature_pad: float | None = None
+    steps: int = 1500
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    eval_every: int = 100
+
+    def __post_init__(self) -> None:
+        if self.cameras is not None:
+            self.cameras = (self.cameras,) if isinstance(self.cameras, str) else tuple(self.cameras)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d["cameras"] = list(self.cameras) if self.cameras is not None else None
+        return d
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

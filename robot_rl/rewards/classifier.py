@@ -16,6 +16,8 @@ there, with a reliability diagram and the ROC curve as PNGs.
 
 Saved as ``reward_model.safetensors`` (the head; the trunk too when it is not the wheel's pretrained one) and
 ``reward_model.json`` (config, threshold, metrics, camera names and shapes, trunk stage and fingerprint, label rule).
+The trunk + head pair, saving and loading included, is :class:`TrunkRewardModel`, which the progress and preference
+models extend too.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import json
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Self, Sequence
 
 import numpy as np
 import torch
@@ -38,50 +40,37 @@ from robot_rl.agents.augment import random_shift, random_shift_features
 from robot_rl.agents.vision import PretrainedTrunk, SpatialEmbeddingHead, weights_fingerprint
 from robot_rl.data.store import EpisodeStore
 from robot_rl.rewards.base import (MODEL_FILE, MODEL_FORMAT, MODEL_VERSION, RewardDataError, RewardModel,
-                                   WEIGHTS_FILE, jsonable, options_from_dict, read_model_json, resolve_device)
+                                   RewardNetConfig, WEIGHTS_FILE, jsonable, read_model_json, resolve_device)
 from robot_rl.rewards.frames import LabelRule, StoreFrames, count_labels, load_frames, split_episodes
 from robot_rl.rewards.metrics import (binary_metrics, calibration, plot_calibration, plot_roc, roc_auc,
                                       threshold_for_fpr)
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(RewardNetConfig):
     """Training options (``reward.train`` in ``configs/reward/classifier.yaml``); units in the comments there.
 
     Labelling: ``positive_last_k``, ``margin``, ``marks``, ``reward_marks`` (see :class:`LabelRule`). Data checks:
-    ``min_positives`` / ``min_negatives`` frames, a warning above ``imbalance_warn`` majority:minority. Model:
-    ``trunk_stage`` and ``pretrained`` of the frozen trunk, ``feature_dim`` / ``num_kernels`` per camera head,
-    ``hidden`` MLP width, ``dropout``. Augmentation: ``image_copies`` shifted copies per training frame by up to
-    ``pad`` px, and feature-map shifts of ``feature_pad`` cells (None: ``pad`` / trunk stride). ``backbone``:
-    ``trunk`` (this module) or ``vlm`` (fine-tune the dual encoder at ``vlm_path`` with ``prompt``, training its
-    last ``train_blocks`` image blocks: :mod:`robot_rl.rewards.vlm.finetune`).
+    ``min_positives`` / ``min_negatives`` frames, a warning above ``imbalance_warn`` majority:minority. Trunk, head
+    and training: see :class:`~robot_rl.rewards.base.RewardNetConfig`. Augmentation: ``image_copies`` shifted copies
+    per training frame by up to ``pad`` px, and feature-map shifts of ``feature_pad`` cells (None: ``pad`` / trunk
+    stride). ``backbone``: ``trunk`` (this module) or ``vlm`` (fine-tune the dual encoder at ``vlm_path`` with
+    ``prompt``, training its last ``train_blocks`` image blocks: :mod:`robot_rl.rewards.vlm.finetune`).
     """
 
+    options_name = "classifier"
+
     backbone: str = "trunk"
-    cameras: tuple[str, ...] | None = None
     positive_last_k: int = 3
     margin: int = 2
     marks: str | None = None
     reward_marks: float | None = None
-    val_fraction: float = 0.2
     target_fpr: float = 0.01
     min_positives: int = 10
     min_negatives: int = 10
     imbalance_warn: float = 20.0
-    trunk_stage: int = 6
-    pretrained: bool = True
-    feature_dim: int = 64
-    num_kernels: int = 8
-    hidden: int = 128
-    dropout: float = 0.1
     pad: int = 4
     image_copies: int = 1
-    feature_pad: float | None = None
-    steps: int = 1500
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    eval_every: int = 100
     vlm_path: str | None = None
     prompt: str | None = None
     train_blocks: int = 1
@@ -90,8 +79,7 @@ class ClassifierConfig:
     def __post_init__(self) -> None:
         if self.backbone not in ("trunk", "vlm"):
             raise ValueError(f"backbone={self.backbone!r} must be 'trunk' or 'vlm'")
-        if self.cameras is not None:
-            self.cameras = (self.cameras,) if isinstance(self.cameras, str) else tuple(self.cameras)
+        super().__post_init__()
         if not 0 <= self.target_fpr < 1 or not 0 < self.val_fraction < 1:
             raise ValueError(f"target_fpr={self.target_fpr} must lie in [0, 1) and val_fraction={self.val_fraction} "
                              "in (0, 1)")
@@ -100,18 +88,8 @@ class ClassifierConfig:
         if self.image_copies < 0 or self.pad < 0:
             raise ValueError(f"image_copies={self.image_copies} and pad={self.pad} must be >= 0")
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "ClassifierConfig":
-        """Build from a (hydra) mapping, naming unknown keys instead of ignoring them."""
-        return options_from_dict(cls, d, "classifier")
-
     def label_rule(self) -> LabelRule:
         return LabelRule(self.positive_last_k, self.margin, self.marks, self.reward_marks)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["cameras"] = list(self.cameras) if self.cameras is not None else None
-        return d
 
 
 # --------------------------------------------------------------------------------------------------- features
@@ -365,47 +343,59 @@ def write_plots(out: str | Path, y: np.ndarray, p: np.ndarray, threshold: float)
     plot_roc(Path(out) / "roc.png", y, p, threshold)
 
 
-# ------------------------------------------------------------------------------------------------------ model
-class SuccessClassifier(RewardModel):
-    """Frozen trunk + trained :class:`FrameScorer`: frames -> success probability (B,) in [0, 1].
+# ------------------------------------------------------------------------------------------------------ models
+class TrunkRewardModel(RewardModel):
+    """A frozen trunk (:class:`TrunkFeaturizer`) and a trained :class:`FrameScorer` on its maps: what the success
+    classifier, the progress model (:mod:`robot_rl.rewards.progress`) and the preference reward
+    (:mod:`robot_rl.rewards.preference`) share, saving and loading included.
 
-    ``score(frames)``: {camera: uint8 (B, H, W, 3)} for every camera in ``cameras`` (exact image shapes) ->
-    ``sigmoid(logit + prior_logit)``. ``threshold``: success when the probability is at least it."""
+    A saved model is a directory with ``reward_model.safetensors`` (the scorer as ``scorer.*``, and the trunk as
+    ``trunk.*`` when it is not the pretrained one) and ``reward_model.json``: format, version, kind, cameras
+    (name -> image shape), what the kind adds (:meth:`saved_fields`), ``trunk`` (stage, pretrained, fingerprint,
+    feature map shape per camera), ``head`` (the scorer's sizes, and ``bins`` when it has more than one output),
+    identity and report. Subclasses set ``kind`` and ``noun`` (what messages call it), add their fields and rebuild
+    themselves from them (:meth:`from_saved`); a ``pretrained_only`` kind saves no trunk of its own and leaves
+    ``pretrained`` out of its JSON."""
 
-    kind = "classifier"
+    noun = "model"
+    pretrained_only = False
 
     def __init__(self, featurizer: TrunkFeaturizer, scorer: FrameScorer, image_shapes: Mapping[str, Sequence[int]],
-                 threshold: float | None, prior_logit: float, report: Mapping[str, Any] | None = None):
+                 report: Mapping[str, Any] | None = None):
         self.featurizer, self.scorer = featurizer, scorer.eval()
         self.report = dict(report or {})  # how it was trained (store, split, config): what retraining starts from
         self.image_shapes = {c: tuple(int(d) for d in s) for c, s in image_shapes.items()}  # type: ignore[misc]
         self.cameras = sorted(self.image_shapes)
-        self.threshold = None if threshold is None else float(threshold)
-        self.prior_logit = float(prior_logit)
-        self._identity: dict[str, Any] | None = None
 
     @property
     def device(self) -> torch.device:
         return self.featurizer.device
 
-    @torch.no_grad()
-    def score(self, frames: Mapping[str, Any]) -> np.ndarray:
-        self.check_frames({c: tuple(np.shape(frames[c])[1:]) for c in frames}, "frames given to the classifier")
-        maps = {c: self.featurizer.maps(frames[c], dtype=torch.float32) for c in self.cameras}
-        return torch.sigmoid(self.scorer(maps) + self.prior_logit).double().cpu().numpy()
-
-    def invalidate_identity(self) -> None:
-        """Call after changing the weights in place: the identity (and the cached labels' name) follows them."""
-        self._identity = None
+    def frame_maps(self, frames: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Float32 trunk maps {camera: (B, C, h, w)} of frames {camera: uint8 (B, H, W, 3)}, whose cameras and image
+        sizes are checked first."""
+        self.check_frames({c: tuple(np.shape(frames[c])[1:]) for c in frames}, f"frames given to the {self.noun}")
+        return {c: self.featurizer.maps(frames[c], dtype=torch.float32) for c in self.cameras}
 
     def identity(self) -> dict[str, Any]:
-        if self._identity is None:
-            self._identity = {"kind": self.kind, "head": weights_fingerprint(self.scorer),
-                              "trunk": self.featurizer.fingerprint(), "prior_logit": round(self.prior_logit, 9)}
-        return self._identity
+        return {"kind": self.kind, "head": weights_fingerprint(self.scorer), "trunk": self.featurizer.fingerprint()}
+
+    def saved_fields(self) -> dict[str, Any]:
+        """What this kind adds to ``reward_model.json`` (threshold, calibration, ...), read back by
+        :meth:`from_saved`."""
+        return {}
+
+    @classmethod
+    def from_saved(cls, featurizer: TrunkFeaturizer, scorer: FrameScorer, image_shapes: Mapping[str, Sequence[int]],
+                   saved: Mapping[str, Any]) -> Self:
+        """The model from its loaded parts and its ``reward_model.json`` (``saved``)."""
+        return cls(featurizer, scorer, image_shapes, saved.get("report"))
 
     def save(self, out: str | Path, report: Mapping[str, Any] | None = None) -> Path:
-        """Write ``reward_model.safetensors`` and ``reward_model.json`` into directory ``out``."""
+        """Write ``reward_model.safetensors`` and ``reward_model.json`` into directory ``out`` (``report``: the
+        training report to keep; None: the model's own)."""
+        if self.pretrained_only and not self.featurizer.pretrained:
+            raise RewardDataError(f"{self.kind} models are saved with the pretrained trunk only (pretrained=true)")
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         tensors = {f"scorer.{k}": v.detach().cpu().contiguous() for k, v in self.scorer.state_dict().items()}
@@ -413,39 +403,79 @@ class SuccessClassifier(RewardModel):
             tensors.update({f"trunk.{k}": v.detach().cpu().contiguous()
                             for k, v in self.featurizer.trunk.state_dict().items()})
         save_file(tensors, str(out / WEIGHTS_FILE))
-        heads = self.scorer.heads
+        heads, mlp = self.scorer.heads, self.scorer.mlp
         head0 = heads[self.cameras[0]]
+        trunk = {"stage": self.featurizer.stage, "pretrained": self.featurizer.pretrained,
+                 "fingerprint": self.featurizer.fingerprint(),
+                 "feature_shapes": {c: list(heads[c].in_shape) for c in self.cameras}}
+        if self.pretrained_only:
+            del trunk["pretrained"]
+        head = {"feature_dim": head0.out_dim, "num_kernels": int(head0.kernel.shape[-1]),
+                "hidden": int(mlp[0].out_features), "dropout": float(mlp[2].p), "feature_pad": self.scorer.feature_pad}
+        if (outputs := int(mlp[-1].out_features)) > 1:
+            head["bins"] = outputs
         meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "kind": self.kind,
-                "cameras": {c: list(s) for c, s in self.image_shapes.items()},
-                "threshold": self.threshold, "prior_logit": self.prior_logit,
-                "trunk": {"stage": self.featurizer.stage, "pretrained": self.featurizer.pretrained,
-                          "fingerprint": self.featurizer.fingerprint(),
-                          "feature_shapes": {c: list(heads[c].in_shape) for c in self.cameras}},
-                "head": {"feature_dim": head0.out_dim, "num_kernels": int(head0.kernel.shape[-1]),
-                         "hidden": int(self.scorer.mlp[0].out_features),
-                         "dropout": float(self.scorer.mlp[2].p), "feature_pad": self.scorer.feature_pad},
-                "identity": self.identity(), "report": jsonable(report if report is not None else self.report)}
+                "cameras": {c: list(s) for c, s in self.image_shapes.items()}, **self.saved_fields(),
+                "trunk": trunk, "head": head, "identity": self.identity(),
+                "report": jsonable(report if report is not None else self.report)}
         (out / MODEL_FILE).write_text(json.dumps(meta, indent=2))
         return out
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device | None = "auto") -> "SuccessClassifier":
-        """Rebuild from a directory written by :meth:`save`; the trunk must have the saved fingerprint."""
+    def load(cls, path: str | Path, device: str | torch.device | None = "auto") -> Self:
+        """Rebuild from a directory written by :meth:`save`; the trunk here must have the saved fingerprint."""
         d = read_model_json(path)
         if d["kind"] != cls.kind:
-            raise RewardDataError(f"{path}: a {d['kind']} model, not a {cls.kind}")
+            raise RewardDataError(f"{path}: a {d['kind']} model, not a {cls.noun}")
         shapes = {c: tuple(s) for c, s in d["cameras"].items()}
-        t = d["trunk"]
-        first = next(iter(shapes.values()))
-        feat = TrunkFeaturizer(t["stage"], t["pretrained"], device, first[:2])
+        t, h = d["trunk"], d["head"]
+        pretrained = True if cls.pretrained_only else bool(t["pretrained"])
+        feat = TrunkFeaturizer(t["stage"], pretrained, device, next(iter(shapes.values()))[:2])
         tensors = load_file(str(Path(path) / WEIGHTS_FILE))
-        if not t["pretrained"]:
+        if not pretrained:
             feat.trunk.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("trunk.")})
         if feat.fingerprint() != t["fingerprint"]:
             raise RewardDataError(f"{path}: the frozen trunk here (fingerprint {feat.fingerprint()}) differs from the "
-                                  f"one the classifier was trained on ({t['fingerprint']}); retrain it")
-        h = d["head"]
+                                  f"one the {cls.noun} was trained on ({t['fingerprint']}); retrain it")
         scorer = FrameScorer({c: tuple(s) for c, s in t["feature_shapes"].items()}, h["feature_dim"],
-                             h["num_kernels"], h["hidden"], h["dropout"], h["feature_pad"])
+                             h["num_kernels"], h["hidden"], h["dropout"], h["feature_pad"], outputs=h.get("bins", 1))
         scorer.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("scorer.")})
-        return cls(feat, scorer.to(feat.device), shapes, d["threshold"], d["prior_logit"], d.get("report"))
+        return cls.from_saved(feat, scorer.to(feat.device), shapes, d)
+
+
+class SuccessClassifier(TrunkRewardModel):
+    """Frozen trunk + trained :class:`FrameScorer`: frames -> success probability (B,) in [0, 1].
+
+    ``score(frames)``: {camera: uint8 (B, H, W, 3)} for every camera in ``cameras`` (exact image shapes) ->
+    ``sigmoid(logit + prior_logit)``. ``threshold``: success when the probability is at least it."""
+
+    kind = "classifier"
+    noun = "classifier"
+
+    def __init__(self, featurizer: TrunkFeaturizer, scorer: FrameScorer, image_shapes: Mapping[str, Sequence[int]],
+                 threshold: float | None, prior_logit: float, report: Mapping[str, Any] | None = None):
+        super().__init__(featurizer, scorer, image_shapes, report)
+        self.threshold = None if threshold is None else float(threshold)
+        self.prior_logit = float(prior_logit)
+        self._identity: dict[str, Any] | None = None
+
+    @torch.no_grad()
+    def score(self, frames: Mapping[str, Any]) -> np.ndarray:
+        return torch.sigmoid(self.scorer(self.frame_maps(frames)) + self.prior_logit).double().cpu().numpy()
+
+    def invalidate_identity(self) -> None:
+        """Call after changing the weights in place: the identity (and the cached labels' name) follows them."""
+        self._identity = None
+
+    def identity(self) -> dict[str, Any]:
+        if self._identity is None:
+            self._identity = {**super().identity(), "prior_logit": round(self.prior_logit, 9)}
+        return self._identity
+
+    def saved_fields(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "prior_logit": self.prior_logit}
+
+    @classmethod
+    def from_saved(cls, featurizer: TrunkFeaturizer, scorer: FrameScorer, image_shapes: Mapping[str, Sequence[int]],
+                   saved: Mapping[str, Any]) -> "SuccessClassifier":
+        return cls(featurizer, scorer, image_shapes, saved["threshold"], saved["prior_logit"], saved.get("report"))

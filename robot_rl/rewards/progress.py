@@ -23,65 +23,42 @@ advanced without finishing the task.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
-from robot_rl.agents.vision import weights_fingerprint
 from robot_rl.data.store import EpisodeStore
-from robot_rl.rewards.base import (MODEL_FILE, MODEL_FORMAT, MODEL_VERSION, RewardDataError, RewardModel,
-                                   WEIGHTS_FILE, jsonable, options_from_dict, read_model_json, resolve_device)
+from robot_rl.rewards.base import RewardDataError, RewardNetConfig, resolve_device
+from robot_rl.rewards.classifier import FrameScorer, TrunkFeaturizer, TrunkRewardModel
 from robot_rl.rewards.frames import LabelRule, StoreFrames, load_frames, split_episodes
 
 
 @dataclass
-class ProgressConfig:
-    """``reward.train`` of ``configs/reward/progress.yaml``; units there."""
+class ProgressConfig(RewardNetConfig):
+    """``reward.train`` of ``configs/reward/progress.yaml``; units there. Trunk, head and training: see
+    :class:`~robot_rl.rewards.base.RewardNetConfig`."""
 
-    cameras: tuple[str, ...] | None = None
+    options_name = "progress"
+
     bins: int = 11
     marks: str | None = None
     reward_marks: float | None = None
-    val_fraction: float = 0.2
     min_episodes: int = 2
-    trunk_stage: int = 6
-    pretrained: bool = True
-    feature_dim: int = 64
-    num_kernels: int = 8
-    hidden: int = 128
-    dropout: float = 0.1
     feature_pad: float = 0.5
-    steps: int = 1500
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    eval_every: int = 100
     adapt_steps: int = 300
 
     def __post_init__(self) -> None:
-        if self.cameras is not None:
-            self.cameras = (self.cameras,) if isinstance(self.cameras, str) else tuple(self.cameras)
+        super().__post_init__()
         if self.bins < 2 or min(self.steps, self.batch_size, self.eval_every, self.adapt_steps) < 1:
             raise ValueError(f"progress: bins={self.bins} must be >= 2 and steps, batch_size, eval_every, "
                              "adapt_steps >= 1")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"progress: val_fraction={self.val_fraction} must lie in (0, 1)")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "ProgressConfig":
-        return options_from_dict(cls, d, "progress")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["cameras"] = list(self.cameras) if self.cameras is not None else None
-        return d
 
 
 def progress_labels(frames: StoreFrames) -> np.ndarray:
@@ -134,70 +111,18 @@ def progress_metrics(pred: np.ndarray, truth: np.ndarray, episode: np.ndarray) -
             "episodes": int(len(np.unique(episode[ok]))), "frames": int(ok.sum())}
 
 
-class ProgressModel(RewardModel):
+class ProgressModel(TrunkRewardModel):
     """Frozen trunk + :class:`~robot_rl.rewards.classifier.FrameScorer` with ``bins`` outputs: frames -> expected
-    progress (B,) in [0, 1]. No success threshold (it is a potential, not a success detector)."""
+    progress (B,) in [0, 1]. No success threshold (it is a potential, not a success detector). Saved and loaded as
+    every :class:`~robot_rl.rewards.classifier.TrunkRewardModel`, with the pretrained trunk only."""
 
     kind = "progress"
-
-    def __init__(self, featurizer: Any, scorer: Any, image_shapes: Mapping[str, Any],
-                 report: Mapping[str, Any] | None = None):
-        self.featurizer, self.scorer = featurizer, scorer.eval()
-        self.image_shapes = {c: tuple(int(d) for d in s) for c, s in image_shapes.items()}  # type: ignore[misc]
-        self.cameras = sorted(self.image_shapes)
-        self.threshold = None
-        self.report = dict(report or {})
-
-    @property
-    def device(self) -> torch.device:
-        return self.featurizer.device
+    noun = "progress model"
+    pretrained_only = True
 
     @torch.no_grad()
     def score(self, frames: Mapping[str, Any]) -> np.ndarray:
-        self.check_frames({c: tuple(np.shape(frames[c])[1:]) for c in frames}, "frames given to the progress model")
-        maps = {c: self.featurizer.maps(frames[c], dtype=torch.float32) for c in self.cameras}
-        return expected_progress(self.scorer.eval()(maps)).double().cpu().numpy()
-
-    def identity(self) -> dict[str, Any]:
-        return {"kind": self.kind, "head": weights_fingerprint(self.scorer), "trunk": self.featurizer.fingerprint()}
-
-    def save(self, out: str | Path, report: Mapping[str, Any] | None = None) -> Path:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        save_file({f"scorer.{k}": v.detach().cpu().contiguous() for k, v in self.scorer.state_dict().items()},
-                  str(out / WEIGHTS_FILE))
-        if not self.featurizer.pretrained:
-            raise RewardDataError("progress models are saved with the pretrained trunk only (pretrained=true)")
-        head = self.scorer.heads[self.cameras[0]]
-        meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "kind": self.kind,
-                "cameras": {c: list(s) for c, s in self.image_shapes.items()},
-                "trunk": {"stage": self.featurizer.stage, "fingerprint": self.featurizer.fingerprint(),
-                          "feature_shapes": {c: list(self.scorer.heads[c].in_shape) for c in self.cameras}},
-                "head": {"feature_dim": head.out_dim, "num_kernels": int(head.kernel.shape[-1]),
-                         "hidden": int(self.scorer.mlp[0].out_features), "dropout": float(self.scorer.mlp[2].p),
-                         "feature_pad": self.scorer.feature_pad, "bins": int(self.scorer.mlp[-1].out_features)},
-                "identity": self.identity(), "report": jsonable(report if report is not None else self.report)}
-        (out / MODEL_FILE).write_text(json.dumps(meta, indent=2))
-        return out
-
-    @classmethod
-    def load(cls, path: str | Path, device: str | torch.device | None = "auto") -> "ProgressModel":
-        from robot_rl.rewards.classifier import FrameScorer, TrunkFeaturizer
-
-        d = read_model_json(path)
-        if d["kind"] != cls.kind:
-            raise RewardDataError(f"{path}: a {d['kind']} model, not a {cls.kind} model")
-        shapes = {c: tuple(s) for c, s in d["cameras"].items()}
-        t, h = d["trunk"], d["head"]
-        feat = TrunkFeaturizer(t["stage"], True, device, next(iter(shapes.values()))[:2])
-        if feat.fingerprint() != t["fingerprint"]:
-            raise RewardDataError(f"{path}: the frozen trunk here differs from the one the progress model was "
-                                  "trained on; retrain it")
-        scorer = FrameScorer({c: tuple(s) for c, s in t["feature_shapes"].items()}, h["feature_dim"],
-                             h["num_kernels"], h["hidden"], h["dropout"], h["feature_pad"], outputs=h["bins"])
-        tensors = load_file(str(Path(path) / WEIGHTS_FILE))
-        scorer.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("scorer.")})
-        return cls(feat, scorer.to(feat.device), shapes, d.get("report"))
+        return expected_progress(self.scorer.eval()(self.frame_maps(frames))).double().cpu().numpy()
 
 
 def _labelled(store: EpisodeStore, cfg: ProgressConfig, cameras: Any = None) -> tuple[StoreFrames, np.ndarray]:
@@ -260,8 +185,6 @@ def train_progress(store: EpisodeStore, cfg: ProgressConfig, *, seed: int = 0,
                    log: Callable[[str], None] | None = None) -> tuple[ProgressModel, dict[str, Any]]:
     """Train a progress model on the successful episodes of ``store`` (module docstring). Returns the model and
     its report; with ``out`` saves both and ``progress.png`` (predicted against true progress on held-out frames)."""
-    from robot_rl.rewards.classifier import FrameScorer, TrunkFeaturizer
-
     t0 = time.perf_counter()
     dev = resolve_device(device)
     torch.manual_seed(seed)

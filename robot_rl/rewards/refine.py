@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -39,14 +39,16 @@ import numpy as np
 import torch
 
 from robot_rl.data.store import EpisodeStore
-from robot_rl.rewards.base import RewardDataError, options_from_dict
+from robot_rl.rewards.base import Options, RewardDataError
 
 JUDGES = ("none", "auto", "ground_truth")
 
 
 @dataclass
-class RefineConfig:
+class RefineConfig(Options):
     """``reward.refine`` (``configs/reward/classifier.yaml``); units in the comments there."""
+
+    options_name = "reward.refine"
 
     judge: str = "auto"
     veto: bool = True
@@ -64,13 +66,6 @@ class RefineConfig:
                              f"and max_mined={self.max_mined} >= 1")
         if not 0 < self.mined_share < 1:
             raise ValueError(f"reward.refine.mined_share={self.mined_share} must lie in (0, 1)")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "RefineConfig":
-        return options_from_dict(cls, d, "reward.refine")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class ClassifierRefiner:

@@ -157,7 +157,8 @@ def _zero_shot(store: EpisodeStore, r: dict[str, Any], seed: int, device: torch.
 
 def _preference(store: EpisodeStore, r: dict[str, Any], seed: int, device: torch.device, out: Path
                 ) -> dict[str, Any]:
-    from robot_rl.rewards.preference import PreferenceConfig, build_labeller, train_preference_reward
+    from robot_rl.rewards.preference import PreferenceConfig, train_preference_reward
+    from robot_rl.rewards.preference_labels import build_labeller
 
     pcfg = PreferenceConfig.from_dict(r.get("train"))
     labeller = build_labeller(r.get("labeller") or {}, device)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import sys
 import time
@@ -14,7 +13,8 @@ from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = Path(os.environ.get("ROBOT_RL_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
+from robot_rl.utils.config import CONFIG_DIR
+
 BENCHES = ("learner", "sample-efficiency", "data", "act", "encoder", "hil", "reward", "ros2")
 
 

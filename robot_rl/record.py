@@ -24,17 +24,15 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from robot_rl.data.episode import EpisodeBuilder
+from robot_rl.collect import Collected, Collector, Pacer, signals_deferred
 from robot_rl.data.store import EpisodeStore, StoreError, StoreSchema
 from robot_rl.envs.contract import ACTION_SEMANTICS, image_keys
 from robot_rl.envs.make import control_dt, make_env
@@ -183,45 +181,6 @@ def _next_seed(store: EpisodeStore, seed: int) -> int:
     return seed
 
 
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold Ctrl+C until the block ends (then raise KeyboardInterrupt), so the bookkeeping of a committed episode
-    is never cut in half. A no-op outside the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    old = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-    if caught:
-        raise KeyboardInterrupt
-
-
-class _Pacer:
-    """Keeps a loop at one iteration per ``dt`` seconds (when enabled); counts iterations that overran."""
-
-    def __init__(self, dt: float, enabled: bool):
-        self.dt, self.enabled, self.late = dt, enabled, 0
-        self._next = time.monotonic() + dt
-
-    def restart(self) -> None:
-        self._next = time.monotonic() + self.dt
-
-    def wait(self) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now < self._next:
-            time.sleep(self._next - now)
-            self._next += self.dt
-        else:  # overran: do not try to catch up with a burst of fast steps
-            self.late += 1
-            self._next = now + self.dt
-
-
 class Recorder:
     """The record loop over an env, a device and an open store (see the module docstring).
 
@@ -244,9 +203,12 @@ class Recorder:
         self.task, self.episodes, self.seed = task, episodes, seed
         self.keep_failures, self.success_reward, self.max_attempts = keep_failures, success_reward, max_attempts
         self.dt = control_dt(env)
-        self.pacer = _Pacer(self.dt, real_time)
+        self.pacer = Pacer(self.dt, real_time)
         self.real_time = real_time
         self.source = "teleop" if device.is_human else "scripted"
+        self._t0 = 0.0  # when the running episode's start mark came
+        self.collector = Collector(env, task=task, source=self.source, store=store,
+                                   clock=(lambda: time.monotonic() - self._t0) if real_time else None)
         self.action_shape = tuple(env.action_space.shape)
         self.kept = self.kept_success = self.attempts = self.discarded = self.dropped = 0
         self.lengths: list[int] = []
@@ -270,26 +232,26 @@ class Recorder:
                     return "gave_up"
                 seed = self.seed + self.attempts
                 self.attempts += 1
-                outcome, episode = self._record_episode(seed)
+                outcome, c = self._record_episode(seed)
                 if outcome == "quit":
                     return "quit"
                 if outcome == "discard":
                     self.discarded += 1
                     self._say(f"episode discarded; re-recording ({self.kept}/{self.episodes} kept)")
                     continue
-                if not episode["success"] and not self.keep_failures:
+                if not c.success and not self.keep_failures:
                     self.dropped += 1
                     if self.device.is_human:
                         self._say("failed episode dropped (keep_failures=false); re-recording")
                     continue
-                self._commit(episode)
+                self._commit(c)
             return "done"
         finally:
             self.close_progress()
 
-    def _record_episode(self, seed: int) -> tuple[str, dict[str, Any] | None]:
-        env, dev = self.env, self.device
-        obs, info = env.reset(seed=seed)
+    def _record_episode(self, seed: int) -> tuple[str, Collected | None]:
+        dev, collector = self.device, self.collector
+        obs = collector.reset(seed=seed)
         dev.reset()
         polls = 0
         if dev.is_human:
@@ -305,21 +267,19 @@ class Recorder:
             self._show(obs, "waiting for start", 0)
             self.pacer.wait() if self.pacer.enabled else time.sleep(self.dt)
         if polls > 1:  # the scene may have changed while waiting (a real operator rearranges it): observe it anew
-            obs, info = env.reset(seed=seed)
+            collector.reset(seed=seed)
             dev.reset()
-        t0, start_wall = time.monotonic(), time.time()
+        self._t0, start_wall = time.monotonic(), time.time()
         late0 = self.pacer.late
         self.pacer.restart()
-        ep = EpisodeBuilder()
         env_success, mark = False, None
         while True:
             st = dev.read()
-            if "quit" in st.events:
-                return "quit", None
-            if "discard" in st.events:
-                return "discard", None
+            if st.events & {"quit", "discard"}:
+                collector.discard()
+                return "quit" if "quit" in st.events else "discard", None
             if st.events & {"success", "failure"}:
-                if len(ep):
+                if len(collector):
                     mark = "failure" if "failure" in st.events else "success"
                     break
                 self._say("nothing recorded yet: mark ignored")
@@ -327,16 +287,15 @@ class Recorder:
             if action.shape != self.action_shape:
                 raise DeviceError(f"{dev.name} gave an action of shape {action.shape}; the env takes "
                                   f"{self.action_shape}")
-            stamp = time.monotonic() - t0 if self.real_time else self.dt * len(ep)
-            next_obs, reward, terminated, truncated, info = env.step(action)
-            ep.add(obs, action, reward, terminated, truncated, next_obs, timestamp=stamp)
-            env_success = env_success or bool(info.get("success", False))
-            obs = next_obs
-            self._show(obs, "recording" + (" (operator)" if st.active else ""), len(ep))
-            if terminated or truncated:
+            step = collector.step(action)
+            env_success = env_success or bool(step.info.get("success", False))
+            self._show(step.next_obs, "recording" + (" (operator)" if st.active else ""), len(collector))
+            if step.done:
                 break
             self.pacer.wait()
-        episode = ep.build()
+        success = mark == "success" if mark else env_success
+        c = collector.take(success)
+        episode = c.episode
         if mark == "success":
             episode["terminated"][-1] = True
             if self.success_reward is not None:
@@ -344,21 +303,20 @@ class Recorder:
         elif mark == "failure":
             episode["truncated"][-1] = True
         end = f"operator_{mark}" if mark else ("env_terminated" if episode["terminated"][-1] else "env_truncated")
-        success = mark == "success" if mark else env_success
-        notes = {"seed": int(seed), "device": dev.name, "end": end, "env_success": env_success,
-                 "late_steps": self.pacer.late - late0}
-        episode.update(success=bool(success), notes=json.dumps(notes), start_time=start_wall)
+        c.notes = json.dumps({"seed": int(seed), "device": dev.name, "end": end, "env_success": env_success,
+                              "late_steps": self.pacer.late - late0})
+        c.start_time = start_wall
         if dev.is_human:
             self._say(f"episode ended: {end.replace('_', ' ')}, {'success' if success else 'failure'}, "
-                      f"{len(ep)} steps")
-        return "done", episode
+                      f"{c.steps} steps")
+        return "done", c
 
-    def _commit(self, episode: dict[str, Any]) -> None:
-        with _sigint_deferred():  # the episode and its bookkeeping land together
-            self.store.append_episode(**episode, source=self.source, task=self.task)
+    def _commit(self, c: Collected) -> None:
+        with signals_deferred():  # the episode and its bookkeeping land together
+            self.collector.file(c)
             self.kept += 1
-            self.kept_success += int(episode["success"])
-            self.lengths.append(len(episode["action"]))
+            self.kept_success += int(c.success)
+            self.lengths.append(c.steps)
             if self._bar is not None:
                 self._bar.update(1)
                 self._bar.set_postfix(self.stats(), refresh=False)

@@ -27,51 +27,23 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from robot_rl.agents.sac import SAC, SACConfig
-from robot_rl.data.episode import (EpisodeBuilder, episode_stats, intervention_segments, penalize_takeovers,
-                                   trigger_transitions)
+from robot_rl.collect import (Collected, Collector, episode_metrics, make_training_env, open_online_store,
+                              store_schema)
+from robot_rl.data.episode import intervention_segments, penalize_takeovers, trigger_transitions
 from robot_rl.data.replay import ReplayBuffer, mixed_batches
-from robot_rl.data.store import EpisodeStore, StoreSchema
-from robot_rl.envs.contract import ACTION_SEMANTICS
-from robot_rl.envs.make import control_dt, expert_action, find_wrapper, make_env
+from robot_rl.data.store import EpisodeStore
+from robot_rl.envs.make import expert_action, find_wrapper, make_env
 from robot_rl.evaluate import evaluate
-from robot_rl.hil.intervention import InterventionWrapper, make_intervention_env
+from robot_rl.hil.intervention import InterventionWrapper
 from robot_rl.rewards.refine import record_refinements
 from robot_rl.rewards.shaping import PotentialShaping
 from robot_rl.rewards.wrapper import RewardWrapper
 from robot_rl.utils.checkpoint import load_state, save_state
+from robot_rl.utils.perf import set_threads
 from robot_rl.utils.specs import check_spec, env_spec
 
-
-
-
 REWARD_COUNTS = ("declared_episodes", "hacked_episodes", "vetoed_steps")
-
-
-def set_threads(threads: int) -> None:
-    """Give this process ``threads`` torch threads (0: one per core). See design.md on oversubscription."""
-    torch.set_num_threads(threads if threads > 0 else max(1, os.cpu_count() or 1))
-
-
-def make_training_env(cfg: DictConfig) -> Any:
-    """The env the policy collects experience in: the task's env, its reward and success from a learned model when
-    ``reward`` names one (the evaluation env keeps the task's own success signal), wrapped for human (or simulated)
-    interventions when ``hil`` names a device."""
-    from robot_rl.rewards import wrap_reward
-
-    reward = OmegaConf.to_container(cfg.reward, resolve=True) if cfg.get("reward") else None
-    env = wrap_reward(make_env(cfg.task), reward, device=str(cfg.get("device", "auto")), seed=int(cfg.seed),
-                      log=lambda msg: print(msg, file=sys.stderr, flush=True),
-                      gamma=float(cfg.agent.get("discount", 0.99)))  # learned reward and shaping, if any
-    return make_intervention_env(env, cfg.get("hil"), seed=int(cfg.seed))  # the operator's marks come last
-
-
-def open_online_store(run_dir: Path, env: Any) -> EpisodeStore:
-    """``<run_dir>/online.zarr``, for appending: every episode the policy collects, appended as it ends."""
-    path = Path(run_dir) / "online.zarr"
-    schema = StoreSchema.from_spaces(env.observation_space, env.action_space, 1.0 / control_dt(env), ACTION_SEMANTICS)
-    if path.exists():
-        return EpisodeStore.open(path, mode="a", schema=schema)
-    return EpisodeStore.create(path, schema)
+LEARNER_LOG_EVERY = 100  # updates between ``learner/*`` scalars
 
 
 class Trainer:
@@ -101,36 +73,29 @@ class Trainer:
         self._refinements_logged = 0
 
     # ---------------------------------------------------------------- demos
-    def _store_schema(self, action_semantics: str) -> StoreSchema:
-        return StoreSchema.from_spaces(self.env.observation_space, self.env.action_space, 1.0 / control_dt(self.env),
-                                       action_semantics)
-
     def collect_demos(self) -> dict[str, float]:
         """Roll out the task's scripted expert for ``demos.episodes`` successful episodes into the demo buffer,
         and keep them in ``<run_dir>/demos.zarr`` (reusable with ``demos.path=``)."""
         n = int(self.cfg.demos.episodes)
         kept = tried = 0
         env = make_env(self.cfg.task)
-        dt = control_dt(env)
         seed = int(self.cfg.seed) + 1_000_000  # disjoint from training and evaluation seeds
-        store = EpisodeStore.create(self.run_dir / "demos.zarr", self._store_schema(ACTION_SEMANTICS), overwrite=True)
+        store = EpisodeStore.create(self.run_dir / "demos.zarr", store_schema(self.env), overwrite=True)
+        collector = Collector(env, task=str(self.cfg.task.name), source="scripted", store=store)
         try:
             while kept < n and tried < 3 * n + 10:
-                obs, _ = env.reset(seed=seed + tried)
+                collector.reset(seed=seed + tried)
                 tried += 1
-                ep, success = EpisodeBuilder(), False
+                success = False
                 while True:
-                    action = np.asarray(expert_action(env), dtype=np.float32)
-                    next_obs, reward, terminated, truncated, info = env.step(action)
-                    ep.add(obs, action, reward, terminated, truncated, next_obs, timestamp=dt * len(ep))
-                    success = success or bool(info["success"])
-                    obs = next_obs
-                    if terminated or truncated:
+                    step = collector.step(expert_action(env))
+                    success = success or bool(step.info["success"])
+                    if step.done:
                         break
+                c = collector.take(success)
                 if success or not self.cfg.demos.only_successful:
-                    episode = ep.build()
-                    self.demo.add_episode(self.agent.featurize_episode(self._as_demo(episode)))
-                    store.append_episode(**episode, success=success, source="scripted", task=str(self.cfg.task.name))
+                    self.demo.add_episode(self.agent.featurize_episode(self._as_demo(c.episode)))
+                    collector.file(c)
                     kept += 1
         finally:
             store.close()
@@ -170,7 +135,7 @@ class Trainer:
         differ from the env's."""
         episodes = steps = 0
         with EpisodeStore.open(path) as store:
-            problems = self._store_schema(store.schema.action_semantics).mismatches(store.schema)
+            problems = store_schema(self.env, store.schema.action_semantics).mismatches(store.schema)
             if problems:
                 raise ValueError(f"store {path} does not match task {self.cfg.task.name}: " + "; ".join(problems))
             for ep in store.iter_episodes(start, stop):
@@ -232,8 +197,36 @@ class Trainer:
             self.reward_counts["hacked_episodes"] += int(reward_stats.get("hacked_episode", 0) > 0)
             self.reward_counts["vetoed_steps"] += int(reward_stats.get("vetoed_steps", 0))
 
-    def _open_online_store(self) -> EpisodeStore:
-        return open_online_store(self.run_dir, self.env)
+    def take_episode(self, c: Collected, steps_counted: bool = False) -> None:
+        """A finished episode the run collected (filed in the store already) into the buffers
+        (:meth:`add_collected`, in buffer form when the collector kept it) and the counts (:meth:`count_collected`;
+        ``steps_counted``: its env steps were counted as they ran)."""
+        self.add_collected(c.buffer_form if c.buffer_form is not None else c.episode, c.policy_action)
+        self.count_collected(c.episode, steps=not steps_counted, reward_stats=c.reward_stats)
+
+    def log_episode(self, writer, metrics: Mapping[str, float]) -> None:
+        """An episode's :func:`episode_metrics` as ``train/<name>`` at the current step."""
+        for k, v in metrics.items():
+            writer.add_scalar(f"train/{k}", float(v), self.step)
+
+    def learn(self, batches, writer=None) -> dict[str, float] | None:
+        """One agent update (the input normaliser fitted on everything collected first, once), its metrics logged
+        as ``learner/<name>`` every :data:`LEARNER_LOG_EVERY` updates. None while the buffers are empty (no demos,
+        and the first episode has not ended)."""
+        if not len(self.online) and not len(self.demo):
+            return None
+        if self.agent.num_updates == 0 and not self.agent.encoder.fitted:  # int first: no GPU sync
+            self.agent.encoder.fit(self._all_states())
+        metrics = self.agent.update(batches)
+        if writer is not None and self.agent.num_updates % LEARNER_LOG_EVERY == 0:
+            for k, v in metrics.items():
+                writer.add_scalar(f"learner/{k}", v, self.step)
+        return metrics
+
+    @property
+    def eval_due(self) -> bool:
+        """Whether the step count reached the next evaluation (every ``eval.every`` env steps)."""
+        return self.step >= self._next_eval
 
     def train(self, progress: bool = True) -> dict[str, Any]:
         """Run to the first episode end at or after ``total_steps`` env steps; return the final evaluation."""
@@ -247,84 +240,47 @@ class Trainer:
                                 self.rng)
         bar = tqdm(total=total, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True,
                    desc=f"{cfg.task.name}/{cfg.agent.name}", mininterval=1.0 if sys.stderr.isatty() else 30.0)
-        store = self._open_online_store()
-        dt = control_dt(self.env)
-        episode, featurized = EpisodeBuilder(), EpisodeBuilder()  # as stored; in buffer form (cached camera maps)
-        obs, _ = self.env.reset()
-        fobs = self.agent.featurize(obs)  # buffer form: the frozen trunk runs once per frame, here
-        ep_len, t0, steps0 = 0, time.perf_counter(), self.step
-        last_metrics: dict[str, float] = {}
+        store = open_online_store(self.run_dir, self.env)
+        collector = Collector(self.env, task=str(cfg.task.name), store=store, featurize=self.agent.featurize,
+                              keep_buffer_form=True)  # the frozen trunk runs once per frame, there
+        collector.reset()
+        t0, steps0 = time.perf_counter(), self.step
         try:
             while True:  # runs to the first episode end at or after total_steps, so checkpoints stay exact
                 if self.step < int(cfg.random_steps):
                     action = self.rng.uniform(-1, 1, self.agent.action_dim).astype(np.float32)
                 else:
-                    action = self.agent.act(fobs)
-                next_obs, reward, terminated, truncated, info = self.env.step(action)
-                proposed = info.get("policy_action", action)
-                action = np.asarray(info.get("executed_action", action), np.float32)  # the human's, if intervening
-                human = bool(info.get("is_intervention", False))
-                next_fobs = self.agent.featurize(next_obs)
-                episode.add(obs, action, reward, terminated, truncated, next_obs, human, timestamp=dt * ep_len)
-                featurized.add(fobs, action, reward, terminated, truncated, next_fobs, human, timestamp=dt * ep_len,
-                               policy_action=proposed)
-                obs, fobs, ep_len = next_obs, next_fobs, ep_len + 1
+                    action = self.agent.act(collector.fobs)
+                step = collector.step(action)
                 self.step += 1
                 if self.step >= int(cfg.learning_starts):
-                    if self.agent.num_updates == 0 and not self.agent.encoder.fitted:  # int first: no GPU sync
-                        self.agent.encoder.fit(self._all_states())
-                    last_metrics = self.agent.update(batches)
+                    self.learn(batches, writer)
                 bar.update(1)
                 if self.step % 50 == 0:
                     rate = (self.step - steps0) / max(time.perf_counter() - t0, 1e-9)
                     last = self.history[-1]["success_rate"] if self.history else float("nan")
                     bar.set_postfix_str(f"eval success {last:.0%}, {rate:.1f} steps/s", refresh=False)
-                if not (terminated or truncated):
+                if not step.done:
                     continue
-                done = episode.build()
-                self.record_episode(store, done, bool(info["success"]), featurized.build(),
-                                    featurized.policy_actions(), info.get("reward_stats"))
-                episode.clear()
-                featurized.clear()
-                for k, v in (info.get("reward_stats") or {}).items():
-                    writer.add_scalar(f"train/reward_{k}", v, self.step)
+                c = collector.finish()
+                self.take_episode(c, steps_counted=True)
+                self.log_episode(writer, episode_metrics(c.episode, c.success, c.reward_stats))
                 self._log_refinements(writer)
-                for k, v in episode_stats(done, bool(info["success"])).items():
-                    writer.add_scalar(f"train/{k}", v, self.step)
-                for k, v in last_metrics.items():
-                    writer.add_scalar(f"learner/{k}", v, self.step)
-                if self.step >= self._next_eval or self.step >= total:
-                    self._evaluate_and_checkpoint(writer)
-                if self.step >= total or self._target_reached():
+                if self.eval_due or self.step >= total:
+                    self.evaluate_and_checkpoint(writer)
+                if self.step >= total or self.target_reached():
                     break
-                obs, _ = self.env.reset()
-                fobs = self.agent.featurize(obs)
-                ep_len = 0
+                collector.reset()
         except KeyboardInterrupt:
             bar.write(f"interrupted at step {self.step}; the last checkpoint is {self.run_dir / 'checkpoints/latest'}")
             raise
-        finally:
-            if len(episode):  # stopped mid-episode (Ctrl+C, an error): keep its transitions as a truncated episode
-                store.append_episode(**episode.build(cut=True), success=False, source="policy",
-                                     task=str(cfg.task.name), notes="cut short: training stopped mid-episode")
+        finally:  # stopped mid-episode (Ctrl+C, an error): its transitions are kept as a cut episode
+            collector.close("cut short: training stopped mid-episode")
             store.close()
             bar.close()
             writer.close()
             self.plot_curve()
         return {"final": self.history[-1] if self.history else {}, "run_dir": str(self.run_dir)}
-
-    def record_episode(self, store: EpisodeStore, episode: dict[str, Any], success: bool,
-                       buffer_form: dict[str, Any] | None = None, policy_action: np.ndarray | None = None,
-                       reward_stats: Mapping[str, float] | None = None) -> None:
-        """A finished online episode: appended to the store (first, so a crash right after loses nothing), added to
-        the buffers (:meth:`add_collected`, as the async learner does; ``buffer_form``: the same episode already
-        featurized; ``policy_action``: the actions the policy proposed) and counted (its steps were counted as they
-        ran)."""
-        human = bool(np.any(episode["is_intervention"]))
-        store.append_episode(**episode, success=success, source="intervention" if human else "policy",
-                             task=str(self.cfg.task.name))
-        self.add_collected(episode if buffer_form is None else buffer_form, policy_action)
-        self.count_collected(episode, steps=False, reward_stats=reward_stats)
 
     def _log_refinements(self, writer) -> None:
         """The learned reward's retrainings since the last call (``reward.refine``): see
@@ -332,7 +288,7 @@ class Trainer:
         refiner = self.reward_wrapper.refiner if self.reward_wrapper is not None else None
         self._refinements_logged = record_refinements(refiner, self.run_dir, self._refinements_logged, writer)
 
-    def _target_reached(self) -> bool:
+    def target_reached(self) -> bool:
         """True once an evaluation reached ``eval.stop_at_success`` (null: never stop early)."""
         target = self.cfg.eval.get("stop_at_success")
         return target is not None and bool(self.history) and self.history[-1]["success_rate"] >= float(target)
@@ -342,7 +298,9 @@ class Trainer:
         parts = [b.obs["state"][: len(b)] for b in (self.demo, self.online) if len(b)]
         return np.concatenate(parts)
 
-    def _evaluate_and_checkpoint(self, writer) -> None:
+    def evaluate_and_checkpoint(self, writer) -> None:
+        """Evaluate the deterministic policy (``eval.episodes`` on the task's own success), append the result to
+        ``eval.jsonl`` and tensorboard, and write ``checkpoints/latest`` (and ``best`` when it is the best yet)."""
         cfg = self.cfg
         start = time.perf_counter()
         result = evaluate(lambda o: self.agent.act(o, deterministic=True), self.eval_env,

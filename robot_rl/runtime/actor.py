@@ -34,11 +34,11 @@ from typing import Any, Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
-from robot_rl.data.episode import episode_stats
 from robot_rl.rewards.refine import record_refinements
-from robot_rl.runtime.launch import ctrl_c_stops, load_run_config
+from robot_rl.runtime.launch import ctrl_c_stops
 from robot_rl.runtime.messages import MessageError, check_arrays, decode, encode, join_obs
 from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
+from robot_rl.utils.config import load_run_config
 
 
 class Actor:
@@ -49,10 +49,10 @@ class Actor:
         import torch
 
         from robot_rl.agents.sac import SAC, SACConfig
-        from robot_rl.data.episode import EpisodeBuilder
+        from robot_rl.collect import Collector, make_training_env, open_online_store
         from robot_rl.envs.make import control_dt, find_wrapper
         from robot_rl.rewards.wrapper import RewardWrapper
-        from robot_rl.trainer import make_training_env, open_online_store, set_threads
+        from robot_rl.utils.perf import set_threads
 
         self.run_dir = Path(run_dir)
         self.cfg = cfg = load_run_config(self.run_dir, overrides)
@@ -72,7 +72,7 @@ class Actor:
         self.total = int(cfg.total_steps)
         self.max_lag = int(rt.max_weight_lag_steps)
         self.pace = bool(rt.get("real_time", False))
-        self.episode = EpisodeBuilder()
+        self.collector = Collector(self.env, task=str(cfg.task.name), store=self.store, featurize=self.agent.featurize)
         self.version, self.steps_at_weights = -1, 0
         self.holding: str | None = None
         self.transport = transport if transport is not None else make_transport(rt, self.run_dir, "actor")
@@ -89,7 +89,8 @@ class Actor:
         # filed as cut and the env reset (retried) instead of ending the actor
         self.recoverable = tuple(_import_class(name) for name in rt.get("recoverable_errors", None) or ())
         self._pending: list[dict[str, Any]] = []  # step messages of the running episode, for a (re)connecting learner
-        self._seed = int(cfg.seed) + 17 * (self.episodes + 1)  # a restarted actor does not replay old episodes
+        # each episode its own seed (_reset adds one before each); a restarted actor does not replay old episodes
+        self._seed = int(cfg.seed) + 17 * (self.episodes + 1) - 1
 
     @staticmethod
     def log(msg: str) -> None:
@@ -196,11 +197,10 @@ class Actor:
     def run(self) -> int:
         self.transport.listen()
         self.log(f"listening for the learner on {self.transport.describe()}")
+        collector = self.collector  # cameras go through the frozen trunk once per frame there: to act and to send
         try:
-            obs = self._reset()
-            fobs = self.agent.featurize(obs)  # cameras through the frozen trunk once per frame: to act and to send
-            t_ep = 0
-            while self.steps < self.total or len(self.episode):  # ends with an episode, like the one-process loop
+            self._reset()
+            while self.steps < self.total or len(collector):  # ends with an episode, like the one-process loop
                 self._poll_connection()
                 if self._poll_messages():
                     break
@@ -212,40 +212,27 @@ class Actor:
                     time.sleep(self.dt)
                     continue
                 t0 = time.monotonic()
-                action = self.agent.act(fobs)
                 try:
-                    next_obs, reward, terminated, truncated, info = self.env.step(action)
+                    step = collector.step(self.agent.act(collector.fobs))
                 except self.recoverable as e:  # the robot's data stopped: cut the episode, wait for it, reset
                     self.log(f"the env stalled ({type(e).__name__}: {str(e).splitlines()[0]}); cutting the episode "
                              "and resetting")
-                    if len(self.episode):
+                    if len(collector):
                         self._finish(False, cut=True, notes=f"cut short: the env stalled ({type(e).__name__})")
-                    self._seed += 1
-                    obs = self._reset()
-                    fobs = self.agent.featurize(obs)
-                    t_ep = 0
+                    self._reset()
                     continue
-                action = np.asarray(info.get("executed_action", action), np.float32)
-                human = bool(info.get("is_intervention", False))
-                self.episode.add(obs, action, reward, terminated, truncated, next_obs, human, timestamp=self.dt * t_ep)
-                next_fobs = self.agent.featurize(next_obs)
-                entry = {"obs": obs, "next_obs": next_obs, "fobs": fobs, "next_fobs": next_fobs,
-                         "rest": {"action": action, "reward": np.float32(reward), "terminated": np.bool_(terminated),
-                                  "truncated": np.bool_(truncated), "is_intervention": np.bool_(human),
-                                  "timestamp": np.float64(self.dt * t_ep),
-                                  "policy_action": np.asarray(info.get("policy_action", action), np.float32)}}
+                entry = {"obs": step.obs, "next_obs": step.next_obs, "fobs": step.fobs, "next_fobs": step.next_fobs,
+                         "rest": {"action": step.action, "reward": np.float32(step.reward),
+                                  "terminated": np.bool_(step.terminated), "truncated": np.bool_(step.truncated),
+                                  "is_intervention": np.bool_(step.is_intervention),
+                                  "timestamp": np.float64(step.timestamp), "policy_action": step.policy_action}}
                 self._pending.append(entry)
                 if self.ch is not None and self.synced:
                     self.ch.send("step", arrays=self._step_msg(entry))
                 self.steps += 1
-                t_ep += 1
-                obs, fobs = next_obs, next_fobs
-                if terminated or truncated:
-                    self._finish(bool(info["success"]), reward_stats=info.get("reward_stats"))
-                    self._seed += 1
-                    obs = self._reset()
-                    fobs = self.agent.featurize(obs)
-                    t_ep = 0
+                if step.done:
+                    self._finish(bool(step.info["success"]))
+                    self._reset()
                 if self.pace:
                     time.sleep(max(0.0, self.dt - (time.monotonic() - t0)))
             if self.ch is not None:
@@ -257,9 +244,8 @@ class Actor:
             self.log("interrupted")
             return 130
         finally:
-            if len(self.episode):  # stopped mid-episode: keep it, cut (it bootstraps)
-                self.store.append_episode(**self.episode.build(cut=True), success=False, source="policy",
-                                          task=str(self.cfg.task.name), notes="cut short: actor stopped mid-episode")
+            if collector.close("cut short: actor stopped mid-episode") is not None:
+                self.episodes += 1
             self.store.close()
             if self.ch is not None:
                 self.ch.flush(2.0)
@@ -267,37 +253,34 @@ class Actor:
             self.transport.close()
             self.env.close()
 
-    def _reset(self) -> dict[str, Any]:
-        """``env.reset`` with this episode's seed; while it fails with a recoverable error (the robot is not
+    def _reset(self) -> None:
+        """Start the next episode with its own seed; while the env fails with a recoverable error (the robot is not
         answering), log and retry every 2 s."""
+        self._seed += 1
         while True:
             try:
-                obs, _ = self.env.reset(seed=self._seed)
-                return obs
+                self.collector.reset(seed=self._seed)
+                return
             except self.recoverable as e:
                 self.log(f"the env did not reset ({type(e).__name__}: {str(e).splitlines()[0]}); retrying in 2 s")
                 self._poll_connection()
                 time.sleep(2.0)
 
-    def _finish(self, success: bool, cut: bool = False, notes: str = "",
-                reward_stats: dict[str, float] | None = None) -> None:
-        """File the running episode (``cut``: stopped early, its last step marked truncated) and tell the learner
-        (with the learned reward's ``reward_stats``, if any)."""
-        episode = self.episode.build(cut=cut)
-        human = bool(np.any(episode["is_intervention"]))
-        self.store.append_episode(**episode, success=success, source="intervention" if human else "policy",
-                                  task=str(self.cfg.task.name), notes=notes)
+    def _finish(self, success: bool, cut: bool = False, notes: str = "") -> None:
+        """File the running episode (``cut``: stopped early, its last step marked truncated) and tell the learner,
+        with its :func:`~robot_rl.collect.episode_metrics`."""
+        from robot_rl.collect import episode_metrics
+
+        c = self.collector.finish(success, cut=cut, notes=notes)
         self.episodes += 1
-        self.episode.clear()
         self._pending = []
         if self.reward is not None:
             self._refinements_logged = record_refinements(self.reward.refiner, self.run_dir, self._refinements_logged)
-        stats = {**episode_stats(episode, success), "weight_lag_steps": self.steps - self.steps_at_weights,
-                 **{f"reward_{k}": v for k, v in (reward_stats or {}).items()}}
+        stats = episode_metrics(c.episode, success, c.reward_stats, self.steps - self.steps_at_weights)
         if self.ch is not None and self.synced:
-            self.ch.send("episode_end", {"steps": len(episode["action"]), "store_episodes": self.episodes,
-                                         "success": success, "source": "intervention" if human else "policy",
-                                         "cut": cut, "notes": notes, "version": self.version, "stats": stats})
+            self.ch.send("episode_end", {"steps": c.steps, "store_episodes": self.episodes, "success": success,
+                                         "source": c.source, "cut": cut, "notes": notes, "version": self.version,
+                                         "stats": stats})
 
     def _await_stop(self, timeout: float) -> None:
         """Tell the learner we are done and wait for its final evaluation and checkpoint (it answers ``stop``), or

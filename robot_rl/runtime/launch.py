@@ -19,7 +19,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+
+from robot_rl.utils.config import load_run_config  # noqa: F401  (re-exported)
 
 PROCESS_NAMES = ("actor", "learner")
 
@@ -28,19 +29,6 @@ def runtime_address(run_dir: Path) -> str:
     """The actor's Unix socket for ``run_dir`` (under the temp dir: socket paths are limited to ~100 bytes)."""
     digest = hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
     return os.path.join(tempfile.gettempdir(), f"robot_rl-{digest}.sock")
-
-
-def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Any:
-    """``<run_dir>/config.yaml`` with dotlist ``overrides`` (e.g. ``runtime.topic_prefix=arm1``) applied."""
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ValueError(f"malformed override(s) {bad}: expected key=value, e.g. runtime.max_weight_lag_steps=100")
-    if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    return cfg
 
 
 def runtime_key(run_dir: Path) -> bytes:

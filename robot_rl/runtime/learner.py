@@ -34,13 +34,15 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
+from robot_rl.collect import Collected, episode_source
 from robot_rl.data.episode import EpisodeBuilder
 from robot_rl.data.replay import mixed_batches
 from robot_rl.data.store import EpisodeStore, StoreError
-from robot_rl.runtime.launch import ctrl_c_stops, load_run_config
+from robot_rl.runtime.launch import ctrl_c_stops
 from robot_rl.runtime.messages import Message, MessageError, check_arrays, split_obs
 from robot_rl.runtime.rate import RateLimiter
 from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
+from robot_rl.utils.config import CONFIG_DIR, load_run_config
 
 STORE_SYNC = ("auto", "file", "transport")
 REPLICA_MARK = "online.replica"
@@ -58,8 +60,6 @@ def learner_task(cfg: Any) -> Any:
                              "ros2_reach) for the learner's spaces, scripted demos and evaluation")
         return cfg.task
     if isinstance(name, str):
-        from robot_rl.cli import CONFIG_DIR
-
         path = CONFIG_DIR / "task" / f"{name}.yaml"
         if not path.exists():
             raise ValueError(f"runtime.learner_task={name!r}: no {path}")
@@ -137,7 +137,7 @@ class Learner:
     def _open_replica(self, store_episodes: int) -> None:
         """Transport sync: open (or create) the replica store and load what it holds beyond our count."""
         if self.replica is None:
-            from robot_rl.trainer import open_online_store
+            from robot_rl.collect import open_online_store
 
             (self.run_dir / REPLICA_MARK).write_text("this run's online.zarr is the learner's replica of the actor's "
                                                      "store, filled over the transport\n")
@@ -224,30 +224,27 @@ class Learner:
             proposed = self.running.policy_actions()
             self.running.clear()
             if self.replica is not None:  # first to the replica, so a crash right after loses nothing
-                human = bool(np.any(episode["is_intervention"]))
                 try:
                     self.replica.append_episode(**episode, success=bool(msg.meta["success"]),
-                                                source=str(msg.meta.get("source") or ("intervention" if human else
-                                                                                      "policy")),
+                                                source=str(msg.meta.get("source") or episode_source(episode, "policy")),
                                                 task=str(self.cfg.task.name), notes=str(msg.meta.get("notes", "")))
                 except StoreError as e:  # checked before anything is written: the replica is unchanged
                     raise MessageError(f"the replica store refused the episode ({e})") from None
-            tr.add_collected(episode, proposed)
-            stats = msg.meta.get("stats") or {}
-            tr.count_collected(episode, reward_stats={k[len("reward_"):]: float(v) for k, v in stats.items()
-                                                      if k.startswith("reward_")})
-            for k, v in (msg.meta.get("stats") or {}).items():
-                self.writer.add_scalar(f"train/{k}", float(v), tr.step)
-            if tr.step >= tr._next_eval:
-                tr._evaluate_and_checkpoint(self.writer)
+            stats = {k: float(v) for k, v in (msg.meta.get("stats") or {}).items()}  # episode_metrics
+            reward_stats = {k[len("reward_"):]: v for k, v in stats.items() if k.startswith("reward_")}
+            tr.take_episode(Collected(episode, bool(msg.meta["success"]), str(msg.meta.get("source") or ""),
+                                      policy_action=proposed, reward_stats=reward_stats))
+            tr.log_episode(self.writer, stats)
+            if tr.eval_due:
+                tr.evaluate_and_checkpoint(self.writer)
                 h = tr.history[-1]
                 self.log(f"step {tr.step}: eval success {h['success_rate']:.0%}, {tr.agent.num_updates} updates")
-                if tr._target_reached():  # eval.stop_at_success, as in the one-process loop
+                if tr.target_reached():  # eval.stop_at_success, as in the one-process loop
                     self.log("eval.stop_at_success reached: stopping the actor")
                     ch.send("stop")
         elif msg.kind == "done":
             if not tr.history or tr.history[-1]["step"] != tr.step:  # (the last episode may have just evaluated)
-                tr._evaluate_and_checkpoint(self.writer)
+                tr.evaluate_and_checkpoint(self.writer)
             self.log(f"done at step {tr.step}: eval success {tr.history[-1]['success_rate']:.0%}")
             ch.send("stop")
             ch.flush()
@@ -268,16 +265,9 @@ class Learner:
     def _learn(self) -> bool:
         """One update if the rate limiter allows it and there is data; True if it ran."""
         tr = self.trainer
-        if self.limiter.allowed(tr.step + len(self.running), tr.agent.num_updates) <= 0 or not len(tr.online) \
-                and not len(tr.demo):
+        if self.limiter.allowed(tr.step + len(self.running), tr.agent.num_updates) <= 0:
             return False
-        if tr.agent.num_updates == 0 and not tr.agent.encoder.fitted:
-            tr.agent.encoder.fit(tr._all_states())
-        metrics = tr.agent.update(self.batches)
-        if tr.agent.num_updates % 100 == 0:
-            for k, v in metrics.items():
-                self.writer.add_scalar(f"learner/{k}", v, tr.step)
-        return True
+        return tr.learn(self.batches, self.writer) is not None
 
     def serve(self, connect_timeout: float = 600.0) -> int:
         """Connect to the actor (retrying while it is away) and train until it reports ``done``."""

@@ -23,3 +23,14 @@ def tune_malloc() -> bool:
         return bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20))
     except (OSError, AttributeError):
         return False
+
+
+def set_threads(threads: int) -> None:
+    """Give this process ``threads`` torch threads (0: one per core). On a small machine, processes that share
+    the cores (an actor and a learner, parallel runs) each want their own few threads: more threads than cores
+    slow every one of them down."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(threads if threads > 0 else max(1, os.cpu_count() or 1))

@@ -58,7 +58,7 @@ def ensure_run(run_dir: str, train: str, need_train: bool = False) -> str:
     from omegaconf import OmegaConf
 
     from robot_rl.cli import compose
-    from robot_rl.runtime.launch import runtime_key
+    from robot_rl.runtime.keys import runtime_key
 
     cfg = compose("train", ["runtime=ros2", *shlex.split(train)])
     run_dir = run_dir or os.path.join("runs", str(cfg.task.name), time.strftime("%Y%m%d_%H%M%S") + "_ros2")

@@ -73,7 +73,7 @@ from std_msgs.msg import UInt8MultiArray
 
 from hw.netns import network_isolated
 from hw.ros_common import RejectLog
-from robot_rl.runtime.launch import runtime_key
+from robot_rl.runtime.keys import runtime_key
 from robot_rl.runtime.messages import MAX_MESSAGE_BYTES, Message, MessageError, decode, encode
 from robot_rl.runtime.transport import Transport
 
@@ -807,7 +807,8 @@ def run_runtime_node(role: str, argv: Sequence[str] | None, parameters: tuple[st
     import sys
 
     from hw.ros_common import declare
-    from robot_rl.runtime.launch import ctrl_c_stops, load_run_config
+    from robot_rl.utils.config import load_run_config
+    from robot_rl.utils.signals import ctrl_c_stops
 
     unknown = set(parameters) - set(NODE_PARAMETERS)
     if unknown:

@@ -86,7 +86,7 @@ def cmd_train(overrides: Sequence[str]) -> int:
                          f"{cfg.demos.episodes}; add demos.episodes=0 (and e.g. random_steps=1000 agent=sac)")
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.runtime.name in ("async", "ros2"):
-        from robot_rl.runtime.launch import run_async
+        from robot_rl.runtime.supervisor import run_async
 
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
         print(f"training {cfg.task.name} with {cfg.agent.name}: actor and learner processes; outputs in {run_dir}/")
@@ -102,7 +102,7 @@ def cmd_train(overrides: Sequence[str]) -> int:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
         print("starting:", json.dumps(trainer.start_fresh()))
     print(f"training {cfg.task.name} with {cfg.agent.name} on {trainer.agent.device}; outputs in {run_dir}/")
-    from robot_rl.runtime.launch import ctrl_c_stops
+    from robot_rl.utils.signals import ctrl_c_stops
 
     ctrl_c_stops()  # also when started in the background or stopped with kill / timeout
     try:

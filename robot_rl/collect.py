@@ -13,14 +13,11 @@ What to do with the actions and the episodes is the caller's: the collector know
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -28,6 +25,7 @@ from robot_rl.data.episode import EpisodeBuilder, episode_stats
 from robot_rl.data.store import EpisodeStore, StoreSchema
 from robot_rl.envs.contract import ACTION_SEMANTICS
 from robot_rl.envs.make import control_dt, make_env
+from robot_rl.utils.signals import signals_deferred
 
 Obs = Mapping[str, np.ndarray]
 
@@ -73,24 +71,6 @@ def episode_metrics(episode: Mapping[str, Any], success: bool, reward_stats: Map
     ``reward_<stat>``."""
     return {**episode_stats(episode, success), "weight_lag_steps": float(weight_lag_steps),
             **{f"reward_{k}": float(v) for k, v in (reward_stats or {}).items()}}
-
-
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold Ctrl+C and SIGTERM until the block ends (then raise KeyboardInterrupt), so an episode and its
-    bookkeeping land together or not at all. A no-op outside the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-    if caught:
-        raise KeyboardInterrupt
 
 
 class Pacer:

@@ -32,7 +32,8 @@ from typing import Any, Mapping
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from robot_rl.collect import Collected, Collector, Pacer, signals_deferred
+from robot_rl.collect import Collected, Collector, Pacer
+from robot_rl.utils.signals import signals_deferred
 from robot_rl.data.store import EpisodeStore, StoreError, StoreSchema
 from robot_rl.envs.contract import ACTION_SEMANTICS, image_keys
 from robot_rl.envs.make import control_dt, make_env

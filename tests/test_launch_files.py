@@ -183,7 +183,7 @@ def test_sim_launch_nodes_get_only_declared_parameters(launch_api, tmp_path):
     assert Path(driver["task_config"]).exists()
     assert nodes["robot-rl-safety"].kwargs["parameters"][0]["workspace_low"] == [0.3, -0.25, 0.05]
     assert nodes["robot-rl-actor"].kwargs["parameters"][0]["run_dir"] == str(run)
-    from robot_rl.runtime.launch import load_run_config
+    from robot_rl.utils.config import load_run_config
 
     cfg = load_run_config(run)  # the launch file made the run
     assert cfg.runtime.transport == "hw.ros_transport:RosTransport" and cfg.runtime.learner_task == "reach" and cfg.total_steps == 50
@@ -204,7 +204,7 @@ def test_sim_launch_without_a_run_dir_makes_a_new_run(launch_api, tmp_path, monk
     assert (run / "config.yaml").exists() and (run / "runtime.key").exists()
     assert nodes["robot-rl-learner"].kwargs["parameters"][0]["run_dir"] == str(run)
     check_nodes(run_launch(REPO / "launch/sim_robot.launch.py", run_dir=str(tmp_path / "solo"), teleop="false"))
-    from robot_rl.runtime.launch import load_run_config
+    from robot_rl.utils.config import load_run_config
 
     assert load_run_config(tmp_path / "solo").hil.name == "none"  # no teleop node, no corrections
 
@@ -226,7 +226,7 @@ def test_real_launch_remaps_the_arm_topics(launch_api, tmp_path):
     assert sup["parameters"][0]["driver_reset_service"] == "/fr3/home"
     assert sup["parameters"][0]["frame_id"] == "fr3_link0"  # configs/robot/franka.yaml
     # the actor's env client gets the same topics through the run's config
-    from robot_rl.runtime.launch import load_run_config
+    from robot_rl.utils.config import load_run_config
 
     overrides = shlex.split(nodes["robot-rl-actor"].kwargs["parameters"][1]["overrides"])
     cfg = load_run_config(run, overrides)

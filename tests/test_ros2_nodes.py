@@ -130,7 +130,7 @@ def _realtime_body():
     from hw.ros_common import latched_qos, pose_msg, state_qos
     from hw.ros_env import RosRobotEnv
     from hw.safety import release_token
-    from robot_rl.runtime.launch import key_file
+    from robot_rl.runtime.keys import key_file
 
     driver = start_node("hw.nodes.sim_driver", "--ros-args", "-p", "obs_mode:=pixels", "-p", "image_size:=64")
     sup = start_node("hw.nodes.safety_supervisor", "--ros-args", "-p", "max_speed:=0.2", "-p", "max_accel:=2.0",

@@ -219,7 +219,7 @@ def _make_runs(tmp: Path, total: int, *extra: str) -> tuple[Path, Path]:
     from omegaconf import OmegaConf
 
     from robot_rl.cli import compose
-    from robot_rl.runtime.launch import runtime_key
+    from robot_rl.runtime.keys import runtime_key
 
     cfg = compose("train", ["task=ros2_reach", "runtime=ros2", "runtime.learner_task=reach", f"total_steps={total}",
                             "device=cpu", "runtime.heartbeat_s=0.2", "runtime.peer_timeout_s=4", *extra])

@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 
 from robot_rl.cli import compose
 from robot_rl.data.store import EpisodeStore
-from robot_rl.runtime.launch import runtime_key, spawn, stop_all
+from robot_rl.runtime.keys import runtime_key
+from robot_rl.runtime.supervisor import spawn, stop_all
 from robot_rl.runtime.messages import MAX_MESSAGE_BYTES, MessageError, decode, encode
 from robot_rl.runtime.rate import RateLimiter
 from robot_rl.utils.checkpoint import load_state
@@ -136,7 +137,7 @@ def _children_of(run):
 
 def test_ctrl_c_stops_everything_and_leaves_the_store_consistent(tmp_path, toy_task, tests_on_path):
     run = _run_dir(tmp_path, toy_task, total_steps=100000)
-    cmd = [sys.executable, "-c", "import sys; from robot_rl.runtime.launch import run_async; "
+    cmd = [sys.executable, "-c", "import sys; from robot_rl.runtime.supervisor import run_async; "
            f"sys.exit(run_async({str(run)!r}))"]
     launcher = subprocess.Popen(cmd, start_new_session=True)
     try:

@@ -29,7 +29,7 @@ from std_msgs.msg import Bool, String
 
 from hw.ros_common import latched_qos, robot_rl_home, state_qos
 from hw.safety import release_token
-from robot_rl.runtime.launch import key_file
+from robot_rl.runtime.keys import key_file
 
 
 def default_key_file() -> Path:

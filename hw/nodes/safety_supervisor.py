@@ -56,7 +56,7 @@ from std_srvs.srv import SetBool, Trigger
 from hw.ros_common import (RejectLog, apply_priority, declare, latched_qos, parse_pose, pose_msg, robot_rl_home,
                            run_node, stamp_ns, state_qos, to_stamp)
 from hw.safety import (EStop, Output, ReleaseAuth, SafetyLimits, SupervisorCore, check_joint_state, check_vector)
-from robot_rl.runtime.launch import key_file
+from robot_rl.runtime.keys import key_file
 
 
 class SafetySupervisor(Node):

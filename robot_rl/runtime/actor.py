@@ -25,7 +25,6 @@ entries of ``<run_dir>/config.yaml``), or as the ROS2 node ``robot-rl-actor`` (:
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from robot_rl.rewards.refine import record_refinements
-from robot_rl.runtime.launch import ctrl_c_stops
+from robot_rl.utils.signals import ctrl_c_stops
 from robot_rl.runtime.messages import MessageError, check_arrays, decode, encode, join_obs
 from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
 from robot_rl.utils.config import load_run_config
@@ -321,16 +320,11 @@ def _import_class(name: str) -> type:
     return out
 
 
-def _interrupt(*_: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="robot_rl actor process (started by the async runtime)")
     p.add_argument("run_dir", type=Path)
     p.add_argument("overrides", nargs="*", help="key=value over <run_dir>/config.yaml, e.g. runtime.transport=hw.ros_transport:RosTransport")
     args = p.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
     ctrl_c_stops()
     return Actor(args.run_dir, args.overrides).run()
 

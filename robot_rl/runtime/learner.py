@@ -38,7 +38,7 @@ from robot_rl.collect import Collected, episode_source
 from robot_rl.data.episode import EpisodeBuilder
 from robot_rl.data.replay import mixed_batches
 from robot_rl.data.store import EpisodeStore, StoreError
-from robot_rl.runtime.launch import ctrl_c_stops
+from robot_rl.utils.signals import ctrl_c_stops
 from robot_rl.runtime.messages import Message, MessageError, check_arrays, split_obs
 from robot_rl.runtime.rate import RateLimiter
 from robot_rl.runtime.transport import PeerChannel, Transport, make_transport

@@ -40,7 +40,7 @@ from multiprocessing.connection import Client, Connection, Listener, answer_chal
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
-from robot_rl.runtime.launch import runtime_address, runtime_key
+from robot_rl.runtime.keys import runtime_address, runtime_key
 from robot_rl.runtime.messages import Channel, Message
 
 ROS2_TRANSPORT = "hw.ros_transport:RosTransport"  # needs rclpy: pip install 'robot-rl[ros2]'
@@ -119,7 +119,7 @@ def _handshake(conn: Connection, key: bytes, server: bool, timeout: float) -> No
 
 
 class SocketTransport(Transport):
-    """A Unix socket named after the run directory (:func:`~robot_rl.runtime.launch.runtime_address`), authenticated
+    """A Unix socket named after the run directory (:func:`~robot_rl.runtime.keys.runtime_address`), authenticated
     with the run's key (``multiprocessing.connection``'s HMAC challenge; raw bytes only, never pickles).
     ``handshake_timeout_s``: how long a connecting peer may take to authenticate before it is dropped."""
 

@@ -1,59 +1,24 @@
 """``runtime=async``: start the actor and the learner as two processes, supervise them, and tear both down.
 
-The actor listens on a Unix socket named after the run directory (:func:`runtime_address`) and the learner
-connects, authenticating with a per-run key (``<run_dir>/runtime.key``; the handshake is an HMAC, nothing is
-unpickled). A crashed actor or learner is restarted (``runtime.restarts`` times); the learner then resumes from its
-last checkpoint and the store. Ctrl+C stops both and waits for them: the actor files its running episode as a cut
-one, so the store stays consistent, and no process is left behind (children also die with the launcher).
+The actor listens on a Unix socket named after the run directory (:func:`~robot_rl.runtime.keys.runtime_address`)
+and the learner connects, authenticating with the run's key (:func:`~robot_rl.runtime.keys.runtime_key`). A crashed
+actor or learner is restarted (``runtime.restarts`` times); the learner then resumes from its last checkpoint and the
+store. Ctrl+C stops both and waits for them: the actor files its running episode as a cut one, so the store stays
+consistent, and no process is left behind (children also die with the launcher).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import secrets
 import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
-from robot_rl.utils.config import load_run_config  # noqa: F401  (re-exported)
+from robot_rl.runtime.keys import runtime_key
+from robot_rl.utils.signals import ctrl_c_stops
 
 PROCESS_NAMES = ("actor", "learner")
-
-
-def runtime_address(run_dir: Path) -> str:
-    """The actor's Unix socket for ``run_dir`` (under the temp dir: socket paths are limited to ~100 bytes)."""
-    digest = hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
-    return os.path.join(tempfile.gettempdir(), f"robot_rl-{digest}.sock")
-
-
-def runtime_key(run_dir: Path) -> bytes:
-    """The run's connection key, made on first use (readable by the owner only)."""
-    return key_file(Path(run_dir) / "runtime.key")
-
-
-def key_file(path: Path) -> bytes:
-    """The 32-byte key held (as hex) in ``path``, made on first use (mode 0600; concurrent first users agree)."""
-    path = Path(path)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-        try:
-            os.link(tmp, path)  # first writer wins; a concurrent one reads the winner's key
-        except FileExistsError:
-            pass
-        os.unlink(tmp)
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except ValueError:
-        raise ValueError(f"{path} does not hold a hex key; delete it to make a new one") from None
 
 
 def _die_with_parent() -> None:
@@ -84,15 +49,6 @@ def stop_all(procs: dict[str, subprocess.Popen], grace_s: float = 20.0) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-
-
-def ctrl_c_stops() -> None:
-    """Make SIGINT and SIGTERM raise KeyboardInterrupt in this process, even if it was started with SIGINT ignored
-    (as a shell does for background jobs), so Ctrl+C, ``kill``, ``timeout`` and ``stop_all`` all reach the cleanup
-    code (the running episode filed, the store closed)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def run_async(run_dir: Path, restarts: int = 3, poll_s: float = 0.5) -> int:

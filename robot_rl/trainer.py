@@ -43,7 +43,7 @@ from robot_rl.utils.perf import set_threads
 from robot_rl.utils.specs import check_spec, env_spec
 
 REWARD_COUNTS = ("declared_episodes", "hacked_episodes", "vetoed_steps")
-LEARNER_LOG_EVERY = 100  # updates between ``learner/*`` scalars
+LEARNER_LOG_EVERY = 100  # updates between ``learner/*`` scalars (updates 1, 101, 201, ...)
 
 
 class Trainer:
@@ -218,7 +218,7 @@ class Trainer:
         if self.agent.num_updates == 0 and not self.agent.encoder.fitted:  # int first: no GPU sync
             self.agent.encoder.fit(self._all_states())
         metrics = self.agent.update(batches)
-        if writer is not None and self.agent.num_updates % LEARNER_LOG_EVERY == 0:
+        if writer is not None and self.agent.num_updates % LEARNER_LOG_EVERY == 1:  # from the first update on
             for k, v in metrics.items():
                 writer.add_scalar(f"learner/{k}", v, self.step)
         return metrics

@@ -153,33 +153,43 @@ def test_ctrl_c_stops_everything_and_leaves_the_store_consistent(tmp_path, toy_t
         assert not store.validate() and len(store) > 0
 
 
-@pytest.mark.parametrize("runtime", ["sync", "async"])
-def test_cli_trains_with_the_sim_operator_and_accounts_interventions_alike(tmp_path, runtime):
-    """Sync (one process) and async (actor and learner processes) count the operator's steps the same way: what the
-    learner reports at each evaluation and in its checkpoint is what the store holds."""
+def _scalar_tags(run: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return set(EventAccumulator(str(run / "tb")).Reload().Tags()["scalars"])
+
+
+def test_sync_and_async_account_interventions_alike_and_log_the_same_metrics(tmp_path):
+    """Sync (one process) and async (actor and learner processes) on the same seed count the operator's steps the same
+    way (what the learner reports at each evaluation and in its checkpoint is what the store holds) and log the same
+    tensorboard tags: both run the one collection loop and the trainer's public methods."""
     import json
 
     from robot_rl.cli import main
 
-    run = tmp_path / "run"
-    code = main(["train", "task=reach", "hil=sim_operator_heavy", f"runtime={runtime}", "runtime.real_time=false",
-                 "total_steps=200", "learning_starts=50", "demos.episodes=3", "eval.every=100", "eval.episodes=2",
-                 "agent.hidden_dims=[32,32]", "agent.num_critics=2", "agent.batch_size=32", f"run_dir={run}"]
-                if runtime == "async" else
-                ["train", "task=reach", "hil=sim_operator_heavy", "total_steps=200", "learning_starts=50",
-                 "demos.episodes=3", "eval.every=100", "eval.episodes=2", "agent.hidden_dims=[32,32]",
-                 "agent.num_critics=2", "agent.batch_size=32", "threads=1", f"run_dir={run}"])
-    assert code == 0
-    with EpisodeStore.open(run / "online.zarr") as store:
-        info = store.info()
-        assert info["steps"] >= 200 and info["sources"]["intervention"] > 0 and 0 < info["intervention_fraction"] < 1
-        flags = store.step_field("is_intervention")
-    state = load_state(run / "checkpoints/latest/trainer")
-    assert state["step"] == info["steps"] == len(flags)
-    assert state["intervention_steps"] == int(flags.sum()) > 0
-    last = json.loads((run / "eval.jsonl").read_text().splitlines()[-1])
-    assert last["intervention_steps"] == int(flags.sum())
-    assert last["intervention_share"] == pytest.approx(flags.mean())
+    tags = {}
+    for runtime in ("sync", "async"):
+        run = tmp_path / runtime
+        paced = ["runtime.real_time=false"] if runtime == "async" else []  # the sync loop never paces in sim
+        assert main(["train", "task=reach", "hil=sim_operator_heavy", f"runtime={runtime}", *paced,
+                     "total_steps=200", "learning_starts=50", "demos.episodes=3", "eval.every=100",
+                     "eval.episodes=2", "agent.hidden_dims=[32,32]", "agent.num_critics=2", "agent.batch_size=32",
+                     "threads=1", "seed=3", f"run_dir={run}"]) == 0
+        with EpisodeStore.open(run / "online.zarr") as store:
+            info = store.info()
+            assert info["steps"] >= 200 and info["sources"]["intervention"] > 0
+            assert 0 < info["intervention_fraction"] < 1
+            flags = store.step_field("is_intervention")
+        state = load_state(run / "checkpoints/latest/trainer")
+        assert state["step"] == info["steps"] == len(flags)
+        assert state["intervention_steps"] == int(flags.sum()) > 0
+        last = json.loads((run / "eval.jsonl").read_text().splitlines()[-1])
+        assert last["intervention_steps"] == int(flags.sum())
+        assert last["intervention_share"] == pytest.approx(flags.mean())
+        tags[runtime] = _scalar_tags(run)
+    assert {"train/episode_success", "train/intervention_rate", "train/weight_lag_steps", "eval/success_rate",
+            "learner/critic_loss"} <= tags["sync"]
+    assert tags["sync"] == tags["async"], (tags["sync"] ^ tags["async"])
 
 
 class _NoTransport:

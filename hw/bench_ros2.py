@@ -59,11 +59,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from robot_rl.bench.common import (NOISY_LATENCIES, Bench, busy_between, cpu_times, latency_stats, parse_overrides,
-                                   print_table)
+from robot_rl.bench.common import (
+    NOISY_LATENCIES,
+    Bench,
+    busy_between,
+    cpu_times,
+    latency_stats,
+    parse_overrides,
+    print_table,
+)
 
 DEFAULTS: dict[str, Any] = {
     "obs": "both",  # state | pixels | both
@@ -83,8 +91,13 @@ DEFAULTS: dict[str, Any] = {
     "timeout_s": 0.0,  # kill the isolated run after this long; 0: 600 quick, 3600 full
 }
 
-AUTO = {"steps": (40, 300), "warmup": (5, 20), "image_size": (64, 128), "load": ("none", "both"),
-        "timeout_s": (600.0, 3600.0)}  # (quick, full) values of the settings left unset
+AUTO = {
+    "steps": (40, 300),
+    "warmup": (5, 20),
+    "image_size": (64, 128),
+    "load": ("none", "both"),
+    "timeout_s": (600.0, 3600.0),
+}  # (quick, full) values of the settings left unset
 
 # latency targets: p99 of obs stamp -> supervised command at the driver, under load (ms); pixels: two 128 px cameras
 TARGETS_MS: dict[str, float] = {"state": 20.0, "pixels": 50.0}
@@ -94,19 +107,26 @@ PARTS = ("", "_robot", "_sup_in", "_sup_out", "_transport", "_act")
 ROW_LABELS: dict[str, str] = {}
 for _obs in ("state", "pixels"):
     for _sfx, _how in (("", ""), ("_load", ", learner loading the machine")):
-        ROW_LABELS.update({
-            f"ros2_{_obs}{_sfx}": f"ROS2, {_obs}{_how}: obs stamp -> command published",
-            f"ros2_{_obs}_robot{_sfx}": f"ROS2, {_obs}{_how}: obs stamp -> command at the driver (after the "
-                                        "supervisor)",
-            f"ros2_{_obs}_sup_in{_sfx}": f"ROS2, {_obs}{_how}: command published -> supervisor answers it",
-            f"ros2_{_obs}_sup_out{_sfx}": f"ROS2, {_obs}{_how}: supervisor answers -> answer at the driver",
-            f"ros2_{_obs}_transport{_sfx}": f"ROS2, {_obs}{_how}: obs stamp -> obs in the loop (DDS + alignment)",
-            f"ros2_{_obs}_act{_sfx}": f"ROS2, {_obs}{_how}: act()",
-            f"inproc_{_obs}{_sfx}": f"in-process, {_obs}{_how}: obs ready -> action ready (baseline)",
-        })
-SHORT_LABELS = {"": "obs stamp -> command published", "_robot": "obs stamp -> command at the driver",
-                "_sup_in": "  command published -> supervisor answers", "_sup_out": "  supervisor answers -> at driver",
-                "_transport": "obs stamp -> obs in the loop", "_act": "act()"}
+        ROW_LABELS.update(
+            {
+                f"ros2_{_obs}{_sfx}": f"ROS2, {_obs}{_how}: obs stamp -> command published",
+                f"ros2_{_obs}_robot{_sfx}": f"ROS2, {_obs}{_how}: obs stamp -> command at the driver (after the "
+                "supervisor)",
+                f"ros2_{_obs}_sup_in{_sfx}": f"ROS2, {_obs}{_how}: command published -> supervisor answers it",
+                f"ros2_{_obs}_sup_out{_sfx}": f"ROS2, {_obs}{_how}: supervisor answers -> answer at the driver",
+                f"ros2_{_obs}_transport{_sfx}": f"ROS2, {_obs}{_how}: obs stamp -> obs in the loop (DDS + alignment)",
+                f"ros2_{_obs}_act{_sfx}": f"ROS2, {_obs}{_how}: act()",
+                f"inproc_{_obs}{_sfx}": f"in-process, {_obs}{_how}: obs ready -> action ready (baseline)",
+            }
+        )
+SHORT_LABELS = {
+    "": "obs stamp -> command published",
+    "_robot": "obs stamp -> command at the driver",
+    "_sup_in": "  command published -> supervisor answers",
+    "_sup_out": "  supervisor answers -> at driver",
+    "_transport": "obs stamp -> obs in the loop",
+    "_act": "act()",
+}
 
 
 def _settings(quick: bool, overrides: list[str]) -> dict[str, Any]:
@@ -139,22 +159,37 @@ def run(quick: bool, overrides: list[str]) -> dict[str, Any]:
     reason = netns_unavailable()
     if reason is not None:
         if not s["allow_network"]:
-            raise RuntimeError(f"refusing to run DDS on a network that is not isolated: {reason}. Run where a "
-                               "loopback-only network namespace can be made (unshare + ip), or pass "
-                               "allow_network=true to run on this machine's network anyway")
-        print(f"WARNING: {reason}; allow_network=true: running DDS on this network (loopback discovery only, a "
-              "random ROS_DOMAIN_ID)")
-        os.environ.update({k: v for k, v in loopback_ros_env(tempfile.mkdtemp(prefix="bench_ros2_")).items()
-                           if k.startswith(("ROS_", "RMW_", "CYCLONE"))})
+            raise RuntimeError(
+                f"refusing to run DDS on a network that is not isolated: {reason}. Run where a "
+                "loopback-only network namespace can be made (unshare + ip), or pass "
+                "allow_network=true to run on this machine's network anyway"
+            )
+        print(
+            f"WARNING: {reason}; allow_network=true: running DDS on this network (loopback discovery only, a "
+            "random ROS_DOMAIN_ID)"
+        )
+        os.environ.update(
+            {
+                k: v
+                for k, v in loopback_ros_env(tempfile.mkdtemp(prefix="bench_ros2_")).items()
+                if k.startswith(("ROS_", "RMW_", "CYCLONE"))
+            }
+        )
         return _measure(s, quick, f"NOT isolated ({reason}); allow_network=true")
     with tempfile.TemporaryDirectory(prefix="bench_ros2_") as tmp:
         out = Path(tmp) / "result.json"
-        code = ("import sys, json; from hw.bench_ros2 import _isolated_main; "
-                "_isolated_main(json.loads(sys.argv[1]), sys.argv[2] == '1', sys.argv[3])")
+        code = (
+            "import sys, json; from hw.bench_ros2 import _isolated_main; "
+            "_isolated_main(json.loads(sys.argv[1]), sys.argv[2] == '1', sys.argv[3])"
+        )
         env = loopback_ros_env(tmp)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_repo()), env.get("PYTHONPATH", "")) if p)
-        res = run_isolated([sys.executable, "-c", code, json.dumps(s), "1" if quick else "0", str(out)], env,
-                           timeout=s["timeout_s"], cwd=str(_repo()))
+        res = run_isolated(
+            [sys.executable, "-c", code, json.dumps(s), "1" if quick else "0", str(out)],
+            env,
+            timeout=s["timeout_s"],
+            cwd=str(_repo()),
+        )
         if res.returncode != 0 or not out.exists():
             raise RuntimeError(f"the isolated benchmark failed (exit {res.returncode}); see its output above")
         return json.loads(out.read_text())
@@ -165,8 +200,13 @@ def _isolated_main(s: dict[str, Any], quick: bool, out: str) -> None:
 
     if not network_isolated():
         raise SystemExit("not in a loopback-only network namespace; refusing to start DDS")
-    Path(out).write_text(json.dumps(_measure(s, quick, "fresh loopback-only network namespace (unshare -n), "
-                                                       "ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST")))
+    Path(out).write_text(
+        json.dumps(
+            _measure(
+                s, quick, "fresh loopback-only network namespace (unshare -n), ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST"
+            )
+        )
+    )
 
 
 def _repo() -> Path:
@@ -184,8 +224,12 @@ class _Nodes:
 
     def start(self, name: str, module: str, *args: str) -> None:
         log = open(os.path.join(self.tmp, f"{name}.log"), "w")
-        self.procs[name] = (subprocess.Popen([sys.executable, "-m", module, *args], cwd=str(_repo()), stdout=log,
-                                             stderr=subprocess.STDOUT), log)
+        self.procs[name] = (
+            subprocess.Popen(
+                [sys.executable, "-m", module, *args], cwd=str(_repo()), stdout=log, stderr=subprocess.STDOUT
+            ),
+            log,
+        )
 
     def log(self, name: str) -> str:
         with open(os.path.join(self.tmp, f"{name}.log")) as f:
@@ -238,17 +282,23 @@ class _Probe:
         end = time.monotonic() + timeout
         while not (self.dir / "ready").exists():
             if time.monotonic() > end or self.proc.poll() is not None:
-                raise RuntimeError("the probe never matched the cmd/target_pose, robot/target_pose and "
-                                   "safety/command_trace publishers (is the supervisor running with "
-                                   "trace_commands:=true?)")
+                raise RuntimeError(
+                    "the probe never matched the cmd/target_pose, robot/target_pose and "
+                    "safety/command_trace publishers (is the supervisor running with "
+                    "trace_commands:=true?)"
+                )
             time.sleep(0.05)
 
     def results(self) -> dict[str, Any]:
         data = _stop_helper(self.proc, self.dir, timeout=10)
         if not data:
             raise RuntimeError(f"the probe process wrote no results (exit {self.proc.returncode})")
-        return {"cmd": sorted(data["cmd"]), "trace": {int(k): v for k, v in data["trace"].items()},
-                "at_robot": {int(k): v for k, v in data["at_robot"].items()}, "scheduling": data["scheduling"]}
+        return {
+            "cmd": sorted(data["cmd"]),
+            "trace": {int(k): v for k, v in data["trace"].items()},
+            "at_robot": {int(k): v for k, v in data["at_robot"].items()},
+            "scheduling": data["scheduling"],
+        }
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -275,11 +325,15 @@ def _probe_main(folder: str, priority: int = 0) -> None:
     def on_trace(m: TimeReference) -> None:
         trace.setdefault(stamp_ns(m.time_ref), stamp_ns(m.header.stamp))
 
-    sub_cmd = node.create_subscription(PoseStamped, "cmd/target_pose",
-                                       lambda m: cmd.append(stamp_ns(m.header.stamp)), state_qos(200))
+    sub_cmd = node.create_subscription(
+        PoseStamped, "cmd/target_pose", lambda m: cmd.append(stamp_ns(m.header.stamp)), state_qos(200)
+    )
     sub_robot = node.create_subscription(
-        PoseStamped, "robot/target_pose",
-        lambda m: at_robot.setdefault(stamp_ns(m.header.stamp), time.time_ns()), state_qos(200))
+        PoseStamped,
+        "robot/target_pose",
+        lambda m: at_robot.setdefault(stamp_ns(m.header.stamp), time.time_ns()),
+        state_qos(200),
+    )
     sub_trace = node.create_subscription(TimeReference, "safety/command_trace", on_trace, state_qos(200))
     _, scheduling = raise_priority(priority)
     ex = SingleThreadedExecutor()
@@ -293,9 +347,16 @@ def _probe_main(folder: str, priority: int = 0) -> None:
         end = time.monotonic() + 0.3
         while time.monotonic() < end:  # what is still in flight
             ex.spin_once(timeout_sec=0.01)
-        (out / "result.json").write_text(json.dumps({
-            "cmd": cmd, "trace": {str(k): v for k, v in trace.items()},
-            "at_robot": {str(k): v for k, v in at_robot.items()}, "scheduling": scheduling}))
+        (out / "result.json").write_text(
+            json.dumps(
+                {
+                    "cmd": cmd,
+                    "trace": {str(k): v for k, v in trace.items()},
+                    "at_robot": {str(k): v for k, v in at_robot.items()},
+                    "scheduling": scheduling,
+                }
+            )
+        )
     finally:
         node.destroy_node()
         rclpy.shutdown()
@@ -308,10 +369,14 @@ class _Load:
     def __init__(self, tmp: str, s: dict[str, Any], agent_cfg: dict[str, Any]):
         self.dir = Path(tempfile.mkdtemp(prefix="load_", dir=tmp))
         (self.dir / "agent.json").write_text(json.dumps(agent_cfg))
-        code = ("import sys; from hw.bench_ros2 import _load_main; "
-                "_load_main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))")
-        self.proc = subprocess.Popen([sys.executable, "-c", code, str(self.dir), str(s["load_threads"]),
-                                      str(s["load_nice"]), str(s["seed"])], cwd=str(_repo()))
+        code = (
+            "import sys; from hw.bench_ros2 import _load_main; "
+            "_load_main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(self.dir), str(s["load_threads"]), str(s["load_nice"]), str(s["seed"])],
+            cwd=str(_repo()),
+        )
         self.result: dict[str, Any] = {}  # what the learner reported when stopped (:meth:`stop`)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
@@ -369,9 +434,16 @@ def _load_main(folder: str, threads: int, nice: int, seed: int) -> None:
     def obs() -> dict[str, torch.Tensor]:
         return {k: torch.randn(b, *sp.shape, generator=gen) for k, sp in obs_space.spaces.items()}
 
-    batches = [{"obs": obs(), "next_obs": obs(), "action": torch.rand(b, ad, generator=gen) * 2 - 1,
-                "reward": torch.rand(b, generator=gen), "terminated": (torch.rand(b, generator=gen) < 0.01).float()}
-               for _ in range(4)]
+    batches = [
+        {
+            "obs": obs(),
+            "next_obs": obs(),
+            "action": torch.rand(b, ad, generator=gen) * 2 - 1,
+            "reward": torch.rand(b, generator=gen),
+            "terminated": (torch.rand(b, generator=gen) < 0.01).float(),
+        }
+        for _ in range(4)
+    ]
     it = itertools.cycle(batches)
     n, t0 = 0, time.perf_counter()
     while not (out / "stop").exists():
@@ -380,8 +452,9 @@ def _load_main(folder: str, threads: int, nice: int, seed: int) -> None:
         (out / "updates").write_text(str(n))
         if n == 3:
             (out / "ready").touch()
-    (out / "result.json").write_text(json.dumps({"updates": n, "seconds": time.perf_counter() - t0,
-                                                 "utd_ratio": cfg.utd_ratio, "batch_size": b}))
+    (out / "result.json").write_text(
+        json.dumps({"updates": n, "seconds": time.perf_counter() - t0, "utd_ratio": cfg.utd_ratio, "batch_size": b})
+    )
 
 
 @contextlib.contextmanager
@@ -430,8 +503,15 @@ def _agent(env: Any, agent_cfg: dict[str, Any]) -> Any:
     return SAC(env.observation_space, env.action_space, SACConfig.from_dict(agent_cfg))
 
 
-def _ros_loop(mode: str, s: dict[str, Any], task: dict[str, Any], agent_cfg: dict[str, Any], tmp: str,
-              sfx: str = "", load: _Load | None = None) -> tuple[dict[str, list[float]], dict[str, Any]]:
+def _ros_loop(
+    mode: str,
+    s: dict[str, Any],
+    task: dict[str, Any],
+    agent_cfg: dict[str, Any],
+    tmp: str,
+    sfx: str = "",
+    load: _Load | None = None,
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """One ROS2 control loop (driver + supervisor already running); latencies per part, in ms, keyed with
     suffix ``sfx``."""
     from hw.ros_common import raise_priority
@@ -440,8 +520,14 @@ def _ros_loop(mode: str, s: dict[str, Any], task: dict[str, Any], agent_cfg: dic
     prio = int(s["realtime_priority"])
     _, scheduling = raise_priority(prio)  # before the env's DDS threads start: they inherit it
     kw = dict(task["env_kwargs"])
-    kw.update(obs_mode=mode, lockstep=False, image_size=s["image_size"], step_timeout=5.0, connect_timeout=60.0,
-              node_name=f"bench_env_{mode}{sfx}")
+    kw.update(
+        obs_mode=mode,
+        lockstep=False,
+        image_size=s["image_size"],
+        step_timeout=5.0,
+        connect_timeout=60.0,
+        node_name=f"bench_env_{mode}{sfx}",
+    )
     try:
         env = RosRobotEnv(**kw)
     except Exception:
@@ -506,10 +592,17 @@ def _ros_loop(mode: str, s: dict[str, Any], task: dict[str, Any], agent_cfg: dic
             out[f"ros2_{mode}_sup_in{sfx}"].append((answer - cmd) / 1e6)
             out[f"ros2_{mode}_sup_out{sfx}"].append((at_robot[answer] - answer) / 1e6)
     extra: dict[str, Any] = {
-        "steps_per_s": len(recs) / loop_s, "episodes": episodes, "timed_steps": len(recs), "commands_seen": len(cmds),
-        "commands_missing": missing, "commands_unanswered": unanswered, "answers_not_seen_at_driver": lost,
-        "answered_at_driver": len(out[f"ros2_{mode}_robot{sfx}"]), "loop_scheduling": scheduling,
-        "probe_scheduling": got["scheduling"]}
+        "steps_per_s": len(recs) / loop_s,
+        "episodes": episodes,
+        "timed_steps": len(recs),
+        "commands_seen": len(cmds),
+        "commands_missing": missing,
+        "commands_unanswered": unanswered,
+        "answers_not_seen_at_driver": lost,
+        "answered_at_driver": len(out[f"ros2_{mode}_robot{sfx}"]),
+        "loop_scheduling": scheduling,
+        "probe_scheduling": got["scheduling"],
+    }
     busy = busy_between(cpu0, cpu1)
     extra["busy_cores"] = None if busy is None else round(busy, 2)
     if load is not None:
@@ -573,17 +666,21 @@ def _measure_loops(bench: Bench, network: str) -> dict[str, Any]:
     modes = ["state", "pixels"] if s["obs"] == "both" else [s["obs"]]
     loads = {"none": [""], "learner": ["_load"], "both": ["", "_load"]}[s["load"]]
     agent_cfg: dict[str, Any] = OmegaConf.to_container(
-        compose("train", ["task=ros2_reach", f"device={s['device']}"]).agent, resolve=True)  # type: ignore[assignment]
+        compose("train", ["task=ros2_reach", f"device={s['device']}"]).agent, resolve=True
+    )  # type: ignore[assignment]
     prio = int(s["realtime_priority"])
-    load_desc = (f"{agent_cfg['name']} learner (hidden {tuple(agent_cfg['hidden_dims'])}, {agent_cfg['num_critics']} "
-                 f"critics, UTD {agent_cfg.get('utd_ratio', 1)}, batch {agent_cfg.get('batch_size')}) calling update() "
-                 f"in a loop in another process, {s['load_threads']} torch thread(s), "
-                 + (f"nice {s['load_nice']} (a learner on a robot PC should run niced)" if s["load_nice"]
-                    else "NOT niced"))
-    print(f"ros2 benchmark: reach served by robot-rl-sim-driver in realtime at {hz:g} Hz behind robot-rl-safety "
-          f"(configs/robot/sim.yaml), env client hw.ros_env + {agent_cfg['name']} act() (untrained, hidden "
-          f"{tuple(agent_cfg['hidden_dims'])}), torch threads {torch.get_num_threads()}; {s['steps']} timed steps "
-          f"per mode and load after {s['warmup']} warm-up; budget {budget:g} ms; network: {network}")
+    load_desc = (
+        f"{agent_cfg['name']} learner (hidden {tuple(agent_cfg['hidden_dims'])}, {agent_cfg['num_critics']} "
+        f"critics, UTD {agent_cfg.get('utd_ratio', 1)}, batch {agent_cfg.get('batch_size')}) calling update() "
+        f"in a loop in another process, {s['load_threads']} torch thread(s), "
+        + (f"nice {s['load_nice']} (a learner on a robot PC should run niced)" if s["load_nice"] else "NOT niced")
+    )
+    print(
+        f"ros2 benchmark: reach served by robot-rl-sim-driver in realtime at {hz:g} Hz behind robot-rl-safety "
+        f"(configs/robot/sim.yaml), env client hw.ros_env + {agent_cfg['name']} act() (untrained, hidden "
+        f"{tuple(agent_cfg['hidden_dims'])}), torch threads {torch.get_num_threads()}; {s['steps']} timed steps "
+        f"per mode and load after {s['warmup']} warm-up; budget {budget:g} ms; network: {network}"
+    )
     print(f"load: {s['load']}" + (f"; loaded rows: {load_desc}" if "_load" in loads else ""))
     scheduling: dict[str, str] = {}
     samples: dict[str, list[float]] = {}
@@ -593,12 +690,35 @@ def _measure_loops(bench: Bench, network: str) -> dict[str, Any]:
     sim_yaml = str(repo / "configs/robot/sim.yaml")
     sup_log = ""
     try:
-        nodes.start("supervisor", "hw.nodes.safety_supervisor", "--config", sim_yaml, "--ros-args",
-                    "-p", "lockstep:=false", "-p", "trace_commands:=true", "-p", f"realtime_priority:={prio}")
+        nodes.start(
+            "supervisor",
+            "hw.nodes.safety_supervisor",
+            "--config",
+            sim_yaml,
+            "--ros-args",
+            "-p",
+            "lockstep:=false",
+            "-p",
+            "trace_commands:=true",
+            "-p",
+            f"realtime_priority:={prio}",
+        )
         for mode in modes:
-            nodes.start(f"driver_{mode}", "hw.nodes.sim_driver", "--config", sim_yaml, "--ros-args",
-                        "-p", "lockstep:=false", "-p", f"obs_mode:={mode}", "-p", f"image_size:={s['image_size']}",
-                        "-p", f"realtime_priority:={prio}")
+            nodes.start(
+                f"driver_{mode}",
+                "hw.nodes.sim_driver",
+                "--config",
+                sim_yaml,
+                "--ros-args",
+                "-p",
+                "lockstep:=false",
+                "-p",
+                f"obs_mode:={mode}",
+                "-p",
+                f"image_size:={s['image_size']}",
+                "-p",
+                f"realtime_priority:={prio}",
+            )
             try:
                 for sfx in loads:
                     t0 = time.perf_counter()
@@ -613,11 +733,14 @@ def _measure_loops(bench: Bench, network: str) -> dict[str, Any]:
                         extra["learner"] = load.result
                     samples.update(got)
                     loops[f"ros2_{mode}{sfx}"] = {**extra, "wall_s": time.perf_counter() - t0}
-                    for key, what in (("commands_missing", "had no command seen by the probe"),
-                                      ("commands_unanswered", "had a command the supervisor never answered (refused "
-                                                              "or dropped by a hold)"),
-                                      ("answers_not_seen_at_driver", "had an answer the probe never saw on "
-                                                                     "robot/target_pose")):
+                    for key, what in (
+                        ("commands_missing", "had no command seen by the probe"),
+                        (
+                            "commands_unanswered",
+                            "had a command the supervisor never answered (refused or dropped by a hold)",
+                        ),
+                        ("answers_not_seen_at_driver", "had an answer the probe never saw on robot/target_pose"),
+                    ):
                         if extra[key]:
                             notes.append(f"{extra[key]} {mode}{' loaded' if sfx else ''} steps {what}")
             finally:
@@ -639,8 +762,10 @@ def _measure_loops(bench: Bench, network: str) -> dict[str, Any]:
         scheduling[f"ros2 {part}"] = next((v[key] for v in loops.values() if key in v), "")
     clamps = sup_log.count("target clamped by")
     if clamps:
-        notes.append(f"the supervisor clamped targets (untrained policy; logged at most once a second: {clamps} "
-                     "lines); clamped ones are still forwarded")
+        notes.append(
+            f"the supervisor clamped targets (untrained policy; logged at most once a second: {clamps} "
+            "lines); clamped ones are still forwarded"
+        )
 
     rows = {k: {"label": ROW_LABELS[k], **latency_stats(v, budget)} for k, v in samples.items() if v}
     ratios: dict[str, float] = {}
@@ -654,14 +779,23 @@ def _measure_loops(bench: Bench, network: str) -> dict[str, Any]:
     for k in rows:
         if not k.endswith("_load") and f"{k}_load" in rows:
             idle, loaded = rows[k], rows[f"{k}_load"]
-            comparison[k] = {"idle_p50_ms": idle["p50_ms"], "idle_p99_ms": idle["p99_ms"],
-                             "load_p50_ms": loaded["p50_ms"], "load_p99_ms": loaded["p99_ms"],
-                             "load/idle p99": loaded["p99_ms"] / idle["p99_ms"]}
+            comparison[k] = {
+                "idle_p50_ms": idle["p50_ms"],
+                "idle_p99_ms": idle["p99_ms"],
+                "load_p50_ms": loaded["p50_ms"],
+                "load_p99_ms": loaded["p99_ms"],
+                "load/idle p99": loaded["p99_ms"] / idle["p99_ms"],
+            }
             ratios[f"load/idle p99 {k}"] = comparison[k]["load/idle p99"]
     for k, r in rows.items():
         ratios[f"budget/p99 {k}"] = r["budget_over_p99"]
-    over = [k for k in rows if k.startswith("ros2_") and not any(p in k for p in ("_act", "_transport", "_sup_"))
-            and rows[k]["p99_ms"] > budget]
+    over = [
+        k
+        for k in rows
+        if k.startswith("ros2_")
+        and not any(p in k for p in ("_act", "_transport", "_sup_"))
+        and rows[k]["p99_ms"] > budget
+    ]
     if over:
         notes.append(f"over the {budget:g} ms budget at p99: {', '.join(over)}")
     targets = []
@@ -675,52 +809,101 @@ def _measure_loops(bench: Bench, network: str) -> dict[str, Any]:
         else:
             t.update(p99_ms=None, met=None)
         targets.append(t)
-    loaded = {k.removeprefix("ros2_").removesuffix("_load"): {
-        kk: v[kk] for kk in ("busy_cores", "learner_cores", "learner_updates_per_s") if kk in v}
-        for k, v in loops.items() if k.startswith("ros2_") and k.endswith("_load")}
-    idle_busy = {k.removeprefix("ros2_"): v.get("busy_cores") for k, v in loops.items()
-                 if k.startswith("ros2_") and not k.endswith("_load")}
+    loaded = {
+        k.removeprefix("ros2_").removesuffix("_load"): {
+            kk: v[kk] for kk in ("busy_cores", "learner_cores", "learner_updates_per_s") if kk in v
+        }
+        for k, v in loops.items()
+        if k.startswith("ros2_") and k.endswith("_load")
+    }
+    idle_busy = {
+        k.removeprefix("ros2_"): v.get("busy_cores")
+        for k, v in loops.items()
+        if k.startswith("ros2_") and not k.endswith("_load")
+    }
     _print(rows, ratios, loops, budget, modes, loads, targets, s, scheduling)
     bench.print_notes()
     headline = "ros2/inproc state p50" if "state" in modes else "ros2/inproc pixels p50"
     return bench.result(
-        rows, network=network,
-        task={"name": "ros2_reach", "control_hz": hz, "image_size": s["image_size"], "modes": modes,
-              "cameras": ["front", "wrist"] if "pixels" in modes else [],
-              "driver": {k: robot["driver"][k] for k in ("task", "max_step")},
-              "supervisor": {k: robot["supervisor"][k] for k in ("max_speed", "control_rate", "rate_hz")}},
-        agent={"name": agent_cfg["name"], "hidden_dims": list(agent_cfg["hidden_dims"]),
-               "num_critics": agent_cfg["num_critics"]},
-        load={"setting": s["load"], "learner": load_desc if "_load" in loads else None, "loaded": loaded,
-              "idle_busy_cores": idle_busy},
-        scheduling=scheduling, budget_ms=budget, loops=loops, ratios=ratios, comparison=comparison, targets=targets,
-        ratio=ratios.get(headline))
+        rows,
+        network=network,
+        task={
+            "name": "ros2_reach",
+            "control_hz": hz,
+            "image_size": s["image_size"],
+            "modes": modes,
+            "cameras": ["front", "wrist"] if "pixels" in modes else [],
+            "driver": {k: robot["driver"][k] for k in ("task", "max_step")},
+            "supervisor": {k: robot["supervisor"][k] for k in ("max_speed", "control_rate", "rate_hz")},
+        },
+        agent={
+            "name": agent_cfg["name"],
+            "hidden_dims": list(agent_cfg["hidden_dims"]),
+            "num_critics": agent_cfg["num_critics"],
+        },
+        load={
+            "setting": s["load"],
+            "learner": load_desc if "_load" in loads else None,
+            "loaded": loaded,
+            "idle_busy_cores": idle_busy,
+        },
+        scheduling=scheduling,
+        budget_ms=budget,
+        loops=loops,
+        ratios=ratios,
+        comparison=comparison,
+        targets=targets,
+        ratio=ratios.get(headline),
+    )
 
 
 def _fmt(r: dict[str, Any] | None, key: str) -> str:
     return f"{r[key]:.2f}" if r else "-"
 
 
-def _print(rows: dict[str, dict[str, Any]], ratios: dict[str, float], loops: dict[str, dict[str, Any]],
-           budget: float, modes: list[str], loads: list[str], targets: list[dict[str, Any]], s: dict[str, Any],
-           scheduling: dict[str, str]) -> None:
+def _print(
+    rows: dict[str, dict[str, Any]],
+    ratios: dict[str, float],
+    loops: dict[str, dict[str, Any]],
+    budget: float,
+    modes: list[str],
+    loads: list[str],
+    targets: list[dict[str, Any]],
+    s: dict[str, Any],
+    scheduling: dict[str, str],
+) -> None:
     print(f"\nlatency per control step, ms (budget {budget:g} ms); idle vs while a learner trains in another process")
     table = []
     for mode in modes:
-        busy = [f"{mode}{sfx}: {loops[f'ros2_{mode}{sfx}'].get('busy_cores')} busy cores"
-                for sfx in loads if f"ros2_{mode}{sfx}" in loops]
+        busy = [
+            f"{mode}{sfx}: {loops[f'ros2_{mode}{sfx}'].get('busy_cores')} busy cores"
+            for sfx in loads
+            if f"ros2_{mode}{sfx}" in loops
+        ]
         table.append([f"[{mode}] ({'; '.join(busy)})", "", "", "", "", "", "", ""])
         for base in [f"ros2_{mode}{p}" for p in PARTS] + [f"inproc_{mode}"]:
             idle, loaded = rows.get(base), rows.get(f"{base}_load")
             if not (idle or loaded):
                 continue
-            label = "in-process: obs ready -> action ready (baseline)" if base.startswith("inproc") else \
-                f"ROS2: {SHORT_LABELS[base.removeprefix(f'ros2_{mode}')]}"
+            label = (
+                "in-process: obs ready -> action ready (baseline)"
+                if base.startswith("inproc")
+                else f"ROS2: {SHORT_LABELS[base.removeprefix(f'ros2_{mode}')]}"
+            )
             ratio = f"{loaded['p99_ms'] / idle['p99_ms']:.2f}x" if idle and loaded else "-"
-            table.append([f"  {label}", _fmt(idle, "p50_ms"), _fmt(idle, "p99_ms"), _fmt(idle, "max_ms"),
-                          _fmt(loaded, "p50_ms"), _fmt(loaded, "p99_ms"), _fmt(loaded, "max_ms"), ratio])
-    print_table(["row", "idle p50", "idle p99", "idle max", "load p50", "load p99", "load max", "load/idle p99"],
-                table)
+            table.append(
+                [
+                    f"  {label}",
+                    _fmt(idle, "p50_ms"),
+                    _fmt(idle, "p99_ms"),
+                    _fmt(idle, "max_ms"),
+                    _fmt(loaded, "p50_ms"),
+                    _fmt(loaded, "p99_ms"),
+                    _fmt(loaded, "max_ms"),
+                    ratio,
+                ]
+            )
+    print_table(["row", "idle p50", "idle p99", "idle max", "load p50", "load p99", "load max", "load/idle p99"], table)
     print()
     for mode in modes:
         for sfx in loads:
@@ -728,21 +911,30 @@ def _print(rows: dict[str, dict[str, Any]], ratios: dict[str, float], loops: dic
             what = "loaded" if sfx else "idle"
             extra = ""
             if sfx and ros:
-                extra = (f"; {ros.get('busy_cores')} cores busy, the learner took {ros.get('learner_cores')} "
-                         f"({ros.get('learner_updates_per_s', float('nan')):.1f} updates/s)")
-            print(f"{mode} {what}: ROS2 loop {ros.get('steps_per_s', float('nan')):.1f} steps/s (paced by the "
-                  f"driver's clock); in-process {inp.get('steps_per_s', float('nan')):.1f} steps/s (flat out)"
-                  f"{extra}; the supervisor's answer reached the driver in {ros.get('answered_at_driver', 0)} of "
-                  f"{ros.get('timed_steps', 0)} timed steps")
+                extra = (
+                    f"; {ros.get('busy_cores')} cores busy, the learner took {ros.get('learner_cores')} "
+                    f"({ros.get('learner_updates_per_s', float('nan')):.1f} updates/s)"
+                )
+            print(
+                f"{mode} {what}: ROS2 loop {ros.get('steps_per_s', float('nan')):.1f} steps/s (paced by the "
+                f"driver's clock); in-process {inp.get('steps_per_s', float('nan')):.1f} steps/s (flat out)"
+                f"{extra}; the supervisor's answer reached the driver in {ros.get('answered_at_driver', 0)} of "
+                f"{ros.get('timed_steps', 0)} timed steps"
+            )
     print("scheduling: " + "; ".join(f"{k}: {v}" for k, v in scheduling.items()))
     for t in targets:
         mode = t["row"].split("_")[1]
-        what = (f"target: obs stamp -> supervised command at the driver, p99 under load <= "
-                f"{t['target_p99_ms']:g} ms ({'state' if mode == 'state' else f'two {TARGET_IMAGE_SIZE} px cameras'})")
+        what = (
+            f"target: obs stamp -> supervised command at the driver, p99 under load <= "
+            f"{t['target_p99_ms']:g} ms ({'state' if mode == 'state' else f'two {TARGET_IMAGE_SIZE} px cameras'})"
+        )
         if t["met"] is None:
             print(f"{what}: not measured (load={s['load']})")
             continue
-        caveat = "" if t.get("comparable", True) else (f" (at {s['image_size']} px, not the target's "
-                                                        f"{TARGET_IMAGE_SIZE} px: not comparable)")
+        caveat = (
+            ""
+            if t.get("comparable", True)
+            else (f" (at {s['image_size']} px, not the target's {TARGET_IMAGE_SIZE} px: not comparable)")
+        )
         print(f"{what}: {t['p99_ms']:.1f} ms: {'met' if t['met'] else 'not met'}{caveat}")
     print_table(["ratio", "x"], [[k, f"{v:.3g}"] for k, v in ratios.items()])

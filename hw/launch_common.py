@@ -36,8 +36,11 @@ def section(robot_config: str, name: str) -> dict[str, Any]:
         raise RuntimeError(f"{robot_config} has no {name!r} section (has {sorted(cfg)})")
     params = {}
     for key, value in (cfg[name] or {}).items():
-        if isinstance(value, list) and value and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                     for x in value):
+        if (
+            isinstance(value, list)
+            and value
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+        ):
             value = [float(x) for x in value]
         if key in PATH_KEYS and value:
             value = abs_path(value)
@@ -52,7 +55,7 @@ def ensure_run(run_dir: str, train: str, need_train: bool = False) -> str:
     if run_dir and os.path.exists(os.path.join(run_dir, "config.yaml")):
         return run_dir
     if need_train and not train.strip():
-        raise RuntimeError(f"{run_dir} has no config.yaml: give train:=\"task=... \" (robot-rl train overrides)")
+        raise RuntimeError(f'{run_dir} has no config.yaml: give train:="task=... " (robot-rl train overrides)')
     import time
 
     from omegaconf import OmegaConf
@@ -101,14 +104,27 @@ def run_nodes(arg: dict[str, str], run_dir: str, runtime: dict[str, str]) -> lis
     from launch_ros.actions import Node
 
     learner_dir = os.path.abspath(arg["learner_run_dir"] or run_dir)
-    nodes = [Node(executable="robot-rl-actor", name="actor", output="screen",
-                  parameters=[{"run_dir": run_dir}, runtime])]
+    nodes = [
+        Node(executable="robot-rl-actor", name="actor", output="screen", parameters=[{"run_dir": run_dir}, runtime])
+    ]
     if truthy(arg["learner"]):
-        nodes.append(Node(executable="robot-rl-learner", name="learner", output="screen",
-                          parameters=[{"run_dir": learner_dir}, runtime]))
+        nodes.append(
+            Node(
+                executable="robot-rl-learner",
+                name="learner",
+                output="screen",
+                parameters=[{"run_dir": learner_dir}, runtime],
+            )
+        )
     if truthy(arg["teleop"]):
-        nodes.append(Node(executable="robot-rl-teleop", name="teleop", output="screen",
-                          parameters=[section(arg["robot_config"], "teleop")]))
+        nodes.append(
+            Node(
+                executable="robot-rl-teleop",
+                name="teleop",
+                output="screen",
+                parameters=[section(arg["robot_config"], "teleop")],
+            )
+        )
     return nodes
 
 
@@ -117,10 +133,16 @@ def runtime_arguments() -> list[Any]:
     from launch.actions import DeclareLaunchArgument
 
     return [
-        DeclareLaunchArgument("overrides", default_value="",
-                              description="key=value over the run's config.yaml for the actor and the learner"),
-        DeclareLaunchArgument("topic_prefix", default_value="",
-                              description="actor/learner topic prefix (default: the run's runtime.topic_prefix)"),
+        DeclareLaunchArgument(
+            "overrides",
+            default_value="",
+            description="key=value over the run's config.yaml for the actor and the learner",
+        ),
+        DeclareLaunchArgument(
+            "topic_prefix",
+            default_value="",
+            description="actor/learner topic prefix (default: the run's runtime.topic_prefix)",
+        ),
     ]
 
 
@@ -130,6 +152,9 @@ def switch_arguments() -> list[Any]:
 
     return [
         DeclareLaunchArgument("teleop", default_value="true", description="start robot-rl-teleop"),
-        DeclareLaunchArgument("learner", default_value="true",
-                              description="start robot-rl-learner here (false: it runs on another machine)"),
+        DeclareLaunchArgument(
+            "learner",
+            default_value="true",
+            description="start robot-rl-learner here (false: it runs on another machine)",
+        ),
     ]

@@ -17,17 +17,20 @@ import shutil
 import signal
 import subprocess
 import sys
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 # Inside the namespace: bring lo up, route multicast to it, and refuse to run if any other interface exists.
-PRELUDE = ('set -e; ip link set lo up; ip route add 224.0.0.0/4 dev lo; '
-           'n=$(ip -o link show | wc -l); if [ "$n" != 1 ]; then '
-           'echo "netns has $n interfaces, expected only lo" >&2; exit 97; fi; exec "$@"')
+PRELUDE = (
+    "set -e; ip link set lo up; ip route add 224.0.0.0/4 dev lo; "
+    'n=$(ip -o link show | wc -l); if [ "$n" != 1 ]; then '
+    'echo "netns has $n interfaces, expected only lo" >&2; exit 97; fi; exec "$@"'
+)
 CYCLONE_LOOPBACK_XML = (
     "<CycloneDDS><Domain id='any'><General><Interfaces><NetworkInterface name='lo'/></Interfaces>"
     "<AllowMulticast>false</AllowMulticast></General><Discovery><ParticipantIndex>auto</ParticipantIndex>"
     "<MaxAutoParticipantIndex>30</MaxAutoParticipantIndex><Peers><Peer address='127.0.0.1'/></Peers></Discovery>"
-    "</Domain></CycloneDDS>")
+    "</Domain></CycloneDDS>"
+)
 
 
 def unshare_cmd() -> list[str]:
@@ -59,29 +62,42 @@ def netns_unavailable() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool!r} not found: cannot confine DDS traffic to a loopback-only network namespace"
     try:
-        r = subprocess.run([*unshare_cmd(), "sh", "-c", PRELUDE, "sh", "true"], capture_output=True, text=True,
-                           timeout=20)
+        r = subprocess.run(
+            [*unshare_cmd(), "sh", "-c", PRELUDE, "sh", "true"], capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"cannot create a network namespace ({e})"
     if r.returncode != 0:
-        return (f"cannot create a loopback-only network namespace ({' '.join(unshare_cmd())}: "
-                f"{(r.stderr or r.stdout).strip()[:200]})")
+        return (
+            f"cannot create a loopback-only network namespace ({' '.join(unshare_cmd())}: "
+            f"{(r.stderr or r.stdout).strip()[:200]})"
+        )
     return None
 
 
-def loopback_ros_env(tmp: str, domain_id: int | None = None, base: Mapping[str, str] | None = None
-                     ) -> dict[str, str]:
+def loopback_ros_env(tmp: str, domain_id: int | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for ROS2 processes: loopback discovery, a random domain, Fast DDS, logs and ROS_HOME under
     ``tmp``, one OpenMP thread."""
     env = dict(os.environ if base is None else base)
-    for key in ("ROS_LOCALHOST_ONLY", "ROS_STATIC_PEERS", "FASTRTPS_DEFAULT_PROFILES_FILE",
-                "FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DISCOVERY_SERVER"):
+    for key in (
+        "ROS_LOCALHOST_ONLY",
+        "ROS_STATIC_PEERS",
+        "FASTRTPS_DEFAULT_PROFILES_FILE",
+        "FASTDDS_DEFAULT_PROFILES_FILE",
+        "ROS_DISCOVERY_SERVER",
+    ):
         env.pop(key, None)
-    env.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               ROS_DOMAIN_ID=str(random.randint(1, 100) if domain_id is None else domain_id),
-               RMW_IMPLEMENTATION=env.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
-               CYCLONEDDS_URI=CYCLONE_LOOPBACK_XML, ROS_LOG_DIR=os.path.join(tmp, "log"), ROS_HOME=tmp,
-               MUJOCO_GL=env.get("MUJOCO_GL", "egl"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.update(
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        ROS_DOMAIN_ID=str(random.randint(1, 100) if domain_id is None else domain_id),
+        RMW_IMPLEMENTATION=env.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
+        CYCLONEDDS_URI=CYCLONE_LOOPBACK_XML,
+        ROS_LOG_DIR=os.path.join(tmp, "log"),
+        ROS_HOME=tmp,
+        MUJOCO_GL=env.get("MUJOCO_GL", "egl"),
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+    )
     return env
 
 
@@ -105,12 +121,13 @@ def _shm_in_use() -> set[str]:
             continue
         try:
             with open(f"/proc/{pid}/maps") as f:
-                used.update(line.rsplit("/", 1)[-1].split(" (deleted)")[0].strip()
-                            for line in f if f" {SHM_DIR}/" in line)
+                used.update(
+                    line.rsplit("/", 1)[-1].split(" (deleted)")[0].strip() for line in f if f" {SHM_DIR}/" in line
+                )
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 target = os.readlink(f"/proc/{pid}/fd/{fd}")
                 if target.startswith(SHM_DIR + "/"):
-                    used.add(target[len(SHM_DIR) + 1:])
+                    used.add(target[len(SHM_DIR) + 1 :])
         except OSError:
             continue
     return used
@@ -132,8 +149,9 @@ def cleanup_dds_shm(before: set[str]) -> int:
     return removed
 
 
-def run_isolated(argv: Sequence[str], env: Mapping[str, str], timeout: float, cwd: str | None = None
-                 ) -> subprocess.CompletedProcess:
+def run_isolated(
+    argv: Sequence[str], env: Mapping[str, str], timeout: float, cwd: str | None = None
+) -> subprocess.CompletedProcess:
     """Run ``argv`` in a fresh loopback-only network namespace; its output goes to ours. Killed (with everything it
     started) after ``timeout`` s. Raises RuntimeError if no such namespace can be made."""
     reason = netns_unavailable()

@@ -11,8 +11,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +28,10 @@ try:
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise ImportError(f"the ROS2 robot path needs rclpy and the standard messages ({e}); install them with "
-                      "pip install 'robot-rl[ros2]' (Linux x86_64, Python 3.11/3.12)") from e
+    raise ImportError(
+        f"the ROS2 robot path needs rclpy and the standard messages ({e}); install them with "
+        "pip install 'robot-rl[ros2]' (Linux x86_64, Python 3.11/3.12)"
+    ) from e
 
 from hw.safety import check_image, check_pose, quat_from_xyzw
 
@@ -38,19 +41,36 @@ INSTALL_HINT = "pip install 'robot-rl[ros2]'"
 # ------------------------------------------------------------------------------------------------------ QoS
 def state_qos(depth: int = 5) -> QoSProfile:
     """Reliable, volatile, keep-last ``depth``: robot state, commands, images (loopback or a wired robot LAN)."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.VOLATILE)
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.VOLATILE,
+    )
 
 
 def latched_qos() -> QoSProfile:
     """Reliable, transient-local, depth 1: status topics a late subscriber must still see (holding, e-stop)."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=1,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ parameters
-def declare(node: Node, name: str, default: Any, description: str, *, lo: float | None = None,
-            hi: float | None = None, choices: Sequence[str] | None = None, read_only: bool = True) -> Any:
+def declare(
+    node: Node,
+    name: str,
+    default: Any,
+    description: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: Sequence[str] | None = None,
+    read_only: bool = True,
+) -> Any:
     """Declare a ROS2 parameter with a descriptor (and a range or choices); return its value.
 
     Out-of-range overrides are refused by rclpy at declaration; choices are checked here. Ranges apply to
@@ -90,7 +110,7 @@ def config_to_ros_args(argv: Sequence[str], section: str) -> list[str]:
     if i + 1 >= len(argv):
         raise SystemExit("--config needs a path to a robot config (configs/robot/*.yaml)")
     path = argv[i + 1]
-    del argv[i:i + 2]
+    del argv[i : i + 2]
     import yaml
 
     with open(path) as f:
@@ -169,8 +189,9 @@ def pose_from_msg(msg: PoseStamped, expected_frame: str) -> tuple[np.ndarray, np
     return pos, quat / np.linalg.norm(quat)
 
 
-def parse_pose(msg: PoseStamped, expected_frame: str, reject: Callable[[str, str], None],
-               topic: str) -> tuple[np.ndarray, np.ndarray] | None:
+def parse_pose(
+    msg: PoseStamped, expected_frame: str, reject: Callable[[str, str], None], topic: str
+) -> tuple[np.ndarray, np.ndarray] | None:
     """A pose callback's parse: :func:`pose_from_msg`, or None when the pose is malformed, after telling ``reject``
     (a :class:`RejectLog`) why, under ``topic``."""
     try:
@@ -247,8 +268,10 @@ def raise_priority(priority: int) -> tuple[bool, str]:
         tids = [int(t) for t in os.listdir("/proc/self/task")]
     except OSError:
         tids = [0]
-    hint = (f"allow it with CAP_SYS_NICE or an rtprio limit >= {priority} (ulimit -r; /etc/security/limits.conf "
-            "'@robot - rtprio 99')")
+    hint = (
+        f"allow it with CAP_SYS_NICE or an rtprio limit >= {priority} (ulimit -r; /etc/security/limits.conf "
+        "'@robot - rtprio 99')"
+    )
 
     def each(fn: Callable[[int], None]) -> None:
         for tid in tids:

@@ -30,13 +30,14 @@ state (``task_state_dim``) in state mode.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from hw.safety import (check_joint_state, check_vector, quat_conj, quat_mul, quat_to_rotvec, rotvec_to_quat)
+from hw.safety import check_joint_state, check_vector, quat_conj, quat_mul, quat_to_rotvec, rotvec_to_quat
 from hw.timesync import StampedBuffer, align, staleness_report
 
 ENV_ID = "robot_rl/Ros2Robot-v0"
@@ -94,21 +95,41 @@ class RosRobotEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     _instances = 0
 
-    def __init__(self, obs_mode: str = "state", cameras: Sequence[str] = ("front", "wrist"),
-                 image_size: int | Sequence[int] = 128, task_state_dim: int = 0, control_rate: float = 10.0,
-                 max_episode_steps: int = 50, action_scale: float = 0.025, rotation: bool = False,
-                 rotation_scale: float = 0.1, rotation_limit: float = 0.8, use_gripper: bool = False,
-                 workspace_low: Sequence[float] = (0.3, -0.25, 0.05),
-                 workspace_high: Sequence[float] = (0.7, 0.25, 0.4),
-                 terminate_on_success: bool = True, lockstep: bool = False, frame_id: str = "base",
-                 gripper_joints: Sequence[str] = ("finger_left", "finger_right"),
-                 topics: Mapping[str, str] | None = None, seed_node: str = "sim_driver", expert: str | None = None,
-                 sync_tolerance: float = 0.02, max_age: float = 0.5, on_stale: str = "raise",
-                 stale_timeout: float = 60.0, step_timeout: float = 2.0, connect_timeout: float = 30.0,
-                 service_timeout: float = 30.0, max_image_bytes: int = 16 * 2**20, resend_after: float = 0.25,
-                 driver_topics: Sequence[str] = ("robot/target_pose", "robot/gripper"),
-                 node_name: str = "robot_rl_env",
-                 render_mode: str | None = None):
+    def __init__(
+        self,
+        obs_mode: str = "state",
+        cameras: Sequence[str] = ("front", "wrist"),
+        image_size: int | Sequence[int] = 128,
+        task_state_dim: int = 0,
+        control_rate: float = 10.0,
+        max_episode_steps: int = 50,
+        action_scale: float = 0.025,
+        rotation: bool = False,
+        rotation_scale: float = 0.1,
+        rotation_limit: float = 0.8,
+        use_gripper: bool = False,
+        workspace_low: Sequence[float] = (0.3, -0.25, 0.05),
+        workspace_high: Sequence[float] = (0.7, 0.25, 0.4),
+        terminate_on_success: bool = True,
+        lockstep: bool = False,
+        frame_id: str = "base",
+        gripper_joints: Sequence[str] = ("finger_left", "finger_right"),
+        topics: Mapping[str, str] | None = None,
+        seed_node: str = "sim_driver",
+        expert: str | None = None,
+        sync_tolerance: float = 0.02,
+        max_age: float = 0.5,
+        on_stale: str = "raise",
+        stale_timeout: float = 60.0,
+        step_timeout: float = 2.0,
+        connect_timeout: float = 30.0,
+        service_timeout: float = 30.0,
+        max_image_bytes: int = 16 * 2**20,
+        resend_after: float = 0.25,
+        driver_topics: Sequence[str] = ("robot/target_pose", "robot/gripper"),
+        node_name: str = "robot_rl_env",
+        render_mode: str | None = None,
+    ):
         from sim.panda_env import check_choice, check_range, check_vec  # validation helpers only; no MuJoCo model
 
         check_choice("obs_mode", obs_mode, ("state", "pixels"))
@@ -141,9 +162,11 @@ class RosRobotEnv(gym.Env):
         guarded = {_topic_key(t) for t in driver_topics}
         for key in ("command", "gripper"):
             if _topic_key(self.topics[key]) in guarded:
-                raise ValueError(f"topics.{key}={self.topics[key]!r} is the robot driver's own input: commands must go "
-                                 f"through the safety supervisor (its inputs: cmd/target_pose, cmd/gripper); fix the "
-                                 f"task or robot config (driver topics: {list(driver_topics)})")
+                raise ValueError(
+                    f"topics.{key}={self.topics[key]!r} is the robot driver's own input: commands must go "
+                    f"through the safety supervisor (its inputs: cmd/target_pose, cmd/gripper); fix the "
+                    f"task or robot config (driver topics: {list(driver_topics)})"
+                )
         self.seed_node = seed_node
         self.sync_ns = int(check_range("sync_tolerance", sync_tolerance, 0.0, 10.0) * 1e9)
         self.max_age = check_range("max_age", max_age, 0.001, 3600.0)
@@ -226,8 +249,9 @@ class RosRobotEnv(gym.Env):
 
             return cb
 
-        self.node.create_subscription(PoseStamped, t["ee_pose"],
-                                      keep("ee_pose", lambda msg: pose_from_msg(msg, self.frame_id)), qos)
+        self.node.create_subscription(
+            PoseStamped, t["ee_pose"], keep("ee_pose", lambda msg: pose_from_msg(msg, self.frame_id)), qos
+        )
         if t["ee_twist"]:
             self.buffers["ee_twist"] = StampedBuffer(t["ee_twist"])
 
@@ -287,8 +311,10 @@ class RosRobotEnv(gym.Env):
         only): re-send the request when it went unanswered that long, since a request sent just after discovery can
         lose its answer while the server's reply path to us is still being matched."""
         if not client.wait_for_service(timeout_sec=self.connect_timeout):
-            raise StaleDataError(f"{what}: service {client.srv_name} not available after {self.connect_timeout} s "
-                                 "(is the safety supervisor / robot driver running, on this ROS_DOMAIN_ID?)")
+            raise StaleDataError(
+                f"{what}: service {client.srv_name} not available after {self.connect_timeout} s "
+                "(is the safety supervisor / robot driver running, on this ROS_DOMAIN_ID?)"
+            )
         deadline = time.monotonic() + self.service_timeout
         while True:
             fut = client.call_async(request)
@@ -300,8 +326,9 @@ class RosRobotEnv(gym.Env):
             if time.monotonic() >= deadline:
                 raise StaleDataError(f"{what}: {client.srv_name} did not answer within {self.service_timeout} s")
 
-    def _wait_obs(self, after_ns: int, min_ns: int, timeout: float, what: str,
-                  resend: Callable[[], None] | None = None) -> tuple[int, dict[str, Any]]:
+    def _wait_obs(
+        self, after_ns: int, min_ns: int, timeout: float, what: str, resend: Callable[[], None] | None = None
+    ) -> tuple[int, dict[str, Any]]:
         """Spin until an aligned observation with stamp > ``after_ns`` and >= ``min_ns`` exists (and, realtime,
         is at most ``max_age`` old); raise :class:`StaleDataError` after ``timeout`` s (wall). ``resend``: called
         every ``resend_after`` s without an answer (lockstep: the same command again, which the supervisor and the
@@ -315,8 +342,11 @@ class RosRobotEnv(gym.Env):
                 resend()
                 sent = time.monotonic()
             got = align(self.buffers["ee_pose"], others, after_ns, self.sync_ns, "ee_pose")
-            if got is not None and got[0] >= min_ns and (
-                    self.lockstep or (self.now_ns() - got[0]) / 1e9 <= self.max_age):
+            if (
+                got is not None
+                and got[0] >= min_ns
+                and (self.lockstep or (self.now_ns() - got[0]) / 1e9 <= self.max_age)
+            ):
                 for _ in range(8):  # take what else is already queued (the unstamped success flag)
                     self._ex.spin_once(timeout_sec=0.0)
                 return align(self.buffers["ee_pose"], others, after_ns, self.sync_ns, "ee_pose") or got
@@ -325,11 +355,13 @@ class RosRobotEnv(gym.Env):
                 raise StaleDataError(
                     f"{what}: no fresh, complete observation for {now - start:.1f} s (on_stale={self.on_stale}); "
                     f"holding (no new commands sent). Newest data per topic:\n"
-                    f"{staleness_report(self.buffers, self.now_ns(), after_ns)}")
+                    f"{staleness_report(self.buffers, self.now_ns(), after_ns)}"
+                )
             if self.on_stale == "wait" and now - warned > 2.0:
                 warned = now
-                self.node.get_logger().warning(f"{what}: waiting for fresh robot data "
-                                               f"({now - start:.0f} s of {limit:.0f} s)")
+                self.node.get_logger().warning(
+                    f"{what}: waiting for fresh robot data ({now - start:.0f} s of {limit:.0f} s)"
+                )
 
     def _observation(self, stamp: int, parts: dict[str, Any]) -> dict[str, np.ndarray]:
         pos, quat = parts["ee_pose"]
@@ -365,8 +397,14 @@ class RosRobotEnv(gym.Env):
             from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
             from rcl_interfaces.srv import SetParameters
 
-            req = SetParameters.Request(parameters=[Parameter(name="reset_seed", value=ParameterValue(
-                type=ParameterType.PARAMETER_INTEGER, integer_value=int(seed) % 2**31))])
+            req = SetParameters.Request(
+                parameters=[
+                    Parameter(
+                        name="reset_seed",
+                        value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=int(seed) % 2**31),
+                    )
+                ]
+            )
             out = self._call(self._param_client, req, "reset(seed)", retry_after=2.0)  # setting it twice is harmless
             if not all(r.successful for r in out.results):
                 raise RuntimeError(f"{self.seed_node} refused reset_seed={seed}: {[r.reason for r in out.results]}")
@@ -412,8 +450,9 @@ class RosRobotEnv(gym.Env):
         send()
         deadline = max(self._deadline + dt_ns, now)
         slack = 0 if self.lockstep else int(0.3 * dt_ns)
-        stamp, parts = self._wait_obs(now, deadline - slack, self.step_timeout + self.control_dt, "step",
-                                      resend=send if self.lockstep else None)
+        stamp, parts = self._wait_obs(
+            now, deadline - slack, self.step_timeout + self.control_dt, "step", resend=send if self.lockstep else None
+        )
         self._deadline = deadline
         obs = self._observation(stamp, parts)
         self._steps += 1
@@ -431,8 +470,9 @@ class RosRobotEnv(gym.Env):
         self._target_pos = np.clip(np.clip(target, ee - lead, ee + lead), self.ws_low, self.ws_high)
         if self.rotation:
             new = quat_mul(rotvec_to_quat(a[3:6] * self.rotation_scale), self._target_quat)
-            rel = np.clip(quat_to_rotvec(quat_mul(new, quat_conj(self._frame_quat))), -self.rotation_limit,
-                          self.rotation_limit)
+            rel = np.clip(
+                quat_to_rotvec(quat_mul(new, quat_conj(self._frame_quat))), -self.rotation_limit, self.rotation_limit
+            )
             self._target_quat = quat_mul(rotvec_to_quat(rel), self._frame_quat)
         if self.use_gripper:
             if a[-1] > 0.5:

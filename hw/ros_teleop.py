@@ -34,7 +34,8 @@ import math
 import threading
 import time
 import weakref
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,9 +64,16 @@ class RosTeleopDevice(TeleopDevice):
 
     name = "ros2"
 
-    def __init__(self, layout: ActionLayout, topic: str = "teleop/joy", stale_after: float = 0.3,
-                 reset_service: str = "teleop/reset", service_timeout: float = 1.0,
-                 node_name: str = "robot_rl_teleop_device", connect: bool = True):
+    def __init__(
+        self,
+        layout: ActionLayout,
+        topic: str = "teleop/joy",
+        stale_after: float = 0.3,
+        reset_service: str = "teleop/reset",
+        service_timeout: float = 1.0,
+        node_name: str = "robot_rl_teleop_device",
+        connect: bool = True,
+    ):
         super().__init__(layout)
         if not str(topic).strip():
             raise ValueError("ros2 teleop: topic must be a topic name, e.g. teleop/joy")
@@ -150,8 +158,10 @@ class RosTeleopDevice(TeleopDevice):
 
     @property
     def help(self) -> str:
-        return (f"ros2: the person's device on robot-rl-teleop via {self.topic} (sensor_msgs/Joy, idle after "
-                f"{self.stale_after:g} s without one)")
+        return (
+            f"ros2: the person's device on robot-rl-teleop via {self.topic} (sensor_msgs/Joy, idle after "
+            f"{self.stale_after:g} s without one)"
+        )
 
     # -------------------------------------------------------------------------------------------------- ROS
     def _start_ros(self, node_name: str) -> None:
@@ -170,8 +180,7 @@ class RosTeleopDevice(TeleopDevice):
             self._node = rclpy.create_node(node_name if n == 0 else f"{node_name}_{n}", context=self._ctx)
             self._log = self._node.get_logger()
             self._reject = RejectLog(self._log)
-            self._node.create_subscription(Joy, self.topic, lambda msg: self.feed(msg.axes, msg.buttons),
-                                           state_qos(50))
+            self._node.create_subscription(Joy, self.topic, lambda msg: self.feed(msg.axes, msg.buttons), state_qos(50))
             if self.reset_service:
                 self._client = self._node.create_client(Trigger, self.reset_service)
             self._ex = SingleThreadedExecutor(context=self._ctx)
@@ -209,8 +218,10 @@ class RosTeleopDevice(TeleopDevice):
         if not self._client.service_is_ready():
             if not self._warned_no_service:
                 self._warned_no_service = True
-                self._log.info(f"teleop over ROS2: no {self.reset_service} service (yet); the teleop node's gripper "
-                               "belief is not reset at episode start")
+                self._log.info(
+                    f"teleop over ROS2: no {self.reset_service} service (yet); the teleop node's gripper "
+                    "belief is not reset at episode start"
+                )
             return
         self._pending = (self._client.call_async(self._trigger.Request()), time.monotonic())
 
@@ -226,8 +237,9 @@ class RosTeleopDevice(TeleopDevice):
         elif now - sent > self.service_timeout:
             self._pending = None
             fut.cancel()
-            self._log.warning(f"teleop over ROS2: {self.reset_service} did not answer within "
-                              f"{self.service_timeout:g} s; dropped")
+            self._log.warning(
+                f"teleop over ROS2: {self.reset_service} did not answer within {self.service_timeout:g} s; dropped"
+            )
 
     def _shutdown_ros(self) -> None:
         if self._ex is not None:

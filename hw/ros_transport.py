@@ -58,9 +58,10 @@ import secrets
 import struct
 import threading
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import rclpy
 import rclpy.exceptions
@@ -79,8 +80,14 @@ from robot_rl.runtime.transport import Transport
 
 MAGIC = b"RRL1"
 BEACON, CONNECT, DATA, HEARTBEAT, BYE, CHUNK = 1, 2, 3, 4, 5, 6
-FRAME_TYPES = {BEACON: "beacon", CONNECT: "connect", DATA: "data", HEARTBEAT: "heartbeat", BYE: "bye",
-               CHUNK: "weights chunk"}
+FRAME_TYPES = {
+    BEACON: "beacon",
+    CONNECT: "connect",
+    DATA: "data",
+    HEARTBEAT: "heartbeat",
+    BYE: "bye",
+    CHUNK: "weights chunk",
+}
 _HEAD = struct.Struct("<4sBB16s16sQI")  # magic, type, flags, src session, dst session, seq, payload length
 MAC_BYTES = 32
 HEADER_BYTES = _HEAD.size + MAC_BYTES
@@ -128,10 +135,11 @@ def unpack_frame(key: bytes, data: bytes, max_payload: int) -> Frame:
         raise FrameError(f"bad magic {magic!r}: not a robot_rl runtime frame")
     if n != len(data) - HEADER_BYTES:
         raise FrameError(f"length field says {n} payload bytes, the frame holds {len(data) - HEADER_BYTES}")
-    head, mac, payload = data[:_HEAD.size], data[_HEAD.size:HEADER_BYTES], data[HEADER_BYTES:]
+    head, mac, payload = data[: _HEAD.size], data[_HEAD.size : HEADER_BYTES], data[HEADER_BYTES:]
     if not hmac.compare_digest(mac, hmac.new(key, head + payload, hashlib.sha256).digest()):
-        raise FrameError("bad HMAC: sent with another run's key (copy <run_dir>/runtime.key from the actor's "
-                         "machine) or corrupted")
+        raise FrameError(
+            "bad HMAC: sent with another run's key (copy <run_dir>/runtime.key from the actor's machine) or corrupted"
+        )
     if type_ not in FRAME_TYPES:
         raise FrameError(f"unknown frame type {type_}")
     return Frame(type_, src, dst, seq, payload)
@@ -148,7 +156,7 @@ def split_weights(blob: bytes, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes
     bytes, SHA-256 of ``blob``) + at most ``chunk_bytes`` bytes of ``blob``."""
     digest, count, view = hashlib.sha256(blob).digest(), chunk_count(len(blob), chunk_bytes), memoryview(blob)
     for i in range(count):
-        yield _CHUNK.pack(i, count, len(blob), digest) + view[i * chunk_bytes:(i + 1) * chunk_bytes]
+        yield _CHUNK.pack(i, count, len(blob), digest) + view[i * chunk_bytes : (i + 1) * chunk_bytes]
 
 
 class Reassembler:
@@ -178,8 +186,10 @@ class Reassembler:
         if total > self.max_bytes:
             raise ChunkError(f"weights of {total} bytes exceed the {self.max_bytes}-byte limit (max_message_mb)")
         if count != chunk_count(total, self.chunk_bytes) or index >= count:
-            raise ChunkError(f"chunk {index} of {count} does not fit a {total}-byte message in "
-                             f"{chunk_count(total, self.chunk_bytes)} chunks of {self.chunk_bytes} bytes")
+            raise ChunkError(
+                f"chunk {index} of {count} does not fit a {total}-byte message in "
+                f"{chunk_count(total, self.chunk_bytes)} chunks of {self.chunk_bytes} bytes"
+            )
         start = index * self.chunk_bytes
         size = min(self.chunk_bytes, total - start)
         if len(payload) - CHUNK_HEADER_BYTES != size:
@@ -190,11 +200,12 @@ class Reassembler:
             self._version, self._head, self._missing = version, (total, digest), set(range(count))
             self._buf = bytearray(total)
         elif (total, digest) != self._head:
-            raise ChunkError(f"chunk {index} of version {version} disagrees with its earlier chunks (length or "
-                             "checksum)")
+            raise ChunkError(
+                f"chunk {index} of version {version} disagrees with its earlier chunks (length or checksum)"
+            )
         if index not in self._missing:
             return None  # a duplicate
-        self._buf[start:start + size] = memoryview(payload)[CHUNK_HEADER_BYTES:]
+        self._buf[start : start + size] = memoryview(payload)[CHUNK_HEADER_BYTES:]
         self._missing.discard(index)
         if self._missing:
             return None
@@ -257,8 +268,12 @@ class WeightsOutbox:
                 wait = deadline - now
                 if self._newest is not None:
                     answered = self.acked >= self.published
-                    due = now if answered else self._out_at + max(self.resend_s, 2 * self._ack_delay) * min(
-                        2 ** self._unanswered, MAX_BACKOFF)
+                    due = (
+                        now
+                        if answered
+                        else self._out_at
+                        + max(self.resend_s, 2 * self._ack_delay) * min(2**self._unanswered, MAX_BACKOFF)
+                    )
                     if due <= now:
                         self._unanswered += not answered
                         self.published, self._taken_at, self._out_at = self.version, now, math.inf
@@ -325,14 +340,16 @@ class RosTransportSettings:
     outbox: int = 10_000  # queued messages per channel before it counts the peer as not reading
 
     def __post_init__(self) -> None:
-        if not self.topic_prefix or not all(part.replace("_", "a").isalnum() for part in
-                                            self.topic_prefix.strip("/").split("/")):
+        if not self.topic_prefix or not all(
+            part.replace("_", "a").isalnum() for part in self.topic_prefix.strip("/").split("/")
+        ):
             raise ValueError(f"topic_prefix={self.topic_prefix!r}: ROS2 names take letters, digits, _ and /")
         if not 0.01 <= self.heartbeat_s <= 60:
             raise ValueError(f"heartbeat_s={self.heartbeat_s} must lie in [0.01, 60] s")
         if self.peer_timeout_s < 2 * self.heartbeat_s:
-            raise ValueError(f"peer_timeout_s={self.peer_timeout_s} must be at least twice heartbeat_s="
-                             f"{self.heartbeat_s}")
+            raise ValueError(
+                f"peer_timeout_s={self.peer_timeout_s} must be at least twice heartbeat_s={self.heartbeat_s}"
+            )
         if self.history_depth < 0:
             raise ValueError(f"history_depth={self.history_depth} must be >= 0 (0: KEEP_ALL)")
         if not 0 < self.max_message_mb <= 1024:
@@ -346,7 +363,8 @@ class RosTransportSettings:
                 f"{os.environ.get('ROS_STATIC_PEERS', '')!r}) does not confine it. Fix: export "
                 "ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST with no off-machine ROS_STATIC_PEERS (source "
                 "scripts/ros2_env.sh) before starting actor and learner on one machine, or set "
-                "runtime.authenticate=true and copy <run_dir>/runtime.key to the other machine")
+                "runtime.authenticate=true and copy <run_dir>/runtime.key to the other machine"
+            )
 
     @classmethod
     def from_mapping(cls, runtime: Mapping[str, Any]) -> RosTransportSettings:
@@ -372,10 +390,15 @@ class RosTransportSettings:
 def message_qos(depth: int) -> QoSProfile:
     """Reliable, volatile; KEEP_LAST ``depth`` (0: KEEP_ALL): the actor/learner message topics."""
     if depth == 0:
-        return QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
-                          durability=DurabilityPolicy.VOLATILE)
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.VOLATILE)
+        return QoSProfile(
+            history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE
+        )
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.VOLATILE,
+    )
 
 
 def weights_qos(max_payload: int) -> QoSProfile:
@@ -427,8 +450,11 @@ class RosChannel:
             return False
         data = encode(kind, meta, arrays)
         if len(data) > self.t.settings.max_payload:
-            self.t.reject("send", f"{kind} message of {len(data)} bytes exceeds max_message_mb="
-                          f"{self.t.settings.max_message_mb}; not sent")
+            self.t.reject(
+                "send",
+                f"{kind} message of {len(data)} bytes exceeds max_message_mb="
+                f"{self.t.settings.max_message_mb}; not sent",
+            )
             return False
         if kind == "weights":
             if self.t.role != "learner":
@@ -529,8 +555,10 @@ class RosChannel:
         if frame.seq <= self._rx_seq:
             return  # a duplicate
         if frame.seq != self._rx_seq + 1:
-            self._fail(f"lost {frame.seq - self._rx_seq - 1} message(s) from the peer (got #{frame.seq} after "
-                       f"#{self._rx_seq}); reconnect and resync")
+            self._fail(
+                f"lost {frame.seq - self._rx_seq - 1} message(s) from the peer (got #{frame.seq} after "
+                f"#{self._rx_seq}); reconnect and resync"
+            )
             return
         self._rx_seq = frame.seq
         if not self._closed:
@@ -578,16 +606,21 @@ class RosTransport(Transport):
         self._beacons: dict[bytes, float] = {}  # learner: actor session -> last beacon (monotonic s)
         self._running = True
         prefix = "/" + s.topic_prefix.strip("/") if s.topic_prefix.startswith("/") else s.topic_prefix.strip("/")
-        self.topics = {"to_learner": f"{prefix}/to_learner", "to_actor": f"{prefix}/to_actor",
-                       "weights": f"{prefix}/weights"}
+        self.topics = {
+            "to_learner": f"{prefix}/to_learner",
+            "to_actor": f"{prefix}/to_actor",
+            "weights": f"{prefix}/weights",
+        }
         mq, wq = message_qos(s.history_depth), weights_qos(s.max_payload)
         if role == "actor":
             self._pubs = {"data": node.create_publisher(UInt8MultiArray, self.topics["to_learner"], mq)}
             node.create_subscription(UInt8MultiArray, self.topics["to_actor"], self._cb("to_actor", "data"), mq)
             node.create_subscription(UInt8MultiArray, self.topics["weights"], self._cb("weights", "weights"), wq)
         else:
-            self._pubs = {"data": node.create_publisher(UInt8MultiArray, self.topics["to_actor"], mq),
-                          "weights": node.create_publisher(UInt8MultiArray, self.topics["weights"], wq)}
+            self._pubs = {
+                "data": node.create_publisher(UInt8MultiArray, self.topics["to_actor"], mq),
+                "weights": node.create_publisher(UInt8MultiArray, self.topics["weights"], wq),
+            }
             node.create_subscription(UInt8MultiArray, self.topics["to_learner"], self._cb("to_learner", "data"), mq)
         node.create_timer(s.heartbeat_s, self._tick)
         self._ex = SingleThreadedExecutor(context=self._ctx)
@@ -596,8 +629,9 @@ class RosTransport(Transport):
         self._spinner.start()
 
     @classmethod
-    def from_config(cls, runtime: Mapping[str, Any], run_dir: Path, role: str, node: Node | None = None
-                    ) -> RosTransport:
+    def from_config(
+        cls, runtime: Mapping[str, Any], run_dir: Path, role: str, node: Node | None = None
+    ) -> RosTransport:
         """Settings from the ``runtime`` config section; the key from ``<run_dir>/runtime.key`` (ValueError for
         ``authenticate: false`` unless the ROS2 graph is confined to this machine: :func:`confined_graph`)."""
         settings = RosTransportSettings.from_mapping(runtime)
@@ -605,8 +639,10 @@ class RosTransport(Transport):
         return cls(role, key, settings, node)
 
     def describe(self) -> str:
-        return (f"ROS2 topics {self.topics['to_learner']}, {self.topics['to_actor']}, {self.topics['weights']} "
-                f"(session {self.session.hex()[:8]})")
+        return (
+            f"ROS2 topics {self.topics['to_learner']}, {self.topics['to_actor']}, {self.topics['weights']} "
+            f"(session {self.session.hex()[:8]})"
+        )
 
     # ----------------------------------------------------------------------------------------- threads
     def _spin(self) -> None:
@@ -618,8 +654,9 @@ class RosTransport(Transport):
                     return
                 self._log.error(f"transport executor: {type(e).__name__}: {e}", throttle_duration_sec=2.0)
 
-    def publish(self, topic: str, type_: int, dst: bytes, seq: int, payload: bytes = b"", src: bytes | None = None
-                ) -> bool:
+    def publish(
+        self, topic: str, type_: int, dst: bytes, seq: int, payload: bytes = b"", src: bytes | None = None
+    ) -> bool:
         """Frame and publish on ``topic`` ("data": the outgoing message topic, "weights") from ``src`` (default: our
         session); False once shut down."""
         pub = self._pubs.get(topic)
@@ -784,16 +821,22 @@ class RosTransport(Transport):
 NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
     # name: (default when neither the run's config nor the command line gives one, description)
     "run_dir": ("", "the run directory (holds config.yaml and runtime.key; the actor's also online.zarr)"),
-    "overrides": ("", "space-separated key=value over the run's config.yaml, e.g. 'total_steps=2000 "
-                      "runtime.learner_task=reach'"),
-    "topic_prefix": (RosTransportSettings.topic_prefix, "topics <prefix>/to_learner, <prefix>/to_actor, "
-                                                        "<prefix>/weights"),
+    "overrides": (
+        "",
+        "space-separated key=value over the run's config.yaml, e.g. 'total_steps=2000 runtime.learner_task=reach'",
+    ),
+    "topic_prefix": (
+        RosTransportSettings.topic_prefix,
+        "topics <prefix>/to_learner, <prefix>/to_actor, <prefix>/weights",
+    ),
     "heartbeat_s": (RosTransportSettings.heartbeat_s, "beacon / heartbeat period (s)"),
     "peer_timeout_s": (RosTransportSettings.peer_timeout_s, "silence after which the connection counts as lost (s)"),
     "history_depth": (RosTransportSettings.history_depth, "KEEP_LAST depth of the message topics (0: KEEP_ALL)"),
     "max_message_mb": (RosTransportSettings.max_message_mb, "larger messages are refused (MiB)"),
-    "authenticate": (RosTransportSettings.authenticate, "HMAC every frame with <run_dir>/runtime.key (false: "
-                                                        "refused unless ROS2 discovery stays on this machine)"),
+    "authenticate": (
+        RosTransportSettings.authenticate,
+        "HMAC every frame with <run_dir>/runtime.key (false: refused unless ROS2 discovery stays on this machine)",
+    ),
 }
 
 
@@ -815,16 +858,21 @@ def run_runtime_node(role: str, argv: Sequence[str] | None, parameters: tuple[st
         raise ValueError(f"unknown runtime node parameters {sorted(unknown)}")
     args = list(sys.argv if argv is None else argv)
     cut = args.index("--ros-args") if "--ros-args" in args else len(args)
-    p = argparse.ArgumentParser(prog=f"robot-rl-{role}", description=f"the {role} of a robot_rl run over ROS2 "
-                                "(runtime=ros2); ROS2 parameters follow --ros-args")
+    p = argparse.ArgumentParser(
+        prog=f"robot-rl-{role}",
+        description=f"the {role} of a robot_rl run over ROS2 (runtime=ros2); ROS2 parameters follow --ros-args",
+    )
     p.add_argument("run_dir", nargs="?", default="", help="run directory (or -p run_dir:=...)")
     p.add_argument("overrides", nargs="*", help="key=value over <run_dir>/config.yaml")
     ours = p.parse_args(args[1:cut])
     if "=" in ours.run_dir:  # only overrides were given (run_dir comes as a parameter)
         ours.overrides, ours.run_dir = [ours.run_dir, *ours.overrides], ""
     if ours.run_dir and not (Path(ours.run_dir) / "config.yaml").exists():  # before joining any DDS domain
-        print(f"robot-rl-{role}: ValueError: {ours.run_dir}/config.yaml not found: make the run with robot-rl train "
-              "... runtime=ros2 (or copy it from the other machine, with runtime.key)", file=sys.stderr)
+        print(
+            f"robot-rl-{role}: ValueError: {ours.run_dir}/config.yaml not found: make the run with robot-rl train "
+            "... runtime=ros2 (or copy it from the other machine, with runtime.key)",
+            file=sys.stderr,
+        )
         return 2
     rclpy.init(args=[args[0], *args[cut:]], signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node(role)
@@ -838,18 +886,21 @@ def run_runtime_node(role: str, argv: Sequence[str] | None, parameters: tuple[st
     try:
         try:
             run_dir = declare(node, "run_dir", str(ours.run_dir), NODE_PARAMETERS["run_dir"][1])
-            extra = declare(node, "overrides", "", NODE_PARAMETERS["overrides"][1]) if "overrides" in parameters \
-                else ""
+            extra = declare(node, "overrides", "", NODE_PARAMETERS["overrides"][1]) if "overrides" in parameters else ""
             if not run_dir:
                 raise ValueError("no run directory: give RUN_DIR or -p run_dir:=RUN_DIR")
             if not (Path(run_dir) / "config.yaml").exists():
-                raise ValueError(f"{run_dir}/config.yaml not found: make the run with robot-rl train ... "
-                                 "runtime=ros2 (or copy it from the other machine, with runtime.key)")
+                raise ValueError(
+                    f"{run_dir}/config.yaml not found: make the run with robot-rl train ... "
+                    "runtime=ros2 (or copy it from the other machine, with runtime.key)"
+                )
             overrides = [*ours.overrides, *shlex.split(extra), "runtime.transport=hw.ros_transport:RosTransport"]
             cfg = load_run_config(Path(run_dir), overrides)
             if "actor_threads" not in cfg.runtime:
-                raise ValueError(f"{run_dir}/config.yaml has runtime={cfg.runtime.get('name')}: make the run with "
-                                 "runtime=ros2 (configs/runtime/ros2.yaml)")
+                raise ValueError(
+                    f"{run_dir}/config.yaml has runtime={cfg.runtime.get('name')}: make the run with "
+                    "runtime=ros2 (configs/runtime/ros2.yaml)"
+                )
             runtime = dict(cfg.runtime)
             for name in parameters:
                 if name in ("run_dir", "overrides"):

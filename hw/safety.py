@@ -17,9 +17,9 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -30,8 +30,14 @@ def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamilton product ``a * b`` of two (4,) wxyz quaternions."""
     aw, ax, ay, az = a
     bw, bx, by, bz = b
-    return np.array([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
-                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw])
+    return np.array(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ]
+    )
 
 
 def quat_conj(q: np.ndarray) -> np.ndarray:
@@ -75,8 +81,9 @@ def quat_angle(a: np.ndarray, b: np.ndarray) -> float:
 MAX_JOINTS = 64  # a joint_states message with more names than this is rejected as oversized
 
 
-def check_pose(pos: Sequence[float], quat_wxyz: Sequence[float], frame: str, expected_frame: str,
-               max_abs: float = 10.0) -> str | None:
+def check_pose(
+    pos: Sequence[float], quat_wxyz: Sequence[float], frame: str, expected_frame: str, max_abs: float = 10.0
+) -> str | None:
     """Reason to reject a pose (``None`` if fine): non-finite numbers, wrong frame, far-away position
     (``|p_i| > max_abs`` m) or a quaternion whose norm is not 1 within 1%."""
     p, q = np.asarray(pos, np.float64), np.asarray(quat_wxyz, np.float64)
@@ -104,8 +111,13 @@ def check_vector(name: str, values: Sequence[float], size: int | None = None, ma
     return None
 
 
-def check_joint_state(names: Sequence[str], position: Sequence[float], velocity: Sequence[float],
-                      effort: Sequence[float], required: Sequence[str] = ()) -> str | None:
+def check_joint_state(
+    names: Sequence[str],
+    position: Sequence[float],
+    velocity: Sequence[float],
+    effort: Sequence[float],
+    required: Sequence[str] = (),
+) -> str | None:
     """Reason to reject a ``sensor_msgs/JointState`` (``None`` if fine).
 
     Rejects more than :data:`MAX_JOINTS` names, ``position`` not matching ``names`` in length, ``velocity`` /
@@ -119,8 +131,9 @@ def check_joint_state(names: Sequence[str], position: Sequence[float], velocity:
     for label, arr in (("velocities", velocity), ("efforts", effort)):
         if len(arr) not in (0, n):
             return f"joint state has {n} names but {len(arr)} {label}"
-    if not (np.all(np.isfinite(np.asarray(position, np.float64))) and
-            np.all(np.isfinite(np.asarray(velocity, np.float64)))):
+    if not (
+        np.all(np.isfinite(np.asarray(position, np.float64))) and np.all(np.isfinite(np.asarray(velocity, np.float64)))
+    ):
         return "joint state holds non-finite positions or velocities"
     missing = [j for j in required if j not in names]
     if missing:
@@ -128,8 +141,9 @@ def check_joint_state(names: Sequence[str], position: Sequence[float], velocity:
     return None
 
 
-def check_image(height: int, width: int, encoding: str, step: int, nbytes: int,
-                expected_hw: tuple[int, int] | None, max_bytes: int) -> str | None:
+def check_image(
+    height: int, width: int, encoding: str, step: int, nbytes: int, expected_hw: tuple[int, int] | None, max_bytes: int
+) -> str | None:
     """Reason to reject a ``sensor_msgs/Image`` (``None`` if fine): not ``rgb8``, larger than ``max_bytes``,
     a size other than ``expected_hw`` (height, width), or a ``step`` / data length that does not match."""
     if nbytes > max_bytes:
@@ -182,9 +196,15 @@ class SafetyLimits:
         if np.any(hi <= lo):
             raise ValueError(f"workspace_high={hi.tolist()} must exceed workspace_low={lo.tolist()} on every axis")
         self.workspace_low, self.workspace_high = lo, hi
-        bounds = {"max_speed": (1e-3, 3.0), "max_accel": (1e-2, 50.0), "max_rot_speed": (1e-3, 10.0),
-                  "max_rotation": (0.0, math.pi), "max_lead": (1e-3, 1.0), "command_timeout": (1e-3, 60.0),
-                  "state_timeout": (1e-3, 60.0)}
+        bounds = {
+            "max_speed": (1e-3, 3.0),
+            "max_accel": (1e-2, 50.0),
+            "max_rot_speed": (1e-3, 10.0),
+            "max_rotation": (0.0, math.pi),
+            "max_lead": (1e-3, 1.0),
+            "command_timeout": (1e-3, 60.0),
+            "state_timeout": (1e-3, 60.0),
+        }
         for name, (a, b) in bounds.items():
             v = float(getattr(self, name))
             if not (a <= v <= b):
@@ -258,8 +278,10 @@ class MotionLimiter:
         lim = self.limits
         out = np.maximum(lim.workspace_low - pos, 0) + np.maximum(pos - lim.workspace_high, 0)
         if np.any(out > lim.max_lead):
-            return (f"the TCP at {np.round(pos, 3).tolist()} m lies {float(out.max()):.3f} m outside the workspace box "
-                    f"(> max_lead {lim.max_lead} m): bring the arm into the box first")
+            return (
+                f"the TCP at {np.round(pos, 3).tolist()} m lies {float(out.max()):.3f} m outside the workspace box "
+                f"(> max_lead {lim.max_lead} m): bring the arm into the box first"
+            )
         return None
 
     def anchor(self, pos: np.ndarray, quat: np.ndarray) -> None:
@@ -294,6 +316,7 @@ class MotionLimiter:
     def _reach_cap(self, dist: float, dt: float) -> float:
         """Largest speed v (m/s, <= ``max_speed``) such that one step of ``dt`` at v and then braking from v cover at
         most ``dist`` m (bisection: the distance grows with v)."""
+
         def covered(v: float) -> float:
             return v * dt + self.stop_distance(v)
 
@@ -312,8 +335,9 @@ class MotionLimiter:
             return np.zeros(3)
         return self.vel * (1 - self.limits.max_accel * dt / speed)
 
-    def step(self, goal_pos: np.ndarray | None, goal_quat: np.ndarray | None, dt: float,
-             measured_pos: np.ndarray | None) -> LimitResult:
+    def step(
+        self, goal_pos: np.ndarray | None, goal_quat: np.ndarray | None, dt: float, measured_pos: np.ndarray | None
+    ) -> LimitResult:
         """One output, ``dt`` s (>= ``min_dt``) after the previous: move toward ``goal_pos`` (m; ``None``: brake to
         rest and stay) and ``goal_quat`` (wxyz; ``None``: keep the orientation) within the limits, given the newest
         measured TCP position (m; ``None``: unknown). Requires :meth:`anchor` first."""
@@ -569,13 +593,23 @@ class SupervisorCore:
     every command is refused until an authenticated release.
     """
 
-    def __init__(self, limits: SafetyLimits, *, lockstep: bool = False, output_period: float = 0.02,
-                 control_period: float = 0.1, future_tolerance: float = 0.05, twist_timeout: float = 0.25,
-                 estop: EStop | None = None):
+    def __init__(
+        self,
+        limits: SafetyLimits,
+        *,
+        lockstep: bool = False,
+        output_period: float = 0.02,
+        control_period: float = 0.1,
+        future_tolerance: float = 0.05,
+        twist_timeout: float = 0.25,
+        estop: EStop | None = None,
+    ):
         self.limits, self.lockstep = limits, bool(lockstep)
         if not 1e-4 <= output_period <= 1.0 or not 1e-3 <= control_period <= 10.0:
-            raise ValueError(f"output_period={output_period} s must lie in [1e-4, 1], control_period="
-                             f"{control_period} s in [1e-3, 10]")
+            raise ValueError(
+                f"output_period={output_period} s must lie in [1e-4, 1], control_period="
+                f"{control_period} s in [1e-3, 10]"
+            )
         if not 0 <= future_tolerance <= 0.5:
             raise ValueError(f"future_tolerance={future_tolerance} s must lie in [0, 0.5]")
         self.period_ns = int(round((control_period if lockstep else output_period) * 1e9))
@@ -624,8 +658,10 @@ class SupervisorCore:
             return None
         dev = float(np.max(np.abs(self.measured[0] - self.limiter.pos)))
         if dev > self.limits.max_deviation:
-            return (f"measured TCP {dev:.3f} m from the target (> {self.limits.max_deviation:.3f} m = 2 max_lead): "
-                    "collision, sensor fault or the arm was moved")
+            return (
+                f"measured TCP {dev:.3f} m from the target (> {self.limits.max_deviation:.3f} m = 2 max_lead): "
+                "collision, sensor fault or the arm was moved"
+            )
         return None
 
     def may_command(self, mono: float) -> str | None:
@@ -643,13 +679,14 @@ class SupervisorCore:
         if age > self.limits.command_timeout:
             return f"stale command: stamp {age:.3f} s old (> command_timeout {self.limits.command_timeout} s)"
         if -age * 1e9 > self.future_ns:
-            return (f"command stamp {-age:.3f} s in the future (> future_tolerance {self.future_ns / 1e9} s): "
-                    "check the sender's clock (chrony/NTP) or its use of sim time")
+            return (
+                f"command stamp {-age:.3f} s in the future (> future_tolerance {self.future_ns / 1e9} s): "
+                "check the sender's clock (chrony/NTP) or its use of sim time"
+            )
         return None
 
     # ---------------------------------------------------------------------------------------- messages
-    def on_state(self, pos: np.ndarray, quat: np.ndarray, stamp_ns: int, now_ns: int, mono: float
-                 ) -> Output | None:
+    def on_state(self, pos: np.ndarray, quat: np.ndarray, stamp_ns: int, now_ns: int, mono: float) -> Output | None:
         """A valid measured TCP pose (m, wxyz) stamped ``stamp_ns``; in lockstep, the output of a command that
         waited for this state (None otherwise)."""
         if self.measured is not None and stamp_ns < self.measured[2]:
@@ -660,8 +697,9 @@ class SupervisorCore:
             return self._lockstep_output(mono)
         return None
 
-    def on_pose(self, pos: np.ndarray, quat: np.ndarray, stamp_ns: int, now_ns: int, mono: float
-                ) -> tuple[str | None, Output | None]:
+    def on_pose(
+        self, pos: np.ndarray, quat: np.ndarray, stamp_ns: int, now_ns: int, mono: float
+    ) -> tuple[str | None, Output | None]:
         """A pose command (m, wxyz): ``(reason it was refused or None, output to publish now (lockstep) or None)``."""
         pos, quat = np.asarray(pos, np.float64), np.asarray(quat, np.float64)
         if pos.shape != (3,) or quat.shape != (4,) or not (np.all(np.isfinite(pos)) and np.all(np.isfinite(quat))):
@@ -718,8 +756,9 @@ class SupervisorCore:
             return why
         self.limiter.anchor(self.measured[0], self.measured[1])
         # the anchor is a virtual output one period ago, at rest: the first real one is a full period later
-        self.last = self.anchor_out = Output(self.limiter.pos.copy(), self.limiter.quat, now - self.period_ns,
-                                             frozenset(), "anchor")
+        self.last = self.anchor_out = Output(
+            self.limiter.pos.copy(), self.limiter.quat, now - self.period_ns, frozenset(), "anchor"
+        )
         return None
 
     def _output(self, stamp: int, mono: float) -> Output | None:
@@ -782,8 +821,7 @@ class SupervisorCore:
             self.limiter.unanchor()
             return new, None
         self.limiter.anchor(self.measured[0], self.measured[1])
-        self.last = Output(self.limiter.pos.copy(), self.limiter.quat, self.now(now_ns), frozenset({"estop"}),
-                           "estop")
+        self.last = Output(self.limiter.pos.copy(), self.limiter.quat, self.now(now_ns), frozenset({"estop"}), "estop")
         return new, self.last
 
     def release(self) -> bool:

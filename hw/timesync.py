@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 class StampedBuffer:
@@ -43,8 +44,13 @@ class StampedBuffer:
         return best
 
 
-def align(trigger: StampedBuffer, others: Mapping[str, StampedBuffer], after_ns: int, tol_ns: int,
-          trigger_key: str | None = None) -> tuple[int, dict[str, Any]] | None:
+def align(
+    trigger: StampedBuffer,
+    others: Mapping[str, StampedBuffer],
+    after_ns: int,
+    tol_ns: int,
+    trigger_key: str | None = None,
+) -> tuple[int, dict[str, Any]] | None:
     """Newest complete observation with trigger stamp > ``after_ns``.
 
     Returns ``(stamp_ns, {key: value})`` holding the trigger's value under ``trigger_key`` (default: its name) and,

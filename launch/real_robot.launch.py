@@ -22,9 +22,10 @@ The helpers and the run's nodes are shared with launch/sim_robot.launch.py (:mod
 import os
 import shlex
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch_ros.actions import Node
+
+from launch import LaunchDescription
 
 DEFAULT_ROBOT_CONFIG = "configs/robot/franka.yaml"
 # launch argument -> (the env client's topics key, the supervisor's name for it or None, the stack's default)
@@ -63,8 +64,13 @@ def _setup(context, *args, **kwargs):
         supervisor["driver_reset_service"] = arg["reset_service"]
     overrides = " ".join(shlex.quote(o) for o in (*env_overrides, *shlex.split(arg["overrides"])))
     return [
-        Node(executable="robot-rl-safety", name="safety_supervisor", output="screen",
-             parameters=[supervisor], remappings=supervisor_remaps),
+        Node(
+            executable="robot-rl-safety",
+            name="safety_supervisor",
+            output="screen",
+            parameters=[supervisor],
+            remappings=supervisor_remaps,
+        ),
         *common.run_nodes(arg, run_dir, common.runtime_parameters(overrides, arg["topic_prefix"])),
     ]
 
@@ -72,28 +78,48 @@ def _setup(context, *args, **kwargs):
 def generate_launch_description():
     from hw import launch_common as common
 
-    topic_args = [DeclareLaunchArgument(name, default_value="",
-                                        description=f"the arm's {key} topic (default: robot_config env.topics.{key}, "
-                                                    f"else {default})")
-                  for name, (key, _, default) in TOPIC_ARGS.items()]
-    output_args = [DeclareLaunchArgument(name, default_value="",
-                                         description=f"the arm controller's input the supervisor's {internal} is "
-                                                     "remapped to (default: no remap)")
-                   for name, internal in OUTPUT_ARGS.items()]
-    return LaunchDescription([
-        DeclareLaunchArgument("run_dir", description="the run directory (made from `train` if it has no config.yaml)"),
-        DeclareLaunchArgument("learner_run_dir", default_value="",
-                              description="the learner's run directory (default: run_dir)"),
-        DeclareLaunchArgument("robot_config", default_value=DEFAULT_ROBOT_CONFIG,
-                              description="supervisor / teleop parameters and env topics (configs/robot/*.yaml)"),
-        DeclareLaunchArgument("train", default_value="",
-                              description="robot-rl train overrides for a new run (runtime=ros2 implied)"),
-        *common.runtime_arguments(),
-        DeclareLaunchArgument("reset_service", default_value="",
-                              description="the arm's reset-to-home service (std_srvs/Trigger; default: the robot "
-                                          "config's driver_reset_service)"),
-        *topic_args,
-        *output_args,
-        *common.switch_arguments(),
-        OpaqueFunction(function=_setup),
-    ])
+    topic_args = [
+        DeclareLaunchArgument(
+            name,
+            default_value="",
+            description=f"the arm's {key} topic (default: robot_config env.topics.{key}, else {default})",
+        )
+        for name, (key, _, default) in TOPIC_ARGS.items()
+    ]
+    output_args = [
+        DeclareLaunchArgument(
+            name,
+            default_value="",
+            description=f"the arm controller's input the supervisor's {internal} is remapped to (default: no remap)",
+        )
+        for name, internal in OUTPUT_ARGS.items()
+    ]
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                "run_dir", description="the run directory (made from `train` if it has no config.yaml)"
+            ),
+            DeclareLaunchArgument(
+                "learner_run_dir", default_value="", description="the learner's run directory (default: run_dir)"
+            ),
+            DeclareLaunchArgument(
+                "robot_config",
+                default_value=DEFAULT_ROBOT_CONFIG,
+                description="supervisor / teleop parameters and env topics (configs/robot/*.yaml)",
+            ),
+            DeclareLaunchArgument(
+                "train", default_value="", description="robot-rl train overrides for a new run (runtime=ros2 implied)"
+            ),
+            *common.runtime_arguments(),
+            DeclareLaunchArgument(
+                "reset_service",
+                default_value="",
+                description="the arm's reset-to-home service (std_srvs/Trigger; default: the robot "
+                "config's driver_reset_service)",
+            ),
+            *topic_args,
+            *output_args,
+            *common.switch_arguments(),
+            OpaqueFunction(function=_setup),
+        ]
+    )

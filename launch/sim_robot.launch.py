@@ -20,9 +20,10 @@ The helpers and the run's nodes are shared with launch/real_robot.launch.py (:mo
 
 import os
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch_ros.actions import Node
+
+from launch import LaunchDescription
 
 DEFAULT_ROBOT_CONFIG = "configs/robot/sim.yaml"
 DEFAULT_TRAIN = "task=ros2_reach runtime.learner_task=reach"
@@ -36,10 +37,18 @@ def _setup(context, *args, **kwargs):
     run_dir = os.path.abspath(common.ensure_run(arg["run_dir"], train))
     robot = arg["robot_config"]
     return [
-        Node(executable="robot-rl-sim-driver", name="sim_driver", output="screen",
-             parameters=[common.section(robot, "driver")]),
-        Node(executable="robot-rl-safety", name="safety_supervisor", output="screen",
-             parameters=[common.section(robot, "supervisor")]),
+        Node(
+            executable="robot-rl-sim-driver",
+            name="sim_driver",
+            output="screen",
+            parameters=[common.section(robot, "driver")],
+        ),
+        Node(
+            executable="robot-rl-safety",
+            name="safety_supervisor",
+            output="screen",
+            parameters=[common.section(robot, "supervisor")],
+        ),
         *common.run_nodes(arg, run_dir, common.runtime_parameters(arg["overrides"], arg["topic_prefix"])),
     ]
 
@@ -47,18 +56,32 @@ def _setup(context, *args, **kwargs):
 def generate_launch_description():
     from hw import launch_common as common
 
-    return LaunchDescription([
-        DeclareLaunchArgument("run_dir", default_value="",
-                              description="the run directory (made from `train` if it has no config.yaml; default: "
-                                          "a new one in runs/<task>/)"),
-        DeclareLaunchArgument("learner_run_dir", default_value="",
-                              description="the learner's run directory (default: run_dir; another one gets every "
-                                          "episode over ROS2 and keeps a replica store)"),
-        DeclareLaunchArgument("robot_config", default_value=DEFAULT_ROBOT_CONFIG,
-                              description="driver / supervisor / teleop parameters (configs/robot/*.yaml)"),
-        DeclareLaunchArgument("train", default_value=DEFAULT_TRAIN,
-                              description="robot-rl train overrides for a new run (runtime=ros2 implied)"),
-        *common.runtime_arguments(),
-        *common.switch_arguments(),
-        OpaqueFunction(function=_setup),
-    ])
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                "run_dir",
+                default_value="",
+                description="the run directory (made from `train` if it has no config.yaml; default: "
+                "a new one in runs/<task>/)",
+            ),
+            DeclareLaunchArgument(
+                "learner_run_dir",
+                default_value="",
+                description="the learner's run directory (default: run_dir; another one gets every "
+                "episode over ROS2 and keeps a replica store)",
+            ),
+            DeclareLaunchArgument(
+                "robot_config",
+                default_value=DEFAULT_ROBOT_CONFIG,
+                description="driver / supervisor / teleop parameters (configs/robot/*.yaml)",
+            ),
+            DeclareLaunchArgument(
+                "train",
+                default_value=DEFAULT_TRAIN,
+                description="robot-rl train overrides for a new run (runtime=ros2 implied)",
+            ),
+            *common.runtime_arguments(),
+            *common.switch_arguments(),
+            OpaqueFunction(function=_setup),
+        ]
+    )

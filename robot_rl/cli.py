@@ -8,8 +8,8 @@ import math
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -74,7 +74,9 @@ def cmd_train(overrides: Sequence[str]) -> int:
         run_dir = ckpt.parent.parent
         saved = OmegaConf.load(ckpt / "config.yaml")
         # The run continues with its own config; only how long it runs may change on the command line.
-        saved.total_steps = cfg.total_steps if any(o.startswith("total_steps=") for o in overrides) else saved.total_steps
+        saved.total_steps = (
+            cfg.total_steps if any(o.startswith("total_steps=") for o in overrides) else saved.total_steps
+        )
         saved.resume = str(resume)
         cfg = saved
     else:
@@ -82,8 +84,10 @@ def cmd_train(overrides: Sequence[str]) -> int:
     _validate_train(cfg)
     wants_expert = not cfg.demos.get("path") and int(cfg.demos.episodes) > 0
     if not resume and wants_expert and not cfg.task.get("has_expert", True):
-        raise UsageError(f"task {cfg.task.name} has no scripted expert to collect demos.episodes="
-                         f"{cfg.demos.episodes}; add demos.episodes=0 (and e.g. random_steps=1000 agent=sac)")
+        raise UsageError(
+            f"task {cfg.task.name} has no scripted expert to collect demos.episodes="
+            f"{cfg.demos.episodes}; add demos.episodes=0 (and e.g. random_steps=1000 agent=sac)"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.runtime.name in ("async", "ros2"):
         from robot_rl.runtime.supervisor import run_async
@@ -111,15 +115,30 @@ def cmd_train(overrides: Sequence[str]) -> int:
         print(f"stopped. resume with: robot-rl train resume={run_dir}")
         return 130
     final = out["final"]
-    print(f"final eval: success {final.get('success_rate', float('nan')):.0%} over {cfg.eval.episodes} episodes, "
-          f"return {final.get('return_mean', float('nan')):.2f}, cycle time {final.get('cycle_time_s', float('nan')):.1f} s")
-    print(f"outputs: {run_dir}/  (checkpoints/best, checkpoints/latest, curve.png, eval.jsonl, demos.zarr, online.zarr, tb/)")
+    nan = float("nan")
+    print(
+        f"final eval: success {final.get('success_rate', nan):.0%} over {cfg.eval.episodes} episodes, "
+        f"return {final.get('return_mean', nan):.2f}, cycle time {final.get('cycle_time_s', nan):.1f} s"
+    )
+    print(
+        f"outputs: {run_dir}/  "
+        "(checkpoints/best, checkpoints/latest, curve.png, eval.jsonl, demos.zarr, online.zarr, tb/)"
+    )
     return 0
 
 
 def _validate_train(cfg: DictConfig) -> None:
-    ints = ["seed", "threads", "total_steps", "random_steps", "learning_starts", "buffer_capacity",
-            "demos.episodes", "eval.every", "eval.episodes"]
+    ints = [
+        "seed",
+        "threads",
+        "total_steps",
+        "random_steps",
+        "learning_starts",
+        "buffer_capacity",
+        "demos.episodes",
+        "eval.every",
+        "eval.episodes",
+    ]
     for key in ints:
         val = OmegaConf.select(cfg, key)
         if not isinstance(val, int) or isinstance(val, bool) or (val < 0 and key != "seed"):
@@ -131,8 +150,9 @@ def _validate_train(cfg: DictConfig) -> None:
     corr = cfg.get("corrections") or {}
     unknown = sorted(set(corr) - {"demo_buffer", "takeover_reward", "trigger_reward"})
     if unknown:
-        raise UsageError(f"unknown corrections option(s) {unknown}; valid: demo_buffer, takeover_reward, "
-                         "trigger_reward")
+        raise UsageError(
+            f"unknown corrections option(s) {unknown}; valid: demo_buffer, takeover_reward, trigger_reward"
+        )
     if not isinstance(corr.get("demo_buffer", True), bool):
         raise UsageError(f"corrections.demo_buffer={corr.get('demo_buffer')!r} must be true or false")
     r = corr.get("takeover_reward", 0.0)
@@ -140,9 +160,12 @@ def _validate_train(cfg: DictConfig) -> None:
         raise UsageError(f"corrections.takeover_reward={r!r} must be a finite number (RLIF: -1; 0: off)")
     consecutive = int(OmegaConf.select(cfg, "reward.consecutive") or 1)
     if consecutive > 1 and OmegaConf.select(cfg, "task.env_kwargs.terminate_on_success"):
-        print(f"warning: reward.consecutive={consecutive} waits for {consecutive} frames in a row, but the task ends at "
-              "its first success frame, so a real success is never paid; set "
-              "task.env_kwargs.terminate_on_success=false (README \"Learned rewards under RL\")", file=sys.stderr)
+        print(
+            f"warning: reward.consecutive={consecutive} waits for {consecutive} frames in a row, but the task ends at "
+            "its first success frame, so a real success is never paid; set "
+            'task.env_kwargs.terminate_on_success=false (README "Learned rewards under RL")',
+            file=sys.stderr,
+        )
     r = corr.get("trigger_reward")
     if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r)):
         raise UsageError(f"corrections.trigger_reward={r!r} must be a finite number (e.g. -1) or null (off)")
@@ -179,9 +202,11 @@ def cmd_eval(overrides: Sequence[str]) -> int:
     res = evaluate(lambda o: agent.act(o, deterministic=True), env, int(cfg.episodes), int(cfg.seed), cfg.video)
     cyc = res["cycle_time_s"]
     print(f"{train_cfg.task.name} | checkpoint {ckpt}")
-    print(f"success rate {res['success_rate']:.0%} over {cfg.episodes} episodes | mean cycle time "
-          f"{'n/a' if math.isnan(cyc) else f'{cyc:.2f} s'} | return {res['return_mean']:.2f} | "
-          f"length {res['length_mean']:.1f} steps")
+    print(
+        f"success rate {res['success_rate']:.0%} over {cfg.episodes} episodes | mean cycle time "
+        f"{'n/a' if math.isnan(cyc) else f'{cyc:.2f} s'} | return {res['return_mean']:.2f} | "
+        f"length {res['length_mean']:.1f} steps"
+    )
     if cfg.video:
         print(f"video: {cfg.video}")
     return 0
@@ -229,14 +254,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="hydra overrides key=value (see configs/train.yaml)")
     e = sub.add_parser("eval", help="evaluate a checkpoint (robot-rl eval checkpoint=PATH episodes=20 video=out.mp4)")
     e.add_argument("overrides", nargs="*", help="checkpoint=PATH [episodes=N] [video=PATH] [seed=S]")
-    tr = sub.add_parser("train-reward", help="train a success classifier from a store "
-                        "(robot-rl train-reward data=demos.zarr out=reward_model/)")
+    tr = sub.add_parser(
+        "train-reward",
+        help="train a success classifier from a store (robot-rl train-reward data=demos.zarr out=reward_model/)",
+    )
     tr.add_argument("overrides", nargs="*", help="hydra overrides key=value (see configs/train_reward.yaml)")
-    r = sub.add_parser("record", help="record teleop demos into a store "
-                       "(robot-rl record task=pick_cube device=spacemouse episodes=20 out=demos.zarr)")
+    r = sub.add_parser(
+        "record",
+        help="record teleop demos into a store "
+        "(robot-rl record task=pick_cube device=spacemouse episodes=20 out=demos.zarr)",
+    )
     r.add_argument("overrides", nargs="*", help="hydra overrides key=value (see configs/record.yaml)")
-    d = sub.add_parser("data", help="inspect and convert episode stores: info, validate, merge, export-lerobot, "
-                       "import-rosbag (robot-rl data info demos.zarr)", add_help=False)
+    d = sub.add_parser(
+        "data",
+        help="inspect and convert episode stores: info, validate, merge, export-lerobot, "
+        "import-rosbag (robot-rl data info demos.zarr)",
+        add_help=False,
+    )
     d.add_argument("args", nargs=argparse.REMAINDER, help="robot-rl data --help for the subcommands")
     b = sub.add_parser("bench", help=f"run a benchmark: {', '.join(BENCHES)}")
     b.add_argument("name", help=", ".join(BENCHES))

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -40,9 +41,14 @@ def make_training_env(cfg: Any) -> Any:
     from robot_rl.rewards import wrap_reward
 
     reward = OmegaConf.to_container(cfg.reward, resolve=True) if cfg.get("reward") else None
-    env = wrap_reward(make_env(cfg.task), reward, device=str(cfg.get("device", "auto")), seed=int(cfg.seed),
-                      log=lambda msg: print(msg, file=sys.stderr, flush=True),
-                      gamma=float(cfg.agent.get("discount", 0.99)))  # learned reward and shaping, if any
+    env = wrap_reward(
+        make_env(cfg.task),
+        reward,
+        device=str(cfg.get("device", "auto")),
+        seed=int(cfg.seed),
+        log=lambda msg: print(msg, file=sys.stderr, flush=True),
+        gamma=float(cfg.agent.get("discount", 0.99)),
+    )  # learned reward and shaping, if any
     return make_intervention_env(env, cfg.get("hil"), seed=int(cfg.seed))  # the operator's marks come last
 
 
@@ -64,13 +70,20 @@ def episode_source(episode: Mapping[str, Any], default: str) -> str:
     return "intervention" if bool(np.any(episode["is_intervention"])) else default
 
 
-def episode_metrics(episode: Mapping[str, Any], success: bool, reward_stats: Mapping[str, float] | None = None,
-                    weight_lag_steps: int = 0) -> dict[str, float]:
+def episode_metrics(
+    episode: Mapping[str, Any],
+    success: bool,
+    reward_stats: Mapping[str, float] | None = None,
+    weight_lag_steps: int = 0,
+) -> dict[str, float]:
     """What a collected episode logs as ``train/<name>``, in sync and async runs alike: :func:`episode_stats`, the
     policy's age in env steps when the episode ended (0 in a one-process run) and a learned reward's
     ``reward_<stat>``."""
-    return {**episode_stats(episode, success), "weight_lag_steps": float(weight_lag_steps),
-            **{f"reward_{k}": float(v) for k, v in (reward_stats or {}).items()}}
+    return {
+        **episode_stats(episode, success),
+        "weight_lag_steps": float(weight_lag_steps),
+        **{f"reward_{k}": float(v) for k, v in (reward_stats or {}).items()},
+    }
 
 
 class Pacer:
@@ -150,9 +163,17 @@ class Collector:
         clock: seconds since the episode began, for timestamps (None: ``control period * step``).
     """
 
-    def __init__(self, env: Any, *, task: str, source: str = "policy", store: EpisodeStore | None = None,
-                 featurize: Callable[[Obs], Obs] | None = None, keep_buffer_form: bool = False,
-                 clock: Callable[[], float] | None = None):
+    def __init__(
+        self,
+        env: Any,
+        *,
+        task: str,
+        source: str = "policy",
+        store: EpisodeStore | None = None,
+        featurize: Callable[[Obs], Obs] | None = None,
+        keep_buffer_form: bool = False,
+        clock: Callable[[], float] | None = None,
+    ):
         self.env, self.task, self.source, self.store = env, task, source, store
         self.featurize = featurize if featurize is not None else (lambda obs: obs)
         self.keep_buffer_form = keep_buffer_form and featurize is not None
@@ -184,12 +205,23 @@ class Collector:
         executed = np.asarray(info.get("executed_action", action), np.float32)
         human = bool(info.get("is_intervention", False))
         next_fobs = self.featurize(next_obs)
-        self._raw.add(self.obs, executed, reward, terminated, truncated, next_obs, human, stamp,
-                      policy_action=proposed)
+        self._raw.add(self.obs, executed, reward, terminated, truncated, next_obs, human, stamp, policy_action=proposed)
         if self.keep_buffer_form:
             self._buf.add(self.fobs, executed, reward, terminated, truncated, next_fobs, human, stamp)
-        step = Step(self.obs, next_obs, self.fobs, next_fobs, executed, proposed, float(reward), bool(terminated),
-                    bool(truncated), human, stamp, info)
+        step = Step(
+            self.obs,
+            next_obs,
+            self.fobs,
+            next_fobs,
+            executed,
+            proposed,
+            float(reward),
+            bool(terminated),
+            bool(truncated),
+            human,
+            stamp,
+            info,
+        )
         self.obs, self.fobs, self._last_info = next_obs, next_fobs, info
         return step
 
@@ -197,17 +229,25 @@ class Collector:
         """End the running episode without filing it (``cut``: stopped early, its last step marked truncated);
         :meth:`file` it, edited or not, or drop it."""
         episode = self._raw.build(cut=cut)
-        out = Collected(episode, bool(success), episode_source(episode, self.source), cut, notes,
-                        self._buf.build(cut=cut) if self.keep_buffer_form else None, self._raw.policy_actions(),
-                        dict(self._last_info.get("reward_stats") or {}))
+        out = Collected(
+            episode,
+            bool(success),
+            episode_source(episode, self.source),
+            cut,
+            notes,
+            self._buf.build(cut=cut) if self.keep_buffer_form else None,
+            self._raw.policy_actions(),
+            dict(self._last_info.get("reward_stats") or {}),
+        )
         self.discard()
         return out
 
     def file(self, c: Collected) -> None:
         """Append ``c`` to the store (if the collector has one)."""
         if self.store is not None:
-            self.store.append_episode(**c.episode, success=c.success, source=c.source, task=self.task, notes=c.notes,
-                                      start_time=c.start_time)
+            self.store.append_episode(
+                **c.episode, success=c.success, source=c.source, task=self.task, notes=c.notes, start_time=c.start_time
+            )
 
     def finish(self, success: bool | None = None, cut: bool = False, notes: str = "") -> Collected:
         """End the running episode and file it, both or neither (signals wait until both are done). ``success``:

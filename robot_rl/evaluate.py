@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -13,8 +13,14 @@ from robot_rl.envs.make import control_dt
 Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
-def evaluate(policy: Policy, env: gym.Env, episodes: int, seed: int, video_path: str | Path | None = None,
-             fps: float | None = None) -> dict[str, float]:
+def evaluate(
+    policy: Policy,
+    env: gym.Env,
+    episodes: int,
+    seed: int,
+    video_path: str | Path | None = None,
+    fps: float | None = None,
+) -> dict[str, float]:
     """Run ``episodes`` episodes with seeds ``seed, seed+1, ...``.
 
     Returns ``success_rate`` (0-1), ``return_mean``, ``length_mean`` (steps), ``cycle_time_s`` (mean seconds to

@@ -26,18 +26,19 @@ import math
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from robot_rl.collect import Collected, Collector, Pacer
-from robot_rl.utils.signals import signals_deferred
 from robot_rl.data.store import EpisodeStore, StoreError, StoreSchema
 from robot_rl.envs.contract import ACTION_SEMANTICS, image_keys
 from robot_rl.envs.make import control_dt, make_env
 from robot_rl.hil.devices import DeviceError, TeleopDevice, make_device
+from robot_rl.utils.signals import signals_deferred
 
 # Same text as the trainer writes into its demo stores, so both kinds of store compare equal.
 VIEW_MODES = ("auto", "on", "off")
@@ -57,8 +58,11 @@ def run_record(cfg: DictConfig) -> int:
     device raise :class:`RecordError` (a ValueError: the CLI prints its one line and exits with status 2).
     """
     opts = _check(cfg)
-    dev_cfg = OmegaConf.to_container(cfg.teleop, resolve=True) if isinstance(cfg.teleop, DictConfig) else \
-        {"name": str(cfg.teleop)}
+    dev_cfg = (
+        OmegaConf.to_container(cfg.teleop, resolve=True)
+        if isinstance(cfg.teleop, DictConfig)
+        else {"name": str(cfg.teleop)}
+    )
     dev_name = str(dev_cfg.pop("name", "keyboard"))
     human = dev_name != "scripted"
     want_view = _view_possible(opts["view"])
@@ -76,10 +80,19 @@ def run_record(cfg: DictConfig) -> int:
         view = _make_view(opts["view"], want_view, env, human)
         real_time = human if opts["real_time"] is None else opts["real_time"]
         max_attempts = opts["max_attempts"] or (None if human else 3 * opts["episodes"] + 10)
-        rec = Recorder(env, device, store, task=str(cfg.task.name), episodes=opts["episodes"],
-                       seed=_next_seed(store, opts["seed"]), keep_failures=opts["keep_failures"],
-                       success_reward=opts["success_reward"], real_time=real_time, max_attempts=max_attempts,
-                       view=view)
+        rec = Recorder(
+            env,
+            device,
+            store,
+            task=str(cfg.task.name),
+            episodes=opts["episodes"],
+            seed=_next_seed(store, opts["seed"]),
+            keep_failures=opts["keep_failures"],
+            success_reward=opts["success_reward"],
+            real_time=real_time,
+            max_attempts=max_attempts,
+            view=view,
+        )
         try:
             status = rec.run()
         except KeyboardInterrupt:
@@ -94,8 +107,11 @@ def run_record(cfg: DictConfig) -> int:
             return 1
         rec.print_summary()
         if status == "gave_up":
-            print(f"robot-rl: error: gave up after {rec.attempts} attempted episodes with only {rec.kept} kept "
-                  f"(max_attempts={max_attempts}; does the expert solve this task?)", file=sys.stderr)
+            print(
+                f"robot-rl: error: gave up after {rec.attempts} attempted episodes with only {rec.kept} kept "
+                f"(max_attempts={max_attempts}; does the expert solve this task?)",
+                file=sys.stderr,
+            )
             return 1
         return 0
     except KeyboardInterrupt:  # during setup (e.g. opening a device)
@@ -133,15 +149,23 @@ def _check(cfg: DictConfig) -> dict[str, Any]:
     if view not in VIEW_MODES:
         raise RecordError(f"view={cfg.get('view')!r} must be one of {', '.join(VIEW_MODES)}")
     reward = cfg.get("success_reward")
-    if reward is not None and (isinstance(reward, bool) or not isinstance(reward, (int, float))
-                               or not math.isfinite(reward)):
+    if reward is not None and (
+        isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward)
+    ):
         raise RecordError(f"success_reward={reward!r} must be a finite number or null")
     attempts = None if cfg.get("max_attempts") is None else integer("max_attempts", 1)
     limit = None if cfg.get("max_episode_steps") is None else integer("max_episode_steps", 1)
-    return {"out": str(out), "view": view, "episodes": integer("episodes", 1), "seed": integer("seed", None),
-            "keep_failures": flag("keep_failures"), "real_time": flag("real_time", allow_none=True),
-            "success_reward": None if reward is None else float(reward), "max_attempts": attempts,
-            "max_episode_steps": limit}
+    return {
+        "out": str(out),
+        "view": view,
+        "episodes": integer("episodes", 1),
+        "seed": integer("seed", None),
+        "keep_failures": flag("keep_failures"),
+        "real_time": flag("real_time", allow_none=True),
+        "success_reward": None if reward is None else float(reward),
+        "max_attempts": attempts,
+        "max_episode_steps": limit,
+    }
 
 
 def _make_env(task: Mapping[str, Any], render: bool, **overrides: Any) -> Any:
@@ -155,8 +179,7 @@ def _make_env(task: Mapping[str, Any], render: bool, **overrides: Any) -> Any:
 
 def _open_store(out: Path, env: Any, cfg: DictConfig) -> EpisodeStore:
     """Open ``out`` for appending (created if absent). Refuses a store whose observations or actions differ."""
-    expected = StoreSchema.from_spaces(env.observation_space, env.action_space, 1.0 / control_dt(env),
-                                       ACTION_SEMANTICS)
+    expected = StoreSchema.from_spaces(env.observation_space, env.action_space, 1.0 / control_dt(env), ACTION_SEMANTICS)
     try:
         if not (out / "commit.json").exists():
             return EpisodeStore.open(out, "a", schema=expected)
@@ -167,8 +190,10 @@ def _open_store(out: Path, env: Any, cfg: DictConfig) -> EpisodeStore:
     diff = dataclasses.replace(expected, action_semantics=store.schema.action_semantics).mismatches(store.schema)
     if diff:
         store.close()
-        raise RecordError(f"out={out} holds episodes of another schema than task {cfg.task.name} with "
-                          f"obs={cfg.get('obs')} records: {'; '.join(diff)}; pick another out= or the store's task/obs")
+        raise RecordError(
+            f"out={out} holds episodes of another schema than task {cfg.task.name} with "
+            f"obs={cfg.get('obs')} records: {'; '.join(diff)}; pick another out= or the store's task/obs"
+        )
     return store
 
 
@@ -197,9 +222,22 @@ class Recorder:
         progress: show a tqdm bar (episodes kept, success rate, mean length) on stderr.
     """
 
-    def __init__(self, env: Any, device: TeleopDevice, store: EpisodeStore, *, task: str, episodes: int,
-                 seed: int, keep_failures: bool, success_reward: float | None, real_time: bool,
-                 max_attempts: int | None, view: LiveView | None = None, progress: bool = True):
+    def __init__(
+        self,
+        env: Any,
+        device: TeleopDevice,
+        store: EpisodeStore,
+        *,
+        task: str,
+        episodes: int,
+        seed: int,
+        keep_failures: bool,
+        success_reward: float | None,
+        real_time: bool,
+        max_attempts: int | None,
+        view: LiveView | None = None,
+        progress: bool = True,
+    ):
         self.env, self.device, self.store, self.view = env, device, store, view
         self.task, self.episodes, self.seed = task, episodes, seed
         self.keep_failures, self.success_reward, self.max_attempts = keep_failures, success_reward, max_attempts
@@ -208,8 +246,13 @@ class Recorder:
         self.real_time = real_time
         self.source = "teleop" if device.is_human else "scripted"
         self._t0 = 0.0  # when the running episode's start mark came
-        self.collector = Collector(env, task=task, source=self.source, store=store,
-                                   clock=(lambda: time.monotonic() - self._t0) if real_time else None)
+        self.collector = Collector(
+            env,
+            task=task,
+            source=self.source,
+            store=store,
+            clock=(lambda: time.monotonic() - self._t0) if real_time else None,
+        )
         self.action_shape = tuple(env.action_space.shape)
         self.kept = self.kept_success = self.attempts = self.discarded = self.dropped = 0
         self.lengths: list[int] = []
@@ -223,8 +266,15 @@ class Recorder:
         ("gave_up"). KeyboardInterrupt propagates with every completed episode already committed."""
         from tqdm import tqdm
 
-        self._bar = tqdm(total=self.episodes, unit="ep", desc=f"record {self.task}", disable=not self._progress,
-                         file=sys.stderr, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 10.0)
+        self._bar = tqdm(
+            total=self.episodes,
+            unit="ep",
+            desc=f"record {self.task}",
+            disable=not self._progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=0.5 if sys.stderr.isatty() else 10.0,
+        )
         if self.device.is_human:
             self._say(f"{self.device.help}")
         try:
@@ -286,8 +336,9 @@ class Recorder:
                 self._say("nothing recorded yet: mark ignored")
             action = np.asarray(st.action, np.float32)
             if action.shape != self.action_shape:
-                raise DeviceError(f"{dev.name} gave an action of shape {action.shape}; the env takes "
-                                  f"{self.action_shape}")
+                raise DeviceError(
+                    f"{dev.name} gave an action of shape {action.shape}; the env takes {self.action_shape}"
+                )
             step = collector.step(action)
             env_success = env_success or bool(step.info.get("success", False))
             self._show(step.next_obs, "recording" + (" (operator)" if st.active else ""), len(collector))
@@ -304,12 +355,18 @@ class Recorder:
         elif mark == "failure":
             episode["truncated"][-1] = True
         end = f"operator_{mark}" if mark else ("env_terminated" if episode["terminated"][-1] else "env_truncated")
-        c.notes = json.dumps({"seed": int(seed), "device": dev.name, "end": end, "env_success": env_success,
-                              "late_steps": self.pacer.late - late0})
+        c.notes = json.dumps(
+            {
+                "seed": int(seed),
+                "device": dev.name,
+                "end": end,
+                "env_success": env_success,
+                "late_steps": self.pacer.late - late0,
+            }
+        )
         c.start_time = start_wall
         if dev.is_human:
-            self._say(f"episode ended: {end.replace('_', ' ')}, {'success' if success else 'failure'}, "
-                      f"{c.steps} steps")
+            self._say(f"episode ended: {end.replace('_', ' ')}, {'success' if success else 'failure'}, {c.steps} steps")
         return "done", c
 
     def _commit(self, c: Collected) -> None:
@@ -333,14 +390,19 @@ class Recorder:
         """One paragraph: what was recorded in this run and what the store now holds."""
         s = self.stats()
         failed = self.kept - self.kept_success
-        print(f"recorded {self.kept} episode(s) into {self.store.root} from {self.device.name}: {self.kept_success} "
-              f"successful, {failed} failed kept, {self.dropped} failed dropped, {self.discarded} discarded | "
-              f"success rate {s['success']} | mean length {s['len']} steps ({self.dt:g} s each)")
+        print(
+            f"recorded {self.kept} episode(s) into {self.store.root} from {self.device.name}: {self.kept_success} "
+            f"successful, {failed} failed kept, {self.dropped} failed dropped, {self.discarded} discarded | "
+            f"success rate {s['success']} | mean length {s['len']} steps ({self.dt:g} s each)"
+        )
         if self.pacer.late:
-            print(f"{self.pacer.late} control step(s) overran {self.dt:g} s (the loop ran slower than the control "
-                  "rate)")
-        print(f"store: {len(self.store)} episodes ({len(self.store) - self.store_start} new), "
-              f"{self.store.num_steps} steps")
+            print(
+                f"{self.pacer.late} control step(s) overran {self.dt:g} s (the loop ran slower than the control rate)"
+            )
+        print(
+            f"store: {len(self.store)} episodes ({len(self.store) - self.store_start} new), "
+            f"{self.store.num_steps} steps"
+        )
 
     def close_progress(self) -> None:
         if self._bar is not None:
@@ -356,8 +418,10 @@ class Recorder:
         if self.view is None:
             return
         s = self.stats()
-        lines = [f"{self.task} | episode {self.kept + 1}/{self.episodes} | {status} | step {step}",
-                 f"kept {s['kept']} | success {s['success']} | mean length {s['len']}"]
+        lines = [
+            f"{self.task} | episode {self.kept + 1}/{self.episodes} | {status} | step {step}",
+            f"kept {s['kept']} | success {s['success']} | mean length {s['len']}",
+        ]
         self.view.show(obs, self.env, lines)
 
 
@@ -413,8 +477,7 @@ class LiveView:
         height: displayed height of each image (px).
     """
 
-    def __init__(self, cameras: list[str], use_render: bool = False, height: int = 384,
-                 title: str = "robot-rl record"):
+    def __init__(self, cameras: list[str], use_render: bool = False, height: int = 384, title: str = "robot-rl record"):
         import cv2
 
         self.cv2, self.cameras, self.use_render, self.height, self.title = cv2, cameras, use_render, height, title
@@ -430,14 +493,17 @@ class LiveView:
         images = [im for im in images if im is not None]
         if not images:
             return
-        scaled = [cv2.resize(im, (round(im.shape[1] * self.height / im.shape[0]), self.height),
-                             interpolation=cv2.INTER_NEAREST) for im in images]
+        scaled = [
+            cv2.resize(
+                im, (round(im.shape[1] * self.height / im.shape[0]), self.height), interpolation=cv2.INTER_NEAREST
+            )
+            for im in images
+        ]
         frame = cv2.cvtColor(np.concatenate(scaled, axis=1), cv2.COLOR_RGB2BGR)
         band = 10 + 22 * len(lines)
         frame[:band] = frame[:band] // 3  # darken behind the text
         for i, text in enumerate(lines):
-            cv2.putText(frame, text, (8, 24 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1,
-                        cv2.LINE_AA)
+            cv2.putText(frame, text, (8, 24 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
         cv2.imshow(self.title, frame)
         cv2.waitKey(1)
 

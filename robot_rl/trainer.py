@@ -19,16 +19,16 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from robot_rl.agents.sac import SAC, SACConfig
-from robot_rl.collect import (Collected, Collector, episode_metrics, make_training_env, open_online_store,
-                              store_schema)
+from robot_rl.collect import Collected, Collector, episode_metrics, make_training_env, open_online_store, store_schema
 from robot_rl.data.episode import intervention_segments, penalize_takeovers, trigger_transitions
 from robot_rl.data.replay import ReplayBuffer, mixed_batches
 from robot_rl.data.store import EpisodeStore
@@ -57,8 +57,11 @@ class Trainer:
         self.env = make_training_env(cfg)
         self.eval_env = make_env(cfg.task)
         self.env.reset(seed=int(cfg.seed))  # seeds the env's own stream; episodes continue from it
-        self.agent = SAC(self.env.observation_space, self.env.action_space,
-                         SACConfig.from_dict(OmegaConf.to_container(cfg.agent, resolve=True)))
+        self.agent = SAC(
+            self.env.observation_space,
+            self.env.action_space,
+            SACConfig.from_dict(OmegaConf.to_container(cfg.agent, resolve=True)),
+        )
         adim = self.agent.action_dim
         space = self.agent.buffer_observation_space  # cameras as cached trunk maps when the encoder caches them
         self.online = ReplayBuffer(space, adim, int(cfg.buffer_capacity), self.agent.device)
@@ -122,8 +125,15 @@ class Trainer:
             self.prefill_episodes += self.fill_from_store(path)[0]
         return {"prefill_episodes": self.prefill_episodes, "prefill_transitions": len(self.online)}
 
-    def fill_from_store(self, path: str | Path, start: int = 0, stop: int | None = None, demos: bool = False,
-                        only_successful: bool = False, count: bool = False) -> tuple[int, int]:
+    def fill_from_store(
+        self,
+        path: str | Path,
+        start: int = 0,
+        stop: int | None = None,
+        demos: bool = False,
+        only_successful: bool = False,
+        count: bool = False,
+    ) -> tuple[int, int]:
         """Add the episodes [start, stop) of the store at ``path`` to the replay buffers; returns how many episodes
         and steps were added. Every buffer is (re)built from stores this way: demos, prefill, resume, and the async
         learner's sync with the actor's store.
@@ -182,8 +192,9 @@ class Trainer:
             for segment in intervention_segments(episode):
                 self.demo.add_episode(segment)
 
-    def count_collected(self, episode: Mapping[str, Any], steps: bool = True,
-                        reward_stats: Mapping[str, float] | None = None) -> None:
+    def count_collected(
+        self, episode: Mapping[str, Any], steps: bool = True, reward_stats: Mapping[str, float] | None = None
+    ) -> None:
         """Count an episode the run collected: episodes, intervention steps, (``steps``; the sync loop counts them
         as they run) env steps and, with a learned reward, its ``reward_stats`` (episodes in which it declared
         success, falsely by the env's own success, and the judge's vetoes). Sync and async runs account through here
@@ -236,13 +247,20 @@ class Trainer:
         cfg = self.cfg
         total = int(cfg.total_steps)
         writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step if self.step else None)
-        batches = mixed_batches(self.demo, self.online, self.agent.cfg.batch_size, float(cfg.demo_fraction),
-                                self.rng)
-        bar = tqdm(total=total, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True,
-                   desc=f"{cfg.task.name}/{cfg.agent.name}", mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        batches = mixed_batches(self.demo, self.online, self.agent.cfg.batch_size, float(cfg.demo_fraction), self.rng)
+        bar = tqdm(
+            total=total,
+            initial=self.step,
+            disable=not progress,
+            unit="step",
+            dynamic_ncols=True,
+            desc=f"{cfg.task.name}/{cfg.agent.name}",
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        )
         store = open_online_store(self.run_dir, self.env)
-        collector = Collector(self.env, task=str(cfg.task.name), store=store, featurize=self.agent.featurize,
-                              keep_buffer_form=True)  # the frozen trunk runs once per frame, there
+        collector = Collector(
+            self.env, task=str(cfg.task.name), store=store, featurize=self.agent.featurize, keep_buffer_form=True
+        )  # the frozen trunk runs once per frame, there
         collector.reset()
         t0, steps0 = time.perf_counter(), self.step
         try:
@@ -303,14 +321,25 @@ class Trainer:
         ``eval.jsonl`` and tensorboard, and write ``checkpoints/latest`` (and ``best`` when it is the best yet)."""
         cfg = self.cfg
         start = time.perf_counter()
-        result = evaluate(lambda o: self.agent.act(o, deterministic=True), self.eval_env,
-                          int(cfg.eval.episodes), seed=int(cfg.seed) + 100_000)
-        result.update(step=self.step, episode=self.episode, updates=self.agent.num_updates,
-                      eval_seconds=time.perf_counter() - start, intervention_steps=self.intervention_steps,
-                      intervention_share=self.intervention_steps / max(self.step, 1))
+        result = evaluate(
+            lambda o: self.agent.act(o, deterministic=True),
+            self.eval_env,
+            int(cfg.eval.episodes),
+            seed=int(cfg.seed) + 100_000,
+        )
+        result.update(
+            step=self.step,
+            episode=self.episode,
+            updates=self.agent.num_updates,
+            eval_seconds=time.perf_counter() - start,
+            intervention_steps=self.intervention_steps,
+            intervention_share=self.intervention_steps / max(self.step, 1),
+        )
         if self.reward_wrapper is not None:  # what the learned reward declared over the run (train episodes)
-            result.update({f"reward_{k}": v for k, v in self.reward_counts.items()},
-                          reward_threshold=self.reward_wrapper.model.threshold)
+            result.update(
+                {f"reward_{k}": v for k, v in self.reward_counts.items()},
+                reward_threshold=self.reward_wrapper.model.threshold,
+            )
         self.history.append(result)
         for k in ("success_rate", "return_mean", "length_mean", "cycle_time_s"):
             if not math.isnan(result[k]):
@@ -336,11 +365,17 @@ class Trainer:
         (tmp / "spec.json").write_text(json.dumps(env_spec(self.env), indent=1))
         if with_trainer_state:
             trainer_state = {
-                "step": self.step, "episode": self.episode, "demo_episodes": self.demo_episodes,
-                "prefill_episodes": self.prefill_episodes, "intervention_steps": self.intervention_steps,
+                "step": self.step,
+                "episode": self.episode,
+                "demo_episodes": self.demo_episodes,
+                "prefill_episodes": self.prefill_episodes,
+                "intervention_steps": self.intervention_steps,
                 "reward_counts": self.reward_counts,
-                "best_success": self.best_success, "next_eval": self._next_eval, "history": self.history,
-                "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "best_success": self.best_success,
+                "next_eval": self._next_eval,
+                "history": self.history,
+                "rng": self.rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
                 "env_rng": self.env.unwrapped.np_random.bit_generator.state,
                 "hil": self.env.state_dict() if isinstance(self.env, InterventionWrapper) else None,
             }
@@ -375,7 +410,9 @@ class Trainer:
         its own. Refuses a checkpoint made for a different observation/action spec."""
         path = Path(path)
         if not (path / "agent.safetensors").exists():
-            path = path / "checkpoints" / ("best" if (path / "checkpoints/best/agent.safetensors").exists() else "latest")
+            path = (
+                path / "checkpoints" / ("best" if (path / "checkpoints/best/agent.safetensors").exists() else "latest")
+            )
         check_spec(json.loads((path / "spec.json").read_text()), env_spec(self.env), str(path))
         self.agent.load_state_dict(load_state(path / "agent", self.agent.device))
         return {"init_from": str(path), "its_updates": self.agent.num_updates}
@@ -394,7 +431,11 @@ class Trainer:
         self.reward_counts.update({k: int(v) for k, v in (st.get("reward_counts") or {}).items()})
         if (path / "reward_model").exists() and self.reward_wrapper is not None:
             self.reward_wrapper.load_weights(path / "reward_model")
-        self.best_success, self._next_eval, self.history = float(st["best_success"]), int(st["next_eval"]), st["history"]
+        self.best_success, self._next_eval, self.history = (
+            float(st["best_success"]),
+            int(st["next_eval"]),
+            st["history"],
+        )
         self.rng.bit_generator.state = st["rng"]
         torch.set_rng_state(st["torch_rng"])
         self.env.unwrapped.np_random.bit_generator.state = st["env_rng"]
@@ -409,25 +450,33 @@ class Trainer:
         if demos:
             n, _ = self.fill_from_store(demos, demos=True, only_successful=bool(self.cfg.demos.only_successful))
             if n != self.demo_episodes:
-                raise ValueError(f"demo store {demos} yields {n} episodes; the checkpoint was trained with "
-                                 f"{self.demo_episodes}. Restore the original store to resume")
+                raise ValueError(
+                    f"demo store {demos} yields {n} episodes; the checkpoint was trained with "
+                    f"{self.demo_episodes}. Restore the original store to resume"
+                )
         if self.prefill_episodes:
             paths = list(self.cfg.get("prefill") or [])
             if sum(self.fill_from_store(p)[0] for p in paths) != self.prefill_episodes:
-                raise ValueError(f"the prefill stores {paths} no longer hold the {self.prefill_episodes} episodes "
-                                 "this run started from; restore them to resume")
+                raise ValueError(
+                    f"the prefill stores {paths} no longer hold the {self.prefill_episodes} episodes "
+                    "this run started from; restore them to resume"
+                )
         online = self.run_dir / "online.zarr"
         if not self.episode:
             return
         if not online.exists():
-            raise ValueError(f"{online} is missing; it holds the {self.episode} episodes this run collected, "
-                             "which a resumed run needs in its replay buffer")
+            raise ValueError(
+                f"{online} is missing; it holds the {self.episode} episodes this run collected, "
+                "which a resumed run needs in its replay buffer"
+            )
         with EpisodeStore.open(online) as store:
             stored, steps = len(store), store.num_steps
             interventions = int(np.count_nonzero(store.step_field("is_intervention")))
         if stored < self.episode:
-            raise ValueError(f"{online} holds {stored} episodes, fewer than the {self.episode} the checkpoint "
-                             "counted; it was truncated or replaced. Resume from a matching store")
+            raise ValueError(
+                f"{online} holds {stored} episodes, fewer than the {self.episode} the checkpoint "
+                "counted; it was truncated or replaced. Resume from a matching store"
+            )
         self.fill_from_store(online)
         if stored > self.episode:  # collected after the last checkpoint: kept, and counted as experience
             extra = steps - self.step
@@ -450,8 +499,10 @@ class Trainer:
         ax1.axhline(90, color="grey", lw=0.8, ls="--")
         if any(h.get("intervention_steps") for h in self.history):  # corrections: the operator's share per interval
             prev = [(0, 0)] + [(h["step"], h.get("intervention_steps", 0)) for h in self.history[:-1]]
-            share = [100 * (h.get("intervention_steps", 0) - n0) / max(h["step"] - s0, 1)
-                     for h, (s0, n0) in zip(self.history, prev)]
+            share = [
+                100 * (h.get("intervention_steps", 0) - n0) / max(h["step"] - s0, 1)
+                for h, (s0, n0) in zip(self.history, prev)
+            ]
             ax1.plot(steps, share, ls="--", color="tab:red", label="steps the operator drove (%)")
             ax1.legend(fontsize=8)
         ax2.plot(steps, [h["cycle_time_s"] for h in self.history], marker="o", color="tab:orange")

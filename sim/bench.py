@@ -35,8 +35,12 @@ def bench_task(env_id: str, episodes: int, obs_mode: str = "state") -> dict[str,
                 wins += info["success"]
                 break
     env.close()
-    return {"step_ms": 1e3 * t_step / steps, "reset_ms": 1e3 * t_reset / episodes, "success": wins / episodes,
-            "mean_len": steps / episodes}
+    return {
+        "step_ms": 1e3 * t_step / steps,
+        "reset_ms": 1e3 * t_reset / episodes,
+        "success": wins / episodes,
+        "mean_len": steps / episodes,
+    }
 
 
 def main() -> None:
@@ -48,9 +52,11 @@ def main() -> None:
     for env_id in TASKS:
         s = bench_task(env_id, args.episodes)
         p = bench_task(env_id, args.pixel_episodes, "pixels")
-        print(f"{env_id:24s} state step {s['step_ms']:.2f} ms  reset {s['reset_ms']:.2f} ms  "
-              f"pixels step {p['step_ms']:.2f} ms  expert {s['success']:.0%} of {args.episodes} "
-              f"(pixels {p['success']:.0%} of {args.pixel_episodes})  mean length {s['mean_len']:.1f}")
+        print(
+            f"{env_id:24s} state step {s['step_ms']:.2f} ms  reset {s['reset_ms']:.2f} ms  "
+            f"pixels step {p['step_ms']:.2f} ms  expert {s['success']:.0%} of {args.episodes} "
+            f"(pixels {p['success']:.0%} of {args.pixel_episodes})  mean length {s['mean_len']:.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -32,9 +32,19 @@ class OpSpaceController:
         singular_eps: regulariser added to ``J M^-1 J^T`` before inversion.
     """
 
-    def __init__(self, model: mujoco.MjModel, site: str, dof_ids: np.ndarray, actuator_ids: np.ndarray,
-                 home_qpos: np.ndarray, kp_pos: float = 600.0, kp_rot: float = 300.0, damping_ratio: float = 1.0,
-                 kp_null: float = 10.0, singular_eps: float = 1e-4) -> None:
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        site: str,
+        dof_ids: np.ndarray,
+        actuator_ids: np.ndarray,
+        home_qpos: np.ndarray,
+        kp_pos: float = 600.0,
+        kp_rot: float = 300.0,
+        damping_ratio: float = 1.0,
+        kp_null: float = 10.0,
+        singular_eps: float = 1e-4,
+    ) -> None:
         for name, val in (("kp_pos", kp_pos), ("kp_rot", kp_rot), ("damping_ratio", damping_ratio)):
             if not val > 0:
                 raise ValueError(f"{name}={val} must be > 0")

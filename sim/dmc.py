@@ -36,21 +36,35 @@ class DMCEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
-    def __init__(self, domain: str = "cartpole", task: str = "swingup", action_repeat: int = 1,
-                 obs_mode: str = "state", image_size: int = 84, camera_id: int = 0, render_mode: str | None = None,
-                 render_size: int = 256, max_episode_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        domain: str = "cartpole",
+        task: str = "swingup",
+        action_repeat: int = 1,
+        obs_mode: str = "state",
+        image_size: int = 84,
+        camera_id: int = 0,
+        render_mode: str | None = None,
+        render_size: int = 256,
+        max_episode_steps: int | None = None,
+    ) -> None:
         from dm_control import suite  # imported lazily: it is slow and pulls in its own GL setup
 
         if (domain, task) not in suite.ALL_TASKS:
-            raise ValueError(f"(domain, task)=({domain!r}, {task!r}) is not a dm_control suite task; valid: "
-                             f"{sorted(f'{d}/{t}' for d, t in suite.ALL_TASKS)}")
+            raise ValueError(
+                f"(domain, task)=({domain!r}, {task!r}) is not a dm_control suite task; valid: "
+                f"{sorted(f'{d}/{t}' for d, t in suite.ALL_TASKS)}"
+            )
         check_choice("obs_mode", obs_mode, ("state", "pixels"))
         check_choice("render_mode", render_mode, (None, "rgb_array"))
         self.action_repeat = int(check_range("action_repeat", action_repeat, 1, 16))
         self.image_size = int(check_range("image_size", image_size, 16, 512))
         self.render_size = int(check_range("render_size", render_size, 16, 1024))
-        self.max_episode_steps = None if max_episode_steps is None else int(
-            check_range("max_episode_steps", max_episode_steps, 1, 1_000_000))
+        self.max_episode_steps = (
+            None
+            if max_episode_steps is None
+            else int(check_range("max_episode_steps", max_episode_steps, 1, 1_000_000))
+        )
         self.domain, self.task, self.obs_mode, self.render_mode = domain, task, obs_mode, render_mode
         self.camera_id = int(camera_id)
         self._env = suite.load(domain, task, task_kwargs={"random": 0})
@@ -99,8 +113,10 @@ class DMCEnv(gym.Env):
                 break
         self._steps += 1
         terminated = bool(time_step.last() and time_step.discount == 0.0)
-        truncated = bool(not terminated and (time_step.last() or (
-            self.max_episode_steps is not None and self._steps >= self.max_episode_steps)))
+        truncated = bool(
+            not terminated
+            and (time_step.last() or (self.max_episode_steps is not None and self._steps >= self.max_episode_steps))
+        )
         return self._obs(time_step), reward, terminated, truncated, {"success": False, "is_intervention": False}
 
     def render(self) -> np.ndarray | None:

@@ -81,20 +81,51 @@ def _strip_robotiq(spec: mujoco.MjSpec, visual_meshes: str) -> None:
 def _add_gripper(spec: mujoco.MjSpec, finger_force: float) -> mujoco.MjsBody:
     """Add the primitive parallel-jaw hand to the flange; return the hand body (z axis = approach direction)."""
     hand = spec.body("attachment").add_body(name="hand", quat=[0, 0, 0, 1])
-    hand.add_geom(name="palm", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.02, 0.09, 0.025], pos=[0, 0, 0.028],
-                  rgba=[0.9, 0.9, 0.9, 1], mass=0.6, group=1)
+    hand.add_geom(
+        name="palm",
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=[0.02, 0.09, 0.025],
+        pos=[0, 0, 0.028],
+        rgba=[0.9, 0.9, 0.9, 1],
+        mass=0.6,
+        group=1,
+    )
     hand.add_site(name="tcp", pos=[0, 0, TCP_IN_HAND_Z], quat=[0, 1, 0, 0], size=[0.004], group=4)
     # Wrist camera ahead of the palm, looking at the point just beyond the fingertips; image right = hand +y.
     hand.add_camera(name="wrist", pos=[0.06, 0, 0.02], fovy=70, xyaxes=[0, 1, 0, 0.878, 0, 0.479])
-    hand.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.012, 0.012, 0.012], pos=[0.06, 0, 0.005],
-                  rgba=[0.15, 0.15, 0.15, 1], contype=0, conaffinity=0, group=2, mass=0)
+    hand.add_geom(
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=[0.012, 0.012, 0.012],
+        pos=[0.06, 0, 0.005],
+        rgba=[0.15, 0.15, 0.15, 1],
+        contype=0,
+        conaffinity=0,
+        group=2,
+        mass=0,
+    )
     for name, sign in zip(FINGER_JOINTS, (1.0, -1.0)):
         f = hand.add_body(name=name, pos=[0, 0, 0.053])
-        f.add_joint(name=name, type=mujoco.mjtJoint.mjJNT_SLIDE, axis=[0, sign, 0], range=[0, FINGER_MAX],
-                    armature=0.01, damping=2.0)
-        f.add_geom(name=f"{name}_geom", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.011, 0.006, 0.029],
-                   pos=[0, sign * 0.006, 0.029], rgba=[0.25, 0.25, 0.25, 1], mass=0.03, condim=4,
-                   friction=[1.5, 0.02, 0.0005], solref=[0.005, 1], solimp=[0.95, 0.99, 0.001, 0.5, 2], priority=1)
+        f.add_joint(
+            name=name,
+            type=mujoco.mjtJoint.mjJNT_SLIDE,
+            axis=[0, sign, 0],
+            range=[0, FINGER_MAX],
+            armature=0.01,
+            damping=2.0,
+        )
+        f.add_geom(
+            name=f"{name}_geom",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=[0.011, 0.006, 0.029],
+            pos=[0, sign * 0.006, 0.029],
+            rgba=[0.25, 0.25, 0.25, 1],
+            mass=0.03,
+            condim=4,
+            friction=[1.5, 0.02, 0.0005],
+            solref=[0.005, 1],
+            solimp=[0.95, 0.99, 0.001, 0.5, 2],
+            priority=1,
+        )
         act = spec.add_actuator(name=name, target=name, trntype=mujoco.mjtTrn.mjTRN_JOINT)
         act.set_to_position(kp=3000.0, kv=50.0)
         act.ctrlrange = [0, FINGER_MAX]
@@ -143,14 +174,32 @@ def _procedural_texture(kind: str, size: int = 128) -> np.ndarray:
 def _add_table_variants(spec: mujoco.MjSpec) -> None:
     """Add the alternative table materials of :data:`TABLE_MATERIALS` (unused by the nominal scene)."""
     tex2d, flat = mujoco.mjtTexture.mjTEXTURE_2D, mujoco.mjtBuiltin.mjBUILTIN_FLAT
-    spec.add_texture(name="speckle", type=tex2d, builtin=flat, width=128, height=128, rgb1=[0.78, 0.77, 0.74],
-                     mark=mujoco.mjtMark.mjMARK_RANDOM, markrgb=[0.45, 0.45, 0.45], random=0.08)
-    spec.add_texture(name="tiles", type=tex2d, builtin=flat, width=64, height=64, rgb1=[0.85, 0.83, 0.8],
-                     mark=mujoco.mjtMark.mjMARK_EDGE, markrgb=[0.35, 0.35, 0.35])
+    spec.add_texture(
+        name="speckle",
+        type=tex2d,
+        builtin=flat,
+        width=128,
+        height=128,
+        rgb1=[0.78, 0.77, 0.74],
+        mark=mujoco.mjtMark.mjMARK_RANDOM,
+        markrgb=[0.45, 0.45, 0.45],
+        random=0.08,
+    )
+    spec.add_texture(
+        name="tiles",
+        type=tex2d,
+        builtin=flat,
+        width=64,
+        height=64,
+        rgb1=[0.85, 0.83, 0.8],
+        mark=mujoco.mjtMark.mjMARK_EDGE,
+        markrgb=[0.35, 0.35, 0.35],
+    )
     for kind in ("wood", "rubber"):
         img = _procedural_texture(kind)
-        spec.add_texture(name=kind, type=tex2d, width=img.shape[1], height=img.shape[0], nchannel=3,
-                         data=img.ravel().tolist())
+        spec.add_texture(
+            name=kind, type=tex2d, width=img.shape[1], height=img.shape[0], nchannel=3, data=img.ravel().tolist()
+        )
     repeat = {"speckle": 4, "tiles": 12, "wood": 2, "rubber": 3}  # texture repeats per metre of table (texuniform)
     for name, (tex, n) in zip(TABLE_MATERIALS[1:], repeat.items()):
         mat = spec.add_material(name=name, texrepeat=[n, n], texuniform=True)
@@ -183,34 +232,72 @@ def build_panda_spec(finger_force: float = 30.0, visual_meshes: str = "coarse") 
     vis.quality.shadowsize = 0
     vis.quality.offsamples = 0
     world = spec.worldbody
-    spec.add_texture(name="grid", type=mujoco.mjtTexture.mjTEXTURE_2D, builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
-                     width=256, height=256, rgb1=[0.55, 0.45, 0.35], rgb2=[0.5, 0.4, 0.3])
+    spec.add_texture(
+        name="grid",
+        type=mujoco.mjtTexture.mjTEXTURE_2D,
+        builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
+        width=256,
+        height=256,
+        rgb1=[0.55, 0.45, 0.35],
+        rgb2=[0.5, 0.4, 0.3],
+    )
     mat = spec.add_material(name="table", texrepeat=[8, 8], texuniform=True)
     mat.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = "grid"
     # Collide with an (invisible) plane; draw a thin box instead: llvmpipe renders a plane as a fine grid of quads
     # (~8 ms per 128 px frame), a box as 12 triangles.
     world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[1.5, 1.5, 0.01], group=3)
-    world.add_geom(name="table_visual", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.9, 0.9, 0.01], pos=[0.3, 0, -0.01],
-                   material="table", contype=0, conaffinity=0, group=2)
+    world.add_geom(
+        name="table_visual",
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=[0.9, 0.9, 0.01],
+        pos=[0.3, 0, -0.01],
+        material="table",
+        contype=0,
+        conaffinity=0,
+        group=2,
+    )
     _add_table_variants(spec)
     world.add_light(name="overhead", pos=[0.4, 0, 2.0], dir=[0, 0, -1], diffuse=[0.6, 0.6, 0.6], castshadow=False)
     # Second light, off unless visual randomisation switches it on (see sim.randomize); an inactive light is
     # skipped by the renderer, so nominal images and rendering cost are those of the single-light scene.
-    world.add_light(name="fill", type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL, pos=[0.4, 0, 1.5], dir=[0, 0, -1],
-                    diffuse=[0.3, 0.3, 0.3], castshadow=False, active=False)
+    world.add_light(
+        name="fill",
+        type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL,
+        pos=[0.4, 0, 1.5],
+        dir=[0, 0, -1],
+        diffuse=[0.3, 0.3, 0.3],
+        castshadow=False,
+        active=False,
+    )
     # Front camera: in front of the robot and a little to its left, looking back at the workspace.
     world.add_camera(name="front", pos=[1.0, 0.3, 0.5], fovy=50, xyaxes=look_at([1.0, 0.3, 0.5], [0.47, 0, 0.17]))
     return spec
 
 
-def add_box_body(parent: mujoco.MjsBody, name: str, half_size: float | tuple[float, float, float],
-                 rgba: tuple[float, float, float, float], *, free: bool = False, mocap: bool = False,
-                 mass: float = 0.1, collide: bool = True) -> mujoco.MjsBody:
+def add_box_body(
+    parent: mujoco.MjsBody,
+    name: str,
+    half_size: float | tuple[float, float, float],
+    rgba: tuple[float, float, float, float],
+    *,
+    free: bool = False,
+    mocap: bool = False,
+    mass: float = 0.1,
+    collide: bool = True,
+) -> mujoco.MjsBody:
     """Add a body with one box geom (``half_size`` in m), optionally with a free joint or as a mocap body."""
     hs = [half_size] * 3 if np.isscalar(half_size) else list(half_size)
     body = parent.add_body(name=name, mocap=mocap)
     if free:
         body.add_freejoint(name=name)
-    body.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_BOX, size=hs, rgba=list(rgba), mass=mass,
-                  contype=int(collide), conaffinity=int(collide), condim=4 if free else 3)
+    body.add_geom(
+        name=name,
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=hs,
+        rgba=list(rgba),
+        mass=mass,
+        contype=int(collide),
+        conaffinity=int(collide),
+        condim=4 if free else 3,
+    )
     return body

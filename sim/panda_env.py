@@ -117,8 +117,10 @@ def _ensure_headless_gl() -> None:
         try:
             from mujoco.egl import GLContext
         except ImportError as exc:  # e.g. PYOPENGL_PLATFORM set to something else
-            raise RuntimeError("no display and EGL is unavailable: export MUJOCO_GL=egl (or osmesa) before "
-                               f"anything imports mujoco ({exc})") from exc
+            raise RuntimeError(
+                "no display and EGL is unavailable: export MUJOCO_GL=egl (or osmesa) before "
+                f"anything imports mujoco ({exc})"
+            ) from exc
         gl_context.GLContext = GLContext
 
 
@@ -165,13 +167,30 @@ class PandaEnv(gym.Env):
     default_ee_start_noise = (0.05, 0.05, 0.03)
     visual_object_geoms: tuple[str, ...] = ()  # geoms attached to the robot that randomisation colours as objects
 
-    def __init__(self, obs_mode: str = "state", image_size: int = 128, render_mode: str | None = None,
-                 render_size: int = 256, max_episode_steps: int | None = None, reward_type: str = "sparse",
-                 terminate_on_success: bool = True, action_scale: float = 0.025, rotation: bool = False,
-                 rotation_scale: float = 0.1, rotation_limit: float = 0.8, use_gripper: bool | None = None,
-                 workspace_low: Any = None, workspace_high: Any = None, ee_start: Any = None,
-                 ee_start_noise: Any = None, kp_pos: float = 600.0, kp_rot: float = 300.0,
-                 visual_meshes: str = "coarse", randomize: Any = None, **build_kwargs: Any):
+    def __init__(
+        self,
+        obs_mode: str = "state",
+        image_size: int = 128,
+        render_mode: str | None = None,
+        render_size: int = 256,
+        max_episode_steps: int | None = None,
+        reward_type: str = "sparse",
+        terminate_on_success: bool = True,
+        action_scale: float = 0.025,
+        rotation: bool = False,
+        rotation_scale: float = 0.1,
+        rotation_limit: float = 0.8,
+        use_gripper: bool | None = None,
+        workspace_low: Any = None,
+        workspace_high: Any = None,
+        ee_start: Any = None,
+        ee_start_noise: Any = None,
+        kp_pos: float = 600.0,
+        kp_rot: float = 300.0,
+        visual_meshes: str = "coarse",
+        randomize: Any = None,
+        **build_kwargs: Any,
+    ):
         check_choice("obs_mode", obs_mode, OBS_MODES)
         check_choice("reward_type", reward_type, REWARD_TYPES)
         check_choice("render_mode", render_mode, (None, "rgb_array"))
@@ -190,15 +209,20 @@ class PandaEnv(gym.Env):
         self.ws_low = check_vec("workspace_low", pick(workspace_low, self.default_workspace_low), -1.0, 1.2)
         self.ws_high = check_vec("workspace_high", pick(workspace_high, self.default_workspace_high), -1.0, 1.2)
         if np.any(self.ws_high <= self.ws_low):
-            raise ValueError(f"workspace_high={list(self.ws_high)} must exceed workspace_low={list(self.ws_low)} "
-                             "on every axis")
+            raise ValueError(
+                f"workspace_high={list(self.ws_high)} must exceed workspace_low={list(self.ws_low)} on every axis"
+            )
         if self.ws_low[2] < 0.0 or self.ws_high[0] > 0.85 or np.hypot(*self.ws_high[:2]) > 0.9:
-            raise ValueError(f"workspace [{list(self.ws_low)}, {list(self.ws_high)}] leaves the Panda's reach; "
-                             "valid: z >= 0, x <= 0.85 m, horizontal radius <= 0.9 m")
+            raise ValueError(
+                f"workspace [{list(self.ws_low)}, {list(self.ws_high)}] leaves the Panda's reach; "
+                "valid: z >= 0, x <= 0.85 m, horizontal radius <= 0.9 m"
+            )
         self.ee_start = check_vec("ee_start", pick(ee_start, self.default_ee_start), -1.0, 1.2)
         if np.any(self.ee_start < self.ws_low) or np.any(self.ee_start > self.ws_high):
-            raise ValueError(f"ee_start={list(self.ee_start)} must lie inside the workspace "
-                             f"[{list(self.ws_low)}, {list(self.ws_high)}]")
+            raise ValueError(
+                f"ee_start={list(self.ee_start)} must lie inside the workspace "
+                f"[{list(self.ws_low)}, {list(self.ws_high)}]"
+            )
         self.ee_start_noise = check_vec("ee_start_noise", pick(ee_start_noise, self.default_ee_start_noise), 0, 0.15)
         check_choice("visual_meshes", visual_meshes, ("coarse", "fine"))
         randomize_cfg = RandomizeConfig.parse(randomize)
@@ -225,8 +249,9 @@ class PandaEnv(gym.Env):
         self._frame_quat = np.array([1.0, 0.0, 0.0, 0.0])  # action frame = reset orientation (gripper down)
         self._frame_rot = np.eye(3)
         self._home = self._solve_ik(self.ee_start, self._frame_quat, HOME_QPOS)
-        self.controller = OpSpaceController(m, "tcp", self._arm_dofs, self._arm_act, self._home,
-                                            kp_pos=kp_pos, kp_rot=kp_rot)
+        self.controller = OpSpaceController(
+            m, "tcp", self._arm_dofs, self._arm_act, self._home, kp_pos=kp_pos, kp_rot=kp_rot
+        )
 
         n_act = 3 + 3 * self.rotation + int(self.use_gripper)
         self.action_space = spaces.Box(-1.0, 1.0, (n_act,), np.float32)
@@ -455,8 +480,11 @@ class PandaEnv(gym.Env):
             vis = self.model.vis.global_
             vis.offwidth, vis.offheight = max(vis.offwidth, size), max(vis.offheight, size)
             r = mujoco.Renderer(self.model, size, size)
-            for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
-                         mujoco.mjtRndFlag.mjRND_SKYBOX):
+            for flag in (
+                mujoco.mjtRndFlag.mjRND_SHADOW,
+                mujoco.mjtRndFlag.mjRND_REFLECTION,
+                mujoco.mjtRndFlag.mjRND_SKYBOX,
+            ):
                 r.scene.flags[flag] = False
             self._renderers[size] = r
             if not _LIVE_ENVS:

@@ -41,8 +41,9 @@ naming the key.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import mujoco
 import numpy as np
@@ -51,19 +52,38 @@ from sim.model import TABLE_MATERIALS
 
 DEFAULTS: dict[str, Any] = {
     "enabled": False,
-    "light": {"dir_deg": 25.0, "pos_cm": 20.0, "diffuse": (0.35, 0.85), "tint": 0.1, "ambient": (0.3, 0.6),
-              "headlight": (0.3, 0.6), "fill_prob": 0.5, "fill_diffuse": (0.1, 0.4)},
+    "light": {
+        "dir_deg": 25.0,
+        "pos_cm": 20.0,
+        "diffuse": (0.35, 0.85),
+        "tint": 0.1,
+        "ambient": (0.3, 0.6),
+        "headlight": (0.3, 0.6),
+        "fill_prob": 0.5,
+        "fill_diffuse": (0.1, 0.4),
+    },
     "color": {"table": 0.2, "robot": 0.1, "objects": 0.15, "table_texture": True},
-    "camera": {"front": {"pos_cm": 2.0, "rot_deg": 2.0, "fovy_deg": 2.0},
-               "wrist": {"pos_cm": 0.5, "rot_deg": 2.0, "fovy_deg": 2.0}},
+    "camera": {
+        "front": {"pos_cm": 2.0, "rot_deg": 2.0, "fovy_deg": 2.0},
+        "wrist": {"pos_cm": 0.5, "rot_deg": 2.0, "fovy_deg": 2.0},
+    },
 }
 # Valid range of every scalar, and of both ends of every [lo, hi] interval.
 _BOUNDS: dict[str, tuple[float, float]] = {
-    "light.dir_deg": (0.0, 60.0), "light.pos_cm": (0.0, 100.0), "light.diffuse": (0.0, 1.0),
-    "light.tint": (0.0, 0.5), "light.ambient": (0.0, 1.0), "light.headlight": (0.0, 1.0),
-    "light.fill_prob": (0.0, 1.0), "light.fill_diffuse": (0.0, 1.0),
-    "color.table": (0.0, 1.0), "color.robot": (0.0, 1.0), "color.objects": (0.0, 1.0),
-    "camera.pos_cm": (0.0, 10.0), "camera.rot_deg": (0.0, 15.0), "camera.fovy_deg": (0.0, 20.0),
+    "light.dir_deg": (0.0, 60.0),
+    "light.pos_cm": (0.0, 100.0),
+    "light.diffuse": (0.0, 1.0),
+    "light.tint": (0.0, 0.5),
+    "light.ambient": (0.0, 1.0),
+    "light.headlight": (0.0, 1.0),
+    "light.fill_prob": (0.0, 1.0),
+    "light.fill_diffuse": (0.0, 1.0),
+    "color.table": (0.0, 1.0),
+    "color.robot": (0.0, 1.0),
+    "color.objects": (0.0, 1.0),
+    "camera.pos_cm": (0.0, 10.0),
+    "camera.rot_deg": (0.0, 15.0),
+    "camera.fovy_deg": (0.0, 20.0),
 }
 _INTERVALS = ("diffuse", "ambient", "headlight", "fill_diffuse")
 _WORKSPACE_CENTRE = np.array([0.45, 0.0, 0.1])  # m, point the fill light shines at
@@ -105,8 +125,9 @@ class RandomizeConfig:
         if value is True:
             value = {"enabled": True}
         if not isinstance(value, Mapping):
-            raise ValueError(f"randomize={value!r} is invalid; give true/false or a mapping with keys "
-                             f"{sorted(DEFAULTS)}")
+            raise ValueError(
+                f"randomize={value!r} is invalid; give true/false or a mapping with keys {sorted(DEFAULTS)}"
+            )
         _check_keys("randomize", value, DEFAULTS)
         enabled = _check_bool("randomize.enabled", value.get("enabled", True))
         light = _section("light", value.get("light", {}))
@@ -116,8 +137,9 @@ class RandomizeConfig:
         if cam_cfg is False or cam_cfg is None:
             cam_cfg = {name: False for name in DEFAULTS["camera"]}
         if not isinstance(cam_cfg, Mapping):
-            raise ValueError(f"randomize.camera={cam_cfg!r} must be false or a mapping camera name -> "
-                             "{pos_cm, rot_deg, fovy_deg}")
+            raise ValueError(
+                f"randomize.camera={cam_cfg!r} must be false or a mapping camera name -> {{pos_cm, rot_deg, fovy_deg}}"
+            )
         for name in {**DEFAULTS["camera"], **cam_cfg}:
             given = cam_cfg.get(name, {})
             if given is False or given is None:
@@ -128,8 +150,9 @@ class RandomizeConfig:
             base = DEFAULTS["camera"].get(name, {"pos_cm": 0.0, "rot_deg": 0.0, "fovy_deg": 0.0})
             _check_keys(key, given, base)
             merged = {**base, **given}
-            cameras[name] = CameraJitter(**{k: _check_number(f"{key}.{k}", v, *_BOUNDS[f"camera.{k}"])
-                                            for k, v in merged.items()})
+            cameras[name] = CameraJitter(
+                **{k: _check_number(f"{key}.{k}", v, *_BOUNDS[f"camera.{k}"]) for k, v in merged.items()}
+            )
         return cls(enabled=enabled, light=light, color=color, cameras=cameras)
 
 
@@ -193,8 +216,9 @@ def _perpendicular_basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return e1, np.cross(d, e1)
 
 
-def geom_groups(model: mujoco.MjModel, robot_root: str = "link0",
-                object_geoms: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+def geom_groups(
+    model: mujoco.MjModel, robot_root: str = "link0", object_geoms: tuple[str, ...] = ()
+) -> dict[str, np.ndarray]:
     """Visible geoms (geom group 0-2, what the cameras draw) split into ``table`` (world-body geoms), ``robot``
     (the arm's body tree) and ``objects`` (everything else, plus ``object_geoms``: tools attached to the robot,
     such as a held peg). Returns geom ids per group."""
@@ -237,23 +261,37 @@ class VisualRandomizer:
         cam_names = [m.camera(i).name for i in range(m.ncam)]
         for name in config.cameras:
             if name not in cam_names:
-                raise ValueError(f"randomize.camera.{name}: the model has no camera {name!r}; cameras are "
-                                 f"{cam_names}")
-        self._nominal = {k: getattr(m, k).copy() for k in (
-            "light_pos", "light_dir", "light_diffuse", "light_active", "geom_rgba", "geom_matid", "mat_rgba",
-            "cam_pos", "cam_quat", "cam_fovy")}
+                raise ValueError(f"randomize.camera.{name}: the model has no camera {name!r}; cameras are {cam_names}")
+        self._nominal = {
+            k: getattr(m, k).copy()
+            for k in (
+                "light_pos",
+                "light_dir",
+                "light_diffuse",
+                "light_active",
+                "geom_rgba",
+                "geom_matid",
+                "mat_rgba",
+                "cam_pos",
+                "cam_quat",
+                "cam_fovy",
+            )
+        }
         self._head = (m.vis.headlight.ambient.copy(), m.vis.headlight.diffuse.copy())
         try:
             self._overhead, self._fill = m.light("overhead").id, m.light("fill").id
         except KeyError:
-            raise ValueError("randomize needs the 'overhead' and 'fill' lights that sim.model.build_panda_spec "
-                             "adds; this model lacks them") from None
+            raise ValueError(
+                "randomize needs the 'overhead' and 'fill' lights that sim.model.build_panda_spec "
+                "adds; this model lacks them"
+            ) from None
         d = m.light_dir[self._overhead] / np.linalg.norm(m.light_dir[self._overhead])
         self._overhead_frame = np.stack([d, *_perpendicular_basis(d)])  # (3, 3): nominal direction, two normals
         # Cameras: ids and per-axis jitter amplitudes (m, rad, deg), one row per jittered camera.
         self._cam_ids = np.array([m.camera(n).id for n in config.cameras], dtype=int)
-        self._cam_amp = np.array([[j.pos_cm / 100, np.deg2rad(j.rot_deg), j.fovy_deg]
-                                  for j in config.cameras.values()]).reshape(-1, 3)
+        self._cam_amp = np.array(
+            [[j.pos_cm / 100, np.deg2rad(j.rot_deg), j.fovy_deg] for j in config.cameras.values()]
+        ).reshape(-1, 3)
         # Table: geoms drawn with a table material can switch to any of the variants.
         self._table_mats = np.array([m.material(n).id for n in TABLE_MATERIALS])
         table = groups.get("table", np.zeros(0, int))
@@ -320,9 +358,9 @@ class VisualRandomizer:
         if self.config.light is not None:
             self._lights(u[:18], self.config.light)
         if self.config.color is not None:
-            self._colours(u[18:22 + 3 * len(self._target_amp)], self.config.color)
+            self._colours(u[18 : 22 + 3 * len(self._target_amp)], self.config.color)
         if len(self._cam_ids):
-            self._cameras(u[self._n_draws - 7 * len(self._cam_ids):].reshape(-1, 7))
+            self._cameras(u[self._n_draws - 7 * len(self._cam_ids) :].reshape(-1, 7))
 
     def _lights(self, u: np.ndarray, c: dict[str, Any]) -> None:
         """Overhead light pose, intensity and tint, headlight levels, optional fill light, from 18 uniforms."""
@@ -330,8 +368,10 @@ class VisualRandomizer:
         lerp = lambda lo_hi, x: lo_hi[0] + (lo_hi[1] - lo_hi[0]) * x  # noqa: E731
         m.light_pos[i] += (2 * u[0:3] - 1) * (c["pos_cm"] / 100)
         tilt, azimuth = np.deg2rad(c["dir_deg"]) * u[3], 2 * np.pi * u[4]
-        m.light_dir[i] = np.array([np.cos(tilt), np.sin(tilt) * np.cos(azimuth),
-                                   np.sin(tilt) * np.sin(azimuth)]) @ self._overhead_frame
+        m.light_dir[i] = (
+            np.array([np.cos(tilt), np.sin(tilt) * np.cos(azimuth), np.sin(tilt) * np.sin(azimuth)])
+            @ self._overhead_frame
+        )
         tints = 1 + (2 * u[6:9] - 1) * c["tint"]
         m.light_diffuse[i] = np.minimum(lerp(c["diffuse"], u[5]) * tints, 1.0)
         m.vis.headlight.ambient = [lerp(c["ambient"], u[9])] * 3
@@ -340,13 +380,13 @@ class VisualRandomizer:
             f = self._fill
             azimuth = 2 * np.pi * u[12]
             elevation = np.deg2rad(lerp(_FILL_ELEVATION_DEG, u[13]))
-            towards = np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
-                                np.sin(elevation)])
+            towards = np.array(
+                [np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)]
+            )
             m.light_active[f] = 1
             m.light_pos[f] = _WORKSPACE_CENTRE + _FILL_DISTANCE * towards
             m.light_dir[f] = -towards
-            m.light_diffuse[f] = np.minimum(lerp(c["fill_diffuse"], u[14]) * (1 + (2 * u[15:18] - 1) * c["tint"]),
-                                            1.0)
+            m.light_diffuse[f] = np.minimum(lerp(c["fill_diffuse"], u[14]) * (1 + (2 * u[15:18] - 1) * c["tint"]), 1.0)
 
     def _colours(self, u: np.ndarray, c: dict[str, Any]) -> None:
         """Table material (texture) and colour, then every colour target, from 4 + 3 per target uniforms."""
@@ -363,7 +403,8 @@ class VisualRandomizer:
             n_mat = len(self._mat_ids)
             m.mat_rgba[self._mat_ids, :3] = np.clip(m.mat_rgba[self._mat_ids, :3] + delta[:n_mat], 0.0, 1.0)
             m.geom_rgba[self._geom_ids, :3] = np.clip(
-                m.geom_rgba[self._geom_ids, :3] + delta[n_mat:][self._geom_target], 0.0, 1.0)
+                m.geom_rgba[self._geom_ids, :3] + delta[n_mat:][self._geom_target], 0.0, 1.0
+            )
 
     def _cameras(self, u: np.ndarray) -> None:
         """Camera position, orientation (about the camera's own axes) and fovy, from 7 uniforms per camera."""

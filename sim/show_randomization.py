@@ -16,8 +16,11 @@ import numpy as np
 import sim  # noqa: F401  (registers the env ids, sets MUJOCO_GL before mujoco makes a context)
 from robot_rl.envs.make import make_gym_env
 
-ENV_IDS = {"reach": "sim:robot_rl/Reach-v0", "pick_cube": "sim:robot_rl/PickCube-v0",
-           "peg_insert": "sim:robot_rl/PegInsert-v0"}
+ENV_IDS = {
+    "reach": "sim:robot_rl/Reach-v0",
+    "pick_cube": "sim:robot_rl/PickCube-v0",
+    "peg_insert": "sim:robot_rl/PegInsert-v0",
+}
 CAMERAS = ("front", "wrist")
 
 
@@ -54,8 +57,9 @@ def save_grid(grid: np.ndarray, titles: list[str], out: Path, task: str) -> None
                 ax.set_title(titles[c], fontsize=10)
             if c == 0:
                 ax.set_ylabel(CAMERAS[r], fontsize=10)
-    fig.suptitle(f"{task}: visual domain randomisation (lighting, colours, table texture, camera pose/fov)",
-                 fontsize=10)
+    fig.suptitle(
+        f"{task}: visual domain randomisation (lighting, colours, table texture, camera pose/fov)", fontsize=10
+    )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)

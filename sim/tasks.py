@@ -39,10 +39,15 @@ class ReachEnv(PandaEnv):
     def _validate_task(self, kw: dict[str, Any]) -> None:
         self.goal_low = check_vec("goal_low", kw.pop("goal_low", (0.35, -0.2, 0.08)), -1.0, 1.2)
         self.goal_high = check_vec("goal_high", kw.pop("goal_high", (0.65, 0.2, 0.35)), -1.0, 1.2)
-        if np.any(self.goal_low > self.goal_high) or np.any(self.goal_low < self.ws_low) or np.any(
-                self.goal_high > self.ws_high):
-            raise ValueError(f"goal box [{list(self.goal_low)}, {list(self.goal_high)}] must be ordered and lie "
-                             f"inside the workspace [{list(self.ws_low)}, {list(self.ws_high)}]")
+        if (
+            np.any(self.goal_low > self.goal_high)
+            or np.any(self.goal_low < self.ws_low)
+            or np.any(self.goal_high > self.ws_high)
+        ):
+            raise ValueError(
+                f"goal box [{list(self.goal_low)}, {list(self.goal_high)}] must be ordered and lie "
+                f"inside the workspace [{list(self.ws_low)}, {list(self.ws_high)}]"
+            )
         self.success_threshold = check_range("success_threshold", kw.pop("success_threshold", 0.02), 0.005, 0.1)
         super()._validate_task(kw)
 
@@ -50,8 +55,14 @@ class ReachEnv(PandaEnv):
     def build_spec(cls, visual_meshes: str = "coarse") -> mujoco.MjSpec:
         spec = build_panda_spec(visual_meshes=visual_meshes)
         goal = spec.worldbody.add_body(name="goal", mocap=True, pos=[0.5, 0, 0.2])
-        goal.add_geom(type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[0.02, 0, 0], rgba=[0.1, 0.9, 0.1, 0.6],
-                      contype=0, conaffinity=0, group=1)
+        goal.add_geom(
+            type=mujoco.mjtGeom.mjGEOM_SPHERE,
+            size=[0.02, 0, 0],
+            rgba=[0.1, 0.9, 0.1, 0.6],
+            contype=0,
+            conaffinity=0,
+            group=1,
+        )
         return spec
 
     def _bind_model(self) -> None:
@@ -100,8 +111,9 @@ class PickCubeEnv(PandaEnv):
         self._build_kwargs = {"cube_size": self.cube_size, "cube_mass": cube_mass}
 
     @classmethod
-    def build_spec(cls, cube_size: float = 0.04, cube_mass: float = 0.05,
-                   visual_meshes: str = "coarse") -> mujoco.MjSpec:
+    def build_spec(
+        cls, cube_size: float = 0.04, cube_mass: float = 0.05, visual_meshes: str = "coarse"
+    ) -> mujoco.MjSpec:
         spec = build_panda_spec(visual_meshes=visual_meshes)
         cube = add_box_body(spec.worldbody, "cube", cube_size / 2, (0.85, 0.15, 0.15, 1), free=True, mass=cube_mass)
         cube.pos = [0.5, 0, cube_size / 2]
@@ -117,13 +129,19 @@ class PickCubeEnv(PandaEnv):
         xy = rng.uniform((self.x_range[0], self.y_range[0]), (self.x_range[1], self.y_range[1]))
         yaw = rng.uniform(-self.yaw_range, self.yaw_range)
         self.rest_z = self.cube_size / 2
-        self.data.qpos[self._cube_qpos:self._cube_qpos + 7] = [*xy, self.rest_z, np.cos(yaw / 2), 0, 0,
-                                                                  np.sin(yaw / 2)]
+        self.data.qpos[self._cube_qpos : self._cube_qpos + 7] = [
+            *xy,
+            self.rest_z,
+            np.cos(yaw / 2),
+            0,
+            0,
+            np.sin(yaw / 2),
+        ]
 
     @property
     def cube_pos(self) -> np.ndarray:
         """Cube centre (3,), m."""
-        return self.data.qpos[self._cube_qpos:self._cube_qpos + 3].copy()
+        return self.data.qpos[self._cube_qpos : self._cube_qpos + 3].copy()
 
     def is_grasped(self) -> bool:
         """True when both finger pads are in contact with the cube."""
@@ -133,7 +151,7 @@ class PickCubeEnv(PandaEnv):
         return self._finger_geoms <= touching
 
     def _task_state(self) -> list[np.ndarray]:
-        quat = self.data.qpos[self._cube_qpos + 3:self._cube_qpos + 7]
+        quat = self.data.qpos[self._cube_qpos + 3 : self._cube_qpos + 7]
         return [self.cube_pos, quat if quat[0] >= 0 else -quat, self.cube_pos - self.data.site_xpos[self._tcp]]
 
     def _evaluate(self) -> tuple[bool, float, dict[str, Any]]:
@@ -197,34 +215,62 @@ class PegInsertEnv(PandaEnv):
         self.peg_length = check_range("peg_length", kw.pop("peg_length", 0.08), 0.05, 0.12)
         self.hole_clearance = check_range("hole_clearance", kw.pop("hole_clearance", 0.004), 0.0005, 0.005)
         self.block_height = check_range("block_height", kw.pop("block_height", 0.05), 0.03, 0.08)
-        self.insert_depth = check_range("insert_depth", kw.pop("insert_depth", 0.025), 0.005,
-                                        self.block_height - 0.005)
+        self.insert_depth = check_range("insert_depth", kw.pop("insert_depth", 0.025), 0.005, self.block_height - 0.005)
         self.x_range = _check_interval("block_x_range", kw.pop("block_x_range", (0.45, 0.55)), 0.35, 0.7)
         self.y_range = _check_interval("block_y_range", kw.pop("block_y_range", (-0.1, 0.1)), -0.25, 0.25)
         self.tip_below_tcp = self.PEG_TOP_IN_HAND_Z + self.peg_length - TCP_IN_HAND_Z
         deepest_tip = self.ws_low[2] - self.tip_below_tcp
         if deepest_tip > self.block_height - self.insert_depth - 0.005:
-            raise ValueError(f"workspace_low z={self.ws_low[2]} does not let the peg tip reach "
-                             f"insert_depth={self.insert_depth} (lowest tip z {deepest_tip:.3f} m)")
+            raise ValueError(
+                f"workspace_low z={self.ws_low[2]} does not let the peg tip reach "
+                f"insert_depth={self.insert_depth} (lowest tip z {deepest_tip:.3f} m)"
+            )
         super()._validate_task(kw)
-        self._build_kwargs = {"peg_width": self.peg_width, "peg_length": self.peg_length,
-                              "hole_clearance": self.hole_clearance, "block_height": self.block_height}
+        self._build_kwargs = {
+            "peg_width": self.peg_width,
+            "peg_length": self.peg_length,
+            "hole_clearance": self.hole_clearance,
+            "block_height": self.block_height,
+        }
 
     @classmethod
-    def build_spec(cls, peg_width: float = 0.024, peg_length: float = 0.08, hole_clearance: float = 0.004,
-                   block_height: float = 0.05, visual_meshes: str = "coarse") -> mujoco.MjSpec:
+    def build_spec(
+        cls,
+        peg_width: float = 0.024,
+        peg_length: float = 0.08,
+        hole_clearance: float = 0.004,
+        block_height: float = 0.05,
+        visual_meshes: str = "coarse",
+    ) -> mujoco.MjSpec:
         spec = build_panda_spec(visual_meshes=visual_meshes)
         hand = spec.body("hand")
-        hand.add_geom(name="peg", type=mujoco.mjtGeom.mjGEOM_BOX, size=[peg_width / 2, peg_width / 2, peg_length / 2],
-                      pos=[0, 0, cls.PEG_TOP_IN_HAND_Z + peg_length / 2], rgba=[0.95, 0.6, 0.1, 1], mass=0.05,
-                      solref=[0.005, 1], friction=[0.3, 0.005, 0.0001])
+        hand.add_geom(
+            name="peg",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=[peg_width / 2, peg_width / 2, peg_length / 2],
+            pos=[0, 0, cls.PEG_TOP_IN_HAND_Z + peg_length / 2],
+            rgba=[0.95, 0.6, 0.1, 1],
+            mass=0.05,
+            solref=[0.005, 1],
+            friction=[0.3, 0.005, 0.0001],
+        )
         block = spec.worldbody.add_body(name="block", mocap=True, pos=[0.5, 0, 0])
         h, outer, hz = (peg_width + hole_clearance) / 2, 0.05, block_height / 2
-        walls = [((+(h + outer) / 2, 0), ((outer - h) / 2, outer)), ((-(h + outer) / 2, 0), ((outer - h) / 2, outer)),
-                 ((0, +(h + outer) / 2), (h, (outer - h) / 2)), ((0, -(h + outer) / 2), (h, (outer - h) / 2))]
+        walls = [
+            ((+(h + outer) / 2, 0), ((outer - h) / 2, outer)),
+            ((-(h + outer) / 2, 0), ((outer - h) / 2, outer)),
+            ((0, +(h + outer) / 2), (h, (outer - h) / 2)),
+            ((0, -(h + outer) / 2), (h, (outer - h) / 2)),
+        ]
         for i, ((x, y), (sx, sy)) in enumerate(walls):
-            block.add_geom(name=f"block_wall{i}", type=mujoco.mjtGeom.mjGEOM_BOX, size=[sx, sy, hz], pos=[x, y, hz],
-                           rgba=[0.2, 0.35, 0.8, 1], friction=[0.3, 0.005, 0.0001])
+            block.add_geom(
+                name=f"block_wall{i}",
+                type=mujoco.mjtGeom.mjGEOM_BOX,
+                size=[sx, sy, hz],
+                pos=[x, y, hz],
+                rgba=[0.2, 0.35, 0.8, 1],
+                friction=[0.3, 0.005, 0.0001],
+            )
         return spec
 
     def _bind_model(self) -> None:

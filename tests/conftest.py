@@ -6,8 +6,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))  # so env ids "toy_env:toy/PointReach-v0" resolve
 os.environ.setdefault("MUJOCO_GL", "egl")
-# Tiny test networks gain nothing from intra-op threads, and two threads on a loaded 2-core machine can run 10-50x
-# slower (design.md); tests that exercise threads set them explicitly.
+# Tiny test networks gain nothing from intra-op threads, and more threads than free cores slow every process on a
+# loaded 2-core machine; tests that exercise threads set them explicitly.
 torch.set_num_threads(1)
 
 TOY_TASK = {"name": "toy_reach", "env_id": "toy_env:toy/PointReach-v0", "env_kwargs": {}, "has_expert": True}

@@ -29,8 +29,15 @@ import subprocess
 import sys
 import tempfile
 
-from hw.netns import (CYCLONE_LOOPBACK_XML, PRELUDE, dds_shm_entries, loopback_ros_env,  # noqa: F401
-                      netns_unavailable, reap_session, unshare_cmd)
+from hw.netns import (  # noqa: F401
+    CYCLONE_LOOPBACK_XML,
+    PRELUDE,
+    dds_shm_entries,
+    loopback_ros_env,
+    netns_unavailable,
+    reap_session,
+    unshare_cmd,
+)
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TESTS_DIR)
@@ -47,8 +54,10 @@ def skip_reason() -> str | None:
 def ros_env(tmp: str, domain_id: int | None = None) -> dict[str, str]:
     """:func:`hw.netns.loopback_ros_env` plus the repository and tests on ``PYTHONPATH``, Fast DDS pinned."""
     env = loopback_ros_env(tmp, domain_id)
-    env.update(RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
-               PYTHONPATH=os.pathsep.join([REPO_ROOT, TESTS_DIR, env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env.update(
+        RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
+        PYTHONPATH=os.pathsep.join([REPO_ROOT, TESTS_DIR, env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
     return env
 
 
@@ -67,14 +76,23 @@ def run_in_netns(module: str, func: str, timeout: float = 120.0) -> subprocess.C
     cmd = [*unshare_cmd(), "sh", "-c", PRELUDE, "sh", sys.executable, "-c", code]
     shm_before = dds_shm_entries()
     with tempfile.TemporaryDirectory(prefix="ros2_test_") as tmp:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=ros_env(tmp), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            env=ros_env(tmp),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)  # our own session: the body and the nodes it started
             out, _ = proc.communicate()
-            raise AssertionError(f"{module}.{func} timed out after {timeout} s in the netns; output:\n{out[-6000:]}")
+            raise AssertionError(
+                f"{module}.{func} timed out after {timeout} s in the netns; output:\n{out[-6000:]}"
+            ) from None
         finally:  # nothing the body started outlives it, nor the shared memory its killed nodes left
             reap_session(proc.pid, shm_before)
     assert proc.returncode == 0, f"{module}.{func} failed (rc={proc.returncode}) in the netns; output:\n{out[-8000:]}"
@@ -84,10 +102,10 @@ def run_in_netns(module: str, func: str, timeout: float = 120.0) -> subprocess.C
 def start_node(module: str, *args: str) -> subprocess.Popen:
     """Start ``python -m module *args`` (e.g. ``--config configs/robot/sim.yaml --ros-args -p lockstep:=true``) from a
     body, so it inherits the namespace; stdout and stderr go to a temp file whose path is ``proc.log_path``."""
-    log = tempfile.NamedTemporaryFile("w+", prefix=module.rsplit(".", 1)[-1] + "_", suffix=".log", delete=False,
-                                      dir=os.environ.get("ROS_HOME"))
-    proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO_ROOT, stdout=log,
-                            stderr=subprocess.STDOUT)
+    log = tempfile.NamedTemporaryFile(
+        "w+", prefix=module.rsplit(".", 1)[-1] + "_", suffix=".log", delete=False, dir=os.environ.get("ROS_HOME")
+    )
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     proc.log_path = log.name  # type: ignore[attr-defined]
     return proc
 

@@ -30,10 +30,14 @@ def test_run_tiny_reports_every_row_and_margin(tmp_path, capsys):
     assert res["ratio"] == pytest.approx(rows["act_pixels"]["budget_over_p99"])
     # A control step contains its parts: each step's mean is at least the sum of its parts' means.
     assert rows["step_state"]["mean_ms"] >= rows["act_state"]["mean_ms"] + rows["env_step_state"]["mean_ms"] - 1e-6
-    assert (rows["step_pixels_actor"]["mean_ms"]
-            >= rows["act_pixels"]["mean_ms"] + rows["env_step_pixels"]["mean_ms"] - 1e-6)
-    assert (rows["step_pixels_trainer"]["mean_ms"]
-            >= rows["act_pixels_maps"]["mean_ms"] + rows["featurize_pixels"]["mean_ms"] - 1e-6)
+    assert (
+        rows["step_pixels_actor"]["mean_ms"]
+        >= rows["act_pixels"]["mean_ms"] + rows["env_step_pixels"]["mean_ms"] - 1e-6
+    )
+    assert (
+        rows["step_pixels_trainer"]["mean_ms"]
+        >= rows["act_pixels_maps"]["mean_ms"] + rows["featurize_pixels"]["mean_ms"] - 1e-6
+    )
     assert res["task"]["cameras"] == ["front", "wrist"] and res["task"]["pixel_obs"]["front"] == [64, 64, 3]
     assert res["agent"]["cached_cameras"] == ["front", "wrist"]
     assert res["machine"]["threads"] == 1 and res["machine"]["torch_threads"] == 1
@@ -50,4 +54,5 @@ def test_latency_stats():
 def test_bad_override_names_the_valid_keys():
     with pytest.raises(ValueError, match="valid keys"):
         from robot_rl.bench.act import run
+
         run(True, ["nope=1"])

@@ -9,8 +9,18 @@ from robot_rl.bench.data import RATIO_DEFS, Float32TransitionBuffer, Pool, alloc
 from robot_rl.cli import main
 from robot_rl.data.replay import ReplayBuffer
 
-TINY = ["pool_episodes=1", "write_episodes=2", "episode_len=5", "sample_buffer=40", "batch_size=8", "batches=3",
-        "repeats=1", "load_transitions=50", "image_chunk=4", "threads=1"]
+TINY = [
+    "pool_episodes=1",
+    "write_episodes=2",
+    "episode_len=5",
+    "sample_buffer=40",
+    "batch_size=8",
+    "batches=3",
+    "repeats=1",
+    "load_transitions=50",
+    "image_chunk=4",
+    "threads=1",
+]
 
 
 def test_run_tiny_reports_every_row_and_ratio(tmp_path, capsys):
@@ -20,9 +30,21 @@ def test_run_tiny_reports_every_row_and_ratio(tmp_path, capsys):
     result = json.loads((tmp_path / "r.json").read_text())
     assert "write_pixels/need_10hz" in capsys.readouterr().out
     rows, ratios = result["rows"], result["ratios"]
-    assert set(rows) == {"need_10hz", "write_pixels", "write_pixels_noisy", "write_state", "sample_pixels",
-                         "sample_float32", "sample_state", "memory_ours", "memory_float32", "read_state",
-                         "load_state", "read_pixels", "load_pixels"}
+    assert set(rows) == {
+        "need_10hz",
+        "write_pixels",
+        "write_pixels_noisy",
+        "write_state",
+        "sample_pixels",
+        "sample_float32",
+        "sample_state",
+        "memory_ours",
+        "memory_float32",
+        "read_state",
+        "load_state",
+        "read_pixels",
+        "load_pixels",
+    }
     for name, row in rows.items():
         assert row[row["metric"]] > 0, name
     assert set(ratios) == set(RATIO_DEFS) == set(result["ratio_defs"])
@@ -43,12 +65,16 @@ def test_run_tiny_reports_every_row_and_ratio(tmp_path, capsys):
 
 def _pool(length: int = 7) -> Pool:
     rng = np.random.default_rng(0)
-    space = spaces.Dict({"cam": spaces.Box(0, 255, (4, 5, 3), np.uint8),
-                         "state": spaces.Box(-np.inf, np.inf, (2,), np.float32)})
-    obs = {"cam": rng.integers(0, 256, (length, 4, 5, 3), dtype=np.uint8),
-           "state": rng.standard_normal((length, 2), dtype=np.float32)}
-    return Pool(obs, rng.uniform(-1, 1, (length, 3)).astype(np.float32), rng.random(length, dtype=np.float32), 0.1,
-                space, 1)
+    space = spaces.Dict(
+        {"cam": spaces.Box(0, 255, (4, 5, 3), np.uint8), "state": spaces.Box(-np.inf, np.inf, (2,), np.float32)}
+    )
+    obs = {
+        "cam": rng.integers(0, 256, (length, 4, 5, 3), dtype=np.uint8),
+        "state": rng.standard_normal((length, 2), dtype=np.float32),
+    }
+    return Pool(
+        obs, rng.uniform(-1, 1, (length, 3)).astype(np.float32), rng.random(length, dtype=np.float32), 0.1, space, 1
+    )
 
 
 def test_float32_baseline_holds_the_same_transitions_as_ours():

@@ -6,8 +6,17 @@ import torch
 from robot_rl.bench.encoder import RATIO_DEFS, ROW_LABELS
 from robot_rl.cli import BENCHES, main
 
-TINY = ["image_size=64", "batch_size=8", "utd=1", "updates=2", "warmup=1", "repeats=1", "buffer=40",
-        "episode_len=10", "threads=1"]
+TINY = [
+    "image_size=64",
+    "batch_size=8",
+    "utd=1",
+    "updates=2",
+    "warmup=1",
+    "repeats=1",
+    "buffer=40",
+    "episode_len=10",
+    "threads=1",
+]
 
 
 def test_run_tiny_reports_every_row_and_ratio(tmp_path, capsys):

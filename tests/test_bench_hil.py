@@ -6,8 +6,15 @@ from robot_rl.bench.hil import DEFAULT_ROWS, _finished_with, run, settings, trai
 
 
 def test_quick_bench_compares_with_and_without_corrections_and_reuses_finished_runs(tmp_path, capsys):
-    ov = ["task=reach", "budget=150", "eval_every=150", "eval_episodes=2", "demos=2", f"out={tmp_path}/hil",
-          "threads=1"]
+    ov = [
+        "task=reach",
+        "budget=150",
+        "eval_every=150",
+        "eval_episodes=2",
+        "demos=2",
+        f"out={tmp_path}/hil",
+        "threads=1",
+    ]
     res = run(quick=True, overrides=ov)
     assert list(res["rows"]) == list(DEFAULT_ROWS)
     base, sync, asyn = (res["rows"][r] for r in DEFAULT_ROWS)
@@ -16,8 +23,11 @@ def test_quick_bench_compares_with_and_without_corrections_and_reuses_finished_r
         (seed,) = row["per_seed"]
         assert 0.0 < row["intervention_share"] <= 1.0 and seed["intervention_steps"] > 0
         assert seed["interventions"] and all(0.0 <= r <= 1.0 for _, r in seed["interventions"])
-        assert row["ratio"] > 0 and row["ratio_bound"] in ("exact", "lower bound", "upper bound") or \
-            row["ratio_bound"].startswith("unknown")
+        assert (
+            row["ratio"] > 0
+            and row["ratio_bound"] in ("exact", "lower bound", "upper bound")
+            or row["ratio_bound"].startswith("unknown")
+        )
         assert isinstance(row["aim_met"], bool)
     assert (tmp_path / "hil" / "hil.png").stat().st_size > 1000
     json.loads((tmp_path / "hil" / "hil.json").read_text())
@@ -56,8 +66,18 @@ def test_bad_rows_are_named():
 
 
 def test_a_failing_run_is_named_and_the_others_finish(tmp_path):
-    ov = ["task=reach", "budget=100", "eval_every=100", "eval_episodes=1", "demos=1", f"out={tmp_path}/hil",
-          "threads=1", "rows=no_corrections", "row=broken:agent.utd_ratio=0", "jobs=2"]
+    ov = [
+        "task=reach",
+        "budget=100",
+        "eval_every=100",
+        "eval_episodes=1",
+        "demos=1",
+        f"out={tmp_path}/hil",
+        "threads=1",
+        "rows=no_corrections",
+        "row=broken:agent.utd_ratio=0",
+        "jobs=2",
+    ]
     with pytest.raises(RuntimeError, match="broken seed 0"):
         run(quick=True, overrides=ov)
     assert (tmp_path / "hil" / "no_corrections" / "s0" / "bench_done.json").exists()  # kept for reuse=true

@@ -8,8 +8,18 @@ from robot_rl.agents.networks import EnsembleQ
 from robot_rl.bench.common import parse_overrides
 from robot_rl.bench.learner import DEFAULTS, LoopEnsembleQ, _make_agent, _random_batches, run, use_loop_critic
 
-TINY = ["updates=3", "warmup=1", "repeats=1", "hidden=16,16", "batch_size=32", "state_dim=6", "action_dim=2",
-        "buffer=200", "num_critics=4", "threads=1"]
+TINY = [
+    "updates=3",
+    "warmup=1",
+    "repeats=1",
+    "hidden=16,16",
+    "batch_size=32",
+    "state_dim=6",
+    "action_dim=2",
+    "buffer=200",
+    "num_critics=4",
+    "threads=1",
+]
 
 
 def test_run_tiny_reports_every_row_and_ratio():

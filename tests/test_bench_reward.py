@@ -7,12 +7,23 @@ import numpy as np
 import pytest
 import torch
 
-from robot_rl.bench.reward import DEFAULTS, heldout_truth, record_store, run
 from robot_rl.bench.data import _task_config
+from robot_rl.bench.reward import DEFAULTS, heldout_truth, record_store, run
 from robot_rl.data.store import EpisodeStore
 
-TINY = ["tasks=pick_cube", "success_episodes=2", "failure_episodes=2", "heldout_episodes=1", "steps=20",
-        "image_size=48", "threads=1", "image_copies=0", "positive_last_k=2", "margin=0", "min_examples=2"]
+TINY = [
+    "tasks=pick_cube",
+    "success_episodes=2",
+    "failure_episodes=2",
+    "heldout_episodes=1",
+    "steps=20",
+    "image_size=48",
+    "threads=1",
+    "image_copies=0",
+    "positive_last_k=2",
+    "margin=0",
+    "min_examples=2",
+]
 
 
 @pytest.mark.filterwarnings("ignore:.*class imbalance")
@@ -50,10 +61,11 @@ def test_recorded_ground_truth_lines_up_with_frames(tmp_path):
 def test_rl_rows_are_summarised_honestly():
     from robot_rl.bench.reward import RL_ROWS, summarize_rl_run
 
-    hist = [{"step": 500, "episode": 20, "success_rate": 0.0, "reward_hacked_episodes": 4, "reward_vetoed_steps": 0},
-            {"step": 1000, "episode": 149, "success_rate": 0.5, "reward_hacked_episodes": 129},
-            {"step": 1500, "episode": 200, "success_rate": 0.95, "reward_hacked_episodes": 130,
-             "reward_vetoed_steps": 7}]
+    hist = [
+        {"step": 500, "episode": 20, "success_rate": 0.0, "reward_hacked_episodes": 4, "reward_vetoed_steps": 0},
+        {"step": 1000, "episode": 149, "success_rate": 0.5, "reward_hacked_episodes": 129},
+        {"step": 1500, "episode": 200, "success_rate": 0.95, "reward_hacked_episodes": 130, "reward_vetoed_steps": 7},
+    ]
     out = summarize_rl_run(hist, warmup=1000)
     assert out["steps_to_90"] == 1500 and out["final_success"] == 0.95 and out["vetoed_steps"] == 7
     assert (out["episodes_after_warmup"], out["hacked_after_warmup"]) == (51, 1)  # counted from the 1000-step eval

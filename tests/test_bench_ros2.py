@@ -71,8 +71,8 @@ def test_raise_priority_says_when_it_is_not_permitted(monkeypatch):
 
 
 def test_refuses_a_network_that_is_not_isolated(monkeypatch):
-    import hw.netns
     import hw.bench_ros2 as ros2
+    import hw.netns
 
     monkeypatch.setattr(hw.netns, "network_isolated", lambda: False)
     monkeypatch.setattr(hw.netns, "netns_unavailable", lambda: "no namespaces on this machine")
@@ -109,7 +109,8 @@ def test_quick_run_reports_latency_rows_and_ratios(tmp_path, capfd):
         assert rows[f"ros2_{mode}_robot"]["min_ms"] >= rows[f"ros2_{mode}"]["min_ms"]
         assert not any(k.endswith("_load") for k in rows)  # quick: load=none
         assert res["ratios"][f"ros2/inproc {mode} p50"] == pytest.approx(
-            rows[f"ros2_{mode}"]["p50_ms"] / rows[f"inproc_{mode}"]["p50_ms"])
+            rows[f"ros2_{mode}"]["p50_ms"] / rows[f"inproc_{mode}"]["p50_ms"]
+        )
         assert 2 < res["loops"][f"ros2_{mode}"]["steps_per_s"] < 15  # paced by the driver's 10 Hz clock (or slower)
     assert res["ratio"] == res["ratios"]["ros2/inproc state p50"]
     assert [t["met"] for t in res["targets"]] == [None, None] and "not measured (load=none)" in out
@@ -117,8 +118,7 @@ def test_quick_run_reports_latency_rows_and_ratios(tmp_path, capfd):
 
 @pytest.mark.skipif(bool(_netns_missing()), reason=_netns_missing() or "")
 def test_quick_run_under_load_puts_idle_and_loaded_side_by_side(tmp_path, capfd):
-    assert main(["bench", "ros2", "--quick", "--json", str(tmp_path / "r.json"), "obs=state", "load=both",
-                 *TINY]) == 0
+    assert main(["bench", "ros2", "--quick", "--json", str(tmp_path / "r.json"), "obs=state", "load=both", *TINY]) == 0
     out = capfd.readouterr().out
     res = json.loads((tmp_path / "r.json").read_text())
     rows = res["rows"]
@@ -126,8 +126,9 @@ def test_quick_run_under_load_puts_idle_and_loaded_side_by_side(tmp_path, capfd)
         assert rows[key]["n"] == rows[f"{key}_load"]["n"] == 4, key
     assert rows["ros2_state_robot_load"]["n"] >= 1
     cmp = res["comparison"]["ros2_state_robot"]
-    assert cmp["load/idle p99"] == pytest.approx(rows["ros2_state_robot_load"]["p99_ms"]
-                                                 / rows["ros2_state_robot"]["p99_ms"])
+    assert cmp["load/idle p99"] == pytest.approx(
+        rows["ros2_state_robot_load"]["p99_ms"] / rows["ros2_state_robot"]["p99_ms"]
+    )
     loaded = res["load"]["loaded"]["state"]
     assert 0.3 < loaded["busy_cores"] <= os.cpu_count() + 0.1  # the learner kept (most of) a core busy
     assert loaded["learner_cores"] > 0.3 and loaded["learner_updates_per_s"] > 0

@@ -12,8 +12,22 @@ def test_steps_to_target_reads_the_first_eval_at_or_above_90():
 
 def test_tiny_run_of_every_row_writes_table_json_and_plot(tmp_path, capsys):
     out = tmp_path / "se"
-    code = main(["bench", "sample-efficiency", "--quick", "--json", str(tmp_path / "r.json"), "budget=120",
-                 "eval_every=60", "eval_episodes=2", "demos=2", f"out={out}", "threads=1", "task=reach"])
+    code = main(
+        [
+            "bench",
+            "sample-efficiency",
+            "--quick",
+            "--json",
+            str(tmp_path / "r.json"),
+            "budget=120",
+            "eval_every=60",
+            "eval_episodes=2",
+            "demos=2",
+            f"out={out}",
+            "threads=1",
+            "task=reach",
+        ]
+    )
     assert code == 0
     res = json.loads((tmp_path / "r.json").read_text())
     assert set(res["rows"]) == {"rlpd+demos", "sac", "sb3_sac"}
@@ -32,9 +46,22 @@ def test_pixels_row_is_opt_in_and_trains_from_images(tmp_path, capsys):
     assert _settings(True, ["pixels=false"])[0]["rows"] == ["rlpd+demos", "sac", "sb3_sac"]
     out = tmp_path / "se"
     # learning_starts and image_size pass through to the training configs, so the tiny pixel run still updates.
-    res = run(quick=True, overrides=["pixels=true", "rows=rlpd+demos", "budget=60", "eval_every=60",
-                                     "eval_episodes=1", "demos=1", f"out={out}", "threads=1", "task=reach",
-                                     "learning_starts=20", "task.env_kwargs.image_size=64"])
+    res = run(
+        quick=True,
+        overrides=[
+            "pixels=true",
+            "rows=rlpd+demos",
+            "budget=60",
+            "eval_every=60",
+            "eval_episodes=1",
+            "demos=1",
+            f"out={out}",
+            "threads=1",
+            "task=reach",
+            "learning_starts=20",
+            "task.env_kwargs.image_size=64",
+        ],
+    )
     assert list(res["rows"]) == ["rlpd+demos", PIXEL_ROW]
     for name, row in res["rows"].items():
         step, success = row["per_seed"][0]["curve"][-1]
@@ -43,7 +70,11 @@ def test_pixels_row_is_opt_in_and_trains_from_images(tmp_path, capsys):
     state, px = res["rows"]["rlpd+demos"], res["rows"][PIXEL_ROW]
     assert res["pixels_over_state"] == px["median_steps_to_90"] / max(state["median_steps_to_90"], 1.0)
     assert res["pixels_over_state"] > 0 and res["pixels_over_state_bound"] in (
-        "exact", "lower bound", "upper bound", "unknown (neither row reached 90%)")
+        "exact",
+        "lower bound",
+        "upper bound",
+        "unknown (neither row reached 90%)",
+    )
     assert "ratio_pixels" not in res  # no SB3 row asked for
     config = (out / f"{PIXEL_ROW}_s0" / "checkpoints" / "latest" / "config.yaml").read_text()
     assert "obs_mode: pixels" in config and "image_size: 64" in config

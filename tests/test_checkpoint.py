@@ -6,8 +6,15 @@ from robot_rl.utils.checkpoint import load_state, save_state
 
 
 def test_nested_state_round_trip(tmp_path):
-    state = {"w": torch.randn(3, 2), "opt": {"state": {0: {"step": torch.tensor(4.0)}}, "param_groups": [{"lr": 1e-3,
-             "params": [0]}]}, "n": 7, "name": "x", "arr": np.arange(4), "none": None, "flag": True}
+    state = {
+        "w": torch.randn(3, 2),
+        "opt": {"state": {0: {"step": torch.tensor(4.0)}}, "param_groups": [{"lr": 1e-3, "params": [0]}]},
+        "n": 7,
+        "name": "x",
+        "arr": np.arange(4),
+        "none": None,
+        "flag": True,
+    }
     save_state(state, tmp_path / "ck")
     out = load_state(tmp_path / "ck")
     assert torch.equal(out["w"], state["w"]) and out["n"] == 7 and out["name"] == "x" and out["flag"] is True

@@ -23,18 +23,24 @@ def test_help_lists_subcommands():
         assert sub in out.stdout
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["task=pick_cub"], "unknown task 'pick_cub'; valid choices: dmc_cartpole_swingup, peg_insert, pick_cube, reach"),
-    (["agent=ppo"], "unknown agent 'ppo'; valid choices: rlpd, rlpd_gripper, sac"),
-    (["seed"], "malformed override 'seed'"),
-    (["learning_rate=1"], "unknown config key 'learning_rate'"),
-    (["seed=abc"], "seed='abc' must be a non-negative integer"),
-    (["demo_fraction=2"], "demo_fraction=2 must be a number in [0, 1]"),
-    (["task.env_kwargs.action_scale=9"], "action_scale"),
-    (["obs=pixels", "+agent.encoder.type=conv", "+agent.encoder.cache=true"], "cache=True needs a frozen trunk"),
-    (["+agent.encoder.type=pretrained"], "needs cameras, but the observation space has none"),
-    (["task=dmc_cartpole_swingup"], "has no scripted expert"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["task=pick_cub"],
+            "unknown task 'pick_cub'; valid choices: dmc_cartpole_swingup, peg_insert, pick_cube, reach",
+        ),
+        (["agent=ppo"], "unknown agent 'ppo'; valid choices: rlpd, rlpd_gripper, sac"),
+        (["seed"], "malformed override 'seed'"),
+        (["learning_rate=1"], "unknown config key 'learning_rate'"),
+        (["seed=abc"], "seed='abc' must be a non-negative integer"),
+        (["demo_fraction=2"], "demo_fraction=2 must be a number in [0, 1]"),
+        (["task.env_kwargs.action_scale=9"], "action_scale"),
+        (["obs=pixels", "+agent.encoder.type=conv", "+agent.encoder.cache=true"], "cache=True needs a frozen trunk"),
+        (["+agent.encoder.type=pretrained"], "needs cameras, but the observation space has none"),
+        (["task=dmc_cartpole_swingup"], "has no scripted expert"),
+    ],
+)
 def test_bad_train_input_gets_one_line_error(capsys, tmp_path, args, expected):
     code, _, err = run_cli(capsys, "train", f"run_dir={tmp_path}", "total_steps=10", *args)
     assert code == 2
@@ -48,12 +54,29 @@ def test_unknown_bench_lists_choices(capsys):
 
 def test_train_then_eval_with_video(capsys, tmp_path):
     run = tmp_path / "run"
-    code, out, _ = run_cli(capsys, "train", "task=reach", f"run_dir={run}", "total_steps=150", "eval.every=100",
-                           "eval.episodes=3", "demos.episodes=3", "learning_starts=50", *SMALL)
+    code, out, _ = run_cli(
+        capsys,
+        "train",
+        "task=reach",
+        f"run_dir={run}",
+        "total_steps=150",
+        "eval.every=100",
+        "eval.episodes=3",
+        "demos.episodes=3",
+        "learning_starts=50",
+        *SMALL,
+    )
     assert code == 0
     assert f"outputs: {run}/" in out
-    for name in ("config.yaml", "curve.png", "eval.jsonl", "demos.zarr/commit.json", "checkpoints/best/agent.safetensors",
-                 "checkpoints/latest/trainer.safetensors", "checkpoints/latest/spec.json"):
+    for name in (
+        "config.yaml",
+        "curve.png",
+        "eval.jsonl",
+        "demos.zarr/commit.json",
+        "checkpoints/best/agent.safetensors",
+        "checkpoints/latest/trainer.safetensors",
+        "checkpoints/latest/spec.json",
+    ):
         assert (run / name).exists(), name
     assert list((run / "tb").glob("events.out.tfevents.*"))
     video = tmp_path / "eval.mp4"
@@ -66,8 +89,17 @@ def test_train_then_eval_with_video(capsys, tmp_path):
     steps = [json.loads(line)["step"] for line in (run / "eval.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps[-1] >= 250
     # a new run can take its demonstrations from the store the first one kept
-    code, out, _ = run_cli(capsys, "train", "task=reach", f"run_dir={tmp_path / 'run2'}", "total_steps=60",
-                           "eval.every=60", "eval.episodes=1", f"demos.path={run / 'demos.zarr'}", *SMALL)
+    code, out, _ = run_cli(
+        capsys,
+        "train",
+        "task=reach",
+        f"run_dir={tmp_path / 'run2'}",
+        "total_steps=60",
+        "eval.every=60",
+        "eval.episodes=1",
+        f"demos.path={run / 'demos.zarr'}",
+        *SMALL,
+    )
     assert code == 0 and '"demo_episodes": 3' in out
 
 
@@ -81,8 +113,18 @@ def test_rlpd_solves_reach_in_a_short_run(tmp_path):
     from robot_rl.cli import compose
     from robot_rl.trainer import Trainer
 
-    cfg = compose("train", ["task=reach", "total_steps=4000", "eval.every=1000", "eval.episodes=20",
-                            "demos.episodes=40", "agent.utd_ratio=4", *SMALL])
+    cfg = compose(
+        "train",
+        [
+            "task=reach",
+            "total_steps=4000",
+            "eval.every=1000",
+            "eval.episodes=20",
+            "demos.episodes=40",
+            "agent.utd_ratio=4",
+            *SMALL,
+        ],
+    )
     tr = Trainer(cfg, tmp_path)
     tr.collect_demos()
     tr.train(progress=False)
@@ -100,11 +142,28 @@ def test_train_stops_cleanly_on_sigterm_even_with_sigint_ignored(tmp_path):
 
     run = tmp_path / "run"
     # episodes that never end by themselves, so the signal always lands in the running one
-    cmd = [sys.executable, "-m", "robot_rl.cli", "train", "task=reach", "obs=state", "demos.episodes=0",
-           "total_steps=100000", "eval.every=100000", "task.env_kwargs.max_episode_steps=100000",
-           "task.env_kwargs.terminate_on_success=false", f"run_dir={run}", *SMALL]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    cmd = [
+        sys.executable,
+        "-m",
+        "robot_rl.cli",
+        "train",
+        "task=reach",
+        "obs=state",
+        "demos.episodes=0",
+        "total_steps=100000",
+        "eval.every=100000",
+        "task.env_kwargs.max_episode_steps=100000",
+        "task.env_kwargs.terminate_on_success=false",
+        f"run_dir={run}",
+        *SMALL,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None and not (run / "online.zarr").exists():
@@ -127,6 +186,7 @@ def test_consecutive_rule_that_can_never_pay_is_warned(capsys):
 
     _validate_train(compose("train", ["reward=classifier", "reward.consecutive=3"]))
     assert "never paid" in capsys.readouterr().err
-    _validate_train(compose("train", ["reward=classifier", "reward.consecutive=3",
-                                      "task.env_kwargs.terminate_on_success=false"]))
+    _validate_train(
+        compose("train", ["reward=classifier", "reward.consecutive=3", "task.env_kwargs.terminate_on_success=false"])
+    )
     assert "never paid" not in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """What corrections teach the learner: each switch (``corrections.demo_buffer``, ``corrections.takeover_reward``,
-``corrections.trigger_reward``, ``agent.bc_weight``) changes the batch or the loss in the intended way, on hand-made episodes."""
+``corrections.trigger_reward``, ``agent.bc_weight``) changes the batch or the loss in the intended way, on hand-made
+episodes."""
 
 import numpy as np
 import pytest
@@ -8,8 +9,13 @@ from gymnasium import spaces
 
 from robot_rl.agents.sac import SAC, SACConfig
 from robot_rl.cli import compose
-from robot_rl.data.episode import (EpisodeBuilder, episode_stats, penalize_takeovers, takeover_starts,
-                                   trigger_transitions)
+from robot_rl.data.episode import (
+    EpisodeBuilder,
+    episode_stats,
+    penalize_takeovers,
+    takeover_starts,
+    trigger_transitions,
+)
 from robot_rl.trainer import Trainer
 
 FLAGS = np.array([0, 0, 1, 1, 0, 0, 1, 0, 1, 1], bool)  # take-overs start at steps 2, 6 and 8
@@ -23,10 +29,16 @@ def hand_made(obs_dim: int, act_dim: int, flags=FLAGS) -> dict:
     reward[-1] = 1.0
     terminated = np.zeros(n, bool)
     terminated[-1] = True
-    return {"obs": {"state": obs}, "final_obs": {"state": np.full(obs_dim, n, np.float32)},
-            "action": np.linspace(-1, 1, n * act_dim, dtype=np.float32).reshape(n, act_dim), "reward": reward,
-            "terminated": terminated, "truncated": np.zeros(n, bool), "is_intervention": np.array(flags, bool),
-            "timestamp": np.arange(n) * 0.1}
+    return {
+        "obs": {"state": obs},
+        "final_obs": {"state": np.full(obs_dim, n, np.float32)},
+        "action": np.linspace(-1, 1, n * act_dim, dtype=np.float32).reshape(n, act_dim),
+        "reward": reward,
+        "terminated": terminated,
+        "truncated": np.zeros(n, bool),
+        "is_intervention": np.array(flags, bool),
+        "timestamp": np.arange(n) * 0.1,
+    }
 
 
 def test_takeover_starts_and_the_penalty_lands_on_the_policy_step_before_each():
@@ -60,8 +72,15 @@ def test_trigger_transitions_hold_the_proposed_action_where_each_takeover_began(
     # the builder records the proposed actions next to the executed ones, outside the stored episode
     b = EpisodeBuilder()
     for i in range(3):
-        b.add({"state": np.zeros(3)}, np.full(2, i), 0.0, False, i == 2, {"state": np.zeros(3)},
-              policy_action=np.full(2, -i))
+        b.add(
+            {"state": np.zeros(3)},
+            np.full(2, i),
+            0.0,
+            False,
+            i == 2,
+            {"state": np.zeros(3)},
+            policy_action=np.full(2, -i),
+        )
     assert "policy_action" not in b.build()
     np.testing.assert_array_equal(b.policy_actions()[:, 0], [0, -1, -2])
     b.add({"state": np.zeros(3)}, np.zeros(2), 0.0, True, False, {"state": np.zeros(3)})
@@ -70,15 +89,24 @@ def test_trigger_transitions_hold_the_proposed_action_where_each_takeover_began(
 
 @pytest.fixture(scope="module")
 def reach_cfg():
-    return ["task=reach", "obs=state", "agent.hidden_dims=[16,16]", "agent.num_critics=2", "demos.episodes=0",
-            "threads=1", "device=cpu"]
+    return [
+        "task=reach",
+        "obs=state",
+        "agent.hidden_dims=[16,16]",
+        "agent.num_critics=2",
+        "demos.episodes=0",
+        "threads=1",
+        "device=cpu",
+    ]
 
 
 @pytest.mark.parametrize("demo_buffer", [True, False])
 @pytest.mark.parametrize("reward", [0.0, -1.0])
 def test_trainer_routes_corrections_as_configured(tmp_path, reach_cfg, demo_buffer, reward):
-    cfg = compose("train", reach_cfg + [f"corrections.demo_buffer={str(demo_buffer).lower()}",
-                                        f"corrections.takeover_reward={reward}"])
+    cfg = compose(
+        "train",
+        reach_cfg + [f"corrections.demo_buffer={str(demo_buffer).lower()}", f"corrections.takeover_reward={reward}"],
+    )
     tr = Trainer(cfg, tmp_path)
     try:
         dim = tr.env.observation_space["state"].shape[0]
@@ -108,8 +136,14 @@ def test_trainer_routes_corrections_as_configured(tmp_path, reach_cfg, demo_buff
 
 @pytest.mark.parametrize("trigger", [None, -1.0])
 def test_trainer_adds_trigger_transitions_only_when_asked(tmp_path, reach_cfg, trigger):
-    cfg = compose("train", reach_cfg + ["corrections.trigger_reward=" + ("null" if trigger is None else str(trigger)),
-                                        "corrections.takeover_reward=0"])
+    cfg = compose(
+        "train",
+        reach_cfg
+        + [
+            "corrections.trigger_reward=" + ("null" if trigger is None else str(trigger)),
+            "corrections.takeover_reward=0",
+        ],
+    )
     tr = Trainer(cfg, tmp_path)
     try:
         dim = tr.env.observation_space["state"].shape[0]
@@ -134,10 +168,12 @@ def test_trainer_adds_trigger_transitions_only_when_asked(tmp_path, reach_cfg, t
 def test_bad_corrections_config_is_refused(tmp_path):
     from robot_rl.cli import UsageError, _validate_train
 
-    for bad, needle in ((["corrections.takeover_reward=nan"], "takeover_reward"),
-                        (["corrections.demo_buffer=3"], "demo_buffer"),
-                        (["corrections.trigger_reward=inf"], "trigger_reward"),
-                        (["+corrections.bc=1"], "unknown corrections option")):
+    for bad, needle in (
+        (["corrections.takeover_reward=nan"], "takeover_reward"),
+        (["corrections.demo_buffer=3"], "demo_buffer"),
+        (["corrections.trigger_reward=inf"], "trigger_reward"),
+        (["+corrections.bc=1"], "unknown corrections option"),
+    ):
         with pytest.raises(UsageError, match=needle):
             _validate_train(compose("train", bad))
     with pytest.raises(ValueError, match="bc_weight"):
@@ -152,9 +188,15 @@ TARGET = torch.tensor([0.6, -0.4])
 def bc_batches(intervening: bool, from_demo: bool = False, b: int = 64):
     g = torch.Generator().manual_seed(0)
     while True:
-        yield {"obs": {"state": torch.randn(b, 4, generator=g)}, "next_obs": {"state": torch.randn(b, 4, generator=g)},
-               "action": TARGET.expand(b, 2).clone(), "reward": torch.zeros(b), "terminated": torch.zeros(b),
-               "is_intervention": torch.full((b,), float(intervening)), "from_demo": torch.full((b,), float(from_demo))}
+        yield {
+            "obs": {"state": torch.randn(b, 4, generator=g)},
+            "next_obs": {"state": torch.randn(b, 4, generator=g)},
+            "action": TARGET.expand(b, 2).clone(),
+            "reward": torch.zeros(b),
+            "terminated": torch.zeros(b),
+            "is_intervention": torch.full((b,), float(intervening)),
+            "from_demo": torch.full((b,), float(from_demo)),
+        }
 
 
 def mean_action(agent: SAC) -> torch.Tensor:
@@ -163,14 +205,28 @@ def mean_action(agent: SAC) -> torch.Tensor:
     return a.mean(0)
 
 
-@pytest.mark.parametrize("intervening,from_demo,on_demos", [(True, False, False), (False, False, False),
-                                                            (False, True, False), (False, True, True)])
+@pytest.mark.parametrize(
+    "intervening,from_demo,on_demos",
+    [(True, False, False), (False, False, False), (False, True, False), (False, True, True)],
+)
 def test_bc_weight_pulls_the_policy_to_corrected_actions_only(intervening, from_demo, on_demos):
     """BC rows: the corrected ones, and the demo buffer's with ``bc_on_demos``; other rows learn as plain SAC."""
+
     def trained(bc_weight: float) -> tuple[SAC, dict]:
         torch.manual_seed(0)
-        agent = SAC(OBS, ACT, SACConfig(hidden_dims=(32, 32), num_critics=2, bc_weight=bc_weight, actor_lr=3e-3,
-                                        init_temperature=1e-3, bc_on_demos=on_demos, device="cpu"))
+        agent = SAC(
+            OBS,
+            ACT,
+            SACConfig(
+                hidden_dims=(32, 32),
+                num_critics=2,
+                bc_weight=bc_weight,
+                actor_lr=3e-3,
+                init_temperature=1e-3,
+                bc_on_demos=on_demos,
+                device="cpu",
+            ),
+        )
         agent.encoder.fit(np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32))
         it = bc_batches(intervening, from_demo)
         for _ in range(150):

@@ -25,12 +25,21 @@ def episode(i: int, d: int = D) -> dict:
     front = (40 + 6 * xx + 3 * yy + 2 * t[:, None, None] + 5 * i)[..., None] + np.array([0, 10, 20])
     front = front.astype(np.uint8)
     last = np.arange(T) == T - 1
-    return dict(obs={"state": state[:T], "front": front[:T]}, final_obs={"state": state[T], "front": front[T]},
-                action=np.cos(i + np.arange(T * A)).reshape(T, A).astype(np.float32),
-                reward=(np.arange(T) * 0.25 + i).astype(np.float32), terminated=last & (i % 2 == 0),
-                truncated=last & (i % 2 == 1), is_intervention=np.arange(T) % 2 == i % 2,
-                timestamp=1.7e9 + i * 10 + np.arange(T) / 10, success=i % 3 == 0, source=SOURCES[i % 4],
-                task=f"task {i % 2}", notes=f"note {i}", start_time=1.7e9 + i * 10)
+    return dict(
+        obs={"state": state[:T], "front": front[:T]},
+        final_obs={"state": state[T], "front": front[T]},
+        action=np.cos(i + np.arange(T * A)).reshape(T, A).astype(np.float32),
+        reward=(np.arange(T) * 0.25 + i).astype(np.float32),
+        terminated=last & (i % 2 == 0),
+        truncated=last & (i % 2 == 1),
+        is_intervention=np.arange(T) % 2 == i % 2,
+        timestamp=1.7e9 + i * 10 + np.arange(T) / 10,
+        success=i % 3 == 0,
+        source=SOURCES[i % 4],
+        task=f"task {i % 2}",
+        notes=f"note {i}",
+        start_time=1.7e9 + i * 10,
+    )
 
 
 def make_store(path, ids, schema=SCHEMA, **kw) -> None:
@@ -48,7 +57,12 @@ def assert_same(got: dict, exp: dict, images_exact: bool = True) -> None:
         np.testing.assert_array_equal(got["obs"]["front"], exp["obs"]["front"])
     m = got["metadata"]
     assert (m["success"], m["source"], m["task"], m["notes"], m["start_time"]) == (
-        exp["success"], exp["source"], exp["task"], exp["notes"], exp["start_time"])
+        exp["success"],
+        exp["source"],
+        exp["task"],
+        exp["notes"],
+        exp["start_time"],
+    )
 
 
 # ------------------------------------------------------------------ info / validate
@@ -56,15 +70,24 @@ def test_info_and_validate(tmp_path, capsys):
     make_store(tmp_path / "s", range(6), image_chunk=4)
     assert main(["info", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
-    for text in ("episodes       6  (25 steps; length min 3 / mean 4.2 / max 6)", "success rate   33.3%  (2 of 6)",
-                 "scripted 2, teleop 2, policy 1, intervention 1", "task 0 3, task 1 3", "10 Hz",
-                 "dim 3: dx dy dz, gripper", "state  (4,) float32", "front  (16, 16, 3) uint8", "KiB on disk"):
+    for text in (
+        "episodes       6  (25 steps; length min 3 / mean 4.2 / max 6)",
+        "success rate   33.3%  (2 of 6)",
+        "scripted 2, teleop 2, policy 1, intervention 1",
+        "task 0 3, task 1 3",
+        "10 Hz",
+        "dim 3: dx dy dz, gripper",
+        "state  (4,) float32",
+        "front  (16, 16, 3) uint8",
+        "KiB on disk",
+    ):
         assert text in out, (text, out)
     assert main(["info", str(tmp_path / "s"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["episodes"] == 6 and info["steps"] == 25 and info["schema"]["action_dim"] == A
     assert info["intervention_fraction"] == pytest.approx(
-        sum(episode(i)["is_intervention"].sum() for i in range(6)) / 25)
+        sum(episode(i)["is_intervention"].sum() for i in range(6)) / 25
+    )
     assert main(["validate", str(tmp_path / "s")]) == 0
     assert capsys.readouterr().out.startswith(f"OK {tmp_path / 's'}: 6 episodes, 25 steps")
     (tmp_path / "s/data/front/c/1/0/0/0").write_bytes(b"\x00" * 64)  # frames 4..7: episodes 1 and 2
@@ -90,13 +113,18 @@ def test_merge_copies_episodes_and_metadata(tmp_path, capsys):
     assert main(["merge", str(tmp_path / "f"), str(tmp_path / "b"), "--source", "teleop", "policy"]) == 0
     assert "skipped 2: 0 unsuccessful, 2 by source" in capsys.readouterr().out
     assert [e["metadata"]["source"] for e in EpisodeStore.open(tmp_path / "f").iter_episodes()][3:] == [
-        "teleop", "policy"]
+        "teleop",
+        "policy",
+    ]
 
 
 def test_merge_refuses_schema_mismatch(tmp_path, capsys):
     make_store(tmp_path / "a", range(2))
-    make_store(tmp_path / "c", range(2), schema=StoreSchema({**SCHEMA.obs, "state": ((D + 1,), "float32")}, A, 10.0,
-                                                           SCHEMA.action_semantics))
+    make_store(
+        tmp_path / "c",
+        range(2),
+        schema=StoreSchema({**SCHEMA.obs, "state": ((D + 1,), "float32")}, A, 10.0, SCHEMA.action_semantics),
+    )
     assert main(["merge", str(tmp_path / "m"), str(tmp_path / "a"), str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("robot-rl data: error: input")
@@ -122,8 +150,16 @@ def test_export_lerobot_round_trip(tmp_path, capsys, images):
     assert f["observation.state"] == {"dtype": "float32", "shape": [D], "names": None}
     assert f["action"]["shape"] == [A] and f["next.done"]["dtype"] == "bool"
     assert f["observation.images.front"]["dtype"] == images and f["observation.images.front"]["shape"] == [HW, HW, 3]
-    assert {"next.reward", "next.truncated", "complementary_info.is_intervention", "timestamp", "frame_index",
-            "episode_index", "index", "task_index"} <= set(f)
+    assert {
+        "next.reward",
+        "next.truncated",
+        "complementary_info.is_intervention",
+        "timestamp",
+        "frame_index",
+        "episode_index",
+        "index",
+        "task_index",
+    } <= set(f)
     data = pq.read_table(out / "data/chunk-000/file-000.parquet")
     assert data.num_rows == sum(lengths) and data["index"].to_pylist() == list(range(sum(lengths)))
     assert set(data.column_names) == {k for k, v in f.items() if v["dtype"] != "video"}
@@ -161,8 +197,12 @@ def test_export_lerobot_many_files(tmp_path, monkeypatch):
     lerobot.export_lerobot(tmp_path / "s", tmp_path / "lr")
     data = sorted(str(p.relative_to(tmp_path / "lr")) for p in (tmp_path / "lr").rglob("*.parquet"))
     assert [p for p in data if p.startswith("data/")] == [
-        "data/chunk-000/file-000.parquet", "data/chunk-000/file-001.parquet", "data/chunk-001/file-000.parquet",
-        "data/chunk-001/file-001.parquet", "data/chunk-002/file-000.parquet"]
+        "data/chunk-000/file-000.parquet",
+        "data/chunk-000/file-001.parquet",
+        "data/chunk-001/file-000.parquet",
+        "data/chunk-001/file-001.parquet",
+        "data/chunk-002/file-000.parquet",
+    ]
     assert len(list((tmp_path / "lr/videos").rglob("*.mp4"))) == 5
     eps = pq.read_table(tmp_path / "lr/meta/episodes/chunk-000/file-000.parquet")
     assert eps["videos/observation.images.front/from_timestamp"].to_pylist() == [0.0] * 5
@@ -172,8 +212,8 @@ def test_export_lerobot_many_files(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ rosbag import
-T0 = 1_700_000_000 * 10 ** 9
-MS = 10 ** 6
+T0 = 1_700_000_000 * 10**9
+MS = 10**6
 GAP = (1000 * MS, 1450 * MS)  # no front-camera frames here: ticks inside go stale
 SUCCESS_AT, CUT_AT, STALE_S = 2550 * MS, 1500 * MS, 0.15
 
@@ -214,28 +254,52 @@ def write_bag(path, storage: str, streams: dict) -> None:
 
     ts = get_typestore(Stores.ROS2_HUMBLE)
     T = ts.types
-    header = lambda t: T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](  # noqa: E731
-        sec=t // 10 ** 9, nanosec=t % 10 ** 9), frame_id="base")
+
+    def header(t):
+        return T["std_msgs/msg/Header"](
+            stamp=T["builtin_interfaces/msg/Time"](sec=t // 10**9, nanosec=t % 10**9), frame_id="base"
+        )
 
     def image(t, img, enc):
         data = img[..., ::-1] if enc == "bgr8" else img
-        return T["sensor_msgs/msg/Image"](header=header(t), height=img.shape[0], width=img.shape[1], encoding=enc,
-                                          is_bigendian=0, step=img.shape[1] * 3,
-                                          data=np.ascontiguousarray(data).reshape(-1))
+        return T["sensor_msgs/msg/Image"](
+            header=header(t),
+            height=img.shape[0],
+            width=img.shape[1],
+            encoding=enc,
+            is_bigendian=0,
+            step=img.shape[1] * 3,
+            data=np.ascontiguousarray(data).reshape(-1),
+        )
 
     def point(x, y, z):
         return T["geometry_msgs/msg/Point"](x=x, y=y, z=z)
 
     make = {
-        "/joint_states": ("sensor_msgs/msg/JointState", lambda t, v: T["sensor_msgs/msg/JointState"](
-            header=header(t), name=["a", "b", "c"], position=v[0], velocity=v[1], effort=np.zeros(0))),
-        "/ee_pose": ("geometry_msgs/msg/PoseStamped", lambda t, v: T["geometry_msgs/msg/PoseStamped"](
-            header=header(t), pose=T["geometry_msgs/msg/Pose"](position=point(*v[:3]), orientation=T[
-                "geometry_msgs/msg/Quaternion"](x=v[3], y=v[4], z=v[5], w=v[6])))),
+        "/joint_states": (
+            "sensor_msgs/msg/JointState",
+            lambda t, v: T["sensor_msgs/msg/JointState"](
+                header=header(t), name=["a", "b", "c"], position=v[0], velocity=v[1], effort=np.zeros(0)
+            ),
+        ),
+        "/ee_pose": (
+            "geometry_msgs/msg/PoseStamped",
+            lambda t, v: T["geometry_msgs/msg/PoseStamped"](
+                header=header(t),
+                pose=T["geometry_msgs/msg/Pose"](
+                    position=point(*v[:3]),
+                    orientation=T["geometry_msgs/msg/Quaternion"](x=v[3], y=v[4], z=v[5], w=v[6]),
+                ),
+            ),
+        ),
         "/front": ("sensor_msgs/msg/Image", lambda t, v: image(t, v, "rgb8")),
         "/wrist": ("sensor_msgs/msg/Image", lambda t, v: image(t, v, "bgr8")),
-        "/action": ("std_msgs/msg/Float32MultiArray", lambda t, v: T["std_msgs/msg/Float32MultiArray"](
-            layout=T["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0), data=v.astype(np.float32))),
+        "/action": (
+            "std_msgs/msg/Float32MultiArray",
+            lambda t, v: T["std_msgs/msg/Float32MultiArray"](
+                layout=T["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0), data=v.astype(np.float32)
+            ),
+        ),
         "/gripper": ("std_msgs/msg/Float32", lambda t, v: T["std_msgs/msg/Float32"](data=v)),
         "/intervention": ("std_msgs/msg/Bool", lambda t, v: T["std_msgs/msg/Bool"](data=v)),
         "/success": ("std_msgs/msg/Bool", lambda t, v: T["std_msgs/msg/Bool"](data=v)),
@@ -293,15 +357,26 @@ def expected_episodes(streams: dict, split: str) -> tuple[list[dict], int]:
         if won:
             ticks = ticks[: next(j for j, t in enumerate(ticks) if t >= T0 + SUCCESS_AT) + 1]
         js = [held(items["/joint_states"], t)[1] for t in ticks]
-        state = np.array([np.concatenate([p, v, held(items["/ee_pose"], t)[1]]) for (p, v), t in zip(js, ticks)],
-                         np.float32)
-        action = np.array([[*held(items["/action"], t)[1], held(items["/gripper"], t)[1]] for t in ticks[:-1]],
-                          np.float32)
+        state = np.array(
+            [np.concatenate([p, v, held(items["/ee_pose"], t)[1]]) for (p, v), t in zip(js, ticks)], np.float32
+        )
+        action = np.array(
+            [[*held(items["/action"], t)[1], held(items["/gripper"], t)[1]] for t in ticks[:-1]], np.float32
+        )
         front = np.stack([held(items["/front"], t)[1] for t in ticks])
         wrist = np.stack([held(items["/wrist"], t)[1] for t in ticks])
         inter = [bool(h[1]) if (h := held(items["/intervention"], t)) else False for t in ticks[:-1]]
-        out.append(dict(state=state, action=action, front=front, wrist=wrist, inter=np.array(inter), won=won,
-                        timestamp=np.array(ticks[:-1]) / 1e9))
+        out.append(
+            dict(
+                state=state,
+                action=action,
+                front=front,
+                wrist=wrist,
+                inter=np.array(inter),
+                won=won,
+                timestamp=np.array(ticks[:-1]) / 1e9,
+            )
+        )
     return out, len(grid) - len(kept)
 
 
@@ -326,8 +401,11 @@ def test_import_rosbag_round_trip(tmp_path, capsys, bags, storage, split):
         exp, stale = exp * 2, stale * 2
     assert stale > 0 and f"dropped as stale: {stale} (/front {stale})" in report, report
     store = EpisodeStore.open(tmp_path / "s", verify="full")
-    assert store.schema.obs == {"state": ((13,), "float32"), "front": ((HW, HW, 3), "uint8"),
-                                "wrist": ((HW, HW, 3), "uint8")}
+    assert store.schema.obs == {
+        "state": ((13,), "float32"),
+        "front": ((HW, HW, 3), "uint8"),
+        "wrist": ((HW, HW, 3), "uint8"),
+    }
     assert store.schema.action_dim == 4 and store.schema.action_semantics == "dx dy dz (m), gripper"
     assert len(store) == len(exp) == (2 if split == "bag" else 2)
     for ep, e in zip(store.iter_episodes(), exp):
@@ -346,14 +424,19 @@ def test_import_rosbag_round_trip(tmp_path, capsys, bags, storage, split):
     assert any(e["inter"].any() for e in exp) and any(e["won"] for e in exp)
 
 
-@pytest.mark.parametrize("change,needle", [
-    (("  - /ee_pose", "  - /ee_pos"), "state[1]: topic '/ee_pos' is not in bag"),
-    (("front: /front", "front: /joint_states"), "cameras.front: topic '/joint_states' has type "
-                                                "sensor_msgs/msg/JointState; cameras take"),
-    (("[position, velocity]", "[positon]"), "state[0]: field(s) ['positon'] not in sensor_msgs/msg/JointState"),
-    (("[position, velocity]", "[position, effort]"), "state[0]: topic '/joint_states' field 'effort' is empty"),
-    (("control_hz: 10", "control_hz: fast"), "control_hz: 'fast'"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        (("  - /ee_pose", "  - /ee_pos"), "state[1]: topic '/ee_pos' is not in bag"),
+        (
+            ("front: /front", "front: /joint_states"),
+            "cameras.front: topic '/joint_states' has type sensor_msgs/msg/JointState; cameras take",
+        ),
+        (("[position, velocity]", "[positon]"), "state[0]: field(s) ['positon'] not in sensor_msgs/msg/JointState"),
+        (("[position, velocity]", "[position, effort]"), "state[0]: topic '/joint_states' field 'effort' is empty"),
+        (("control_hz: 10", "control_hz: fast"), "control_hz: 'fast'"),
+    ],
+)
 def test_import_rosbag_bad_mapping(tmp_path, capsys, bags, change, needle):
     root, _ = bags
     (tmp_path / "map.yaml").write_text(MAPPING.format(stale=STALE_S, split="bag").replace(*change))
@@ -369,18 +452,26 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
     assert cli_main(["data", "info", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"robot-rl data: error: STORE '{tmp_path / 'nope'}' does not exist; give the directory of an "
-                   "episode store (e.g. runs/pick_cube/<run>/demos.zarr)")
+    assert err == (
+        f"robot-rl data: error: STORE '{tmp_path / 'nope'}' does not exist; give the directory of an "
+        "episode store (e.g. runs/pick_cube/<run>/demos.zarr)"
+    )
     (tmp_path / "plain").mkdir()
-    for argv in (["validate", str(tmp_path / "plain")], ["export-lerobot", str(tmp_path / "plain"), "x"],
-                 ["merge", str(tmp_path / "m"), str(tmp_path / "plain")], ["frobnicate"], ["info"],
-                 ["merge", "o", "i", "--source", "human"],
-                 ["import-rosbag", str(tmp_path / "nobag"), "o", "--map", "m.yaml"]):
+    for argv in (
+        ["validate", str(tmp_path / "plain")],
+        ["export-lerobot", str(tmp_path / "plain"), "x"],
+        ["merge", str(tmp_path / "m"), str(tmp_path / "plain")],
+        ["frobnicate"],
+        ["info"],
+        ["merge", "o", "i", "--source", "human"],
+        ["import-rosbag", str(tmp_path / "nobag"), "o", "--map", "m.yaml"],
+    ):
         assert cli_main(["data", *argv]) == 2, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("robot-rl data: error: "), (argv, err)
-    assert "not an episode store (no commit.json)" in (main(["info", str(tmp_path / "plain")]) == 2
-                                                      and capsys.readouterr().err)
+    assert "not an episode store (no commit.json)" in (
+        main(["info", str(tmp_path / "plain")]) == 2 and capsys.readouterr().err
+    )
     for argv in (["info", "--help"], ["export-lerobot", "--help"], ["import-rosbag", "--help"]):
         assert cli_main(["data", *argv]) == 0
         assert f"usage: robot-rl data {argv[0]}" in capsys.readouterr().out

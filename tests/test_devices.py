@@ -141,8 +141,15 @@ def test_gamepad_mapping():
 
 
 def test_gamepad_remap_and_errors():
-    gp = GamepadDevice(XYZ_G, deadzone=0.0, speed=0.5, precision=0.5, connect=False,
-                       axes={"x": "a3", "z": None}, buttons={"success": [8, 9], "precision": 4})
+    gp = GamepadDevice(
+        XYZ_G,
+        deadzone=0.0,
+        speed=0.5,
+        precision=0.5,
+        connect=False,
+        axes={"x": "a3", "z": None},
+        buttons={"success": [8, 9], "precision": 4},
+    )
     st = gp.update(*pad(axes=[(3, 0.8), (4, -1.0)]))
     assert st.action.tolist() == pytest.approx([0.4, 0, 0, 0])  # z unmapped
     st = gp.update(*pad(axes=[(3, 0.8)], buttons=[4, 9]))
@@ -168,8 +175,7 @@ def test_spacemouse_reports():
 
 
 def test_spacemouse_mapping():
-    sm = SpaceMouseDevice(FULL, deadzone=0.1, full_scale=350, translation_scale=1.0, rotation_scale=2.0,
-                          connect=False)
+    sm = SpaceMouseDevice(FULL, deadzone=0.1, full_scale=350, translation_scale=1.0, rotation_scale=2.0, connect=False)
     sm.reset()
     sm.feed(report(1, 20, -30, 10))  # all inside the 35-count deadzone
     st = sm.state()
@@ -194,9 +200,13 @@ def test_spacemouse_mapping():
 
 
 def test_spacemouse_remap_marks_and_errors():
-    sm = SpaceMouseDevice(XYZ_G, deadzone=0.0, axes={"x": "x", "y": "y", "z": "-rz"},
-                          buttons={"gripper_close": None, "gripper_open": None, "start": 0, "success": 1},
-                          connect=False)
+    sm = SpaceMouseDevice(
+        XYZ_G,
+        deadzone=0.0,
+        axes={"x": "x", "y": "y", "z": "-rz"},
+        buttons={"gripper_close": None, "gripper_open": None, "start": 0, "success": 1},
+        connect=False,
+    )
     sm.feed(report(1, 35, 70, 0, 0, 0, 175, fmt="<6h"))
     sm.feed(bytes([3, 0b11]))
     st = sm.state()
@@ -273,10 +283,16 @@ def fake_pygame(count):
     ns = types.SimpleNamespace
     pads = [FakeJoystick(i) for i in range(count)]
     queue = []
-    pg = ns(JOYBUTTONDOWN=1539, JOYDEVICEREMOVED=1542, queue=queue, pads=pads,
-            display=ns(init=lambda: None, quit=lambda: None),
-            joystick=ns(init=lambda: None, quit=lambda: None, get_count=lambda: count, Joystick=lambda i: pads[i]),
-            event=ns(get=lambda: [queue.pop(0) for _ in range(len(queue))]), quit=lambda: None)
+    pg = ns(
+        JOYBUTTONDOWN=1539,
+        JOYDEVICEREMOVED=1542,
+        queue=queue,
+        pads=pads,
+        display=ns(init=lambda: None, quit=lambda: None),
+        joystick=ns(init=lambda: None, quit=lambda: None, get_count=lambda: count, Joystick=lambda i: pads[i]),
+        event=ns(get=lambda: [queue.pop(0) for _ in range(len(queue))]),
+        quit=lambda: None,
+    )
     return pg
 
 
@@ -331,8 +347,10 @@ def test_spacemouse_glue(monkeypatch):
     monkeypatch.setitem(sys.modules, "hid", types.SimpleNamespace(enumerate=lambda: listed, device=FakeHidDevice))
     with pytest.raises(DeviceError, match="no 3Dconnexion SpaceMouse found.*plug it in.*udev"):
         SpaceMouseDevice(XYZ_G)
-    listed += [{"vendor_id": 0x256F, "product_id": 0xC635, "usage_page": 12, "usage": 1, "path": b"/dev/hidraw2"},
-               {"vendor_id": 0x256F, "product_id": 0xC635, "usage_page": 1, "usage": 8, "path": b"/dev/hidraw3"}]
+    listed += [
+        {"vendor_id": 0x256F, "product_id": 0xC635, "usage_page": 12, "usage": 1, "path": b"/dev/hidraw2"},
+        {"vendor_id": 0x256F, "product_id": 0xC635, "usage_page": 1, "usage": 8, "path": b"/dev/hidraw3"},
+    ]
     FakeHidDevice.reports = [report(1, 0, -350, 0), report(2, 0, 0, 0), bytes([3, 1])]
     sm = SpaceMouseDevice(XYZ_G)
     assert FakeHidDevice.opened == b"/dev/hidraw3"  # the multi-axis interface

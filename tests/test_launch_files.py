@@ -13,17 +13,25 @@ import importlib
 import importlib.util
 import shlex
 import sys
-import tomllib
 import types
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = REPO / "pyproject.toml"
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
-ALLOWED_IMPORTS = {"os", "shlex", "yaml", "launch", "launch.actions", "launch.substitutions", "launch.conditions",
-                   "launch_ros.actions"}
+ALLOWED_IMPORTS = {
+    "os",
+    "shlex",
+    "yaml",
+    "launch",
+    "launch.actions",
+    "launch.substitutions",
+    "launch.conditions",
+    "launch_ros.actions",
+}
 
 
 def console_scripts() -> dict[str, str]:
@@ -41,8 +49,12 @@ def declared_parameters(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     names = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "declare" \
-                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant):
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", None)) == "declare"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+        ):
             names.add(node.args[1].value)
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PARAMETERS" for t in node.targets):
             names |= {e.value for e in node.value.elts if isinstance(e, ast.Constant)}
@@ -50,8 +62,11 @@ def declared_parameters(path: Path) -> set[str]:
 
 
 def node_calls(path: Path) -> list[ast.Call]:
-    return [n for n in ast.walk(ast.parse(path.read_text()))
-            if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Node"]
+    return [
+        n
+        for n in ast.walk(ast.parse(path.read_text()))
+        if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Node"
+    ]
 
 
 def test_there_are_launch_files():
@@ -77,8 +92,9 @@ def test_static_structure_and_executables_are_console_scripts(path):
         kw = {k.arg: k.value for k in call.keywords}
         assert isinstance(kw.get("executable"), ast.Constant), f"{path.name}: Node without a literal executable"
         exe = kw["executable"].value
-        assert exe in scripts, (f"{path.name} runs {exe!r}, which is not in [project.scripts] of pyproject.toml "
-                                f"(has {sorted(scripts)})")
+        assert exe in scripts, (
+            f"{path.name} runs {exe!r}, which is not in [project.scripts] of pyproject.toml (has {sorted(scripts)})"
+        )
         module, func = scripts[exe].split(":")
         assert module_file(scripts[exe]).exists(), scripts[exe]
         spec = importlib.util.find_spec(module)
@@ -122,10 +138,13 @@ class LaunchDescription:
 
 @pytest.fixture
 def launch_api(monkeypatch):
-    mods = {"launch": {"LaunchDescription": LaunchDescription},
-            "launch.actions": {"DeclareLaunchArgument": DeclareLaunchArgument, "OpaqueFunction": OpaqueFunction},
-            "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration},
-            "launch_ros": {}, "launch_ros.actions": {"Node": Node}}
+    mods = {
+        "launch": {"LaunchDescription": LaunchDescription},
+        "launch.actions": {"DeclareLaunchArgument": DeclareLaunchArgument, "OpaqueFunction": OpaqueFunction},
+        "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration},
+        "launch_ros": {},
+        "launch_ros.actions": {"Node": Node},
+    }
     for name, attrs in mods.items():
         mod = types.ModuleType(name)
         mod.__dict__.update(attrs)
@@ -174,10 +193,20 @@ def check_nodes(nodes: list[Node]) -> dict[str, Node]:
 
 def test_sim_launch_nodes_get_only_declared_parameters(launch_api, tmp_path):
     run = tmp_path / "run"
-    nodes = check_nodes(run_launch(REPO / "launch/sim_robot.launch.py", run_dir=str(run),
-                                   train="task=ros2_reach runtime.learner_task=reach total_steps=50"))
-    assert set(nodes) == {"robot-rl-sim-driver", "robot-rl-safety", "robot-rl-actor", "robot-rl-learner",
-                          "robot-rl-teleop"}
+    nodes = check_nodes(
+        run_launch(
+            REPO / "launch/sim_robot.launch.py",
+            run_dir=str(run),
+            train="task=ros2_reach runtime.learner_task=reach total_steps=50",
+        )
+    )
+    assert set(nodes) == {
+        "robot-rl-sim-driver",
+        "robot-rl-safety",
+        "robot-rl-actor",
+        "robot-rl-learner",
+        "robot-rl-teleop",
+    }
     driver = nodes["robot-rl-sim-driver"].kwargs["parameters"][0]
     assert driver["lockstep"] is True and Path(driver["task_config"]).is_absolute()
     assert Path(driver["task_config"]).exists()
@@ -186,12 +215,19 @@ def test_sim_launch_nodes_get_only_declared_parameters(launch_api, tmp_path):
     from robot_rl.utils.config import load_run_config
 
     cfg = load_run_config(run)  # the launch file made the run
-    assert cfg.runtime.transport == "hw.ros_transport:RosTransport" and cfg.runtime.learner_task == "reach" and cfg.total_steps == 50
+    assert (
+        cfg.runtime.transport == "hw.ros_transport:RosTransport"
+        and cfg.runtime.learner_task == "reach"
+        and cfg.total_steps == 50
+    )
     assert (run / "runtime.key").exists()
     assert cfg.hil.name == "teleop" and cfg.hil.device.name == "hw.ros_teleop:RosTeleopDevice"  # the teleop node's
     # the learner elsewhere: no learner here; teleop off
-    nodes = check_nodes(run_launch(REPO / "launch/sim_robot.launch.py", run_dir=str(run), learner="false",
-                                   teleop="false", topic_prefix="arm2"))
+    nodes = check_nodes(
+        run_launch(
+            REPO / "launch/sim_robot.launch.py", run_dir=str(run), learner="false", teleop="false", topic_prefix="arm2"
+        )
+    )
     assert set(nodes) == {"robot-rl-sim-driver", "robot-rl-safety", "robot-rl-actor"}
     assert nodes["robot-rl-actor"].kwargs["parameters"][1]["topic_prefix"] == "arm2"
 
@@ -214,15 +250,26 @@ def test_real_launch_remaps_the_arm_topics(launch_api, tmp_path):
     path = REPO / "launch/real_robot.launch.py"
     with pytest.raises(RuntimeError, match="no config.yaml"):
         run_launch(path, run_dir=str(run))
-    nodes = check_nodes(run_launch(path, run_dir=str(run), train="task=ros2_reach runtime.learner_task=reach",
-                                   target_pose_topic="/fr3/cartesian_target", gripper_topic="/fr3/gripper_cmd",
-                                   ee_pose_topic="/fr3/tcp_pose", reset_service="/fr3/home",
-                                   overrides="total_steps=123"))
+    nodes = check_nodes(
+        run_launch(
+            path,
+            run_dir=str(run),
+            train="task=ros2_reach runtime.learner_task=reach",
+            target_pose_topic="/fr3/cartesian_target",
+            gripper_topic="/fr3/gripper_cmd",
+            ee_pose_topic="/fr3/tcp_pose",
+            reset_service="/fr3/home",
+            overrides="total_steps=123",
+        )
+    )
     assert set(nodes) == {"robot-rl-safety", "robot-rl-actor", "robot-rl-learner", "robot-rl-teleop"}
     sup = nodes["robot-rl-safety"].kwargs
-    assert dict(sup["remappings"]) == {"robot/ee_pose": "/fr3/tcp_pose", "robot/joint_states": "/franka/joint_states",
-                                       "robot/target_pose": "/fr3/cartesian_target",
-                                       "robot/gripper": "/fr3/gripper_cmd"}
+    assert dict(sup["remappings"]) == {
+        "robot/ee_pose": "/fr3/tcp_pose",
+        "robot/joint_states": "/franka/joint_states",
+        "robot/target_pose": "/fr3/cartesian_target",
+        "robot/gripper": "/fr3/gripper_cmd",
+    }
     assert sup["parameters"][0]["driver_reset_service"] == "/fr3/home"
     assert sup["parameters"][0]["frame_id"] == "fr3_link0"  # configs/robot/franka.yaml
     # the actor's env client gets the same topics through the run's config
@@ -250,4 +297,5 @@ def test_declared_parameters_match_the_nodes():
     sup = declared_parameters(module_file(scripts["robot-rl-safety"]))
     assert {"workspace_low", "max_speed", "driver_reset_service", "lockstep"} <= sup
     assert {"task", "task_config", "lockstep", "heartbeat_hz"} <= declared_parameters(
-        module_file(scripts["robot-rl-sim-driver"]))
+        module_file(scripts["robot-rl-sim-driver"])
+    )

@@ -102,17 +102,45 @@ class ScriptedOperator(KeyboardDevice):
 def test_operator_marks(tmp_path):
     env = make_env(reach_task())
     script = [
-        [], [], ["enter"], ["+w"], [], ["-w", "y"],  # waits, starts, moves 2 steps, marks success
-        ["enter"], ["+s"], ["backspace"],  # discarded
-        ["-s", "enter"], [], ["n"],  # failure after one step (kept: keep_failures)
-        ["enter"], ["+a"], [], [], ["y", "n"],  # both marks at once: failure wins
-        [], ["esc"],  # quit while waiting
+        [],
+        [],
+        ["enter"],
+        ["+w"],
+        [],
+        ["-w", "y"],  # waits, starts, moves 2 steps, marks success
+        ["enter"],
+        ["+s"],
+        ["backspace"],  # discarded
+        ["-s", "enter"],
+        [],
+        ["n"],  # failure after one step (kept: keep_failures)
+        ["enter"],
+        ["+a"],
+        [],
+        [],
+        ["y", "n"],  # both marks at once: failure wins
+        [],
+        ["esc"],  # quit while waiting
     ]
     dev = ScriptedOperator(ActionLayout.from_env(env), script)
-    store = EpisodeStore.open(tmp_path / "s", "a", schema=StoreSchema.from_spaces(
-        env.observation_space, env.action_space, 10.0, ACTION_SEMANTICS))
-    rec = Recorder(env, dev, store, task="reach", episodes=10, seed=7, keep_failures=True, success_reward=1.0,
-                   real_time=False, max_attempts=None, progress=False)
+    store = EpisodeStore.open(
+        tmp_path / "s",
+        "a",
+        schema=StoreSchema.from_spaces(env.observation_space, env.action_space, 10.0, ACTION_SEMANTICS),
+    )
+    rec = Recorder(
+        env,
+        dev,
+        store,
+        task="reach",
+        episodes=10,
+        seed=7,
+        keep_failures=True,
+        success_reward=1.0,
+        real_time=False,
+        max_attempts=None,
+        progress=False,
+    )
     rec.dt = 0.0  # no waiting between polls in the test
     assert rec.run() == "quit"
     assert (rec.kept, rec.kept_success, rec.discarded, rec.attempts) == (3, 1, 1, 5)
@@ -132,10 +160,24 @@ def test_operator_marks(tmp_path):
 def test_failures_dropped_without_keep_failures(tmp_path):
     env = make_env(reach_task())
     dev = ScriptedOperator(ActionLayout.from_env(env), [["enter"], [], ["n"], ["enter"], ["y"], ["enter"], ["y"]])
-    store = EpisodeStore.open(tmp_path / "s", "a", schema=StoreSchema.from_spaces(
-        env.observation_space, env.action_space, 10.0, ACTION_SEMANTICS))
-    rec = Recorder(env, dev, store, task="reach", episodes=1, seed=0, keep_failures=False, success_reward=None,
-                   real_time=False, max_attempts=None, progress=False)
+    store = EpisodeStore.open(
+        tmp_path / "s",
+        "a",
+        schema=StoreSchema.from_spaces(env.observation_space, env.action_space, 10.0, ACTION_SEMANTICS),
+    )
+    rec = Recorder(
+        env,
+        dev,
+        store,
+        task="reach",
+        episodes=1,
+        seed=0,
+        keep_failures=False,
+        success_reward=None,
+        real_time=False,
+        max_attempts=None,
+        progress=False,
+    )
     rec.dt = 0.0
     assert rec.run() == "done"
     assert (rec.kept, rec.dropped, len(store)) == (1, 1, 1)
@@ -173,8 +215,17 @@ def _commits(out: Path) -> int:
 
 
 def _start(out: Path, log):
-    cmd = [sys.executable, "-m", "robot_rl.cli", "record", "task=reach", "device=scripted", "episodes=1000",
-           f"out={out}", "view=off"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "robot_rl.cli",
+        "record",
+        "task=reach",
+        "device=scripted",
+        "episodes=1000",
+        f"out={out}",
+        "view=off",
+    ]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MUJOCO_GL": "egl"})
 
 
@@ -236,8 +287,9 @@ def test_human_time_limit_and_device_failure(tmp_path, monkeypatch, capsys):
 
     # episode 1: started and left alone until the time limit; episode 2: the device fails after one step
     script = [["enter"]] + [[]] * 200 + [["enter"], []]
-    monkeypatch.setattr("robot_rl.record.make_device", lambda name, env, **cfg: Unplugged(
-        ActionLayout.from_env(env), script))
+    monkeypatch.setattr(
+        "robot_rl.record.make_device", lambda name, env, **cfg: Unplugged(ActionLayout.from_env(env), script)
+    )
     out = tmp_path / "s"
     args = ["record", "task=reach", "device=keyboard", f"out={out}", "view=off", "real_time=false"]
     assert main([*args, "keep_failures=true"]) == 1

@@ -19,8 +19,14 @@ def fill(buf, episodes):
     for e, (length, end) in enumerate(episodes):
         for t in range(length):
             last = t == length - 1
-            buf.add(obs(100 * e + t), np.zeros(1), float(t), last and end == "term", last and end == "trunc",
-                    obs(100 * e + t + 1))
+            buf.add(
+                obs(100 * e + t),
+                np.zeros(1),
+                float(t),
+                last and end == "term",
+                last and end == "trunc",
+                obs(100 * e + t + 1),
+            )
 
 
 def check_all(buf, n=2000):
@@ -108,9 +114,15 @@ def _episode(e, length, end):
     flags = np.zeros(length, bool)
     term, trunc = flags.copy(), flags.copy()
     (term if end == "term" else trunc)[-1] = True
-    return {"obs": {"state": states}, "final_obs": obs(100 * e + length), "action": np.arange(length)[:, None] * 1.0,
-            "reward": np.arange(length, dtype=np.float32), "terminated": term, "truncated": trunc,
-            "is_intervention": flags}
+    return {
+        "obs": {"state": states},
+        "final_obs": obs(100 * e + length),
+        "action": np.arange(length)[:, None] * 1.0,
+        "reward": np.arange(length, dtype=np.float32),
+        "terminated": term,
+        "truncated": trunc,
+        "is_intervention": flags,
+    }
 
 
 @pytest.mark.parametrize("capacity", [7, 10, 64])
@@ -122,8 +134,14 @@ def test_bulk_episode_add_equals_step_by_step_adds(capacity):
         ep = _episode(e, length, end)
         for t in range(length):
             nxt = ep["final_obs"] if t == length - 1 else {"state": ep["obs"]["state"][t + 1]}
-            steps.add({"state": ep["obs"]["state"][t]}, ep["action"][t], ep["reward"][t], ep["terminated"][t],
-                      ep["truncated"][t], nxt)
+            steps.add(
+                {"state": ep["obs"]["state"][t]},
+                ep["action"][t],
+                ep["reward"][t],
+                ep["terminated"][t],
+                ep["truncated"][t],
+                nxt,
+            )
     a, b = bulk.state_dict(), steps.state_dict()
     assert (a["pos"], a["size"]) == (b["pos"], b["size"])
     for k in ("action", "reward", "terminated", "truncated"):
@@ -135,14 +153,21 @@ def test_bulk_episode_add_equals_step_by_step_adds(capacity):
 
 
 def test_images_stay_uint8_from_buffer_to_batch():
-    space = spaces.Dict({"state": spaces.Box(-1, 1, (2,), np.float32),
-                         "front": spaces.Box(0, 255, (8, 8, 3), np.uint8)})
+    space = spaces.Dict(
+        {"state": spaces.Box(-1, 1, (2,), np.float32), "front": spaces.Box(0, 255, (8, 8, 3), np.uint8)}
+    )
     buf = ReplayBuffer(space, 1, 16)
     assert buf.obs["front"].dtype == np.uint8 and buf.obs["front"].nbytes == 16 * 8 * 8 * 3
     img = lambda v: np.full((8, 8, 3), v, np.uint8)  # noqa: E731
     for t in range(5):
-        buf.add({"state": np.zeros(2, np.float32), "front": img(t)}, np.zeros(1), 0.0, False, t == 4,
-                {"state": np.zeros(2, np.float32), "front": img(t + 1)})
+        buf.add(
+            {"state": np.zeros(2, np.float32), "front": img(t)},
+            np.zeros(1),
+            0.0,
+            False,
+            t == 4,
+            {"state": np.zeros(2, np.float32), "front": img(t + 1)},
+        )
     b = buf.sample(32, np.random.default_rng(0))
     assert b["obs"]["front"].dtype == torch.uint8 and b["obs"]["front"].shape == (32, 8, 8, 3)
     torch.testing.assert_close(b["next_obs"]["front"].int(), b["obs"]["front"].int() + 1)

@@ -8,6 +8,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+from test_rewards_helpers import TINY_CLASSIFIER, SquareEnv, record, square_store, trained_classifier  # noqa: F401
 
 from robot_rl.data.store import EpisodeStore
 from robot_rl.rewards import RewardDataError, load_reward_model, wrap_reward
@@ -15,7 +16,6 @@ from robot_rl.rewards.classifier import ClassifierConfig, train_classifier
 from robot_rl.rewards.frames import LabelRule, episode_labels, load_frames, split_episodes
 from robot_rl.rewards.labelling import score_store, write_relabelled_store
 from robot_rl.rewards.metrics import binary_metrics, roc_auc, threshold_for_fpr
-from test_rewards_helpers import TINY_CLASSIFIER, SquareEnv, record, square_store, trained_classifier  # noqa: F401
 
 
 def test_label_rule_and_episode_split():
@@ -128,19 +128,28 @@ def test_saved_classifier_scores_and_wraps_the_env(trained_classifier, square_st
 
 def test_bad_inputs_name_counts_and_cameras(tmp_path, trained_classifier):
     few = record(tmp_path / "few.zarr", 1, 3, steps=6)
-    with pytest.raises(RewardDataError, match=r"too few examples: 2 positive and 26 negative frames from 4 episodes "
-                                              r"\(1 successful, 3 failed; 0 frames left out\); need at least 5"):
+    with pytest.raises(
+        RewardDataError,
+        match=r"too few examples: 2 positive and 26 negative frames from 4 episodes "
+        r"\(1 successful, 3 failed; 0 frames left out\); need at least 5",
+    ):
         train_classifier(few, ClassifierConfig.from_dict({**TINY_CLASSIFIER, "min_positives": 5}), device="cpu")
     with pytest.warns(UserWarning, match="heavy class imbalance"), pytest.raises(RewardDataError, match="split"):
-        train_classifier(few, ClassifierConfig.from_dict({**TINY_CLASSIFIER, "min_positives": 1,
-                                                           "imbalance_warn": 5.0}), device="cpu")
+        train_classifier(
+            few,
+            ClassifierConfig.from_dict({**TINY_CLASSIFIER, "min_positives": 1, "imbalance_warn": 5.0}),
+            device="cpu",
+        )
     with pytest.raises(RewardDataError, match=r"\['top'\] missing; it has \['front', 'wrist'\]"):
         train_classifier(few, ClassifierConfig.from_dict({**TINY_CLASSIFIER, "cameras": ["top"]}), device="cpu")
     with pytest.raises(ValueError, match="unknown classifier option"):
         ClassifierConfig.from_dict({"stepz": 3})
     out, _ = trained_classifier
-    with pytest.raises(RewardDataError, match=r"wrong image size for camera\(s\) front: \(48, 48, 3\) instead of "
-                                              r"\(64, 64, 3\); wrist"):
+    with pytest.raises(
+        RewardDataError,
+        match=r"wrong image size for camera\(s\) front: \(48, 48, 3\) instead of "
+        r"\(64, 64, 3\); wrist",
+    ):
         wrap_reward(SquareEnv(size=48), {"name": "classifier", "path": str(out)}, "cpu")
     with pytest.raises(ValueError, match="needs reward.path"):
         wrap_reward(SquareEnv(), {"name": "classifier"}, "cpu")
@@ -162,11 +171,21 @@ def test_relabelling_is_cached_in_the_store(tmp_path, square_store, trained_clas
     # A grown store costs only its new episodes.
     with EpisodeStore.open(tmp_path / "s.zarr", "a") as w:
         ep = store.episode(0)
-        w.append_episode(ep["obs"], ep["final_obs"], ep["action"], ep["reward"], ep["terminated"], ep["truncated"],
-                         ep["is_intervention"], ep["timestamp"], success=True, source="scripted")
+        w.append_episode(
+            ep["obs"],
+            ep["final_obs"],
+            ep["action"],
+            ep["reward"],
+            ep["terminated"],
+            ep["truncated"],
+            ep["is_intervention"],
+            ep["timestamp"],
+            success=True,
+            source="scripted",
+        )
     s3, st3 = score_store(EpisodeStore.open(tmp_path / "s.zarr"), model)
     assert st3["scored_steps"] == len(ep["reward"]) and st3["cached_steps"] == store.num_steps
-    np.testing.assert_allclose(s3[-len(ep["reward"]):], s3[:len(ep["reward"])], atol=1e-6)
+    np.testing.assert_allclose(s3[-len(ep["reward"]) :], s3[: len(ep["reward"])], atol=1e-6)
     # Offline relabelling writes a copy; the source's episodes stay as they were.
     copy = write_relabelled_store(store, tmp_path / "relabelled.zarr", (s1 >= model.threshold).astype(np.float32))
     np.testing.assert_array_equal(copy.read_all()["reward"], (s1 >= model.threshold).astype(np.float32))

@@ -26,8 +26,8 @@ def draw(pos: np.ndarray, size: int = SIZE) -> dict[str, np.ndarray]:
     wrist = np.zeros((size, size, 3), np.uint8)
     wrist[..., 2] = 70
     c = (np.clip(pos, 0, 1) * (size - 12)).astype(int)
-    front[size - 12 - c[1]:size - c[1], c[0]:c[0] + 12] = (220, 30, 30)
-    wrist[c[1]:c[1] + 12, size - 12 - c[0]:size - c[0]] = (30, 220, 60)
+    front[size - 12 - c[1] : size - c[1], c[0] : c[0] + 12] = (220, 30, 30)
+    wrist[c[1] : c[1] + 12, size - 12 - c[0] : size - c[0]] = (30, 220, 60)
     return {"front": front, "wrist": wrist}
 
 
@@ -39,10 +39,13 @@ class SquareEnv(gym.Env):
 
     def __init__(self, max_episode_steps: int = 12, terminate_on_success: bool = False, size: int = SIZE):
         self.size = size
-        self.observation_space = spaces.Dict({
-            "state": spaces.Box(-1, 2, (2,), np.float32),
-            "front": spaces.Box(0, 255, (size, size, 3), np.uint8),
-            "wrist": spaces.Box(0, 255, (size, size, 3), np.uint8)})
+        self.observation_space = spaces.Dict(
+            {
+                "state": spaces.Box(-1, 2, (2,), np.float32),
+                "front": spaces.Box(0, 255, (size, size, 3), np.uint8),
+                "wrist": spaces.Box(0, 255, (size, size, 3), np.uint8),
+            }
+        )
         self.action_space = spaces.Box(-1, 1, (2,), np.float32)
         self.max_episode_steps, self.terminate_on_success = max_episode_steps, terminate_on_success
         self.control_dt = 0.1
@@ -63,9 +66,13 @@ class SquareEnv(gym.Env):
         self.pos = np.clip(self.pos + 0.12 * np.clip(action, -1, 1), 0, 1)
         self.t += 1
         ok = self._success()
-        return (self._obs(), float(ok), ok and self.terminate_on_success,
-                self.t >= self.max_episode_steps and not (ok and self.terminate_on_success),
-                {"success": ok, "is_intervention": False})
+        return (
+            self._obs(),
+            float(ok),
+            ok and self.terminate_on_success,
+            self.t >= self.max_episode_steps and not (ok and self.terminate_on_success),
+            {"success": ok, "is_intervention": False},
+        )
 
     def expert_action(self, noise: float = 0.0) -> np.ndarray:
         a = np.clip((np.array([0.86, 0.86]) - self.pos) / 0.12, -1, 1)
@@ -97,10 +104,23 @@ def record(path: Path, successes: int, failures: int, seed: int = 0, steps: int 
 
 
 # Positives from the sparse reward's marks (exact), so the split is easy; small everything.
-TINY_CLASSIFIER = {"steps": 150, "eval_every": 50, "batch_size": 32, "feature_dim": 16, "hidden": 32,
-                   "num_kernels": 4, "min_positives": 5, "min_negatives": 5, "val_fraction": 0.3,
-                   "image_copies": 0, "pad": 2, "target_fpr": 0.05, "reward_marks": 1.0, "positive_last_k": 1,
-                   "margin": 0}
+TINY_CLASSIFIER = {
+    "steps": 150,
+    "eval_every": 50,
+    "batch_size": 32,
+    "feature_dim": 16,
+    "hidden": 32,
+    "num_kernels": 4,
+    "min_positives": 5,
+    "min_negatives": 5,
+    "val_fraction": 0.3,
+    "image_copies": 0,
+    "pad": 2,
+    "target_fpr": 0.05,
+    "reward_marks": 1.0,
+    "positive_last_k": 1,
+    "margin": 0,
+}
 
 
 import pytest  # noqa: E402

@@ -13,14 +13,23 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_rewards_helpers import SquareEnv, draw, record, square_store  # noqa: F401
 
 from robot_rl.data.store import EpisodeStore
 from robot_rl.rewards import load_reward_model, wrap_reward
 from robot_rl.rewards.frames import load_frames
-from robot_rl.rewards.preference import (FIRST, SECOND, UNSURE, EndpointError, HTTPChatLabeller, PreferenceConfig,
-                                         PreferenceLabeller, collect_preferences, parse_answer,
-                                         train_preference_reward)
-from test_rewards_helpers import SquareEnv, draw, record, square_store  # noqa: F401
+from robot_rl.rewards.preference import (
+    FIRST,
+    SECOND,
+    UNSURE,
+    EndpointError,
+    HTTPChatLabeller,
+    PreferenceConfig,
+    PreferenceLabeller,
+    collect_preferences,
+    parse_answer,
+    train_preference_reward,
+)
 
 
 def progress(front: np.ndarray) -> float:
@@ -44,11 +53,24 @@ class Oracle(PreferenceLabeller):
         return np.where(d > 1, FIRST, np.where(d < -1, SECOND, UNSURE)).astype(np.int8)
 
 
-@pytest.mark.parametrize("text, want", [
-    ("Image 2 shows the cube lifted.\nAnswer: 2", SECOND), ("**Answer:** 1", FIRST), ("answer: image 1.", FIRST),
-    ("Answer: 0", UNSURE), ("I think answer: 2 ... wait, Answer: 1", FIRST), ('{"answer": 2}', SECOND),
-    ("2", SECOND), ("Image 1", FIRST), ("The first shows more; image 1 is better", FIRST),
-    ("Both image 1 and image 2 look alike", UNSURE), ("no idea", UNSURE), ("", UNSURE), ("Answer: none", UNSURE)])
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("Image 2 shows the cube lifted.\nAnswer: 2", SECOND),
+        ("**Answer:** 1", FIRST),
+        ("answer: image 1.", FIRST),
+        ("Answer: 0", UNSURE),
+        ("I think answer: 2 ... wait, Answer: 1", FIRST),
+        ('{"answer": 2}', SECOND),
+        ("2", SECOND),
+        ("Image 1", FIRST),
+        ("The first shows more; image 1 is better", FIRST),
+        ("Both image 1 and image 2 look alike", UNSURE),
+        ("no idea", UNSURE),
+        ("", UNSURE),
+        ("Answer: none", UNSURE),
+    ],
+)
 def test_parse_answer(text, want):
     assert parse_answer(text) == want
 
@@ -112,8 +134,15 @@ def endpoint():
 def test_http_labeller_request_retries_and_errors(endpoint, monkeypatch):
     monkeypatch.setenv("RRL_TEST_TOKEN", "sekret")
     waits = []
-    lab = HTTPChatLabeller(endpoint.url, "judge-1", api_key_env="RRL_TEST_TOKEN", timeout_s=0.25, retries=2,
-                           image_size=48, sleep=waits.append)
+    lab = HTTPChatLabeller(
+        endpoint.url,
+        "judge-1",
+        api_key_env="RRL_TEST_TOKEN",
+        timeout_s=0.25,
+        retries=2,
+        image_size=48,
+        sleep=waits.append,
+    )
     a = np.stack([draw(np.array([0.8, 0.8]))["front"], draw(np.array([0.1, 0.1]))["front"]])
     b = a[::-1].copy()
     endpoint.script = ["500", "slow"]  # one server error and one timeout, then answers
@@ -163,9 +192,21 @@ def test_answers_are_cached_in_the_store(square_store, tmp_path):
 def test_bradley_terry_recovers_the_oracle(square_store, tmp_path):
     shutil.copytree(square_store, tmp_path / "s.zarr")
     store = EpisodeStore.open(tmp_path / "s.zarr")
-    cfg = PreferenceConfig.from_dict({"pairs": 200, "steps": 200, "batch_size": 64, "eval_every": 50,
-                                      "feature_dim": 16, "hidden": 32, "num_kernels": 4, "val_fraction": 0.2,
-                                      "positive_last_k": 1, "margin": 0, "cameras": ["front"]})
+    cfg = PreferenceConfig.from_dict(
+        {
+            "pairs": 200,
+            "steps": 200,
+            "batch_size": 64,
+            "eval_every": 50,
+            "feature_dim": 16,
+            "hidden": 32,
+            "num_kernels": 4,
+            "val_fraction": 0.2,
+            "positive_last_k": 1,
+            "margin": 0,
+            "cameras": ["front"],
+        }
+    )
     torch.manual_seed(0)
     model, rep = train_preference_reward(store, Oracle(), cfg, seed=0, device="cpu", out=tmp_path / "bt")
     assert rep["fit"]["val_accuracy"] >= 0.85, rep["fit"]

@@ -9,18 +9,35 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from test_rewards_helpers import SquareEnv, record, square_store  # noqa: F401
 
 from robot_rl.data.episode import EpisodeBuilder
 from robot_rl.data.store import EpisodeStore, StoreSchema
 from robot_rl.rewards import RewardDataError, load_reward_model, wrap_reward
 from robot_rl.rewards.frames import LabelRule, load_frames
-from robot_rl.rewards.progress import (ProgressConfig, adapt_progress, expected_progress, progress_labels,
-                                       progress_metrics, train_progress, two_hot)
+from robot_rl.rewards.progress import (
+    ProgressConfig,
+    adapt_progress,
+    expected_progress,
+    progress_labels,
+    progress_metrics,
+    train_progress,
+    two_hot,
+)
 from robot_rl.rewards.shaping import PotentialShaping
-from test_rewards_helpers import SquareEnv, record, square_store  # noqa: F401
 
-TINY = {"steps": 250, "eval_every": 125, "batch_size": 32, "feature_dim": 16, "hidden": 32, "num_kernels": 4,
-        "bins": 6, "reward_marks": 1.0, "val_fraction": 0.3, "adapt_steps": 250}
+TINY = {
+    "steps": 250,
+    "eval_every": 125,
+    "batch_size": 32,
+    "feature_dim": 16,
+    "hidden": 32,
+    "num_kernels": 4,
+    "bins": 6,
+    "reward_marks": 1.0,
+    "val_fraction": 0.3,
+    "adapt_steps": 250,
+}
 
 
 def test_progress_labels_run_from_0_to_1_at_the_first_success(square_store):
@@ -34,7 +51,7 @@ def test_progress_labels_run_from_0_to_1_at_the_first_success(square_store):
             continue
         p = prog[rows]
         first = int(np.flatnonzero(store.episode(int(e))["reward"] >= 1)[0]) + 1  # frame after the first success
-        np.testing.assert_allclose(p[:first + 1], np.arange(first + 1) / first, rtol=1e-6)
+        np.testing.assert_allclose(p[: first + 1], np.arange(first + 1) / first, rtol=1e-6)
         assert (p[first:] == 1).all() and (np.diff(p) >= 0).all()
 
 
@@ -156,8 +173,9 @@ def greedy(env, gamma, sweeps=200):
     model = {(s, a): step_from(env, s, a) for s in range(4) for a in (0, 1)}
     v = np.zeros(5)
     for _ in range(sweeps):
-        q = np.array([[model[s, a][0] + gamma * (0 if model[s, a][2] else v[model[s, a][1]]) for a in (0, 1)]
-                      for s in range(4)])
+        q = np.array(
+            [[model[s, a][0] + gamma * (0 if model[s, a][2] else v[model[s, a][1]]) for a in (0, 1)] for s in range(4)]
+        )
         v[:4] = q.max(1)
     return q, q.argmax(1)
 
@@ -172,11 +190,11 @@ def test_shaping_telescopes_and_keeps_the_optimal_policy():
     shaped = PotentialShaping(Chain(), potential, gamma)
     for actions in itertools.product([0, 1], repeat=6):
         term, trunc, terms = rollout(shaped, actions, gamma)
-        n, s_end = len(terms), min(4, sum(actions[:len(terms)]))
+        n, s_end = len(terms), min(4, sum(actions[: len(terms)]))
         # the discounted sum of the added terms telescopes: -Phi(s0) after termination (Phi(terminal) = 0),
         # gamma^T Phi(s_T) - Phi(s0) after a time-limit truncation (s_T bootstraps)
-        tele = sum(gamma ** t * x for t, x in enumerate(terms))
-        assert tele == pytest.approx(-phi[0] if term else gamma ** n * phi[s_end] - phi[0])
+        tele = sum(gamma**t * x for t, x in enumerate(terms))
+        assert tele == pytest.approx(-phi[0] if term else gamma**n * phi[s_end] - phi[0])
     q_plain, pi_plain = greedy(Chain(), gamma)
     q_shaped, pi_shaped = greedy(PotentialShaping(Chain(), potential, gamma), gamma)
     assert pi_plain.tolist() == pi_shaped.tolist() == [1, 1, 1, 1]  # the same optimal policy
@@ -195,8 +213,12 @@ def test_shaping_telescopes_and_keeps_the_optimal_policy():
 def test_wrap_reward_shapes_on_top_of_ground_truth(tmp_path):
     store = record(tmp_path / "square.zarr", 4, 0, seed=2, steps=10)
     train_progress(store, ProgressConfig.from_dict({**TINY, "val_fraction": 0.25}), device="cpu", out=tmp_path / "pm")
-    env = wrap_reward(SquareEnv(max_episode_steps=10), {"name": "ground_truth", "shaping": {"path": str(tmp_path / "pm")}},
-                      "cpu", gamma=0.99)
+    env = wrap_reward(
+        SquareEnv(max_episode_steps=10),
+        {"name": "ground_truth", "shaping": {"path": str(tmp_path / "pm")}},
+        "cpu",
+        gamma=0.99,
+    )
     env.reset(seed=0)
     total = 0.0
     for _ in range(10):

@@ -3,11 +3,11 @@ rejected frames, retraining that stops the classifier calling them success, and 
 
 import numpy as np
 import pytest
+from test_rewards_helpers import SquareEnv, draw, square_store, trained_classifier  # noqa: F401
 
 from robot_rl.rewards import RewardDataError, load_reward_model
 from robot_rl.rewards.refine import ClassifierRefiner, RefineConfig, record_refinements
 from robot_rl.rewards.wrapper import RewardWrapper
-from test_rewards_helpers import SquareEnv, draw, square_store, trained_classifier  # noqa: F401
 
 NEAR = np.array([0.62, 0.62])  # next to the goal corner (x, y > 0.72), not in it
 
@@ -33,13 +33,18 @@ def p(model, pos):
     return float(model.score({c: f[None] for c, f in draw(np.asarray(pos)).items()})[0])
 
 
-@pytest.mark.parametrize("judge,veto", [("none", True), ("ground_truth", True), ("ground_truth", False),
-                                        ("auto", True)])
+@pytest.mark.parametrize(
+    "judge,veto", [("none", True), ("ground_truth", True), ("ground_truth", False), ("auto", True)]
+)
 def test_the_judge_vetoes_and_mines_exactly_the_false_successes(trained_classifier, judge, veto):
     out, _ = trained_classifier
     model = gameable(out)
-    env = RewardWrapper(ParkEnv(max_episode_steps=5), model, terminate_on_success=True,
-                        refine=RefineConfig(judge=judge, veto=veto, every=0))
+    env = RewardWrapper(
+        ParkEnv(max_episode_steps=5),
+        model,
+        terminate_on_success=True,
+        refine=RefineConfig(judge=judge, veto=veto, every=0),
+    )
     env.reset(seed=0)
     steps = 0
     while True:
@@ -71,8 +76,12 @@ def test_retraining_stops_the_classifier_calling_the_mined_frames_success(traine
     out, _ = trained_classifier
     model = gameable(out)
     before_near, before_goal = p(model, NEAR), p(model, [0.9, 0.9])
-    env = RewardWrapper(ParkEnv(max_episode_steps=6), model, terminate_on_success=True,
-                        refine=RefineConfig(judge="ground_truth", every=6, steps=200))
+    env = RewardWrapper(
+        ParkEnv(max_episode_steps=6),
+        model,
+        terminate_on_success=True,
+        refine=RefineConfig(judge="ground_truth", every=6, steps=200),
+    )
     identity = model.label_name()
     env.reset(seed=0)
     for _ in range(6):
@@ -103,8 +112,12 @@ def test_retraining_stops_the_classifier_calling_the_mined_frames_success(traine
 
 def test_refine_refuses_what_it_cannot_do(trained_classifier, tmp_path):
     out, _ = trained_classifier
-    for bad, needle in (({"judge": "human"}, "judge"), ({"every": -1}, "every"), ({"mined_share": 1.0}, "mined_share"),
-                        ({"judge": "ground_truth", "budget": 3}, "unknown reward.refine option")):
+    for bad, needle in (
+        ({"judge": "human"}, "judge"),
+        ({"every": -1}, "every"),
+        ({"mined_share": 1.0}, "mined_share"),
+        ({"judge": "ground_truth", "budget": 3}, "unknown reward.refine option"),
+    ):
         with pytest.raises(ValueError, match=needle):
             RefineConfig.from_dict(bad)
     with pytest.raises(RewardDataError, match="success classifier"):
@@ -115,6 +128,7 @@ def test_refine_refuses_what_it_cannot_do(trained_classifier, tmp_path):
     refiner.add_negative(draw(NEAR))
     with pytest.raises(RewardDataError, match="gone.zarr"):
         refiner.retrain(1)
+
     class Silent(ParkEnv):  # an env that does not report its own success (a robot)
         def step(self, action):
             obs, r, term, trunc, info = super().step(action)
@@ -128,8 +142,9 @@ def test_refine_refuses_what_it_cannot_do(trained_classifier, tmp_path):
     strict.reset(seed=0)
     with pytest.raises(RewardDataError, match="judge=ground_truth needs the env's own success"):
         strict.step(np.zeros(2, np.float32))
-    fixed = RewardWrapper(ParkEnv(), load_reward_model(out, "cpu"), threshold=0.5,
-                          refine=RefineConfig(judge="ground_truth", steps=20))
+    fixed = RewardWrapper(
+        ParkEnv(), load_reward_model(out, "cpu"), threshold=0.5, refine=RefineConfig(judge="ground_truth", steps=20)
+    )
     fixed.refiner.add_negative(draw(NEAR))
     assert fixed.refiner.retrain(1)["threshold"] == 0.5 and fixed.model.threshold == 0.5  # the user's threshold holds
 
@@ -157,8 +172,9 @@ def test_operator_marks_become_labels_through_the_intervention_wrapper(trained_c
     out, _ = trained_classifier
     model = load_reward_model(out, "cpu")
     model.threshold = p(model, NEAR) - 1e-6  # NEAR (and beyond) called success
-    inner = RewardWrapper(Silent(max_episode_steps=20), model, terminate_on_success=False,
-                          refine=RefineConfig(judge="auto", every=0))
+    inner = RewardWrapper(
+        Silent(max_episode_steps=20), model, terminate_on_success=False, refine=RefineConfig(judge="auto", every=0)
+    )
     env = InterventionWrapper(inner, Marker([None, "failure"]), success_reward=None)
     env.reset(seed=0)
     inner.unwrapped.pos = NEAR.copy()

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from test_rewards_helpers import TINY_CLASSIFIER, SquareEnv, draw, square_store  # noqa: F401
 
 from robot_rl.data.store import EpisodeStore
 from robot_rl.rewards import load_reward_model, wrap_reward
@@ -14,19 +15,26 @@ from robot_rl.rewards.classifier import ClassifierConfig
 from robot_rl.rewards.labelling import score_store
 from robot_rl.rewards.vlm.convert import clip_vocab_from_merges, convert_clip_state_dict, infer_config
 from robot_rl.rewards.vlm.finetune import train_vlm_classifier
-from robot_rl.rewards.vlm.model import (DualEncoder, DualEncoderConfig, TextConfig, VisionConfig, load_dual_encoder,
-                                        model_fingerprint, save_dual_encoder)
+from robot_rl.rewards.vlm.model import (
+    DualEncoder,
+    DualEncoderConfig,
+    TextConfig,
+    VisionConfig,
+    load_dual_encoder,
+    model_fingerprint,
+    save_dual_encoder,
+)
 from robot_rl.rewards.vlm.tokenizer import BPETokenizer, WordTokenizer, bytes_to_symbols, load_tokenizer
 from robot_rl.rewards.vlm.zero_shot import ZeroShotReward
-from test_rewards_helpers import TINY_CLASSIFIER, SquareEnv, draw, square_store  # noqa: F401
 
 PROMPTS = ["a red square in the top right corner", "a red square far from the corner", "an empty grey image"]
 
 
 def tiny_config(**kw) -> DualEncoderConfig:
     kw.setdefault("text", TextConfig(vocab_size=64, context_length=12, width=32, layers=1, heads=2))
-    return DualEncoderConfig(embed_dim=16, vision=VisionConfig(image_size=32, patch_size=8, width=32, layers=2, heads=2),
-                             **kw)
+    return DualEncoderConfig(
+        embed_dim=16, vision=VisionConfig(image_size=32, patch_size=8, width=32, layers=2, heads=2), **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +78,7 @@ def test_tokenizers(tmp_path):
     bpe = BPETokenizer(vocab, used)
     assert bpe.tokens("The  CUBE, cubes") == ["the</w>", "cube</w>", ",</w>", "cub", "e", "s</w>"]
     from robot_rl.rewards.vlm.tokenizer import save_tokenizer
+
     save_tokenizer(bpe, tmp_path)
     again = load_tokenizer(tmp_path)
     assert again(["the cube"], 8)[0].tolist() == bpe(["the cube"], 8)[0].tolist()
@@ -78,8 +87,7 @@ def test_tokenizers(tmp_path):
 
 def test_zero_shot_scores_and_cache(tiny_vlm, square_store, tmp_path):
     model, tok = load_dual_encoder(tiny_vlm, "cpu")
-    zs = ZeroShotReward(model, tok, PROMPTS[0], PROMPTS[1:], ["front", "wrist"], threshold=0.4,
-                        checkpoint=tiny_vlm)
+    zs = ZeroShotReward(model, tok, PROMPTS[0], PROMPTS[1:], ["front", "wrist"], threshold=0.4, checkpoint=tiny_vlm)
     frames = {c: np.stack([draw(np.array([x, x]))[c] for x in (0.1, 0.5, 0.9)]) for c in ("front", "wrist")}
     p = zs.score(frames)
     assert p.shape == (3,) and ((p > 0) & (p < 1)).all()
@@ -101,16 +109,35 @@ def test_zero_shot_scores_and_cache(tiny_vlm, square_store, tmp_path):
     zs.save(tmp_path / "zs")
     again = load_reward_model(tmp_path / "zs", "cpu")
     np.testing.assert_allclose(again.score(frames), p, rtol=1e-5)
-    env = wrap_reward(SquareEnv(), {"name": "vlm_zero_shot", "path": str(tiny_vlm), "prompt": PROMPTS[0],
-                                    "negatives": PROMPTS[1:], "cameras": ["front"], "reward": "score"}, "cpu")
+    env = wrap_reward(
+        SquareEnv(),
+        {
+            "name": "vlm_zero_shot",
+            "path": str(tiny_vlm),
+            "prompt": PROMPTS[0],
+            "negatives": PROMPTS[1:],
+            "cameras": ["front"],
+            "reward": "score",
+        },
+        "cpu",
+    )
     env.reset(seed=0)
     _, r, _, _, info = env.step(np.zeros(2, np.float32))
     assert 0 < r < 1 and r == info["reward_score"]
 
 
 def test_finetuned_vlm_becomes_a_success_classifier(tiny_vlm, square_store, tmp_path):
-    cfg = ClassifierConfig.from_dict({**TINY_CLASSIFIER, "backbone": "vlm", "vlm_path": str(tiny_vlm),
-                                      "prompt": PROMPTS[0], "train_blocks": 1, "steps": 200, "lr": 3e-3})
+    cfg = ClassifierConfig.from_dict(
+        {
+            **TINY_CLASSIFIER,
+            "backbone": "vlm",
+            "vlm_path": str(tiny_vlm),
+            "prompt": PROMPTS[0],
+            "train_blocks": 1,
+            "steps": 200,
+            "lr": 3e-3,
+        }
+    )
     torch.manual_seed(0)
     clf, rep = train_vlm_classifier(EpisodeStore.open(square_store), cfg, seed=0, device="cpu", out=tmp_path / "ft")
     assert rep["validation"]["roc_auc"] >= 0.9, rep["validation"]
@@ -124,8 +151,9 @@ def test_finetuned_vlm_becomes_a_success_classifier(tiny_vlm, square_store, tmp_
     base, _ = load_dual_encoder(tiny_vlm, "cpu")
     tuned = again.model
     assert torch.equal(base.visual.conv1.weight, tuned.visual.conv1.weight)
-    assert torch.equal(base.visual.transformer.resblocks[0].mlp.c_fc.weight,
-                       tuned.visual.transformer.resblocks[0].mlp.c_fc.weight)
+    assert torch.equal(
+        base.visual.transformer.resblocks[0].mlp.c_fc.weight, tuned.visual.transformer.resblocks[0].mlp.c_fc.weight
+    )
     assert not torch.equal(base.visual.proj, tuned.visual.proj)
 
 
@@ -137,11 +165,17 @@ def test_convert_openai_layout_state_dict(tmp_path):
     torch.manual_seed(1)
     model = DualEncoder(tiny_config(text=TextConfig(vocab_size=515, context_length=12, width=32, layers=1, heads=2)))
     state = {f"module.{k}": v for k, v in model.state_dict().items()}  # e.g. saved from a DataParallel wrapper
-    state.update({"input_resolution": torch.tensor(32), "context_length": torch.tensor(12),
-                  "vocab_size": torch.tensor(515)})
+    state.update(
+        {"input_resolution": torch.tensor(32), "context_length": torch.tensor(12), "vocab_size": torch.tensor(515)}
+    )
     cfg = infer_config({k[7:]: v for k, v in state.items()}, vision_heads=2, text_heads=2)
-    assert (cfg.vision.image_size, cfg.vision.patch_size, cfg.vision.layers, cfg.text.layers, cfg.embed_dim) == \
-        (32, 8, 2, 1, 16)
+    assert (cfg.vision.image_size, cfg.vision.patch_size, cfg.vision.layers, cfg.text.layers, cfg.embed_dim) == (
+        32,
+        8,
+        2,
+        1,
+        16,
+    )
     convert_clip_state_dict(state, BPETokenizer(vocab, used), tmp_path / "conv", 2, 2)
     conv, tok = load_dual_encoder(tmp_path / "conv", "cpu")
     img = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)

@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import pytest
-
 from ros2_netns import node_log, run_in_netns, skip_reason, start_node, stop_nodes
 
 pytestmark = pytest.mark.skipif(bool(skip_reason()), reason=skip_reason() or "")
@@ -119,13 +118,13 @@ def test_lockstep_env_contract_and_scripted_reach_over_ros2():
 
 # ------------------------------------------------------------------- realtime: supervisor, images, e-stop
 def _realtime_body():
+    import os
+    from pathlib import Path
+
     from geometry_msgs.msg import PoseStamped, TwistStamped
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import Bool, Float64, String
     from std_srvs.srv import SetBool
-
-    import os
-    from pathlib import Path
 
     from hw.ros_common import latched_qos, pose_msg, state_qos
     from hw.ros_env import RosRobotEnv
@@ -133,12 +132,26 @@ def _realtime_body():
     from robot_rl.runtime.keys import key_file
 
     driver = start_node("hw.nodes.sim_driver", "--ros-args", "-p", "obs_mode:=pixels", "-p", "image_size:=64")
-    sup = start_node("hw.nodes.safety_supervisor", "--ros-args", "-p", "max_speed:=0.2", "-p", "max_accel:=2.0",
-                     "-p", "command_timeout:=0.5")
+    sup = start_node(
+        "hw.nodes.safety_supervisor",
+        "--ros-args",
+        "-p",
+        "max_speed:=0.2",
+        "-p",
+        "max_accel:=2.0",
+        "-p",
+        "command_timeout:=0.5",
+    )
     env = probe = None
     try:
-        env = RosRobotEnv(obs_mode="pixels", cameras=["front", "wrist"], image_size=64, max_image_bytes=200_000,
-                          step_timeout=3.0, node_name="env")
+        env = RosRobotEnv(
+            obs_mode="pixels",
+            cameras=["front", "wrist"],
+            image_size=64,
+            max_image_bytes=200_000,
+            step_timeout=3.0,
+            node_name="env",
+        )
         obs, _ = env.reset(seed=1)
         t0, stamps = time.monotonic(), []
         for _ in range(5):
@@ -152,11 +165,18 @@ def _realtime_body():
         probe = Probe()
         n = probe.node
         outs, holding, status, estopped = [], [], [], []
-        n.create_subscription(PoseStamped, "robot/target_pose",
-                              lambda m: outs.append((np.array([m.pose.position.x, m.pose.position.y,
-                                                               m.pose.position.z]), time.time_ns(),
-                                                     m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)),
-                              state_qos(50))
+        n.create_subscription(
+            PoseStamped,
+            "robot/target_pose",
+            lambda m: outs.append(
+                (
+                    np.array([m.pose.position.x, m.pose.position.y, m.pose.position.z]),
+                    time.time_ns(),
+                    m.header.stamp.sec * 10**9 + m.header.stamp.nanosec,
+                )
+            ),
+            state_qos(50),
+        )
         challenge = []
         n.create_subscription(String, "safety/estop_challenge", lambda m: challenge.append(m.data), latched_qos())
         n.create_subscription(Bool, "safety/holding", lambda m: holding.append(m.data), latched_qos())
@@ -172,11 +192,14 @@ def _realtime_body():
         down = np.array([1.0, 0, 0, 0])
 
         def send(pos, frame="base", quat=down):
-            cmd.publish(pose_msg(np.asarray(pos, float), np.asarray(quat, float), frame,
-                                 n.get_clock().now().nanoseconds))
+            cmd.publish(
+                pose_msg(np.asarray(pos, float), np.asarray(quat, float), frame, n.get_clock().now().nanoseconds)
+            )
 
-        probe.spin_until(lambda: cmd.get_subscription_count() > 0 and estop.get_subscription_count() > 0,
-                         what="the supervisor's subscriptions")
+        probe.spin_until(
+            lambda: cmd.get_subscription_count() > 0 and estop.get_subscription_count() > 0,
+            what="the supervisor's subscriptions",
+        )
         # (a) out of the box and too fast: far up, left and away, commands at 50 Hz for 2 s; outputs come at the
         # supervisor's own 50 Hz and on each command, limited against the time between them
         n0 = len(outs)
@@ -193,15 +216,22 @@ def _realtime_body():
         # from arrival times at the boundary, over windows of >= 1 s between targets that arrived within 50 ms of
         # their stamps (a receiver descheduled by load would otherwise see a burst as a jump)
         prompt = np.flatnonzero(arrived - stamps <= 50_000_000)
-        windows = [np.linalg.norm(path[j] - path[i]) / ((arrived[j] - arrived[i]) / 1e9)
-                   for i in prompt for j in prompt if arrived[j] - arrived[i] >= 1_000_000_000]
+        windows = [
+            np.linalg.norm(path[j] - path[i]) / ((arrived[j] - arrived[i]) / 1e9)
+            for i in prompt
+            for j in prompt
+            if arrived[j] - arrived[i] >= 1_000_000_000
+        ]
         assert len(windows) >= 10, f"only {len(windows)} windows of promptly arrived targets"
         assert max(windows) <= 0.2 * 1.1, f"over 1 s windows the target moved at up to {max(windows):.3f} m/s"
         assert max(windows) >= 0.2 * 0.5, f"the target hardly moved ({max(windows):.3f} m/s)"
         _wait_log(sup, "target clamped by")
         # (b) silence -> hold: the target brakes to rest and stays
-        probe.spin_until(lambda: status and "commands silent" in status[-1], timeout=3.0,
-                         what=f"holding after command silence (status so far: {status})")
+        probe.spin_until(
+            lambda: status and "commands silent" in status[-1],
+            timeout=3.0,
+            what=f"holding after command silence (status so far: {status})",
+        )
         assert holding[-1]
         # (c) malformed messages: logged and dropped, the node lives on, the held target does not move
         probe.spin_for(0.3)
@@ -219,9 +249,14 @@ def _realtime_body():
         grip.publish(Float64(data=float("inf")))
         probe.spin_for(0.3)
         log = _wait_log(sup, "robot/joint_states: oversized joint state")
-        for text in ("cmd/target_pose: non-finite pose", "frame_id 'world' != expected 'base'", "quaternion norm",
-                     "joint state has 2 names but 1 positions", "cmd/twist: twist holds non-finite",
-                     "cmd/gripper: gripper command inf"):
+        for text in (
+            "cmd/target_pose: non-finite pose",
+            "frame_id 'world' != expected 'base'",
+            "quaternion norm",
+            "joint state has 2 names but 1 positions",
+            "cmd/twist: twist holds non-finite",
+            "cmd/gripper: gripper command inf",
+        ):
             assert text in log, f"{text!r} not logged:\n{log[-3000:]}"
         assert all(np.array_equal(o[0], rest) for o in outs[before:]), "a malformed command moved the target"
         big = Image(height=300, width=300, encoding="rgb8", step=900, data=bytes(300 * 900))  # 270 kB > 200 kB
@@ -305,8 +340,12 @@ def _estop_latch_body():
     import sys
 
     def console(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "hw.nodes.estop", *args, "--timeout", "20"], capture_output=True,
-                              text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "hw.nodes.estop", *args, "--timeout", "20"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     looped = start_node("hw.nodes.safety_supervisor", "--ros-args", "-r", "cmd/target_pose:=robot/target_pose")
     assert looped.wait(timeout=60) == 2, "a supervisor remapped onto its own output must refuse to start"
@@ -341,21 +380,21 @@ def _estop_latch_body():
 
 def test_estop_latch_survives_a_restart_and_release_needs_the_key():
     """A supervisor remapped onto its own outputs refuses to start; robot-rl-estop engages; a supervisor restarted
-    while engaged comes up engaged; a release signed with the wrong key is refused and logged; the console's release with the supervisor's key releases, logged with its source."""
+    while engaged comes up engaged; a release signed with the wrong key is refused and logged; the console's release
+    with the supervisor's key releases, logged with its source."""
     out = run_in_netns(__name__, "_estop_latch_body", timeout=150)
     assert "estop latch ok" in out.stdout
 
 
 # ----------------------------------------------------------------------------------------------- teleop
 def _teleop_body():
+    import rclpy
     from sensor_msgs.msg import Joy
     from std_msgs.msg import String
 
     from hw.nodes.teleop import JOY_BUTTONS, TeleopNode, parse_joy
     from hw.ros_common import state_qos
     from robot_rl.hil.devices import ActionLayout, KeyboardDevice
-
-    import rclpy
 
     probe = Probe()
     dev = KeyboardDevice(ActionLayout(rotation=False, gripper=True), listen=False)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ros2_netns import node_log, run_in_netns, skip_reason, start_node, stop_nodes
 
 pytestmark = pytest.mark.skipif(bool(skip_reason()), reason=skip_reason() or "")
@@ -39,8 +38,7 @@ def _recv(ch, timeout=5.0, kind=None):
 
 # ------------------------------------------------------------------------------------------- frames (no DDS)
 def test_frames_round_trip_and_refusals():
-    from hw.ros_transport import (BEACON, DATA, HEADER_BYTES, FrameError, RosTransportSettings, pack_frame,
-                                  unpack_frame)
+    from hw.ros_transport import BEACON, DATA, HEADER_BYTES, FrameError, RosTransportSettings, pack_frame, unpack_frame
 
     key, src, dst = b"k" * 32, os.urandom(16), os.urandom(16)
     blob = pack_frame(key, DATA, src, dst, 7, b"payload")
@@ -64,11 +62,16 @@ def test_frames_round_trip_and_refusals():
         unpack_frame(key, bytes(flipped), 100)
     with pytest.raises(FrameError, match="bad magic"):  # a pickle is just bytes that fail the checks, never loaded
         unpack_frame(key, pickle.dumps({"kind": "weights"}) + bytes(HEADER_BYTES), 1000)
-    s = RosTransportSettings.from_mapping({"topic_prefix": "arm1/rl", "heartbeat_s": 0.2, "peer_timeout_s": 1,
-                                           "history_depth": 0, "name": "ros2"})
+    s = RosTransportSettings.from_mapping(
+        {"topic_prefix": "arm1/rl", "heartbeat_s": 0.2, "peer_timeout_s": 1, "history_depth": 0, "name": "ros2"}
+    )
     assert s.topic_prefix == "arm1/rl" and s.peer_timeout_s == 1.0 and s.history_depth == 0
-    for bad in ({"topic_prefix": "a b"}, {"heartbeat_s": 1.0, "peer_timeout_s": 1.5}, {"history_depth": -1},
-                {"max_message_mb": 0}):
+    for bad in (
+        {"topic_prefix": "a b"},
+        {"heartbeat_s": 1.0, "peer_timeout_s": 1.5},
+        {"history_depth": -1},
+        {"max_message_mb": 0},
+    ):
         with pytest.raises(ValueError):
             RosTransportSettings.from_mapping(bad)
 
@@ -135,11 +138,13 @@ def _transport_body():
         assert w.meta == {"version": 2}
         np.testing.assert_array_equal(w.arrays["actor.w"], big["actor.w"])
         # too large to send: refused at the sender, logged, the channel stays up
-        assert not lch.send("weights", {"version": 9}, {"x": np.zeros(2 ** 19, np.float32)})  # 2 MiB > 1 MiB
+        assert not lch.send("weights", {"version": 9}, {"x": np.zeros(2**19, np.float32)})  # 2 MiB > 1 MiB
         # garbage on the topic from a third node: logged and dropped, nobody dies
-        for bad in (b"not a frame at all, just bytes" * 3, pack_frame(b"wrong key", DATA, os.urandom(16),
-                                                                        os.urandom(16), 1, b"x"),
-                    bytes(2 * 2 ** 20)):
+        for bad in (
+            b"not a frame at all, just bytes" * 3,
+            pack_frame(b"wrong key", DATA, os.urandom(16), os.urandom(16), 1, b"x"),
+            bytes(2 * 2**20),
+        ):
             m = UInt8MultiArray()
             m.data = list(bad) if len(bad) < 1000 else __import__("array").array("B", bad)
             rogue_pub.publish(m)
@@ -207,8 +212,14 @@ def test_ros2_transport_connects_streams_and_survives_bad_peers():
     a new session."""
     out = run_in_netns(__name__, "_transport_body", timeout=120)
     assert "transport ok" in out.stdout
-    for text in ("bad magic", "bad HMAC", "oversized frame", "exceeds max_message_mb", "truncated chunk",
-                 "frame on the wrong topic"):
+    for text in (
+        "bad magic",
+        "bad HMAC",
+        "oversized frame",
+        "exceeds max_message_mb",
+        "truncated chunk",
+        "frame on the wrong topic",
+    ):
         assert text in out.stdout, f"{text!r} not logged:\n{out.stdout[-3000:]}"
 
 
@@ -221,8 +232,19 @@ def _make_runs(tmp: Path, total: int, *extra: str) -> tuple[Path, Path]:
     from robot_rl.cli import compose
     from robot_rl.runtime.keys import runtime_key
 
-    cfg = compose("train", ["task=ros2_reach", "runtime=ros2", "runtime.learner_task=reach", f"total_steps={total}",
-                            "device=cpu", "runtime.heartbeat_s=0.2", "runtime.peer_timeout_s=4", *extra])
+    cfg = compose(
+        "train",
+        [
+            "task=ros2_reach",
+            "runtime=ros2",
+            "runtime.learner_task=reach",
+            f"total_steps={total}",
+            "device=cpu",
+            "runtime.heartbeat_s=0.2",
+            "runtime.peer_timeout_s=4",
+            *extra,
+        ],
+    )
     actor_dir, learner_dir = tmp / "robot", tmp / "gpu_box"
     for d in (actor_dir, learner_dir):
         d.mkdir(parents=True)
@@ -256,7 +278,8 @@ def _run_stack(actor_dir: Path, learner_dir: Path, timeout: float, during=None) 
         logs = node_log(actor), "\n".join(node_log(p) for p in learners)
         assert actor.poll() == 0 and learner.poll() == 0, (
             f"actor rc={actor.poll()} learner rc={learner.poll()}\n--- actor\n{logs[0][-4000:]}\n--- learner\n"
-            f"{logs[1][-4000:]}\n--- supervisor\n{node_log(sup)[-1500:]}")
+            f"{logs[1][-4000:]}\n--- supervisor\n{node_log(sup)[-1500:]}"
+        )
         return logs
     finally:
         stop_nodes(actor, *learners, sup, driver)
@@ -267,8 +290,10 @@ def _check_store_and_learner(actor_dir: Path, learner_dir: Path) -> dict:
     from robot_rl.utils.checkpoint import load_state
 
     state = load_state(learner_dir / "checkpoints/latest/trainer")
-    with EpisodeStore.open(actor_dir / "online.zarr") as store, \
-            EpisodeStore.open(learner_dir / "online.zarr") as replica:
+    with (
+        EpisodeStore.open(actor_dir / "online.zarr") as store,
+        EpisodeStore.open(learner_dir / "online.zarr") as replica,
+    ):
         assert not store.validate() and not replica.validate()
         assert state["step"] == store.num_steps and state["episode"] == len(store), (state["step"], store.num_steps)
         assert (len(replica), replica.num_steps) == (len(store), store.num_steps)
@@ -306,9 +331,18 @@ def _short_body():
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("ROS_HOME")) as tmp:
         actor_dir, learner_dir = _make_runs(
-            Path(tmp), 200, "learning_starts=30", "demos.episodes=3", "eval.every=40", "eval.episodes=1",
-            "agent.hidden_dims=[32,32]", "agent.num_critics=2", "agent.batch_size=32", "runtime.weights_every=5",
-            "runtime.max_weight_lag_steps=60")
+            Path(tmp),
+            200,
+            "learning_starts=30",
+            "demos.episodes=3",
+            "eval.every=40",
+            "eval.episodes=1",
+            "agent.hidden_dims=[32,32]",
+            "agent.num_critics=2",
+            "agent.batch_size=32",
+            "runtime.weights_every=5",
+            "runtime.max_weight_lag_steps=60",
+        )
         t0 = time.monotonic()
         actor_log, learner_log = _run_stack(actor_dir, learner_dir, timeout=180, during=kill_and_restart_the_learner)
         print(f"stack ran in {time.monotonic() - t0:.1f} s")
@@ -337,19 +371,31 @@ def _learning_body():
     total = 3000
     with tempfile.TemporaryDirectory(dir=os.environ.get("ROS_HOME")) as tmp:
         actor_dir, learner_dir = _make_runs(
-            Path(tmp), total, "learning_starts=200", "demos.episodes=40", "eval.every=1000", "eval.episodes=20",
-            "agent.hidden_dims=[64,64]", "agent.num_critics=4", "agent.batch_size=128", "agent.utd_ratio=4",
+            Path(tmp),
+            total,
+            "learning_starts=200",
+            "demos.episodes=40",
+            "eval.every=1000",
+            "eval.episodes=20",
+            "agent.hidden_dims=[64,64]",
+            "agent.num_critics=4",
+            "agent.batch_size=128",
+            "agent.utd_ratio=4",
             # the lockstep sim outruns the learner: with weights every 20 updates, holding the actor once its weights
             # are 20 steps old keeps one update per env step, as in one process (a real arm at 10 Hz never waits)
-            "runtime.weights_every=20", "runtime.max_weight_lag_steps=20")
+            "runtime.weights_every=20",
+            "runtime.max_weight_lag_steps=20",
+        )
         t0 = time.monotonic()
         actor_log, learner_log = _run_stack(actor_dir, learner_dir, timeout=840)
         wall = time.monotonic() - t0
         res = _check_store_and_learner(actor_dir, learner_dir)
         rates = [h["success_rate"] for h in res["state"]["history"]]
         steps = [h["step"] for h in res["state"]["history"]]
-        print(f"learning e2e: {wall:.0f} s, eval success {rates} at steps {steps}; online success "
-              f"{res['store']['success_rate']}")
+        print(
+            f"learning e2e: {wall:.0f} s, eval success {rates} at steps {steps}; online success "
+            f"{res['store']['success_rate']}"
+        )
         assert rates[-1] >= rates[0] + 0.3 and rates[-1] >= 0.5, rates
         print("learning e2e ok")
 
@@ -379,8 +425,16 @@ def _ctrl_c_body():
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("ROS_HOME")) as tmp:
         actor_dir, learner_dir = _make_runs(
-            Path(tmp), 100000, "learning_starts=30", "demos.episodes=2", "eval.every=100000", "eval.episodes=1",
-            "agent.hidden_dims=[32,32]", "agent.num_critics=2", "agent.batch_size=32")
+            Path(tmp),
+            100000,
+            "learning_starts=30",
+            "demos.episodes=2",
+            "eval.every=100000",
+            "eval.episodes=1",
+            "agent.hidden_dims=[32,32]",
+            "agent.num_critics=2",
+            "agent.batch_size=32",
+        )
         driver = start_node("hw.nodes.sim_driver", "--config", "configs/robot/sim.yaml")
         sup = start_node("hw.nodes.safety_supervisor", "--config", "configs/robot/sim.yaml")
         actor = start_node("hw.nodes.actor", str(actor_dir))

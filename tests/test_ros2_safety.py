@@ -5,8 +5,20 @@ import math
 import numpy as np
 import pytest
 
-from hw.safety import (EStop, MotionLimiter, SafetyLimits, Watchdog, check_image, check_joint_state,
-                       check_pose, check_vector, quat_angle, quat_mul, quat_to_rotvec, rotvec_to_quat)
+from hw.safety import (
+    EStop,
+    MotionLimiter,
+    SafetyLimits,
+    Watchdog,
+    check_image,
+    check_joint_state,
+    check_pose,
+    check_vector,
+    quat_angle,
+    quat_mul,
+    quat_to_rotvec,
+    rotvec_to_quat,
+)
 from hw.timesync import StampedBuffer, align, staleness_report
 
 DOWN = np.array([1.0, 0, 0, 0])
@@ -126,16 +138,19 @@ def test_align_picks_newest_complete_set_within_tolerance():
         pose.add(t, f"p{t}")
     img.add(195, "i195")
     img.add(260, "i260")  # 40 from 300: outside a tolerance of 10
-    assert align(pose, {"img": img}, after_ns=0, tol_ns=10, trigger_key="pose") == (200, {"pose": "p200",
-                                                                                          "img": "i195"})
+    assert align(pose, {"img": img}, after_ns=0, tol_ns=10, trigger_key="pose") == (
+        200,
+        {"pose": "p200", "img": "i195"},
+    )
     assert align(pose, {"img": img}, after_ns=200, tol_ns=10) is None  # nothing newer is complete
     assert align(pose, {"img": img}, after_ns=200, tol_ns=50)[0] == 300
     report = staleness_report({"pose": pose, "img": img, "none": StampedBuffer("none")}, now_ns=2_000_000_300)
     assert "none: nothing received" in report and "pose: newest stamp 2.000 s old" in report
 
 
-@pytest.mark.parametrize("topics", [{"command": "robot/target_pose"}, {"command": "/robot/target_pose"},
-                                    {"gripper": "robot/gripper"}])
+@pytest.mark.parametrize(
+    "topics", [{"command": "robot/target_pose"}, {"command": "/robot/target_pose"}, {"gripper": "robot/gripper"}]
+)
 def test_env_refuses_command_topics_that_bypass_the_supervisor(topics):
     from hw.ros_env import RosRobotEnv
 

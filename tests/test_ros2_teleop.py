@@ -16,10 +16,11 @@ from gymnasium import spaces
 
 pytest.importorskip("rclpy", reason="the ros2 extra is not installed (pip install 'robot-rl[ros2]')")
 
+from ros2_netns import node_log, run_in_netns, skip_reason, start_node, stop_nodes  # noqa: E402
+
 from hw.nodes.teleop import joy_fields  # noqa: E402
 from hw.ros_teleop import RosTeleopDevice  # noqa: E402
 from robot_rl.hil.devices import ActionLayout, DeviceState, make_device  # noqa: E402
-from ros2_netns import node_log, run_in_netns, skip_reason, start_node, stop_nodes  # noqa: E402
 
 XYZ, XYZ_G = ActionLayout(), ActionLayout(gripper=True)
 SPEC = "hw.ros_teleop:RosTeleopDevice"
@@ -178,8 +179,16 @@ def test_make_device_resolves_module_class_and_the_ros2_config():
 
 
 # ---------------------------------------------------------------------------------- over ROS2, training
-ACTIONS = {5: [0.6, -0.4, 0.2], 6: [0.6, -0.4, 0.2], 7: [0.6, -0.4, 0.2], 8: [0.6, -0.4, 0.2],
-           24: [-0.3, 0.5, -0.25], 25: [-0.3, 0.5, -0.25], 26: [-0.3, 0.5, -0.25], 27: [-0.3, 0.5, -0.25]}
+ACTIONS = {
+    5: [0.6, -0.4, 0.2],
+    6: [0.6, -0.4, 0.2],
+    7: [0.6, -0.4, 0.2],
+    8: [0.6, -0.4, 0.2],
+    24: [-0.3, 0.5, -0.25],
+    25: [-0.3, 0.5, -0.25],
+    26: [-0.3, 0.5, -0.25],
+    27: [-0.3, 0.5, -0.25],
+}
 FAILURE_AT = 27  # the person marks failure on this read: the episode ends there (truncated)
 MALFORMED_AT = 12
 
@@ -258,10 +267,24 @@ def _training_body():
     try:
         run_dir = Path(tempfile.mkdtemp(prefix="ros2_teleop_run_"))
         # stale_after 2 s: generous for a loaded machine (the staleness itself is checked below and in unit tests)
-        cfg = compose("train", ["task=ros2_reach", "hil=teleop", "teleop=ros2", "teleop.stale_after=2.0",
-                                "demos.episodes=0", "total_steps=28", "learning_starts=100000", "eval.every=100000",
-                                "eval.episodes=1", "threads=1", "device=cpu", "agent.hidden_dims=[32,32]",
-                                "agent.num_critics=2"])
+        cfg = compose(
+            "train",
+            [
+                "task=ros2_reach",
+                "hil=teleop",
+                "teleop=ros2",
+                "teleop.stale_after=2.0",
+                "demos.episodes=0",
+                "total_steps=28",
+                "learning_starts=100000",
+                "eval.every=100000",
+                "eval.episodes=1",
+                "threads=1",
+                "device=cpu",
+                "agent.hidden_dims=[32,32]",
+                "agent.num_critics=2",
+            ],
+        )
         tr = Trainer(cfg, run_dir)
         dev = tr.env.device
         assert isinstance(dev, RosTeleopDevice), type(dev)
@@ -302,8 +325,7 @@ def _training_body():
             assert store.num_steps == n == len(tr.online), (store.num_steps, n, len(tr.online))
             flags = data["is_intervention"]
             assert flags.tolist() == [i in ACTIONS for i in range(n)]
-            np.testing.assert_allclose(data["action"][flags], [ACTIONS[i] for i in range(n) if i in ACTIONS],
-                                       atol=1e-6)
+            np.testing.assert_allclose(data["action"][flags], [ACTIONS[i] for i in range(n) if i in ACTIONS], atol=1e-6)
             ends = np.asarray(data["episode_ends"])
             assert len(ends) >= 2 and ends[-1] == FAILURE_AT + 1 == n, ends  # the failure mark ended the last one
             assert data["truncated"][-1] and not data["terminated"][-1] and not data["success"][-1]
@@ -326,12 +348,13 @@ def _training_body():
         assert not dev.read().active
 
         # an owner that never closes the device (robot-rl train leaves its env open) still exits cleanly
-        code = ("from hw.ros_teleop import RosTeleopDevice; from robot_rl.hil.devices import ActionLayout; "
-                "d = RosTeleopDevice(ActionLayout()); print('left open')")
+        code = (
+            "from hw.ros_teleop import RosTeleopDevice; from robot_rl.hil.devices import ActionLayout; "
+            "d = RosTeleopDevice(ActionLayout()); print('left open')"
+        )
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0 and "left open" in proc.stdout, (proc.returncode, proc.stderr[-2000:])
-        print(f"ros2 teleop training ok: {n} steps, {human} corrected, {len(ends)} episodes, "
-              f"{teleop.resets} resets")
+        print(f"ros2 teleop training ok: {n} steps, {human} corrected, {len(ends)} episodes, {teleop.resets} resets")
     except BaseException:
         for p in (driver, sup):
             print(f"--- {p.args[2]} (rc={p.poll()}):\n{node_log(p)[-3000:]}")

@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-
 from ros2_netns import run_in_netns
 
 pytest.importorskip("rclpy", reason="the ros2 extra is not installed")
@@ -36,7 +35,7 @@ def test_chunks_reassemble_in_any_order_and_duplicates_are_ignored():
     blob = os.urandom(1000)
     chunks = _chunks(blob)
     assert len(chunks) == 16 and all(len(c) <= rt.CHUNK_HEADER_BYTES + SMALL for c in chunks)
-    assert b"".join(c[rt.CHUNK_HEADER_BYTES:] for c in chunks) == blob
+    assert b"".join(c[rt.CHUNK_HEADER_BYTES :] for c in chunks) == blob
     shuffled = chunks + chunks[3:9]  # every chunk, some twice
     random.Random(0).shuffle(shuffled)
     r = Reassembler(10_000, SMALL)
@@ -68,8 +67,9 @@ def test_a_missing_chunk_then_a_newer_version_and_interleaved_versions():
 def test_a_wrong_checksum_drops_that_version_until_a_good_resend():
     blob = os.urandom(200)
     good = _chunks(blob)
-    bad = [c[:rt.CHUNK_HEADER_BYTES - 32] + hashlib.sha256(b"other").digest() + c[rt.CHUNK_HEADER_BYTES:]
-           for c in good]
+    bad = [
+        c[: rt.CHUNK_HEADER_BYTES - 32] + hashlib.sha256(b"other").digest() + c[rt.CHUNK_HEADER_BYTES :] for c in good
+    ]
     r = Reassembler(10_000, SMALL)
     _feed(r, 1, bad[:-1])
     with pytest.raises(ChunkError, match="fails its SHA-256"):
@@ -139,10 +139,14 @@ def test_unauthenticated_frames_only_on_a_graph_confined_to_this_machine(monkeyp
     assert confined_graph({"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"}) is None
     assert confined_graph({"ROS_AUTOMATIC_DISCOVERY_RANGE": "SYSTEM_DEFAULT"}) is None
     assert confined_graph({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}) == "ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST"
-    assert confined_graph({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-                           "ROS_STATIC_PEERS": "127.0.0.1;localhost; [::1]"}) is not None
-    assert confined_graph({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-                           "ROS_STATIC_PEERS": "127.0.0.1;192.168.1.20"}) is None  # a peer on another machine
+    assert (
+        confined_graph({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_STATIC_PEERS": "127.0.0.1;localhost; [::1]"})
+        is not None
+    )
+    assert (
+        confined_graph({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_STATIC_PEERS": "127.0.0.1;192.168.1.20"})
+        is None
+    )  # a peer on another machine
     assert confined_graph({"ROS_AUTOMATIC_DISCOVERY_RANGE": "OFF", "ROS_STATIC_PEERS": "10.0.0.2"}) is not None
     assert confined_graph({"ROS_LOCALHOST_ONLY": "1", "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"}) is not None
     assert confined_graph({"ROS_LOCALHOST_ONLY": "0"}) is None
@@ -152,8 +156,11 @@ def test_unauthenticated_frames_only_on_a_graph_confined_to_this_machine(monkeyp
     for var in ("ROS_LOCALHOST_ONLY", "ROS_STATIC_PEERS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "SUBNET")
-    with pytest.raises(ValueError, match="authenticate=false.*ROS_AUTOMATIC_DISCOVERY_RANGE='SUBNET'.*Fix: export "
-                                         "ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST.*runtime.authenticate=true"):
+    with pytest.raises(
+        ValueError,
+        match="authenticate=false.*ROS_AUTOMATIC_DISCOVERY_RANGE='SUBNET'.*Fix: export "
+        "ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST.*runtime.authenticate=true",
+    ):
         RosTransportSettings.from_mapping({"authenticate": False})
     with pytest.raises(ValueError, match="authenticate=false"):  # (from_config reads the settings the same way)
         rt.RosTransport.from_config({"authenticate": False}, None, "actor")
@@ -218,8 +225,10 @@ def _burst_body():
                 assert lch.send("weights", {"version": version, "bytes": size}, {"w": bases[size] ^ np.uint8(version)})
             queued = time.monotonic() - t0
             _wait(lambda: got and got[-1][1] == version, 90, f"the actor to hold v{version} ({size} bytes)")
-            print(f"{n} x {size / 2**20:.1f} MiB: queued in {queued:.2f} s, newest held after "
-                  f"{time.monotonic() - t0:.2f} s; the actor received versions {[v for _, v, _ in got[first:]]}")
+            print(
+                f"{n} x {size / 2**20:.1f} MiB: queued in {queued:.2f} s, newest held after "
+                f"{time.monotonic() - t0:.2f} s; the actor received versions {[v for _, v, _ in got[first:]]}"
+            )
 
         burst(512 << 10, 50)
         burst(20 << 20, 50)

@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 from robot_rl.cli import compose
 from robot_rl.data.store import EpisodeStore
 from robot_rl.runtime.keys import runtime_key
-from robot_rl.runtime.supervisor import spawn, stop_all
 from robot_rl.runtime.messages import MAX_MESSAGE_BYTES, MessageError, decode, encode
 from robot_rl.runtime.rate import RateLimiter
+from robot_rl.runtime.supervisor import spawn, stop_all
 from robot_rl.utils.checkpoint import load_state
 
 TESTS = str(Path(__file__).parent)
@@ -47,9 +47,22 @@ def test_rate_limiter_holds_the_update_to_data_ratio():
 
 
 def _run_dir(tmp_path, toy_task, **over):
-    cfg = compose("train", ["~task", "runtime=async", "agent.hidden_dims=[32,32]", "agent.num_critics=2",
-                            "agent.batch_size=32", "demos.episodes=3", "eval.episodes=2", "eval.every=100000",
-                            "learning_starts=50", "runtime.real_time=false", "runtime.weights_every=5"])
+    cfg = compose(
+        "train",
+        [
+            "~task",
+            "runtime=async",
+            "agent.hidden_dims=[32,32]",
+            "agent.num_critics=2",
+            "agent.batch_size=32",
+            "demos.episodes=3",
+            "eval.episodes=2",
+            "eval.every=100000",
+            "learning_starts=50",
+            "runtime.real_time=false",
+            "runtime.weights_every=5",
+        ],
+    )
     cfg.task = OmegaConf.create(toy_task)
     for k, v in over.items():
         OmegaConf.update(cfg, k, v)
@@ -137,8 +150,11 @@ def _children_of(run):
 
 def test_ctrl_c_stops_everything_and_leaves_the_store_consistent(tmp_path, toy_task, tests_on_path):
     run = _run_dir(tmp_path, toy_task, total_steps=100000)
-    cmd = [sys.executable, "-c", "import sys; from robot_rl.runtime.supervisor import run_async; "
-           f"sys.exit(run_async({str(run)!r}))"]
+    cmd = [
+        sys.executable,
+        "-c",
+        f"import sys; from robot_rl.runtime.supervisor import run_async; sys.exit(run_async({str(run)!r}))",
+    ]
     launcher = subprocess.Popen(cmd, start_new_session=True)
     try:
         _wait(lambda: _store_steps(run) >= 100, 120, "training to start")
@@ -171,10 +187,29 @@ def test_sync_and_async_account_interventions_alike_and_log_the_same_metrics(tmp
     for runtime in ("sync", "async"):
         run = tmp_path / runtime
         paced = ["runtime.real_time=false"] if runtime == "async" else []  # the sync loop never paces in sim
-        assert main(["train", "task=reach", "hil=sim_operator_heavy", f"runtime={runtime}", *paced,
-                     "total_steps=200", "learning_starts=50", "demos.episodes=3", "eval.every=100",
-                     "eval.episodes=2", "agent.hidden_dims=[32,32]", "agent.num_critics=2", "agent.batch_size=32",
-                     "threads=1", "seed=3", f"run_dir={run}"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "task=reach",
+                    "hil=sim_operator_heavy",
+                    f"runtime={runtime}",
+                    *paced,
+                    "total_steps=200",
+                    "learning_starts=50",
+                    "demos.episodes=3",
+                    "eval.every=100",
+                    "eval.episodes=2",
+                    "agent.hidden_dims=[32,32]",
+                    "agent.num_critics=2",
+                    "agent.batch_size=32",
+                    "threads=1",
+                    "seed=3",
+                    f"run_dir={run}",
+                ]
+            )
+            == 0
+        )
         with EpisodeStore.open(run / "online.zarr") as store:
             info = store.info()
             assert info["steps"] >= 200 and info["sources"]["intervention"] > 0
@@ -187,9 +222,14 @@ def test_sync_and_async_account_interventions_alike_and_log_the_same_metrics(tmp
         assert last["intervention_steps"] == int(flags.sum())
         assert last["intervention_share"] == pytest.approx(flags.mean())
         tags[runtime] = _scalar_tags(run)
-    assert {"train/episode_success", "train/intervention_rate", "train/weight_lag_steps", "eval/success_rate",
-            "learner/critic_loss"} <= tags["sync"]
-    assert tags["sync"] == tags["async"], (tags["sync"] ^ tags["async"])
+    assert {
+        "train/episode_success",
+        "train/intervention_rate",
+        "train/weight_lag_steps",
+        "eval/success_rate",
+        "learner/critic_loss",
+    } <= tags["sync"]
+    assert tags["sync"] == tags["async"], tags["sync"] ^ tags["async"]
 
 
 class _NoTransport:
@@ -205,10 +245,24 @@ def test_a_learner_syncing_from_the_store_puts_the_interventions_in_its_demo_buf
     from robot_rl.runtime.learner import Learner
     from robot_rl.trainer import Trainer
 
-    cfg = compose("train", ["task=reach", "hil=sim_operator_heavy", "runtime=async", "agent.hidden_dims=[32,32]",
-                            "agent.num_critics=2", "agent.batch_size=32", "demos.episodes=2", "total_steps=80",
-                            "learning_starts=100000", "eval.every=100000", "eval.episodes=1", "threads=1",
-                            "device=cpu"])
+    cfg = compose(
+        "train",
+        [
+            "task=reach",
+            "hil=sim_operator_heavy",
+            "runtime=async",
+            "agent.hidden_dims=[32,32]",
+            "agent.num_critics=2",
+            "agent.batch_size=32",
+            "demos.episodes=2",
+            "total_steps=80",
+            "learning_starts=100000",
+            "eval.every=100000",
+            "eval.episodes=1",
+            "threads=1",
+            "device=cpu",
+        ],
+    )
     live = Trainer(cfg, tmp_path / "live")  # the experience and buffers a learner fed episode by episode ends with
     live.start_fresh()
     live.train(progress=False)
@@ -240,10 +294,27 @@ def test_async_run_stops_once_the_evaluation_reaches_stop_at_success(tmp_path):
     from robot_rl.cli import main
 
     run = tmp_path / "run"
-    assert main(["train", "task=reach", "runtime=async", "runtime.real_time=false", "total_steps=2000",
-                 "learning_starts=50", "demos.episodes=2", "eval.every=100", "eval.episodes=1",
-                 "eval.stop_at_success=0", "agent.hidden_dims=[32,32]", "agent.num_critics=2",
-                 "agent.batch_size=32", f"run_dir={run}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "task=reach",
+                "runtime=async",
+                "runtime.real_time=false",
+                "total_steps=2000",
+                "learning_starts=50",
+                "demos.episodes=2",
+                "eval.every=100",
+                "eval.episodes=1",
+                "eval.stop_at_success=0",
+                "agent.hidden_dims=[32,32]",
+                "agent.num_critics=2",
+                "agent.batch_size=32",
+                f"run_dir={run}",
+            ]
+        )
+        == 0
+    )
     with EpisodeStore.open(run / "online.zarr") as store:
         assert store.num_steps < 1000  # far short of total_steps: stopped at (about) the first evaluation
     assert load_state(run / "checkpoints/latest/trainer")["history"][0]["step"] >= 100

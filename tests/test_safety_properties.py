@@ -24,8 +24,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hw.safety import (EStop, MotionLimiter, Output, ReleaseAuth, SafetyLimits, SupervisorCore, quat_angle, quat_conj,
-                       quat_mul, quat_to_rotvec, release_token, rotvec_to_quat)
+from hw.safety import (
+    EStop,
+    MotionLimiter,
+    Output,
+    ReleaseAuth,
+    SafetyLimits,
+    SupervisorCore,
+    quat_angle,
+    quat_conj,
+    quat_mul,
+    quat_to_rotvec,
+    release_token,
+    rotvec_to_quat,
+)
 
 TOL = 1e-7
 DOWN = np.array([1.0, 0.0, 0.0, 0.0])
@@ -38,26 +50,47 @@ small_rot = st.tuples(*[st.floats(-2.5, 2.5)] * 3).map(lambda r: rotvec_to_quat(
 
 limits_st = st.builds(
     SafetyLimits,
-    max_speed=st.floats(0.05, 2.0), max_accel=st.floats(0.5, 20.0), max_rot_speed=st.floats(0.1, 5.0),
-    max_rotation=st.floats(0.05, 1.5), max_lead=st.floats(0.01, 0.3),
-    command_timeout=st.floats(0.1, 2.0), state_timeout=st.floats(0.1, 1.0))
+    max_speed=st.floats(0.05, 2.0),
+    max_accel=st.floats(0.5, 20.0),
+    max_rot_speed=st.floats(0.1, 5.0),
+    max_rotation=st.floats(0.05, 1.5),
+    max_lead=st.floats(0.01, 0.3),
+    command_timeout=st.floats(0.1, 2.0),
+    state_timeout=st.floats(0.1, 1.0),
+)
 
 event = st.one_of(
     st.tuples(st.just("pose"), vec3, small_rot, st.floats(-1.0, 0.3)),  # position, orientation, stamp offset (s)
     st.tuples(st.just("pose"), vec3, small_rot, st.floats(-0.02, 0.02)),
-    st.tuples(st.just("twist"), st.tuples(*[st.floats(-3, 3)] * 3).map(np.array),
-              st.tuples(*[st.floats(-4, 4)] * 3).map(np.array), st.floats(-0.1, 0.1)),
+    st.tuples(
+        st.just("twist"),
+        st.tuples(*[st.floats(-3, 3)] * 3).map(np.array),
+        st.tuples(*[st.floats(-4, 4)] * 3).map(np.array),
+        st.floats(-0.1, 0.1),
+    ),
     st.tuples(st.just("wait"), st.floats(0.0005, 0.3)),  # time passes (ticks happen at the output period)
     st.tuples(st.just("jump"), st.tuples(*[st.floats(-0.4, 0.4)] * 3).map(np.array)),  # the measured pose jumps
     st.tuples(st.just("silent"), st.floats(0.1, 1.5)),  # no state for a while
-    st.tuples(st.just("estop"),), st.tuples(st.just("release"),), st.tuples(st.just("reset"),),
+    st.tuples(
+        st.just("estop"),
+    ),
+    st.tuples(
+        st.just("release"),
+    ),
+    st.tuples(
+        st.just("reset"),
+    ),
 )
 
 
 # well-formed commands near the workspace and pauses: the robot models of the lead tests then see real motion
-goals_and_waits = st.lists(st.one_of(
-    st.tuples(st.just("pose"), st.tuples(*[st.floats(0.0, 1.0)] * 3).map(np.array), small_rot, st.just(0.0)),
-    st.tuples(st.just("wait"), st.floats(0.01, 0.5))), max_size=30)
+goals_and_waits = st.lists(
+    st.one_of(
+        st.tuples(st.just("pose"), st.tuples(*[st.floats(0.0, 1.0)] * 3).map(np.array), small_rot, st.just(0.0)),
+        st.tuples(st.just("wait"), st.floats(0.01, 0.5)),
+    ),
+    max_size=30,
+)
 
 
 class Chain:
@@ -173,8 +206,11 @@ def test_any_command_stream_keeps_box_speed_accel_rotation(lim, events):
 
 
 @PROPS
-@given(limits_st, st.lists(st.one_of(event, event.filter(lambda e: e[0] == "pose")), max_size=30),
-       st.sampled_from([0.001, 0.002, 0.01, 0.02, 0.1]))
+@given(
+    limits_st,
+    st.lists(st.one_of(event, event.filter(lambda e: e[0] == "pose")), max_size=30),
+    st.sampled_from([0.001, 0.002, 0.01, 0.02, 0.1]),
+)
 def test_any_output_rate_keeps_the_limits(lim, events, period):
     """The same invariants with the output timer anywhere from 1 kHz to 10 Hz."""
     run_realtime(lim, events, output_period=period)
@@ -192,7 +228,7 @@ def test_target_stays_within_lead_of_a_stuck_robot(lim, events):
 @given(limits_st, goals_and_waits)
 def test_target_lead_over_a_lagging_robot_is_bounded_by_braking(lim, events):
     _, history = run_realtime(lim, events, robot="follow")
-    brake = lim.max_speed ** 2 / (2 * lim.max_accel)
+    brake = lim.max_speed**2 / (2 * lim.max_accel)
     for out, meas in history:
         assert np.all(np.abs(out.pos - meas) <= lim.max_lead + brake + TOL), (out.pos, meas)
 
@@ -202,8 +238,11 @@ def test_fifty_hertz_commands_toward_a_far_goal_move_at_max_speed():
     lim = SafetyLimits(max_speed=0.5, max_accel=5.0, max_lead=1.0, command_timeout=1.0)
     events = []
     for _ in range(100):
-        events += [("pose", np.array([0.7, 0.25, 0.4]), DOWN, 0.0), ("twist", np.array([3.0, 0, 0]), np.zeros(3), 0.0),
-                   ("wait", 0.02)]
+        events += [
+            ("pose", np.array([0.7, 0.25, 0.4]), DOWN, 0.0),
+            ("twist", np.array([3.0, 0, 0]), np.zeros(3), 0.0),
+            ("wait", 0.02),
+        ]
     _, history = run_realtime(lim, events, robot="follow")
     pos = np.array([o.pos for o, _ in history])
     stamps = np.array([o.stamp_ns for o, _ in history]) / 1e9
@@ -248,9 +287,11 @@ def run_lockstep(lim: SafetyLimits, goals, order, period: float = 0.1) -> np.nda
 
 
 @settings(max_examples=150, deadline=None)
-@given(limits_st, st.lists(st.tuples(st.tuples(*[st.floats(0.0, 1.0)] * 3).map(np.array), st.booleans()),
-                           min_size=1, max_size=25),
-       st.lists(st.booleans(), min_size=1, max_size=5))
+@given(
+    limits_st,
+    st.lists(st.tuples(st.tuples(*[st.floats(0.0, 1.0)] * 3).map(np.array), st.booleans()), min_size=1, max_size=25),
+    st.lists(st.booleans(), min_size=1, max_size=5),
+)
 def test_lockstep_one_step_per_command_deterministic_whatever_the_arrival_order(lim, goals, order):
     a = run_lockstep(lim, goals, [True])
     b = run_lockstep(lim, goals, order)

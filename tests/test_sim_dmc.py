@@ -32,7 +32,7 @@ def test_contract_pixels():
 def test_suite_time_limit_truncates_never_terminates():
     env = gym.make(ENV_ID, action_repeat=16)  # 1000 control steps / 16 -> 63 env steps
     env.reset(seed=0)
-    for t in range(1, 100):
+    for t in range(1, 100):  # noqa: B007 (the count is checked after the loop)
         _, reward, terminated, truncated, info = env.step(env.action_space.sample())
         assert not terminated and info["success"] is False and info["is_intervention"] is False
         assert 0.0 <= reward <= 16.0
@@ -62,11 +62,14 @@ def test_action_rescaling_and_nan():
         env.step(np.array([np.nan], np.float32))
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"domain": "cartpole", "task": "fly"}, "not a dm_control suite task"),
-    ({"action_repeat": 0}, r"action_repeat=0.*\[1, 16\]"),
-    ({"obs_mode": "rgb"}, "obs_mode"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"domain": "cartpole", "task": "fly"}, "not a dm_control suite task"),
+        ({"action_repeat": 0}, r"action_repeat=0.*\[1, 16\]"),
+        ({"obs_mode": "rgb"}, "obs_mode"),
+    ],
+)
 def test_invalid_kwargs(kwargs, match):
     with pytest.raises(ValueError, match=match):
         gym.make(ENV_ID, **kwargs)

@@ -64,7 +64,7 @@ def test_takes_over_a_stalled_policy(reach, stall_steps):
     infos = rollout(reach, op, zero, seed=0)
     f = flags(infos)
     assert f.index(True) == stall_steps and op.last_trigger == "stall"  # the first full window
-    assert f[stall_steps:stall_steps + 3] == [True] * 3  # holds for takeover_steps, then hands back
+    assert f[stall_steps : stall_steps + 3] == [True] * 3  # holds for takeover_steps, then hands back
     if len(f) > stall_steps + 3:
         assert f[stall_steps + 3] is False
     for i in infos:
@@ -157,8 +157,9 @@ def test_state_survives_a_checkpoint_and_decides_the_same_take_overs(reach, tmp_
     from robot_rl.utils.checkpoint import load_state, save_state
 
     def make():
-        return SimOperator(reach, noise=0.3, probability=0.5, takeover_steps=2, max_fraction=1.0, budget_steps=12,
-                           seed=5)
+        return SimOperator(
+            reach, noise=0.3, probability=0.5, takeover_steps=2, max_fraction=1.0, budget_steps=12, seed=5
+        )
 
     def episodes(op):
         infos = [i for s in (1, 2, 3) for i in rollout(reach, op, zero, seed=s)]

@@ -19,8 +19,18 @@ TASKS = {"reach": "robot_rl/Reach-v0", "pick_cube": "robot_rl/PickCube-v0", "peg
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "task"
 SIZE = 32  # px: enough to see every change, cheap to render
 # Model fields randomisation may write; every other field must stay equal to the compiled model's.
-VISUAL_FIELDS = {"light_pos", "light_dir", "light_diffuse", "light_active", "geom_rgba", "geom_matid", "mat_rgba",
-                 "cam_pos", "cam_quat", "cam_fovy"}
+VISUAL_FIELDS = {
+    "light_pos",
+    "light_dir",
+    "light_diffuse",
+    "light_active",
+    "geom_rgba",
+    "geom_matid",
+    "mat_rgba",
+    "cam_pos",
+    "cam_quat",
+    "cam_fovy",
+}
 
 
 def make(task: str, **kwargs):
@@ -35,8 +45,10 @@ def images(env, seed: int | None) -> np.ndarray:
 @pytest.fixture(scope="module")
 def pixel_envs():
     """One nominal and one randomised pick_cube env in pixels mode, shared by the image tests."""
-    envs = {"off": make("pick_cube", obs_mode="pixels", image_size=SIZE),
-            "on": make("pick_cube", obs_mode="pixels", image_size=SIZE, randomize=True)}
+    envs = {
+        "off": make("pick_cube", obs_mode="pixels", image_size=SIZE),
+        "on": make("pick_cube", obs_mode="pixels", image_size=SIZE, randomize=True),
+    }
     yield envs
     for env in envs.values():
         env.close()
@@ -106,16 +118,31 @@ def test_physics_bit_identical_with_randomisation(task):
         assert np.array_equal(x, y)
     # Only visual model fields differ from the shared compiled model.
     ref, rnd = envs[0].model, envs[1].model
-    changed = {k for k in dir(ref) if not k.startswith("_") and isinstance(getattr(ref, k), np.ndarray)
-               and not np.array_equal(getattr(ref, k), getattr(rnd, k))}
+    changed = {
+        k
+        for k in dir(ref)
+        if not k.startswith("_")
+        and isinstance(getattr(ref, k), np.ndarray)
+        and not np.array_equal(getattr(ref, k), getattr(rnd, k))
+    }
     assert changed and changed <= VISUAL_FIELDS, changed - VISUAL_FIELDS
 
 
 def test_sampled_values_stay_in_range():
-    cfg = {"light": {"dir_deg": 30.0, "pos_cm": 10.0, "diffuse": [0.2, 0.5], "tint": 0.2, "ambient": [0.1, 0.3],
-                     "headlight": [0.4, 0.45], "fill_prob": 0.5, "fill_diffuse": [0.2, 0.3]},
-           "color": {"table": 0.3, "robot": 0.05, "objects": 0.4},
-           "camera": {"front": {"pos_cm": 3.0, "rot_deg": 4.0, "fovy_deg": 5.0}, "wrist": {"pos_cm": 1.0}}}
+    cfg = {
+        "light": {
+            "dir_deg": 30.0,
+            "pos_cm": 10.0,
+            "diffuse": [0.2, 0.5],
+            "tint": 0.2,
+            "ambient": [0.1, 0.3],
+            "headlight": [0.4, 0.45],
+            "fill_prob": 0.5,
+            "fill_diffuse": [0.2, 0.3],
+        },
+        "color": {"table": 0.3, "robot": 0.05, "objects": 0.4},
+        "camera": {"front": {"pos_cm": 3.0, "rot_deg": 4.0, "fovy_deg": 5.0}, "wrist": {"pos_cm": 1.0}},
+    }
     env = make("peg_insert", randomize=cfg)  # state mode: no rendering needed to inspect the model
     m, nom = env.model, env.visual_randomizer._nominal
     over, fill = m.light("overhead").id, m.light("fill").id
@@ -154,8 +181,9 @@ def test_sampled_values_stay_in_range():
         for geoms, amount in ((groups["robot"], 0.05), (groups["objects"], 0.4)):
             for g in geoms:
                 mat = m.geom_matid[g]
-                now, was = (m.mat_rgba[mat], nom["mat_rgba"][mat]) if mat >= 0 else (m.geom_rgba[g],
-                                                                                    nom["geom_rgba"][g])
+                now, was = (
+                    (m.mat_rgba[mat], nom["mat_rgba"][mat]) if mat >= 0 else (m.geom_rgba[g], nom["geom_rgba"][g])
+                )
                 assert np.all(np.abs(now[:3] - was[:3]) <= amount + 1e-6) and now[3] == was[3]
         table = m.geom("table_visual").id
         assert m.geom_matid[table] in table_mats
@@ -180,24 +208,30 @@ def test_switched_off_parts_stay_nominal():
     assert not np.array_equal(m.cam_pos[front], nom["cam_pos"][front])
 
 
-@pytest.mark.parametrize("cfg,match", [
-    ("yes", r"randomize='yes' is invalid"),
-    ({"enabeld": True}, r"randomize: unknown key\(s\) \['enabeld'\]"),
-    ({"enabled": "true"}, r"randomize.enabled='true' must be true or false"),
-    ({"light": {"dir": 10}}, r"randomize.light: unknown key\(s\) \['dir'\].*dir_deg"),
-    ({"light": {"dir_deg": 90}}, r"randomize.light.dir_deg=90 is out of range; valid range is \[0.0, 60.0\]"),
-    ({"light": {"diffuse": [0.8, 0.2]}}, r"randomize.light.diffuse=\[0.8, 0.2\] must be \[lo, hi\] with lo <= hi"),
-    ({"light": {"ambient": 0.5}}, r"randomize.light.ambient=0.5 must be an interval"),
-    ({"light": {"fill_prob": float("nan")}}, r"randomize.light.fill_prob=nan is out of range"),
-    ({"color": {"table": -0.1}}, r"randomize.color.table=-0.1 is out of range"),
-    ({"color": {"table_texture": 1}}, r"randomize.color.table_texture=1 must be true or false"),
-    ({"color": {"floor": 0.1}}, r"randomize.color: unknown key\(s\) \['floor'\]"),
-    ({"camera": {"front": {"pos_cm": 50}}}, r"randomize.camera.front.pos_cm=50 is out of range; valid range is "
-                                              r"\[0.0, 10.0\]"),
-    ({"camera": {"front": {"pos": 1}}}, r"randomize.camera.front: unknown key\(s\) \['pos'\]"),
-    ({"camera": {"side": {"pos_cm": 1}}}, r"randomize.camera.side: the model has no camera 'side'"),
-    ({"camera": "front"}, r"randomize.camera='front' must be false or a mapping"),
-])
+@pytest.mark.parametrize(
+    "cfg,match",
+    [
+        ("yes", r"randomize='yes' is invalid"),
+        ({"enabeld": True}, r"randomize: unknown key\(s\) \['enabeld'\]"),
+        ({"enabled": "true"}, r"randomize.enabled='true' must be true or false"),
+        ({"light": {"dir": 10}}, r"randomize.light: unknown key\(s\) \['dir'\].*dir_deg"),
+        ({"light": {"dir_deg": 90}}, r"randomize.light.dir_deg=90 is out of range; valid range is \[0.0, 60.0\]"),
+        ({"light": {"diffuse": [0.8, 0.2]}}, r"randomize.light.diffuse=\[0.8, 0.2\] must be \[lo, hi\] with lo <= hi"),
+        ({"light": {"ambient": 0.5}}, r"randomize.light.ambient=0.5 must be an interval"),
+        ({"light": {"fill_prob": float("nan")}}, r"randomize.light.fill_prob=nan is out of range"),
+        ({"color": {"table": -0.1}}, r"randomize.color.table=-0.1 is out of range"),
+        ({"color": {"table_texture": 1}}, r"randomize.color.table_texture=1 must be true or false"),
+        ({"color": {"floor": 0.1}}, r"randomize.color: unknown key\(s\) \['floor'\]"),
+        (
+            {"camera": {"front": {"pos_cm": 50}}},
+            r"randomize.camera.front.pos_cm=50 is out of range; valid range is "
+            r"\[0.0, 10.0\]",
+        ),
+        ({"camera": {"front": {"pos": 1}}}, r"randomize.camera.front: unknown key\(s\) \['pos'\]"),
+        ({"camera": {"side": {"pos_cm": 1}}}, r"randomize.camera.side: the model has no camera 'side'"),
+        ({"camera": "front"}, r"randomize.camera='front' must be false or a mapping"),
+    ],
+)
 def test_bad_config_raises_clear_error(cfg, match):
     with pytest.raises(ValueError, match=match):
         make("pick_cube", randomize=cfg)

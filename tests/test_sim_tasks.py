@@ -215,7 +215,7 @@ def test_rotation_actions_and_limit():
     start = sum(n for name, n in env.unwrapped.state_layout[: names.index("ee_rotvec")])
     for _ in range(15):
         obs = env.step(np.array([0, 0, 0, 0, 0, 1], np.float32))[0]
-    rotvec = obs["state"][start:start + 3]
+    rotvec = obs["state"][start : start + 3]
     assert rotvec[2] == pytest.approx(0.3, abs=0.03) and np.all(np.abs(rotvec[:2]) < 0.03)
     wins = sum(run_expert(env, seed)[0] for seed in range(5))
     assert wins >= 4
@@ -235,17 +235,20 @@ def test_shaped_reward_is_dense_and_bounded(task):
     assert len(set(np.round(rewards, 6))) > 2
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"obs_mode": "rgb"}, "obs_mode='rgb'.*state.*pixels"),
-    ({"reward_type": "dense"}, "reward_type"),
-    ({"action_scale": 0.5}, r"action_scale=0.5.*\[0.001, 0.1\]"),
-    ({"workspace_low": [0.5, 0.3, 0.1], "workspace_high": [0.4, 0.4, 0.3]}, "workspace_high"),
-    ({"ee_start": [0.9, 0.0, 0.2]}, "ee_start"),
-    ({"image_size": 4}, "image_size"),
-    ({"cube_size": 0.1}, r"cube_size=0.1.*\[0.03, 0.05\]"),
-    ({"object_x_range": [0.6, 0.4]}, "object_x_range"),
-    ({"use_gripper": False}, "use_gripper"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"obs_mode": "rgb"}, "obs_mode='rgb'.*state.*pixels"),
+        ({"reward_type": "dense"}, "reward_type"),
+        ({"action_scale": 0.5}, r"action_scale=0.5.*\[0.001, 0.1\]"),
+        ({"workspace_low": [0.5, 0.3, 0.1], "workspace_high": [0.4, 0.4, 0.3]}, "workspace_high"),
+        ({"ee_start": [0.9, 0.0, 0.2]}, "ee_start"),
+        ({"image_size": 4}, "image_size"),
+        ({"cube_size": 0.1}, r"cube_size=0.1.*\[0.03, 0.05\]"),
+        ({"object_x_range": [0.6, 0.4]}, "object_x_range"),
+        ({"use_gripper": False}, "use_gripper"),
+    ],
+)
 def test_invalid_kwargs_raise_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make("pick_cube", **kwargs)

@@ -30,12 +30,21 @@ def make_episode(i: int) -> dict:
     front = np.empty((T + 1, HW, HW, 3), np.uint8)
     front[:] = ((i * 7 + 3 * t[:, None, None, None] + np.arange(HW)[:, None, None]) % 256).astype(np.uint8)
     last, term = np.arange(T) == T - 1, i % 2 == 0
-    return dict(obs={"state": state[:T], "front": front[:T]}, final_obs={"state": state[T], "front": front[T]},
-                action=np.sin(i + np.arange(T * A)).reshape(T, A).astype(np.float32),
-                reward=((i + np.arange(T)) / 10).astype(np.float32), terminated=last & term,
-                truncated=last & (not term), is_intervention=np.arange(T) % 3 == i % 3,
-                timestamp=i * 100.0 + np.arange(T) / 10, success=i % 3 == 0, source=SOURCES[i % 4],
-                task=f"task{i % 2}", notes=f"episode {i}\nline two ✓", start_time=1.7e9 + i)
+    return dict(
+        obs={"state": state[:T], "front": front[:T]},
+        final_obs={"state": state[T], "front": front[T]},
+        action=np.sin(i + np.arange(T * A)).reshape(T, A).astype(np.float32),
+        reward=((i + np.arange(T)) / 10).astype(np.float32),
+        terminated=last & term,
+        truncated=last & (not term),
+        is_intervention=np.arange(T) % 3 == i % 3,
+        timestamp=i * 100.0 + np.arange(T) / 10,
+        success=i % 3 == 0,
+        source=SOURCES[i % 4],
+        task=f"task{i % 2}",
+        notes=f"episode {i}\nline two ✓",
+        start_time=1.7e9 + i,
+    )
 
 
 def assert_episode(got: dict, i: int) -> None:
@@ -48,7 +57,14 @@ def assert_episode(got: dict, i: int) -> None:
         np.testing.assert_array_equal(got[k], exp[k], err_msg=k)
     m = got["metadata"]
     assert (m["episode"], m["success"], m["source"], m["task"], m["notes"], m["start_time"], m["length"]) == (
-        i, exp["success"], exp["source"], exp["task"], exp["notes"], exp["start_time"], len(exp["reward"]))
+        i,
+        exp["success"],
+        exp["source"],
+        exp["task"],
+        exp["notes"],
+        exp["start_time"],
+        len(exp["reward"]),
+    )
 
 
 def check_store(store: EpisodeStore) -> int:
@@ -105,8 +121,12 @@ def test_next_obs_and_random_access(tmp_path):
         store.episode_of(g)
     block = store.read_all(1, 4)  # bulk read of episodes 1..3, as a replay buffer fill would do
     nxt = next_observations(block["obs"], block["final_obs"], block["episode_ends"])
-    exp_next = np.concatenate([np.concatenate([make_episode(i)["obs"]["state"][1:],
-                                               make_episode(i)["final_obs"]["state"][None]]) for i in (1, 2, 3)])
+    exp_next = np.concatenate(
+        [
+            np.concatenate([make_episode(i)["obs"]["state"][1:], make_episode(i)["final_obs"]["state"][None]])
+            for i in (1, 2, 3)
+        ]
+    )
     np.testing.assert_array_equal(nxt["state"], exp_next)
     assert block["first_step"] == store.episode_ends[0] and list(block["source"]) == list(SOURCES[1:4])
 
@@ -121,8 +141,9 @@ def test_metadata_and_info(tmp_path):
     assert info["sources"] == {s: 2 for s in SOURCES} and info["tasks"] == {"task0": 4, "task1": 4}
     assert info["size_bytes"] > 0 and info["control_hz"] == 10.0
     assert store.metadata(5)["notes"] == "episode 5\nline two ✓"
-    obs_space = spaces.Dict({"state": spaces.Box(-1, 1, (D,), np.float32),
-                             "front": spaces.Box(0, 255, (HW, HW, 3), np.uint8)})
+    obs_space = spaces.Dict(
+        {"state": spaces.Box(-1, 1, (D,), np.float32), "front": spaces.Box(0, 255, (HW, HW, 3), np.uint8)}
+    )
     act_space = spaces.Box(-1, 1, (A,), np.float32)
     assert StoreSchema.from_spaces(obs_space, act_space, 10.0, SCHEMA.action_semantics) == SCHEMA
     root = json.loads((tmp_path / "s" / "zarr.json").read_text())["attributes"]["robot_rl"]
@@ -134,8 +155,9 @@ def test_schema_mismatch_names_the_key(tmp_path):
     build(tmp_path / "s", 1).close()
     sem = SCHEMA.action_semantics
     cases = {
-        r"'front': expected shape \(32, 32, 3\).*store has shape \(16, 16, 3\)":
-            StoreSchema({**SCHEMA.obs, "front": ((32, 32, 3), "uint8")}, A, 10.0, sem),
+        r"'front': expected shape \(32, 32, 3\).*store has shape \(16, 16, 3\)": StoreSchema(
+            {**SCHEMA.obs, "front": ((32, 32, 3), "uint8")}, A, 10.0, sem
+        ),
         "'state'.*float64": StoreSchema({**SCHEMA.obs, "state": ((D,), "float64")}, A, 10.0, sem),
         "'wrist'.*store has nothing": StoreSchema({**SCHEMA.obs, "wrist": ((HW, HW, 3), "uint8")}, A, 10.0, sem),
         "action_dim": StoreSchema(SCHEMA.obs, A + 1, 10.0, sem),
@@ -235,20 +257,31 @@ def test_images_stay_uint8_and_compress(tmp_path):
     schema = StoreSchema({"state": ((D,), "float32"), "front": ((64, 64, 3), "uint8")}, A, 10.0)
     store = EpisodeStore.create(tmp_path / "s", schema)
     yy, xx = np.mgrid[:64, :64]
-    for i in range(4):
+    for _ in range(4):
         T = 50
         front = np.empty((T, 64, 64, 3), np.uint8)
         front[:] = ((xx + yy + np.arange(T)[:, None, None]) % 256)[..., None].astype(np.uint8)
-        store.append_episode({"state": np.zeros((T, D), np.float32), "front": front},
-                             {"state": np.zeros(D, np.float32), "front": front[-1]}, np.zeros((T, A), np.float32),
-                             np.zeros(T), np.arange(T) == T - 1, np.zeros(T, bool), np.zeros(T, bool),
-                             np.arange(T) / 10.0, success=True, source="scripted")
+        store.append_episode(
+            {"state": np.zeros((T, D), np.float32), "front": front},
+            {"state": np.zeros(D, np.float32), "front": front[-1]},
+            np.zeros((T, A), np.float32),
+            np.zeros(T),
+            np.arange(T) == T - 1,
+            np.zeros(T, bool),
+            np.zeros(T, bool),
+            np.arange(T) / 10.0,
+            success=True,
+            source="scripted",
+        )
     raw = 4 * 50 * 64 * 64 * 3
     assert store.info()["size_bytes"] < raw / 10
     arr = zarr.open_array(tmp_path / "s", path="data/front", mode="r")
     assert arr.dtype == np.uint8 and arr.chunks == (32, 64, 64, 3)
     assert [c["name"] for c in json.loads((tmp_path / "s/data/front/zarr.json").read_text())["codecs"]] == [
-        "bytes", "zstd", "crc32c"]
+        "bytes",
+        "zstd",
+        "crc32c",
+    ]
     assert store.episode(2)["obs"]["front"].dtype == np.uint8
 
 
@@ -287,8 +320,9 @@ def test_sigkill_mid_append_never_loses_or_exposes_an_episode(tmp_path):
     rng, path, here = np.random.default_rng(0), tmp_path / "crash", Path(__file__).resolve().parent
     seen, mid_append, t0 = 0, 0, time.monotonic()
     for kill in range(20):
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(here), str(here.parent), str(path)],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(here), str(here.parent), str(path)], stdout=subprocess.PIPE, text=True
+        )
         try:
             assert select.select([proc.stdout], [], [], 60)[0], "writer did not start"
             assert proc.stdout.readline().split() == ["ready", str(seen)]

@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 import pytest
+from test_store import SCHEMA, build, files
 
 from robot_rl.data.store import EpisodeStore, StoreError
-from test_store import SCHEMA, build, files
 
 
 def test_per_step_labels_append_in_whole_episodes(tmp_path):
@@ -16,8 +16,7 @@ def test_per_step_labels_append_in_whole_episodes(tmp_path):
     assert ends == [2, 5, 9, 14] and store.label_names() == []
     before = {k: v for k, v in files(tmp_path / "s").items() if not k.startswith("labels")}
     meta = {"labeller": "classifier", "fingerprint": "abc"}
-    assert store.append_labels("clf-abc", {"p": np.linspace(0, 1, 5, dtype=np.float32)}, per_step=True,
-                               meta=meta) == 5
+    assert store.append_labels("clf-abc", {"p": np.linspace(0, 1, 5, dtype=np.float32)}, per_step=True, meta=meta) == 5
     with pytest.raises(StoreError, match="episode end"):  # rows 5..7 stop inside episode 2
         store.append_labels("clf-abc", {"p": np.zeros(3, np.float32)}, per_step=True, meta=meta)
     assert store.append_labels("clf-abc", {"p": np.ones(9, np.float32)}, per_step=True, meta=meta) == 14

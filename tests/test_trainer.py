@@ -13,8 +13,21 @@ from robot_rl.utils.checkpoint import load_state
 
 
 def toy_cfg(toy_task, tmp_path, **over):
-    cfg = compose("train", ["~task", "agent=rlpd", "agent.hidden_dims=[32,32]", "agent.num_critics=4", "agent.batch_size=64",
-                            "agent.utd_ratio=2", "demos.episodes=5", "eval.episodes=5", "threads=1", "device=cpu"])
+    cfg = compose(
+        "train",
+        [
+            "~task",
+            "agent=rlpd",
+            "agent.hidden_dims=[32,32]",
+            "agent.num_critics=4",
+            "agent.batch_size=64",
+            "agent.utd_ratio=2",
+            "demos.episodes=5",
+            "eval.episodes=5",
+            "threads=1",
+            "device=cpu",
+        ],
+    )
     cfg.task = OmegaConf.create(toy_task)
     for k, v in over.items():
         OmegaConf.update(cfg, k, v)
@@ -185,10 +198,23 @@ def test_online_buffer_prefills_from_an_earlier_run(toy_task, tmp_path):
 def test_pixel_training_caches_trunk_maps_in_the_buffer_and_keeps_images_in_the_store(tmp_path):
     from robot_rl.data.store import EpisodeStore
 
-    over = ["obs=pixels", "task=reach", "task.env_kwargs.image_size=64", "agent.hidden_dims=[32,32]",
-            "agent.num_critics=2", "agent.batch_size=16", "agent.utd_ratio=1", "+agent.encoder.feature_dim=16",
-            "demos.episodes=2", "total_steps=60", "learning_starts=30", "eval.every=60", "eval.episodes=1",
-            "threads=1", "device=cpu"]
+    over = [
+        "obs=pixels",
+        "task=reach",
+        "task.env_kwargs.image_size=64",
+        "agent.hidden_dims=[32,32]",
+        "agent.num_critics=2",
+        "agent.batch_size=16",
+        "agent.utd_ratio=1",
+        "+agent.encoder.feature_dim=16",
+        "demos.episodes=2",
+        "total_steps=60",
+        "learning_starts=30",
+        "eval.every=60",
+        "eval.episodes=1",
+        "threads=1",
+        "device=cpu",
+    ]
     tr = Trainer(compose("train", over), tmp_path)
     trunk = {k: v.clone() for k, v in tr.agent.encoder.trunks.state_dict().items()}
     heads = {k: v.clone() for k, v in tr.agent.encoder.heads.state_dict().items()}
@@ -202,16 +228,31 @@ def test_pixel_training_caches_trunk_maps_in_the_buffer_and_keeps_images_in_the_
     resumed = Trainer(compose("train", over), tmp_path)
     resumed.load_checkpoint(tmp_path / "checkpoints/latest")
     # recomputed from the stored images (in batches, so equal up to float16 rounding of batch-size effects)
-    np.testing.assert_allclose(resumed.online.obs["front"][: tr.step].astype(np.float32),
-                               tr.online.obs["front"][: tr.step].astype(np.float32), atol=2e-2, rtol=1e-2)
+    np.testing.assert_allclose(
+        resumed.online.obs["front"][: tr.step].astype(np.float32),
+        tr.online.obs["front"][: tr.step].astype(np.float32),
+        atol=2e-2,
+        rtol=1e-2,
+    )
 
 
 def test_interventions_go_to_the_store_and_into_both_buffers(tmp_path):
     from robot_rl.data.store import EpisodeStore
 
-    cfg = compose("train", ["task=reach", "hil=sim_operator_heavy", "demos.episodes=0", "total_steps=120",
-                            "learning_starts=100000", "eval.every=100000", "eval.episodes=1", "threads=1",
-                            "device=cpu"])
+    cfg = compose(
+        "train",
+        [
+            "task=reach",
+            "hil=sim_operator_heavy",
+            "demos.episodes=0",
+            "total_steps=120",
+            "learning_starts=100000",
+            "eval.every=100000",
+            "eval.episodes=1",
+            "threads=1",
+            "device=cpu",
+        ],
+    )
     tr = Trainer(cfg, tmp_path)
     tr.train(progress=False)
     with EpisodeStore.open(tmp_path / "online.zarr") as store:
@@ -225,10 +266,24 @@ def test_interventions_go_to_the_store_and_into_both_buffers(tmp_path):
 
 def _hil_cfg(**over):
     """Reach with the simulated operator: coin flips, noise and a run budget (50 steps) that runs out mid-run."""
-    cfg = compose("train", ["task=reach", "hil=sim_operator_heavy", "hil.settings.probability=0.7",
-                            "hil.settings.budget_steps=50", "agent.hidden_dims=[32,32]", "agent.num_critics=2",
-                            "agent.batch_size=32", "agent.utd_ratio=1", "demos.episodes=2", "eval.episodes=1",
-                            "learning_starts=40", "threads=1", "device=cpu"])
+    cfg = compose(
+        "train",
+        [
+            "task=reach",
+            "hil=sim_operator_heavy",
+            "hil.settings.probability=0.7",
+            "hil.settings.budget_steps=50",
+            "agent.hidden_dims=[32,32]",
+            "agent.num_critics=2",
+            "agent.batch_size=32",
+            "agent.utd_ratio=1",
+            "demos.episodes=2",
+            "eval.episodes=1",
+            "learning_starts=40",
+            "threads=1",
+            "device=cpu",
+        ],
+    )
     for k, v in over.items():
         OmegaConf.update(cfg, k, v)
     return cfg

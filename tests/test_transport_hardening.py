@@ -9,10 +9,10 @@ from multiprocessing.connection import Client
 
 import numpy as np
 import pytest
+from test_runtime import _run_dir, _wait
 
 from robot_rl.runtime.messages import Channel, MessageError, decode, encode
 from robot_rl.runtime.transport import SocketTransport
-from test_runtime import _run_dir, _wait
 
 WAIT_S = 60.0  # generous: these run on a loaded 2-core machine
 
@@ -20,8 +20,11 @@ WAIT_S = 60.0  # generous: these run on a loaded 2-core machine
 def _recv(ch, kind, timeout=WAIT_S):
     """The next ``kind`` message on ``ch`` (others are skipped)."""
     box = []
-    _wait(lambda: (m := ch.recv(timeout=0.05)) is not None and m.kind == kind and not box.append(m), timeout,
-          f"a {kind} message (closed={ch.closed}, error={ch.error})")
+    _wait(
+        lambda: (m := ch.recv(timeout=0.05)) is not None and m.kind == kind and not box.append(m),
+        timeout,
+        f"a {kind} message (closed={ch.closed}, error={ch.error})",
+    )
     return box[0]
 
 
@@ -113,22 +116,25 @@ def test_a_restarted_learner_always_gets_back_in(tmp_path, actor):
         assert learner_ch is not None, f"attempt {attempt}: no connection"
         actor_ch = _exchange(actor, learner_ch)
         learner_ch.close()  # the learner goes away (a crash closes the socket the same way)
-        _wait(lambda: actor_ch.recv(timeout=0.05) is None and actor_ch.closed, WAIT_S, "the actor to see it go")
+        _wait(lambda ch=actor_ch: ch.recv(timeout=0.05) is None and ch.closed, WAIT_S, "the actor to see it go")
         actor_ch.close()
 
 
 # --------------------------------------------------------------------------------------------- message meta
-@pytest.mark.parametrize("kind, meta, error", [
-    ("weights", {}, "without 'version'"),
-    ("weights", {"version": "7"}, "not an integer"),
-    ("sync", {"episodes": "3"}, "not an integer >= 0"),
-    ("sync", {"episodes": -1}, "not an integer >= 0"),
-    ("sync", {"episodes": 3, "raw": "yes"}, "not true or false"),
-    ("hello", {"store_episodes": 1.5}, "not an integer >= 0"),
-    ("episode_end", {"steps": 3, "store_episodes": 1}, "without 'success'"),
-    ("episode_end", {"steps": 3, "store_episodes": 1, "success": True, "stats": {"x": "high"}}, "mapping"),
-    ("done", {"steps": None}, "not an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "kind, meta, error",
+    [
+        ("weights", {}, "without 'version'"),
+        ("weights", {"version": "7"}, "not an integer"),
+        ("sync", {"episodes": "3"}, "not an integer >= 0"),
+        ("sync", {"episodes": -1}, "not an integer >= 0"),
+        ("sync", {"episodes": 3, "raw": "yes"}, "not true or false"),
+        ("hello", {"store_episodes": 1.5}, "not an integer >= 0"),
+        ("episode_end", {"steps": 3, "store_episodes": 1}, "without 'success'"),
+        ("episode_end", {"steps": 3, "store_episodes": 1, "success": True, "stats": {"x": "high"}}, "mapping"),
+        ("done", {"steps": None}, "not an integer >= 0"),
+    ],
+)
 def test_decode_refuses_a_meta_that_does_not_fit_its_kind(kind, meta, error):
     with pytest.raises(MessageError, match=error):
         decode(encode(kind, meta))
@@ -174,10 +180,20 @@ def _first(w):
     return next(k for k in w if k.startswith("actor."))  # a float32 layer of the policy
 
 
-@pytest.mark.parametrize("case", ["weights without version", "weights with a string version", "garbage bytes",
-                                  "sync with a string count", "weights of the wrong shape",
-                                  "weights of the wrong dtype", "weights missing an array", "weights with extra",
-                                  "weights holding NaN"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "weights without version",
+        "weights with a string version",
+        "garbage bytes",
+        "sync with a string count",
+        "weights of the wrong shape",
+        "weights of the wrong dtype",
+        "weights missing an array",
+        "weights with extra",
+        "weights holding NaN",
+    ],
+)
 def test_the_actor_rejects_a_malformed_message_and_drops_only_the_connection(actor_proc, case, capsys):
     w = _weights(actor_proc)
     data = {
@@ -185,15 +201,23 @@ def test_the_actor_rejects_a_malformed_message_and_drops_only_the_connection(act
         "weights with a string version": lambda: encode("weights", {"version": "3"}, w),
         "garbage bytes": lambda: b"\x05\x00\x00\x00\x00\x00\x00\x00not a message",
         "sync with a string count": lambda: encode("sync", {"episodes": "0"}),
-        "weights of the wrong shape": lambda: encode("weights", {"version": 3}, _weights(
-            actor_proc, lambda w: w.update({_first(w): np.zeros((7, 7), np.float32)}))),
-        "weights of the wrong dtype": lambda: encode("weights", {"version": 3}, _weights(
-            actor_proc, lambda w: w.update({_first(w): w[_first(w)].astype(np.float64)}))),
-        "weights missing an array": lambda: encode("weights", {"version": 3}, _weights(
-            actor_proc, lambda w: w.pop(_first(w)))),
+        "weights of the wrong shape": lambda: encode(
+            "weights",
+            {"version": 3},
+            _weights(actor_proc, lambda w: w.update({_first(w): np.zeros((7, 7), np.float32)})),
+        ),
+        "weights of the wrong dtype": lambda: encode(
+            "weights",
+            {"version": 3},
+            _weights(actor_proc, lambda w: w.update({_first(w): w[_first(w)].astype(np.float64)})),
+        ),
+        "weights missing an array": lambda: encode(
+            "weights", {"version": 3}, _weights(actor_proc, lambda w: w.pop(_first(w)))
+        ),
         "weights with extra": lambda: encode("weights", {"version": 3}, {**w, "exec": np.zeros(1, np.float32)}),
-        "weights holding NaN": lambda: encode("weights", {"version": 3}, _weights(
-            actor_proc, lambda w: w[_first(w)].fill(np.nan))),
+        "weights holding NaN": lambda: encode(
+            "weights", {"version": 3}, _weights(actor_proc, lambda w: w[_first(w)].fill(np.nan))
+        ),
     }[case]()
     before = {k: v.clone() for k, v in actor_proc.agent.policy_weights().items()}
     ch = _to_actor(actor_proc, data)
@@ -220,7 +244,6 @@ def test_the_actor_rejects_a_malformed_message_and_drops_only_the_connection(act
 @pytest.fixture(scope="module")
 def learner_proc(tmp_path_factory, toy_task_module):
     from robot_rl.runtime.learner import Learner
-
     from robot_rl.trainer import open_online_store
 
     run = _run_dir(tmp_path_factory.mktemp("learner"), toy_task_module)
@@ -232,9 +255,16 @@ def learner_proc(tmp_path_factory, toy_task_module):
 
 
 def _step(i, state_shape=(4,), drop=()):
-    a = {"obs.state": np.full(state_shape, i, np.float32), "next_obs.state": np.full(state_shape, i + 1, np.float32),
-         "action": np.zeros(2, np.float32), "reward": np.float32(0), "terminated": np.bool_(False),
-         "truncated": np.bool_(i == 2), "is_intervention": np.bool_(False), "timestamp": np.float64(0.1 * i)}
+    a = {
+        "obs.state": np.full(state_shape, i, np.float32),
+        "next_obs.state": np.full(state_shape, i + 1, np.float32),
+        "action": np.zeros(2, np.float32),
+        "reward": np.float32(0),
+        "terminated": np.bool_(False),
+        "truncated": np.bool_(i == 2),
+        "is_intervention": np.bool_(False),
+        "timestamp": np.float64(0.1 * i),
+    }
     return encode("step", arrays={k: v for k, v in a.items() if k not in drop})
 
 
@@ -255,20 +285,34 @@ def _serve(learner_proc, messages):
     return ch
 
 
-@pytest.mark.parametrize("case, messages, error", [
-    ("garbage bytes", lambda: [b"\xff" * 64], "malformed"),
-    ("hello with a string count", lambda: [encode("hello", {"store_episodes": "0"})], "not an integer"),
-    ("step with missing arrays", lambda: [_step(0), _step(1, drop=("next_obs.state", "reward"))], None),
-    ("step of the wrong shape", lambda: [_step(0, state_shape=(5,))], None),
-    ("step whose shape changes mid-episode", lambda: [_step(0), _step(1, state_shape=(2, 2))], None),
-    ("step with only an observation", lambda: [encode("step", arrays={"obs.state": np.zeros(4, np.float32)})], None),
-    ("episode_end with a string length", lambda: [encode("episode_end", {"steps": "3", "store_episodes": 1,
-                                                                         "success": False})], "not an integer"),
-    ("hello counting more episodes than the store holds", lambda: [encode("hello", {"store_episodes": 10 ** 6})],
-     None),
-])
-def test_the_learner_rejects_a_malformed_message_and_drops_only_the_connection(learner_proc, case, messages, error,
-                                                                                capsys):
+@pytest.mark.parametrize(
+    "case, messages, error",
+    [
+        ("garbage bytes", lambda: [b"\xff" * 64], "malformed"),
+        ("hello with a string count", lambda: [encode("hello", {"store_episodes": "0"})], "not an integer"),
+        ("step with missing arrays", lambda: [_step(0), _step(1, drop=("next_obs.state", "reward"))], None),
+        ("step of the wrong shape", lambda: [_step(0, state_shape=(5,))], None),
+        ("step whose shape changes mid-episode", lambda: [_step(0), _step(1, state_shape=(2, 2))], None),
+        (
+            "step with only an observation",
+            lambda: [encode("step", arrays={"obs.state": np.zeros(4, np.float32)})],
+            None,
+        ),
+        (
+            "episode_end with a string length",
+            lambda: [encode("episode_end", {"steps": "3", "store_episodes": 1, "success": False})],
+            "not an integer",
+        ),
+        (
+            "hello counting more episodes than the store holds",
+            lambda: [encode("hello", {"store_episodes": 10**6})],
+            None,
+        ),
+    ],
+)
+def test_the_learner_rejects_a_malformed_message_and_drops_only_the_connection(
+    learner_proc, case, messages, error, capsys
+):
     tr = learner_proc.trainer
     before = (tr.episode, tr.step, len(tr.online), len(tr.demo))
     ch = _serve(learner_proc, messages())
@@ -283,8 +327,13 @@ def test_the_learner_rejects_a_malformed_message_and_drops_only_the_connection(l
     ch = Channel(ours)
     served = threading.Thread(target=learner_proc._serve_channel, args=(ch,), daemon=True)
     served.start()
-    for data in (encode("hello", {"store_episodes": tr.episode}), _step(0), _step(1), _step(2),
-                 encode("episode_end", {"steps": 3, "store_episodes": tr.episode + 1, "success": False})):
+    for data in (
+        encode("hello", {"store_episodes": tr.episode}),
+        _step(0),
+        _step(1),
+        _step(2),
+        encode("episode_end", {"steps": 3, "store_episodes": tr.episode + 1, "success": False}),
+    ):
         theirs.send_bytes(data)
     _wait(lambda: tr.episode == before[0] + 1, WAIT_S, "the episode to be filed")
     sync = None

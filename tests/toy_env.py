@@ -17,8 +17,14 @@ class PointReach(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, max_episode_steps: int = 25, nan_at_step: int = -1, render_mode: str | None = None,
-                 obs_mode: str = "state", random_goal: bool = False):
+    def __init__(
+        self,
+        max_episode_steps: int = 25,
+        nan_at_step: int = -1,
+        render_mode: str | None = None,
+        obs_mode: str = "state",
+        random_goal: bool = False,
+    ):
         self.observation_space = spaces.Dict({"state": spaces.Box(-2, 2, (4,), np.float32)})
         self.action_space = spaces.Box(-1, 1, (2,), np.float32)
         self.max_episode_steps, self.nan_at_step, self.render_mode = max_episode_steps, nan_at_step, render_mode
@@ -42,8 +48,13 @@ class PointReach(gym.Env):
         obs = self._obs()
         if self.t == self.nan_at_step:
             obs["state"][0] = np.nan
-        return obs, float(success), success, (not success) and self.t >= self.max_episode_steps, \
-            {"success": success, "is_intervention": False}
+        return (
+            obs,
+            float(success),
+            success,
+            (not success) and self.t >= self.max_episode_steps,
+            {"success": success, "is_intervention": False},
+        )
 
     def expert_action(self):
         d = (self.goal - self.pos) / 0.15

@@ -10,12 +10,20 @@ settings of ``<run_dir>/config.yaml``; ``run_dir`` may come as a parameter inste
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from hw.ros_transport import run_runtime_node
 
-PARAMETERS = ("run_dir", "overrides", "topic_prefix", "heartbeat_s", "peer_timeout_s", "history_depth",
-              "max_message_mb", "authenticate")
+PARAMETERS = (
+    "run_dir",
+    "overrides",
+    "topic_prefix",
+    "heartbeat_s",
+    "peer_timeout_s",
+    "history_depth",
+    "max_message_mb",
+    "authenticate",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

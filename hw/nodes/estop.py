@@ -20,8 +20,8 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
@@ -42,18 +42,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     cut = args.index("--ros-args") if "--ros-args" in args else len(args)
     p = argparse.ArgumentParser(prog="robot-rl-estop", description="engage, release or query the robot_rl e-stop")
     p.add_argument("action", choices=("engage", "release", "status"))
-    p.add_argument("--key-file", default="", help="key the supervisor signs releases with (default: "
-                   f"{default_key_file()})")
-    p.add_argument("--source", default=f"robot-rl-estop ({getpass.getuser()}@{socket.gethostname()})",
-                   help="who releases, for the supervisor's log")
+    p.add_argument(
+        "--key-file", default="", help=f"key the supervisor signs releases with (default: {default_key_file()})"
+    )
+    p.add_argument(
+        "--source",
+        default=f"robot-rl-estop ({getpass.getuser()}@{socket.gethostname()})",
+        help="who releases, for the supervisor's log",
+    )
     p.add_argument("--timeout", type=float, default=10.0, help="wait for the supervisor (s)")
     ours = p.parse_args(args[1:cut])
     key = None
     if ours.action == "release":
         path = Path(ours.key_file) if ours.key_file else default_key_file()
         if not path.exists():
-            print(f"robot-rl-estop: no key file {path}: give the supervisor's estop_key_file with --key-file",
-                  file=sys.stderr)
+            print(
+                f"robot-rl-estop: no key file {path}: give the supervisor's estop_key_file with --key-file",
+                file=sys.stderr,
+            )
             return 2
         key = key_file(path)
     rclpy.init(args=[args[0], *args[cut:]])
@@ -62,8 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ex.add_node(node)
     seen: dict[str, list] = {"estopped": [], "challenge": [], "status": []}
     node.create_subscription(Bool, "safety/estopped", lambda m: seen["estopped"].append(m.data), latched_qos())
-    node.create_subscription(String, "safety/estop_challenge", lambda m: seen["challenge"].append(m.data),
-                             latched_qos())
+    node.create_subscription(
+        String, "safety/estop_challenge", lambda m: seen["challenge"].append(m.data), latched_qos()
+    )
     node.create_subscription(String, "safety/status", lambda m: seen["status"].append(m.data), latched_qos())
 
     def spin_until(pred, timeout: float) -> bool:
@@ -76,8 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if not spin_until(lambda: seen["estopped"] and seen["challenge"], ours.timeout):
-            print(f"robot-rl-estop: no safety supervisor answered within {ours.timeout} s (same ROS_DOMAIN_ID and "
-                  "namespace?)", file=sys.stderr)
+            print(
+                f"robot-rl-estop: no safety supervisor answered within {ours.timeout} s (same ROS_DOMAIN_ID and "
+                "namespace?)",
+                file=sys.stderr,
+            )
             return 1
         if ours.action == "status":
             spin_until(lambda: seen["status"], 1.0)
@@ -87,8 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ours.action == "engage":
             pub = node.create_publisher(Bool, "estop", state_qos())
             ok = spin_until(lambda: (pub.publish(Bool(data=True)) or True) and seen["estopped"][-1], ours.timeout)
-            print("e-stop engaged" if ok else "robot-rl-estop: the supervisor did not confirm the e-stop",
-                  file=sys.stdout if ok else sys.stderr)
+            print(
+                "e-stop engaged" if ok else "robot-rl-estop: the supervisor did not confirm the e-stop",
+                file=sys.stdout if ok else sys.stderr,
+            )
             return 0 if ok else 1
         if not seen["estopped"][-1]:
             print("e-stop is not engaged")

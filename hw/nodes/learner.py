@@ -12,12 +12,20 @@ override the ``runtime.*`` settings of ``<run_dir>/config.yaml``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from hw.ros_transport import run_runtime_node
 
-PARAMETERS = ("run_dir", "overrides", "topic_prefix", "heartbeat_s", "peer_timeout_s", "history_depth",
-              "max_message_mb", "authenticate")
+PARAMETERS = (
+    "run_dir",
+    "overrides",
+    "topic_prefix",
+    "heartbeat_s",
+    "peer_timeout_s",
+    "history_depth",
+    "max_message_mb",
+    "authenticate",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

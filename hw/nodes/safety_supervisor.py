@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
@@ -53,9 +54,20 @@ from sensor_msgs.msg import JointState, TimeReference
 from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import SetBool, Trigger
 
-from hw.ros_common import (RejectLog, apply_priority, declare, latched_qos, parse_pose, pose_msg, robot_rl_home,
-                           run_node, stamp_ns, state_qos, to_stamp)
-from hw.safety import (EStop, Output, ReleaseAuth, SafetyLimits, SupervisorCore, check_joint_state, check_vector)
+from hw.ros_common import (
+    RejectLog,
+    apply_priority,
+    declare,
+    latched_qos,
+    parse_pose,
+    pose_msg,
+    robot_rl_home,
+    run_node,
+    stamp_ns,
+    state_qos,
+    to_stamp,
+)
+from hw.safety import EStop, Output, ReleaseAuth, SafetyLimits, SupervisorCore, check_joint_state, check_vector
 from robot_rl.runtime.keys import key_file
 
 
@@ -67,48 +79,104 @@ class SafetySupervisor(Node):
         d = SafetyLimits()
         self.frame_id = declare(self, "frame_id", "base", "frame every pose and twist must be in (robot base)")
         lim = SafetyLimits(
-            workspace_low=declare(self, "workspace_low", [float(v) for v in d.workspace_low],
-                                  "workspace box lower corner (m, base frame)", lo=-2.0, hi=2.0),
-            workspace_high=declare(self, "workspace_high", [float(v) for v in d.workspace_high],
-                                   "workspace box upper corner (m, base frame)", lo=-2.0, hi=2.0),
+            workspace_low=declare(
+                self,
+                "workspace_low",
+                [float(v) for v in d.workspace_low],
+                "workspace box lower corner (m, base frame)",
+                lo=-2.0,
+                hi=2.0,
+            ),
+            workspace_high=declare(
+                self,
+                "workspace_high",
+                [float(v) for v in d.workspace_high],
+                "workspace box upper corner (m, base frame)",
+                lo=-2.0,
+                hi=2.0,
+            ),
             max_speed=declare(self, "max_speed", d.max_speed, "target speed limit (m/s)", lo=1e-3, hi=3.0),
             max_accel=declare(self, "max_accel", d.max_accel, "target acceleration limit (m/s^2)", lo=1e-2, hi=50.0),
-            max_rot_speed=declare(self, "max_rot_speed", d.max_rot_speed, "target angular speed limit (rad/s)",
-                                  lo=1e-3, hi=10.0),
-            max_rotation=declare(self, "max_rotation", d.max_rotation,
-                                 "max rotation from the orientation at reset (rad per axis)", lo=0.0, hi=3.1416),
-            max_lead=declare(self, "max_lead", d.max_lead, "max target - measured TCP distance per axis (m)",
-                             lo=1e-3, hi=1.0),
-            command_timeout=declare(self, "command_timeout", d.command_timeout,
-                                    "command silence before holding, and max command stamp age (s)", lo=1e-3, hi=60.0),
-            state_timeout=declare(self, "state_timeout", d.state_timeout,
-                                  "robot state silence / stamp age before holding (s)", lo=1e-3, hi=60.0),
+            max_rot_speed=declare(
+                self, "max_rot_speed", d.max_rot_speed, "target angular speed limit (rad/s)", lo=1e-3, hi=10.0
+            ),
+            max_rotation=declare(
+                self,
+                "max_rotation",
+                d.max_rotation,
+                "max rotation from the orientation at reset (rad per axis)",
+                lo=0.0,
+                hi=3.1416,
+            ),
+            max_lead=declare(
+                self, "max_lead", d.max_lead, "max target - measured TCP distance per axis (m)", lo=1e-3, hi=1.0
+            ),
+            command_timeout=declare(
+                self,
+                "command_timeout",
+                d.command_timeout,
+                "command silence before holding, and max command stamp age (s)",
+                lo=1e-3,
+                hi=60.0,
+            ),
+            state_timeout=declare(
+                self,
+                "state_timeout",
+                d.state_timeout,
+                "robot state silence / stamp age before holding (s)",
+                lo=1e-3,
+                hi=60.0,
+            ),
         )
         self.limits = lim
-        control_rate = declare(self, "control_rate", 10.0, "lockstep: the sim's step rate (Hz); one target per step",
-                               lo=0.5, hi=1000.0)
-        rate_hz = declare(self, "rate_hz", 50.0, "realtime: target output rate (Hz); also the watchdog's",
-                          lo=1.0, hi=1000.0)
+        control_rate = declare(
+            self, "control_rate", 10.0, "lockstep: the sim's step rate (Hz); one target per step", lo=0.5, hi=1000.0
+        )
+        rate_hz = declare(
+            self, "rate_hz", 50.0, "realtime: target output rate (Hz); also the watchdog's", lo=1.0, hi=1000.0
+        )
         self.lockstep = declare(self, "lockstep", False, "robot is a lockstep sim: 'now' is its newest state stamp")
-        self.service_timeout = declare(self, "service_timeout", 10.0, "wait for the driver's reset (s)",
-                                       lo=0.1, hi=300.0)
+        self.service_timeout = declare(
+            self, "service_timeout", 10.0, "wait for the driver's reset (s)", lo=0.1, hi=300.0
+        )
         driver_reset = declare(self, "driver_reset_service", "robot/reset", "the driver's reset (std_srvs/Trigger)")
-        trace = declare(self, "trace_commands", False, "publish safety/command_trace: which output answered which "
-                        "pose command (for latency benchmarks)")
-        priority = declare(self, "realtime_priority", 0, "SCHED_FIFO priority of this node's threads (0: normal "
-                           "scheduling)", lo=0, hi=99)
+        trace = declare(
+            self,
+            "trace_commands",
+            False,
+            "publish safety/command_trace: which output answered which pose command (for latency benchmarks)",
+        )
+        priority = declare(
+            self,
+            "realtime_priority",
+            0,
+            "SCHED_FIFO priority of this node's threads (0: normal scheduling)",
+            lo=0,
+            hi=99,
+        )
         home = robot_rl_home()
-        latch = declare(self, "estop_latch_file", "", f"where the e-stop latch persists (empty: "
-                        f"{home}/<node name>_estop.json)") or str(home / f"{node_name}_estop.json")
-        key_path = declare(self, "estop_key_file", "", f"hex key that signs e-stop releases (empty: {home}/estop.key, "
-                           "made on first use; or a run's runtime.key)") or str(home / "estop.key")
+        latch = declare(
+            self, "estop_latch_file", "", f"where the e-stop latch persists (empty: {home}/<node name>_estop.json)"
+        ) or str(home / f"{node_name}_estop.json")
+        key_path = declare(
+            self,
+            "estop_key_file",
+            "",
+            f"hex key that signs e-stop releases (empty: {home}/estop.key, made on first use; or a run's runtime.key)",
+        ) or str(home / "estop.key")
         self.core = SupervisorCore(
-            lim, lockstep=self.lockstep, output_period=1.0 / rate_hz, control_period=1.0 / control_rate,
-            future_tolerance=declare(self, "future_tolerance", 0.05, "max command stamp ahead of now (s)",
-                                     lo=0.0, hi=0.5),
-            twist_timeout=declare(self, "twist_timeout", 0.25, "twist age after which it counts as zero (s)",
-                                  lo=1e-3, hi=10.0),
-            estop=EStop(latch))
+            lim,
+            lockstep=self.lockstep,
+            output_period=1.0 / rate_hz,
+            control_period=1.0 / control_rate,
+            future_tolerance=declare(
+                self, "future_tolerance", 0.05, "max command stamp ahead of now (s)", lo=0.0, hi=0.5
+            ),
+            twist_timeout=declare(
+                self, "twist_timeout", 0.25, "twist age after which it counts as zero (s)", lo=1e-3, hi=10.0
+            ),
+            estop=EStop(latch),
+        )
         self.auth = ReleaseAuth(key_file(Path(key_path)))
         self.reject = RejectLog(self.get_logger())
         self.lock = threading.Lock()
@@ -120,8 +188,10 @@ class SafetySupervisor(Node):
         outputs = {self.resolve_topic_name(t) for t in ("robot/target_pose", "robot/gripper")}
         looped = [t for t in ("cmd/target_pose", "cmd/twist", "cmd/gripper") if self.resolve_topic_name(t) in outputs]
         if looped:
-            raise ValueError(f"remapping makes {looped} the supervisor's own output topics {sorted(outputs)}: commands "
-                             "would bypass the limits; remap the driver side (robot/target_pose, robot/gripper) only")
+            raise ValueError(
+                f"remapping makes {looped} the supervisor's own output topics {sorted(outputs)}: commands "
+                "would bypass the limits; remap the driver side (robot/target_pose, robot/gripper) only"
+            )
         qos = state_qos()
         self.pub_target = self.create_publisher(PoseStamped, "robot/target_pose", qos)
         self.pub_gripper = self.create_publisher(Float64, "robot/gripper", qos)
@@ -136,8 +206,9 @@ class SafetySupervisor(Node):
         self.create_subscription(Bool, "estop", self._guard(self._on_estop_topic, "estop"), qos)
         self.create_subscription(String, "safety/release", self._guard(self._on_release, "safety/release"), qos)
         self.create_subscription(PoseStamped, "robot/ee_pose", self._guard(self._on_ee_pose, "robot/ee_pose"), qos)
-        self.create_subscription(JointState, "robot/joint_states",
-                                 self._guard(self._on_joint_states, "robot/joint_states"), qos)
+        self.create_subscription(
+            JointState, "robot/joint_states", self._guard(self._on_joint_states, "robot/joint_states"), qos
+        )
         self.create_service(SetBool, "safety/estop", self._on_estop_srv)
         # the reset coroutine, its driver call and its sleeps must not wait on each other's callback group
         self._reset_group = ReentrantCallbackGroup()
@@ -151,14 +222,17 @@ class SafetySupervisor(Node):
         self.pub_estopped.publish(Bool(data=self.core.estop.engaged))
         self.pub_challenge.publish(String(data=self.auth.challenge))
         if self.core.estop.engaged:
-            self.get_logger().error(f"E-STOP engaged at start ({self.core.estop.reason}): release it with "
-                                    "robot-rl-estop release")
+            self.get_logger().error(
+                f"E-STOP engaged at start ({self.core.estop.reason}): release it with robot-rl-estop release"
+            )
         apply_priority(self, priority)
         mode = f"lockstep at {control_rate:g} Hz" if self.lockstep else f"realtime, targets at {rate_hz:g} Hz"
-        self.get_logger().info(f"supervising ({mode}): workspace {lim.workspace_low.tolist()}.."
-                               f"{lim.workspace_high.tolist()} m, {lim.max_speed} m/s, {lim.max_accel} m/s^2, "
-                               f"lead {lim.max_lead} m, timeouts command {lim.command_timeout} s / state "
-                               f"{lim.state_timeout} s; e-stop latch {latch}")
+        self.get_logger().info(
+            f"supervising ({mode}): workspace {lim.workspace_low.tolist()}.."
+            f"{lim.workspace_high.tolist()} m, {lim.max_speed} m/s, {lim.max_accel} m/s^2, "
+            f"lead {lim.max_lead} m, timeouts command {lim.command_timeout} s / state "
+            f"{lim.state_timeout} s; e-stop latch {latch}"
+        )
 
     # ------------------------------------------------------------------------------------------- helpers
     def _guard(self, fn: Any, topic: str) -> Any:
@@ -235,7 +309,8 @@ class SafetySupervisor(Node):
         lin = np.array([msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z])
         ang = np.array([msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z])
         bad = check_vector("twist", np.concatenate([lin, ang]), 6, max_abs=10.0) or self.core.on_twist(
-            lin, ang, stamp_ns(msg.header.stamp), self._clock_ns(), time.monotonic())
+            lin, ang, stamp_ns(msg.header.stamp), self._clock_ns(), time.monotonic()
+        )
         if bad:
             self.reject("cmd/twist", bad)
 
@@ -254,8 +329,10 @@ class SafetySupervisor(Node):
         if msg.data:
             self._engage("estop topic")
         elif self.core.estop.engaged:
-            self.get_logger().warning("estop topic sent false: release the e-stop with robot-rl-estop release "
-                                      "(it needs the key)", throttle_duration_sec=2.0)
+            self.get_logger().warning(
+                "estop topic sent false: release the e-stop with robot-rl-estop release (it needs the key)",
+                throttle_duration_sec=2.0,
+            )
 
     def _on_estop_srv(self, req: SetBool.Request, res: SetBool.Response) -> SetBool.Response:
         with self.lock:
@@ -264,8 +341,13 @@ class SafetySupervisor(Node):
                 res.success, res.message = True, "e-stop engaged"
             else:
                 self.get_logger().warning("e-stop release over the safety/estop service refused (unauthenticated)")
-                res.success, res.message = False, ("refused: release with robot-rl-estop release (signs the "
-                                                   "safety/estop_challenge with the key in estop_key_file)")
+                res.success, res.message = (
+                    False,
+                    (
+                        "refused: release with robot-rl-estop release (signs the "
+                        "safety/estop_challenge with the key in estop_key_file)"
+                    ),
+                )
         return res
 
     def _on_release(self, msg: String) -> None:
@@ -276,8 +358,9 @@ class SafetySupervisor(Node):
             return
         was = self.core.release()
         self.pub_estopped.publish(Bool(data=False))
-        self.get_logger().warning(f"e-stop released by {source}" if was else
-                                  f"e-stop release by {source} (it was not engaged)")
+        self.get_logger().warning(
+            f"e-stop released by {source}" if was else f"e-stop release by {source} (it was not engaged)"
+        )
 
     def _engage(self, source: str) -> None:
         new, out = self.core.engage(source, self._clock_ns())
@@ -349,8 +432,9 @@ async def _sleep(node: SafetySupervisor, seconds: float) -> None:
     from rclpy.task import Future
 
     fut = Future()
-    timer = node.create_timer(seconds, lambda: fut.set_result(True) if not fut.done() else None,
-                              callback_group=node._reset_group)
+    timer = node.create_timer(
+        seconds, lambda: fut.set_result(True) if not fut.done() else None, callback_group=node._reset_group
+    )
     try:
         await fut
     finally:

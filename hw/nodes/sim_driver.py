@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,18 +41,31 @@ if not os.environ.get("DISPLAY"):
 from geometry_msgs.msg import PoseStamped, TwistStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
-from rosgraph_msgs.msg import Clock  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Bool, Float64  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from hw.ros_common import (RejectLog, apply_priority, declare, image_msg, parse_pose, pose_msg,  # noqa: E402
-                           run_node, stamp_ns, state_qos, to_stamp)
+from hw.ros_common import (  # noqa: E402
+    RejectLog,
+    apply_priority,
+    declare,
+    image_msg,
+    parse_pose,
+    pose_msg,
+    run_node,
+    stamp_ns,
+    state_qos,
+    to_stamp,
+)
 from hw.safety import quat_conj, quat_mul, quat_to_rotvec  # noqa: E402
 
-TASKS = {"reach": "sim:robot_rl/Reach-v0", "pick_cube": "sim:robot_rl/PickCube-v0",
-         "peg_insert": "sim:robot_rl/PegInsert-v0"}
+TASKS = {
+    "reach": "sim:robot_rl/Reach-v0",
+    "pick_cube": "sim:robot_rl/PickCube-v0",
+    "peg_insert": "sim:robot_rl/PegInsert-v0",
+}
 LOCKSTEP_SETTLE_S = 0.002  # wall s between a step-triggering target and the step, so a gripper command sent just
 #                            before it on another topic is applied in the same step
 
@@ -81,27 +95,50 @@ class SimDriver(Node):
     def __init__(self, parameter_overrides: Sequence[Any] | None = None, node_name: str = "sim_driver"):
         super().__init__(node_name, parameter_overrides=list(parameter_overrides or []))
         task = declare(self, "task", "reach", "sim task served as the robot", choices=tuple(TASKS))
-        task_config = declare(self, "task_config", "", "task YAML whose env_kwargs to use (configs/task/*.yaml); "
-                              "empty: the task's defaults")
-        env_kwargs = declare(self, "env_kwargs", "", "YAML mapping of env kwargs over task_config's, e.g. "
-                             "'{success_threshold: 0.03}'")
-        obs_mode = declare(self, "obs_mode", "state", "state: publish privileged task state; pixels: cameras",
-                           choices=("state", "pixels"))
+        task_config = declare(
+            self,
+            "task_config",
+            "",
+            "task YAML whose env_kwargs to use (configs/task/*.yaml); empty: the task's defaults",
+        )
+        env_kwargs = declare(
+            self, "env_kwargs", "", "YAML mapping of env kwargs over task_config's, e.g. '{success_threshold: 0.03}'"
+        )
+        obs_mode = declare(
+            self,
+            "obs_mode",
+            "state",
+            "state: publish privileged task state; pixels: cameras",
+            choices=("state", "pixels"),
+        )
         image_size = declare(self, "image_size", 128, "camera image side (px)", lo=16, hi=512)
         self.lockstep = declare(self, "lockstep", False, "step once per fresh target on sim time (deterministic)")
         rtf = declare(self, "real_time_factor", 1.0, "realtime mode: sim seconds per wall second", lo=0.1, hi=20.0)
         seed = declare(self, "seed", 0, "seed of the first reset", lo=0, hi=2**31 - 1)
-        declare(self, "reset_seed", -1, "seed for the next reset only (-1: continue the RNG); clients set it "
-                "before calling reset", lo=-1, hi=2**31 - 1, read_only=False)
+        declare(
+            self,
+            "reset_seed",
+            -1,
+            "seed for the next reset only (-1: continue the RNG); clients set it before calling reset",
+            lo=-1,
+            hi=2**31 - 1,
+            read_only=False,
+        )
         self.frame_id = declare(self, "frame_id", "base", "frame of poses and targets (robot base)")
         max_step = declare(self, "max_step", 0.05, "max TCP target change per control step (m)", lo=0.001, hi=0.1)
         self.publish_task_state = declare(self, "publish_task_state", True, "publish robot/task_state")
-        hb = declare(self, "heartbeat_hz", 2.0, "lockstep: republish rate of the newest state (Hz, 0: off)",
-                     lo=0.0, hi=50.0)
-        start_time = declare(self, "start_time", 1000.0, "lockstep: sim time of the first state (s)",
-                             lo=0.0, hi=1e9)
-        priority = declare(self, "realtime_priority", 0, "SCHED_FIFO priority of this node's threads, as a real "
-                           "arm's driver runs (0: normal scheduling)", lo=0, hi=99)
+        hb = declare(
+            self, "heartbeat_hz", 2.0, "lockstep: republish rate of the newest state (Hz, 0: off)", lo=0.0, hi=50.0
+        )
+        start_time = declare(self, "start_time", 1000.0, "lockstep: sim time of the first state (s)", lo=0.0, hi=1e9)
+        priority = declare(
+            self,
+            "realtime_priority",
+            0,
+            "SCHED_FIFO priority of this node's threads, as a real arm's driver runs (0: normal scheduling)",
+            lo=0,
+            hi=99,
+        )
 
         from robot_rl.envs.make import make_gym_env
 
@@ -132,8 +169,9 @@ class SimDriver(Node):
         qos = state_qos()
         self.pub_success = self.create_publisher(Bool, "robot/success", qos)
         self.pub_task = self.create_publisher(JointState, "robot/task_state", qos)
-        self.pub_images = {c: self.create_publisher(Image, f"robot/camera/{c}/image_raw", state_qos(2))
-                           for c in self.cameras}
+        self.pub_images = {
+            c: self.create_publisher(Image, f"robot/camera/{c}/image_raw", state_qos(2)) for c in self.cameras
+        }
         self.pub_twist = self.create_publisher(TwistStamped, "robot/ee_twist", qos)
         self.pub_pose = self.create_publisher(PoseStamped, "robot/ee_pose", qos)
         self.pub_joints = self.create_publisher(JointState, "robot/joint_states", qos)
@@ -155,8 +193,10 @@ class SimDriver(Node):
         self._publish(self.obs, info, self._stamp())
         apply_priority(self, priority)
         mode = "lockstep" if self.lockstep else f"realtime x{rtf:g}"
-        self.get_logger().info(f"serving {task} ({obs_mode}, cameras {self.cameras or 'none'}) at "
-                               f"{1 / self.control_dt:g} Hz control, {mode}")
+        self.get_logger().info(
+            f"serving {task} ({obs_mode}, cameras {self.cameras or 'none'}) at "
+            f"{1 / self.control_dt:g} Hz control, {mode}"
+        )
 
     # ----------------------------------------------------------------------------------------- callbacks
     def _stamp(self) -> int:
@@ -237,7 +277,7 @@ class SimDriver(Node):
             js = JointState()
             js.header.stamp, js.header.frame_id = stamp, self.frame_id
             js.name = [f"{name}.{i}" for name, n, _ in self.task_layout for i in range(n)]
-            js.position = [float(v) for _, n, off in self.task_layout for v in obs["state"][off:off + n]]
+            js.position = [float(v) for _, n, off in self.task_layout for v in obs["state"][off : off + n]]
             msgs.append((self.pub_task, js))
         for cam in self.cameras:
             msgs.append((self.pub_images[cam], image_msg(obs[cam], f"{cam}_camera", ns)))
@@ -294,8 +334,10 @@ class SimDriver(Node):
                     self.control_step()
                     next_tick += self.period
                     if time.monotonic() - next_tick > self.period:
-                        self.get_logger().warning(f"control step overran its {self.period * 1e3:.0f} ms period; "
-                                                  "resynchronising", throttle_duration_sec=5.0)
+                        self.get_logger().warning(
+                            f"control step overran its {self.period * 1e3:.0f} ms period; resynchronising",
+                            throttle_duration_sec=5.0,
+                        )
                         next_tick = time.monotonic() + self.period
         finally:
             ex.remove_node(self)

@@ -15,7 +15,8 @@ Service ``teleop/reset`` (``std_srvs/Trigger``): the device's episode start (gri
 from __future__ import annotations
 
 import types
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
@@ -56,12 +57,17 @@ class TeleopNode(Node):
     :class:`~robot_rl.hil.devices.TeleopDevice` (tests), else built from the ``device`` / ``device_config``
     parameters."""
 
-    def __init__(self, parameter_overrides: Sequence[Any] | None = None, device: TeleopDevice | None = None,
-                 node_name: str = "teleop"):
+    def __init__(
+        self,
+        parameter_overrides: Sequence[Any] | None = None,
+        device: TeleopDevice | None = None,
+        node_name: str = "teleop",
+    ):
         super().__init__(node_name, parameter_overrides=list(parameter_overrides or []))
         name = declare(self, "device", "keyboard", "teleop device", choices=("keyboard", "gamepad", "spacemouse"))
-        cfg_path = declare(self, "device_config", "", "device settings YAML (configs/teleop/<device>.yaml); "
-                           "empty: defaults")
+        cfg_path = declare(
+            self, "device_config", "", "device settings YAML (configs/teleop/<device>.yaml); empty: defaults"
+        )
         dim = declare(self, "action_dim", 3, "env action size: 3 xyz, 4 +gripper, 6 +rotation, 7 both", lo=3, hi=7)
         rate = declare(self, "rate_hz", 10.0, "poll / publish rate (Hz), normally the control rate", lo=1.0, hi=500.0)
         self.frame_id = declare(self, "frame_id", "teleop", "header frame of the Joy messages")
@@ -80,8 +86,9 @@ class TeleopNode(Node):
         self.pub_event = self.create_publisher(String, "teleop/event", state_qos(10))
         self.create_service(Trigger, "teleop/reset", self._on_reset)
         self.create_timer(1.0 / rate, self.poll)
-        self.get_logger().info(f"teleop {getattr(device, 'name', type(device).__name__)} at {rate:g} Hz\n"
-                               f"{getattr(device, 'help', '')}")
+        self.get_logger().info(
+            f"teleop {getattr(device, 'name', type(device).__name__)} at {rate:g} Hz\n{getattr(device, 'help', '')}"
+        )
 
     def poll(self) -> DeviceState | None:
         """Read the device once and publish; a device error is logged, not raised."""

@@ -18,7 +18,8 @@ background load hits every row alike; each loop times its parts per step after `
 
 Every row reports p50 / p99 / mean / max in ms over ``calls`` steps and its margin against the control period
 (``budget_ms``, 100 ms at the tasks' 10 Hz): ``budget / p99`` (x, > 1 fits) and ``budget - p99`` (ms of headroom).
-Episode resets are not timed. ``threads`` defaults to 1, an actor's share of a small machine (see design.md).
+Episode resets are not timed. ``threads`` defaults to 1, an actor's share of a small machine
+(``runtime.actor_threads``: the actor's and the learner's threads together should not exceed the cores).
 """
 
 from __future__ import annotations
@@ -60,9 +61,15 @@ ROW_LABELS: dict[str, str] = {
 
 # row -> loop that measures it
 LOOP_OF: dict[str, str] = {
-    "act_state": "state", "env_step_state": "state", "step_state": "state",
-    "act_pixels": "pixel_actor", "env_step_pixels": "pixel_actor", "step_pixels_actor": "pixel_actor",
-    "act_pixels_maps": "pixel_trainer", "featurize_pixels": "pixel_trainer", "step_pixels_trainer": "pixel_trainer",
+    "act_state": "state",
+    "env_step_state": "state",
+    "step_state": "state",
+    "act_pixels": "pixel_actor",
+    "env_step_pixels": "pixel_actor",
+    "step_pixels_actor": "pixel_actor",
+    "act_pixels_maps": "pixel_trainer",
+    "featurize_pixels": "pixel_trainer",
+    "step_pixels_trainer": "pixel_trainer",
 }
 
 
@@ -90,8 +97,9 @@ class _Loop:
             self.fobs = agent.featurize(obs)
             sync()
             t3 = clock()
-            out.update(act_pixels_maps=(t1 - t0) * 1e3, featurize_pixels=(t3 - t2) * 1e3,
-                       step_pixels_trainer=(t3 - t0) * 1e3)
+            out.update(
+                act_pixels_maps=(t1 - t0) * 1e3, featurize_pixels=(t3 - t2) * 1e3, step_pixels_trainer=(t3 - t0) * 1e3
+            )
         elif self.kind == "pixel_actor":
             out.update(act_pixels=(t1 - t0) * 1e3, env_step_pixels=(t2 - t1) * 1e3, step_pixels_actor=(t2 - t0) * 1e3)
         else:
@@ -149,19 +157,25 @@ def _run(bench: Bench) -> dict[str, Any]:
     cams = list(pix_agent.encoder.cameras) if hasattr(pix_agent.encoder, "cameras") else []
     shapes = {k: list(v.shape) for k, v in pix_env.observation_space.spaces.items()}
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"act benchmark: task {state_cfg.task.name}, agent {pix_cfg.agent.name} (untrained, hidden "
-          f"{tuple(pix_agent.cfg.hidden_dims)}, {pix_agent.cfg.num_critics} critics), device {device} ({dev_name}), "
-          f"torch threads {threads} (cores {os.cpu_count()}); pixel obs {shapes}; frozen trunk maps "
-          f"{pix_agent.encoder.feature_shapes if cams else 'n/a'}; {s['calls']} timed steps per loop after "
-          f"{s['warmup']} warm-up, blocks of {s['block']}, round-robin; budget {budget:g} ms per control step "
-          f"(agents and envs built in {build_s:.1f} s)")
+    print(
+        f"act benchmark: task {state_cfg.task.name}, agent {pix_cfg.agent.name} (untrained, hidden "
+        f"{tuple(pix_agent.cfg.hidden_dims)}, {pix_agent.cfg.num_critics} critics), device {device} ({dev_name}), "
+        f"torch threads {threads} (cores {os.cpu_count()}); pixel obs {shapes}; frozen trunk maps "
+        f"{pix_agent.encoder.feature_shapes if cams else 'n/a'}; {s['calls']} timed steps per loop after "
+        f"{s['warmup']} warm-up, blocks of {s['block']}, round-robin; budget {budget:g} ms per control step "
+        f"(agents and envs built in {build_s:.1f} s)"
+    )
     if cams and not pix_agent.cached_cameras:
-        notes.append("the pixel agent does not cache trunk maps: act_pixels_maps and featurize_pixels run the trunk "
-                     "like act_pixels")
+        notes.append(
+            "the pixel agent does not cache trunk maps: act_pixels_maps and featurize_pixels run the trunk "
+            "like act_pixels"
+        )
 
     try:
-        loops = {"state": _Loop(state_env, state_agent, "state", s["deterministic"], s["seed"]),
-                 "pixel_actor": _Loop(pix_env, pix_agent, "pixel_actor", s["deterministic"], s["seed"])}
+        loops = {
+            "state": _Loop(state_env, state_agent, "state", s["deterministic"], s["seed"]),
+            "pixel_actor": _Loop(pix_env, pix_agent, "pixel_actor", s["deterministic"], s["seed"]),
+        }
         loops["pixel_trainer"] = _Loop(trainer_env, pix_agent, "pixel_trainer", s["deterministic"], s["seed"] + 1)
         for loop in loops.values():
             for _ in range(s["warmup"]):
@@ -197,35 +211,64 @@ def _run(bench: Bench) -> dict[str, Any]:
         notes.append(f"control steps over the {budget:g} ms budget at p99: {', '.join(over)}")
     bench.print_notes()
     return bench.result(
-        rows, machine={"device": str(device), "device_name": dev_name},
-        task={"name": str(state_cfg.task.name), "control_hz": 1.0 / control_dt(pix_env),
-              "cameras": cams, "pixel_obs": shapes,
-              "state_obs": list(state_env.observation_space["state"].shape),
-              "trunk_maps": {k: list(v) for k, v in getattr(pix_agent.encoder, "feature_shapes", {}).items()}},
-        agent={"name": str(pix_cfg.agent.name), "hidden_dims": list(pix_agent.cfg.hidden_dims),
-               "num_critics": pix_agent.cfg.num_critics, "cached_cameras": list(pix_agent.cached_cameras)},
-        budget_ms=budget, ratio=rows["act_pixels"]["budget_over_p99"], ratios=ratios, loop_wall_s=wall,
-        episodes=episodes, build_s=build_s)
+        rows,
+        machine={"device": str(device), "device_name": dev_name},
+        task={
+            "name": str(state_cfg.task.name),
+            "control_hz": 1.0 / control_dt(pix_env),
+            "cameras": cams,
+            "pixel_obs": shapes,
+            "state_obs": list(state_env.observation_space["state"].shape),
+            "trunk_maps": {k: list(v) for k, v in getattr(pix_agent.encoder, "feature_shapes", {}).items()},
+        },
+        agent={
+            "name": str(pix_cfg.agent.name),
+            "hidden_dims": list(pix_agent.cfg.hidden_dims),
+            "num_critics": pix_agent.cfg.num_critics,
+            "cached_cameras": list(pix_agent.cached_cameras),
+        },
+        budget_ms=budget,
+        ratio=rows["act_pixels"]["budget_over_p99"],
+        ratios=ratios,
+        loop_wall_s=wall,
+        episodes=episodes,
+        build_s=build_s,
+    )
 
 
 def _print(rows: dict[str, dict[str, Any]], budget: float, calls: int) -> None:
     print(f"\nlatency per call over {calls} steps per loop, ms (budget {budget:g} ms per control step)")
-    groups = (("state loop", ("act_state", "env_step_state", "step_state")),
-              ("pixel actor loop", ("act_pixels", "env_step_pixels", "step_pixels_actor")),
-              ("pixel trainer loop", ("act_pixels_maps", "featurize_pixels", "step_pixels_trainer")))
+    groups = (
+        ("state loop", ("act_state", "env_step_state", "step_state")),
+        ("pixel actor loop", ("act_pixels", "env_step_pixels", "step_pixels_actor")),
+        ("pixel trainer loop", ("act_pixels_maps", "featurize_pixels", "step_pixels_trainer")),
+    )
     table = []
     for title, keys in groups:
         table.append([f"[{title}]", "", "", "", "", "", ""])
         for k in keys:
             r = rows[k]
-            table.append([f"  {r['label']}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['mean_ms']:.2f}",
-                          f"{r['max_ms']:.2f}", f"{r['budget_over_p99']:.1f}x", f"{r['headroom_ms']:.1f}"])
+            table.append(
+                [
+                    f"  {r['label']}",
+                    f"{r['p50_ms']:.2f}",
+                    f"{r['p99_ms']:.2f}",
+                    f"{r['mean_ms']:.2f}",
+                    f"{r['max_ms']:.2f}",
+                    f"{r['budget_over_p99']:.1f}x",
+                    f"{r['headroom_ms']:.1f}",
+                ]
+            )
     print_table(["row", "p50", "p99", "mean", "max", "budget/p99", "budget-p99 ms"], table)
     a, e = rows["act_pixels"], rows["env_step_pixels"]
-    print(f"\npixel actor: act p99 {a['p99_ms']:.1f} ms = {100 * a['p99_ms'] / budget:.0f}% of the {budget:g} ms "
-          f"budget (margin {a['budget_over_p99']:.1f}x); with the rendered env step the control step's p99 is "
-          f"{rows['step_pixels_actor']['p99_ms']:.1f} ms (margin {rows['step_pixels_actor']['budget_over_p99']:.1f}x)")
-    print(f"trainer, per env step before its update: act on cached maps {rows['act_pixels_maps']['p50_ms']:.1f} ms + "
-          f"env step {e['p50_ms']:.1f} ms + featurize {rows['featurize_pixels']['p50_ms']:.1f} ms (p50) = "
-          f"{rows['step_pixels_trainer']['p50_ms']:.1f} ms; the cached-maps act saves "
-          f"{a['p50_ms'] - rows['act_pixels_maps']['p50_ms']:.1f} ms of trunk only because featurize pays it")
+    print(
+        f"\npixel actor: act p99 {a['p99_ms']:.1f} ms = {100 * a['p99_ms'] / budget:.0f}% of the {budget:g} ms "
+        f"budget (margin {a['budget_over_p99']:.1f}x); with the rendered env step the control step's p99 is "
+        f"{rows['step_pixels_actor']['p99_ms']:.1f} ms (margin {rows['step_pixels_actor']['budget_over_p99']:.1f}x)"
+    )
+    print(
+        f"trainer, per env step before its update: act on cached maps {rows['act_pixels_maps']['p50_ms']:.1f} ms + "
+        f"env step {e['p50_ms']:.1f} ms + featurize {rows['featurize_pixels']['p50_ms']:.1f} ms (p50) = "
+        f"{rows['step_pixels_trainer']['p50_ms']:.1f} ms; the cached-maps act saves "
+        f"{a['p50_ms'] - rows['act_pixels_maps']['p50_ms']:.1f} ms of trunk only because featurize pays it"
+    )

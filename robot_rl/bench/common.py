@@ -17,15 +17,20 @@ import platform
 import resource
 import statistics
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 
-def parse_overrides(overrides: Sequence[str], defaults: Mapping[str, Any], quick: bool = False,
-                    auto: Mapping[str, tuple[Any, Any]] | None = None) -> dict[str, Any]:
+def parse_overrides(
+    overrides: Sequence[str],
+    defaults: Mapping[str, Any],
+    quick: bool = False,
+    auto: Mapping[str, tuple[Any, Any]] | None = None,
+) -> dict[str, Any]:
     """Apply ``key=value`` strings to ``defaults``, coercing each value to the default's type.
 
     Tuples take comma-separated values (``hidden=64,64`` or ``hidden=[64,64]``). Unknown keys or a missing ``=``
@@ -124,8 +129,12 @@ def cpu_model() -> str:
 def machine_info(threads: int) -> dict[str, Any]:
     """What a figure was measured on: CPU model, cores, torch threads, library versions, load average."""
     info: dict[str, Any] = {
-        "cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads, "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
     }
     try:
         info["loadavg_1m"] = round(os.getloadavg()[0], 2)
@@ -165,9 +174,16 @@ def latency_stats(ms: Sequence[float] | np.ndarray, budget_ms: float) -> dict[st
     ``budget_over_p99`` (x) and ``headroom_ms`` (budget - p99, ms)."""
     x = np.asarray(ms, dtype=np.float64)
     p50, p99 = (float(v) for v in np.percentile(x, [50, 99]))
-    return {"p50_ms": p50, "p99_ms": p99, "mean_ms": float(x.mean()), "max_ms": float(x.max()),
-            "min_ms": float(x.min()), "n": int(x.size), "budget_over_p99": budget_ms / p99,
-            "headroom_ms": budget_ms - p99}
+    return {
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "mean_ms": float(x.mean()),
+        "max_ms": float(x.max()),
+        "min_ms": float(x.min()),
+        "n": int(x.size),
+        "budget_over_p99": budget_ms / p99,
+        "headroom_ms": budget_ms - p99,
+    }
 
 
 # ----------------------------------------------------------------------------- output
@@ -230,8 +246,10 @@ class Bench:
         ``busy_effect``. Returns the measurement, kept for the machine description."""
         self.busy = busy_cores()
         if self.busy is not None and self.busy > 0.5:
-            self.notes.append(f"other processes kept {self.busy:.1f} of {os.cpu_count()} cores busy before the run: "
-                              f"{self.busy_effect}")
+            self.notes.append(
+                f"other processes kept {self.busy:.1f} of {os.cpu_count()} cores busy before the run: "
+                f"{self.busy_effect}"
+            )
             print(f"WARNING: {self.notes[-1]}")
         return self.busy
 
@@ -240,8 +258,9 @@ class Bench:
         for note in self.notes:
             print(f"note: {note}")
 
-    def round_robin(self, steps: Mapping[str, Callable[[], int]], repeats: int, seconds: float, max_units: int = 0,
-                    show: str = "") -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    def round_robin(
+        self, steps: Mapping[str, Callable[[], int]], repeats: int, seconds: float, max_units: int = 0, show: str = ""
+    ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
         """Time every ``steps`` row (:func:`time_steps`) ``repeats`` times, round-robin so drift in background load
         hits every row alike, at the run's thread count. Returns per row its units/s and minor page faults per unit,
         one per repeat; ``show`` (a format spec such as ``.3g``) prints each repeat's rates when there are several."""
@@ -265,10 +284,22 @@ class Bench:
         info["busy_cores_before_run"] = None if self.busy is None else round(self.busy, 2)
         return info
 
-    def result(self, rows: Mapping[str, Any], *, settings: Mapping[str, Any] | None = None,
-               machine: Mapping[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    def result(
+        self,
+        rows: Mapping[str, Any],
+        *,
+        settings: Mapping[str, Any] | None = None,
+        machine: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
         """The run's JSON-serialisable result: ``benchmark``, ``quick``, ``settings`` (the run's unless given),
         ``machine`` (:meth:`machine` with ``machine`` facts), ``rows``, then ``fields``, and ``notes`` last."""
-        return {"benchmark": self.name, "quick": self.quick,
-                "settings": self.settings if settings is None else settings, "machine": self.machine(**(machine or {})),
-                "rows": rows, **fields, "notes": self.notes}
+        return {
+            "benchmark": self.name,
+            "quick": self.quick,
+            "settings": self.settings if settings is None else settings,
+            "machine": self.machine(**(machine or {})),
+            "rows": rows,
+            **fields,
+            "notes": self.notes,
+        }

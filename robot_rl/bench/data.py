@@ -26,9 +26,10 @@ import gc
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,8 +58,14 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
 }
 
-AUTO = {"pool_episodes": (2, 4), "write_episodes": (10, 40), "sample_buffer": (500, 3000), "seconds": (1.0, 4.0),
-        "repeats": (1, 3), "load_transitions": (3000, 100_000)}  # (quick, full) values of the settings left unset
+AUTO = {
+    "pool_episodes": (2, 4),
+    "write_episodes": (10, 40),
+    "sample_buffer": (500, 3000),
+    "seconds": (1.0, 4.0),
+    "repeats": (1, 3),
+    "load_transitions": (3000, 100_000),
+}  # (quick, full) values of the settings left unset
 
 ROW_LABELS: dict[str, str] = {
     "need_10hz": "needed by 10 Hz control (1 / control_dt)",
@@ -120,11 +127,16 @@ class Pool:
         flags = np.zeros(length, dtype=bool)
         truncated = flags.copy()
         truncated[-1] = True
-        return {"obs": {k: v[rows[:-1]] for k, v in self.obs.items()},
-                "final_obs": {k: v[rows[-1]] for k, v in self.obs.items()},
-                "action": self.action[rows[:-1]], "reward": self.reward[rows[:-1]], "terminated": flags,
-                "truncated": truncated, "is_intervention": flags.copy(),
-                "timestamp": np.arange(length, dtype=np.float64) * self.control_dt}
+        return {
+            "obs": {k: v[rows[:-1]] for k, v in self.obs.items()},
+            "final_obs": {k: v[rows[-1]] for k, v in self.obs.items()},
+            "action": self.action[rows[:-1]],
+            "reward": self.reward[rows[:-1]],
+            "terminated": flags,
+            "truncated": truncated,
+            "is_intervention": flags.copy(),
+            "timestamp": np.arange(length, dtype=np.float64) * self.control_dt,
+        }
 
 
 def _task_config(task: str) -> dict[str, Any]:
@@ -163,8 +175,14 @@ def record_pool(task: Mapping[str, Any], obs_mode: str, min_episodes: int, min_r
                 obs_rows[k].append(v)
             actions.append(zero)
             rewards.append(0.0)
-        return Pool({k: np.stack(v) for k, v in obs_rows.items()}, np.stack(actions),
-                    np.asarray(rewards, dtype=np.float32), control_dt(env), env.observation_space, episodes)
+        return Pool(
+            {k: np.stack(v) for k, v in obs_rows.items()},
+            np.stack(actions),
+            np.asarray(rewards, dtype=np.float32),
+            control_dt(env),
+            env.observation_space,
+            episodes,
+        )
     finally:
         env.close()
 
@@ -213,7 +231,7 @@ class Float32TransitionBuffer:
         for k in self.obs:
             seq = np.concatenate([episode["obs"][k], episode["final_obs"][k][None]])
             self.obs[k][a:b] = self._convert(k, seq[:n])
-            self.next_obs[k][a:b] = self._convert(k, seq[1:n + 1])
+            self.next_obs[k][a:b] = self._convert(k, seq[1 : n + 1])
         for name in ("action", "reward", "terminated", "truncated", "is_intervention"):
             getattr(self, name)[a:b] = episode[name][:n]
         self.size = b
@@ -222,12 +240,15 @@ class Float32TransitionBuffer:
         """``batch_size`` uniform transitions: {obs, next_obs: {key: (n, ...)}, action (n, A), reward, flags (n,)}."""
         idx = rng.integers(0, self.size, size=batch_size)
         t = torch.from_numpy
-        return {"obs": {k: t(v[idx]) for k, v in self.obs.items()},
-                "next_obs": {k: t(v[idx]) for k, v in self.next_obs.items()},
-                "action": t(self.action[idx]), "reward": t(self.reward[idx]),
-                "terminated": t(self.terminated[idx].astype(np.float32)),
-                "truncated": t(self.truncated[idx].astype(np.float32)),
-                "is_intervention": t(self.is_intervention[idx].astype(np.float32))}
+        return {
+            "obs": {k: t(v[idx]) for k, v in self.obs.items()},
+            "next_obs": {k: t(v[idx]) for k, v in self.next_obs.items()},
+            "action": t(self.action[idx]),
+            "reward": t(self.reward[idx]),
+            "terminated": t(self.terminated[idx].astype(np.float32)),
+            "truncated": t(self.truncated[idx].astype(np.float32)),
+            "is_intervention": t(self.is_intervention[idx].astype(np.float32)),
+        }
 
 
 def allocated_bytes(obj: Any) -> int:
@@ -285,15 +306,17 @@ def _episodes(pool: Pool, count: int, length: int, rng: np.random.Generator) -> 
         yield ep
 
 
-def time_writes(path: Path, pool: Pool, episodes: int, length: int, image_chunk: int, task: str,
-                rng: np.random.Generator) -> dict[str, Any]:
+def time_writes(
+    path: Path, pool: Pool, episodes: int, length: int, image_chunk: int, task: str, rng: np.random.Generator
+) -> dict[str, Any]:
     """Create a store at ``path`` and append one untimed then ``episodes`` timed ``length``-step episodes.
 
     Returns transitions/s and frames/s (camera frames of the observations; the per-episode final frame is not
     counted), per-append ms, and bytes per transition raw (the arrays handed to ``append_episode``) and on disk.
     """
-    schema = StoreSchema.from_spaces(pool.observation_space, spaces.Box(-1, 1, pool.action.shape[1:], np.float32),
-                                     1.0 / pool.control_dt)
+    schema = StoreSchema.from_spaces(
+        pool.observation_space, spaces.Box(-1, 1, pool.action.shape[1:], np.float32), 1.0 / pool.control_dt
+    )
     times: list[float] = []
     raw = 0
     with EpisodeStore.create(path, schema, image_chunk=image_chunk) as store:
@@ -302,18 +325,36 @@ def time_writes(path: Path, pool: Pool, episodes: int, length: int, image_chunk:
             store.append_episode(**ep, success=False, source="scripted", task=task)
             if i:
                 times.append(time.perf_counter() - t0)
-            raw += sum(v.nbytes for v in (*ep["obs"].values(), *ep["final_obs"].values(), ep["action"],
-                                          ep["reward"], ep["terminated"], ep["truncated"], ep["is_intervention"],
-                                          ep["timestamp"]))
+            raw += sum(
+                v.nbytes
+                for v in (
+                    *ep["obs"].values(),
+                    *ep["final_obs"].values(),
+                    ep["action"],
+                    ep["reward"],
+                    ep["terminated"],
+                    ep["truncated"],
+                    ep["is_intervention"],
+                    ep["timestamp"],
+                )
+            )
         steps, size = store.num_steps, store.info()["size_bytes"]
     transitions = episodes * length
     elapsed = sum(times)
     frames = transitions * len(pool.cameras)
-    return {"transitions_per_s": transitions / elapsed, "frames_per_s": frames / elapsed if frames else None,
-            "ms_per_append_median": 1e3 * median(times), "ms_per_append_max": 1e3 * max(times),
-            "seconds": elapsed, "timed_appends": episodes, "episode_len": length, "store_steps": steps,
-            "raw_bytes_per_transition": raw / steps, "disk_bytes_per_transition": size / steps,
-            "compression": raw / size}
+    return {
+        "transitions_per_s": transitions / elapsed,
+        "frames_per_s": frames / elapsed if frames else None,
+        "ms_per_append_median": 1e3 * median(times),
+        "ms_per_append_max": 1e3 * max(times),
+        "seconds": elapsed,
+        "timed_appends": episodes,
+        "episode_len": length,
+        "store_steps": steps,
+        "raw_bytes_per_transition": raw / steps,
+        "disk_bytes_per_transition": size / steps,
+        "compression": raw / size,
+    }
 
 
 def time_read(path: Path) -> tuple[float, int]:
@@ -371,27 +412,35 @@ def _run(bench: Bench, tmp: Path) -> dict[str, Any]:
     cams = pixels.cameras
     hz = 1.0 / pixels.control_dt
     shapes = ", ".join(f"{k} {tuple(v.shape[1:])} {v.dtype}" for k, v in pixels.obs.items())
-    print(f"data benchmark: task {task.get('name', s['task'])}, {hz:g} Hz, pixel obs {shapes}; state-only obs "
-          f"{tuple(state.obs['state'].shape[1:])}; footage {len(pixels)} rows from {pixels.episodes} expert episodes "
-          f"(rendered in {time.perf_counter() - t0:.1f} s); torch threads {threads} (cores {os.cpu_count()}); "
-          f"stores under {tmp}")
+    print(
+        f"data benchmark: task {task.get('name', s['task'])}, {hz:g} Hz, pixel obs {shapes}; state-only obs "
+        f"{tuple(state.obs['state'].shape[1:])}; footage {len(pixels)} rows from {pixels.episodes} expert episodes "
+        f"(rendered in {time.perf_counter() - t0:.1f} s); torch threads {threads} (cores {os.cpu_count()}); "
+        f"stores under {tmp}"
+    )
     rows: dict[str, dict[str, Any]] = {
-        "need_10hz": {"transitions_per_s": hz, "frames_per_s": hz * len(cams), "metric": "transitions_per_s"}}
+        "need_10hz": {"transitions_per_s": hz, "frames_per_s": hz * len(cams), "metric": "transitions_per_s"}
+    }
 
     # 1. store writes
     action_dim = pixels.action.shape[1]
-    rows["write_pixels"] = time_writes(tmp / "pixels.zarr", pixels, s["write_episodes"], length, s["image_chunk"],
-                                       s["task"], rng)
+    rows["write_pixels"] = time_writes(
+        tmp / "pixels.zarr", pixels, s["write_episodes"], length, s["image_chunk"], s["task"], rng
+    )
     noisy = with_sensor_noise(pixels, s["noise_sigma"], rng)
-    rows["write_pixels_noisy"] = time_writes(tmp / "noisy.zarr", noisy, s["write_episodes"], length,
-                                             s["image_chunk"], s["task"], rng)
+    rows["write_pixels_noisy"] = time_writes(
+        tmp / "noisy.zarr", noisy, s["write_episodes"], length, s["image_chunk"], s["task"], rng
+    )
     del noisy
     state_episodes = max(1, -(-s["load_transitions"] // length) - 1)  # + the untimed first one
     t0 = time.perf_counter()
-    rows["write_state"] = time_writes(tmp / "state.zarr", state, state_episodes, length, s["image_chunk"], s["task"],
-                                      rng)
-    print(f"built the {(state_episodes + 1) * length}-transition state store ({state_episodes + 1} appends) in "
-          f"{time.perf_counter() - t0:.1f} s")
+    rows["write_state"] = time_writes(
+        tmp / "state.zarr", state, state_episodes, length, s["image_chunk"], s["task"], rng
+    )
+    print(
+        f"built the {(state_episodes + 1) * length}-transition state store ({state_episodes + 1} appends) in "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
     for key in ("write_pixels", "write_pixels_noisy", "write_state"):
         rows[key]["metric"] = "transitions_per_s"
 
@@ -405,8 +454,13 @@ def _run(bench: Bench, tmp: Path) -> dict[str, Any]:
     fill(ours_state, state, n, length)
     for key, buf in (("memory_ours", ours_px), ("memory_float32", naive)):
         total = allocated_bytes(buf)
-        rows[key] = {"bytes_per_transition": total / n, "gb_per_100k_transitions": total / n * 1e5 / 1e9,
-                     "allocated_bytes": total, "capacity": n, "metric": "bytes_per_transition"}
+        rows[key] = {
+            "bytes_per_transition": total / n,
+            "gb_per_100k_transitions": total / n * 1e5 / 1e9,
+            "allocated_bytes": total,
+            "capacity": n,
+            "metric": "bytes_per_transition",
+        }
 
     b = s["batch_size"]
     samplers = {"sample_pixels": ours_px, "sample_float32": naive, "sample_state": ours_state}
@@ -416,21 +470,32 @@ def _run(bench: Bench, tmp: Path) -> dict[str, Any]:
         def step() -> int:
             buf.sample(b, rng)
             return 1
+
         return step
 
-    rates, faults = bench.round_robin({k: sampling(buf) for k, buf in samplers.items()}, s["repeats"], s["seconds"],
-                                      s["batches"])
+    rates, faults = bench.round_robin(
+        {k: sampling(buf) for k, buf in samplers.items()}, s["repeats"], s["seconds"], s["batches"]
+    )
     for key, rs in rates.items():
         bps = median(rs)
-        rows[key] = {"batches_per_s": bps, "ms_per_batch": 1e3 / bps, "per_repeat_batches_per_s": rs,
-                     "batch_mb": batch_bytes[key] / 1e6, "page_faults_per_batch": median(faults[key]),
-                     "batch_size": b, "buffer_transitions": n, "metric": "batches_per_s"}
+        rows[key] = {
+            "batches_per_s": bps,
+            "ms_per_batch": 1e3 / bps,
+            "per_repeat_batches_per_s": rs,
+            "batch_mb": batch_bytes[key] / 1e6,
+            "page_faults_per_batch": median(faults[key]),
+            "batch_size": b,
+            "buffer_transitions": n,
+            "metric": "batches_per_s",
+        }
     del samplers, ours_px, naive, ours_state
     gc.collect()
 
     # 4. store -> replay load, against a raw bulk read of the same store
-    loads = {"state": (tmp / "state.zarr", state.observation_space),
-             "pixels": (tmp / "pixels.zarr", pixels.observation_space)}
+    loads = {
+        "state": (tmp / "state.zarr", state.observation_space),
+        "pixels": (tmp / "pixels.zarr", pixels.observation_space),
+    }
     times: dict[str, list[float]] = {f"{p}_{k}": [] for k in loads for p in ("read", "load")}
     counts: dict[str, int] = {}
     for _ in range(s["repeats"]):
@@ -442,8 +507,13 @@ def _run(bench: Bench, tmp: Path) -> dict[str, Any]:
             gc.collect()
     for key, ts in times.items():
         sec = median(ts)
-        rows[key] = {"seconds": sec, "transitions": counts[key], "transitions_per_s": counts[key] / sec,
-                     "per_repeat_seconds": ts, "metric": "seconds"}
+        rows[key] = {
+            "seconds": sec,
+            "transitions": counts[key],
+            "transitions_per_s": counts[key] / sec,
+            "per_repeat_seconds": ts,
+            "metric": "seconds",
+        }
     if counts["load_state"] != counts["read_state"] or counts["load_pixels"] != counts["read_pixels"]:
         notes.append(f"loaded and read transition counts differ: {counts}")
 
@@ -453,41 +523,78 @@ def _run(bench: Bench, tmp: Path) -> dict[str, Any]:
     _print(rows, ratios, cams, hz, length)
     bench.print_notes()
     return bench.result(
-        rows, settings={**s, "dir": str(tmp.parent)},
-        task={"name": task.get("name", s["task"]), "control_hz": hz, "cameras": cams,
-              "pixel_obs": {k: list(v.shape[1:]) for k, v in pixels.obs.items()},
-              "state_obs": list(state.obs["state"].shape[1:]), "action_dim": int(action_dim),
-              "footage_rows": len(pixels), "footage_episodes": pixels.episodes},
+        rows,
+        settings={**s, "dir": str(tmp.parent)},
+        task={
+            "name": task.get("name", s["task"]),
+            "control_hz": hz,
+            "cameras": cams,
+            "pixel_obs": {k: list(v.shape[1:]) for k, v in pixels.obs.items()},
+            "state_obs": list(state.obs["state"].shape[1:]),
+            "action_dim": int(action_dim),
+            "footage_rows": len(pixels),
+            "footage_episodes": pixels.episodes,
+        },
         ratios=ratios,
-        ratio_defs={k: {"measured": m, "baseline": base, "metric": metric, "better": better}
-                    for k, (m, base, metric, better) in RATIO_DEFS.items()})
+        ratio_defs={
+            k: {"measured": m, "baseline": base, "metric": metric, "better": better}
+            for k, (m, base, metric, better) in RATIO_DEFS.items()
+        },
+    )
 
 
-def _print(rows: dict[str, dict[str, Any]], ratios: dict[str, float], cams: list[str], hz: float,
-           length: int) -> None:
+def _print(rows: dict[str, dict[str, Any]], ratios: dict[str, float], cams: list[str], hz: float, length: int) -> None:
     r = rows
     print(f"\n1. store writes: append_episode of {length}-step episodes, {len(cams)} cameras ({', '.join(cams)})")
-    print_table(["row", "transitions/s", "frames/s", "ms/append", "raw B/trans", "disk B/trans", "compression"],
-                [[r["need_10hz"]["label"], r["need_10hz"]["transitions_per_s"], r["need_10hz"]["frames_per_s"],
-                  "", "", "", ""]]
-                + [[r[k]["label"], r[k]["transitions_per_s"], r[k]["frames_per_s"] or "-",
-                    f"{r[k]['ms_per_append_median']:.1f}", f"{r[k]['raw_bytes_per_transition']:.0f}",
-                    f"{r[k]['disk_bytes_per_transition']:.0f}", f"{r[k]['compression']:.1f}x"]
-                   for k in ("write_pixels", "write_pixels_noisy", "write_state")])
+    print_table(
+        ["row", "transitions/s", "frames/s", "ms/append", "raw B/trans", "disk B/trans", "compression"],
+        [[r["need_10hz"]["label"], r["need_10hz"]["transitions_per_s"], r["need_10hz"]["frames_per_s"], "", "", "", ""]]
+        + [
+            [
+                r[k]["label"],
+                r[k]["transitions_per_s"],
+                r[k]["frames_per_s"] or "-",
+                f"{r[k]['ms_per_append_median']:.1f}",
+                f"{r[k]['raw_bytes_per_transition']:.0f}",
+                f"{r[k]['disk_bytes_per_transition']:.0f}",
+                f"{r[k]['compression']:.1f}x",
+            ]
+            for k in ("write_pixels", "write_pixels_noisy", "write_state")
+        ],
+    )
     b, n = r["sample_pixels"]["batch_size"], r["sample_pixels"]["buffer_transitions"]
     print(f"\n2. replay sampling: batch {b} from {n} transitions")
-    print_table(["row", "batches/s", "ms/batch", "MB/batch", "page faults/batch"],
-                [[r[k]["label"], r[k]["batches_per_s"], f"{r[k]['ms_per_batch']:.2f}", f"{r[k]['batch_mb']:.1f}",
-                  f"{r[k]['page_faults_per_batch']:.0f}"] for k in ("sample_pixels", "sample_float32", "sample_state")])
+    print_table(
+        ["row", "batches/s", "ms/batch", "MB/batch", "page faults/batch"],
+        [
+            [
+                r[k]["label"],
+                r[k]["batches_per_s"],
+                f"{r[k]['ms_per_batch']:.2f}",
+                f"{r[k]['batch_mb']:.1f}",
+                f"{r[k]['page_faults_per_batch']:.0f}",
+            ]
+            for k in ("sample_pixels", "sample_float32", "sample_state")
+        ],
+    )
     print("\n3. replay memory (pixel observations)")
-    print_table(["row", "bytes/transition", "GB per 100k transitions"],
-                [[r[k]["label"], f"{r[k]['bytes_per_transition']:.0f}", f"{r[k]['gb_per_100k_transitions']:.2f}"]
-                 for k in ("memory_ours", "memory_float32")])
+    print_table(
+        ["row", "bytes/transition", "GB per 100k transitions"],
+        [
+            [r[k]["label"], f"{r[k]['bytes_per_transition']:.0f}", f"{r[k]['gb_per_100k_transitions']:.2f}"]
+            for k in ("memory_ours", "memory_float32")
+        ],
+    )
     print("\n4. store -> replay buffer load")
-    print_table(["row", "transitions", "seconds", "transitions/s"],
-                [[r[k]["label"], r[k]["transitions"], f"{r[k]['seconds']:.3f}", r[k]["transitions_per_s"]]
-                 for k in ("read_state", "load_state", "read_pixels", "load_pixels")])
+    print_table(
+        ["row", "transitions", "seconds", "transitions/s"],
+        [
+            [r[k]["label"], r[k]["transitions"], f"{r[k]['seconds']:.3f}", r[k]["transitions_per_s"]]
+            for k in ("read_state", "load_state", "read_pixels", "load_pixels")
+        ],
+    )
     print()
-    print_table(["ratio (measured / baseline)", "x", "better"],
-                [[k, f"{v:.3g}", RATIO_DEFS[k][3]] for k, v in ratios.items()])
+    print_table(
+        ["ratio (measured / baseline)", "x", "better"], [[k, f"{v:.3g}", RATIO_DEFS[k][3]] for k, v in ratios.items()]
+    )
     print(f"(need_10hz = {hz:g} transitions/s = {hz * len(cams):g} camera frames/s)")

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ import torch
 from robot_rl.bench.common import NOISY_RATES, Bench, device_sync, median, parse_overrides, print_table
 
 DEFAULTS: dict[str, Any] = {
-    "threads": 1,  # torch threads, the same on both sides (1: a learner's share of a 2-core box; see design.md)
+    "threads": 1,  # torch threads, the same on both sides (1: a learner's share of a 2-core box)
     "task": "pick_cube",  # configs/task/<task>.yaml; needs a scripted expert and pixels mode
     "image_size": 128,  # camera side, px
     "batch_size": 64,  # both sides; small so the recompute side stays affordable on a CPU (config: 256)
@@ -50,8 +51,12 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
 }
 
-AUTO = {"seconds": (3.0, 10.0), "repeats": (1, 3), "buffer": (100, 400),
-        "pool_episodes": (1, 3)}  # (quick, full) values of the settings left unset
+AUTO = {
+    "seconds": (3.0, 10.0),
+    "repeats": (1, 3),
+    "buffer": (100, 400),
+    "pool_episodes": (1, 3),
+}  # (quick, full) values of the settings left unset
 
 ROW_LABELS: dict[str, str] = {
     "cache": "feature cache: float16 trunk maps in the buffer",
@@ -72,8 +77,16 @@ def _pixel_config(s: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
     from robot_rl.cli import compose
 
-    cfg = compose("train", [f"task={s['task']}", "obs=pixels", f"task.env_kwargs.image_size={s['image_size']}",
-                            f"device={s['device']}", f"seed={s['seed']}"])
+    cfg = compose(
+        "train",
+        [
+            f"task={s['task']}",
+            "obs=pixels",
+            f"task.env_kwargs.image_size={s['image_size']}",
+            f"device={s['device']}",
+            f"seed={s['seed']}",
+        ],
+    )
     agent = OmegaConf.to_container(cfg.agent, resolve=True)
     s["config_batch_size"] = agent["batch_size"]  # what training uses, for the printout
     agent["batch_size"] = s["batch_size"]
@@ -109,8 +122,9 @@ def _run(bench: Bench) -> dict[str, Any]:
     agents: dict[str, SAC] = {}
     for side, enc in (("cache", None), ("recompute", {"cache": False})):
         torch.manual_seed(s["seed"])  # the same head, actor and critic initialisation on both sides
-        agents[side] = SAC(pool.observation_space, _action_space(pool),
-                           SACConfig.from_dict({**agent_cfg, "encoder": enc}))
+        agents[side] = SAC(
+            pool.observation_space, _action_space(pool), SACConfig.from_dict({**agent_cfg, "encoder": enc})
+        )
     cached, recompute = agents["cache"], agents["recompute"]
     if not cached.cached_cameras:
         raise ValueError("the default pixel agent does not cache trunk maps; nothing to compare")
@@ -126,21 +140,26 @@ def _run(bench: Bench) -> dict[str, Any]:
     buffers: dict[str, tuple[ReplayBuffer, ReplayBuffer]] = {}
     for side, footage in (("cache", maps), ("recompute", pool)):
         agent = agents[side]
-        pair = tuple(ReplayBuffer(agent.buffer_observation_space, agent.action_dim, s["buffer"], agent.device)
-                     for _ in range(2))
+        pair = tuple(
+            ReplayBuffer(agent.buffer_observation_space, agent.action_dim, s["buffer"], agent.device) for _ in range(2)
+        )
         for buf in pair:
             fill(buf, footage, s["buffer"], s["episode_len"])
         agent.encoder.fit(np.asarray(pool.obs["state"]))  # the trainer fits the state normaliser before updating
         buffers[side] = pair  # type: ignore[assignment]
     bytes_per_transition = {side: allocated_bytes(pair[0]) / s["buffer"] for side, pair in buffers.items()}
-    print(f"encoder benchmark: task {task.get('name', s['task'])}, cameras {cams} at {s['image_size']} px, trunk maps "
-          f"{dict(cached.encoder.feature_shapes)} float16; agent rlpd, batch {b}, UTD {utd}, device {cached.device}, "
-          f"torch threads {threads} (cores {os.cpu_count()}); buffers 2 x {s['buffer']} transitions of "
-          f"{len(pool)} footage rows from {pool.episodes} expert episodes (rendered in {render_s:.1f} s, featurized in "
-          f"{featurize_s:.1f} s); {_budget(s)} per row x {s['repeats']} repeat(s), warmup {s['warmup']}")
-    print(f"batch {b} keeps the default run to a few minutes on a CPU: the recompute side runs the trunk on "
-          f"{len(cams) * b * (2 * utd + 1)} frames per update (training uses {s['config_batch_size']}: "
-          f"batch_size={s['config_batch_size']} measures it, much slower; the cache's lead grows with the batch)")
+    print(
+        f"encoder benchmark: task {task.get('name', s['task'])}, cameras {cams} at {s['image_size']} px, trunk maps "
+        f"{dict(cached.encoder.feature_shapes)} float16; agent rlpd, batch {b}, UTD {utd}, device {cached.device}, "
+        f"torch threads {threads} (cores {os.cpu_count()}); buffers 2 x {s['buffer']} transitions of "
+        f"{len(pool)} footage rows from {pool.episodes} expert episodes (rendered in {render_s:.1f} s, featurized in "
+        f"{featurize_s:.1f} s); {_budget(s)} per row x {s['repeats']} repeat(s), warmup {s['warmup']}"
+    )
+    print(
+        f"batch {b} keeps the default run to a few minutes on a CPU: the recompute side runs the trunk on "
+        f"{len(cams) * b * (2 * utd + 1)} frames per update (training uses {s['config_batch_size']}: "
+        f"batch_size={s['config_batch_size']} measures it, much slower; the cache's lead grows with the batch)"
+    )
 
     frames = [pool.obs[c] for c in cams]
     counter = {"i": 0}
@@ -151,13 +170,16 @@ def _run(bench: Bench) -> dict[str, Any]:
         cached.featurize({"state": pool.obs["state"][i], **{c: f[i] for c, f in zip(cams, frames)}})
 
     steps: dict[str, Callable[[], int]] = {
-        "cache": _update_step(cached, mixed_batches(*buffers["cache"], b, 0.5, np.random.default_rng(s["seed"])),
-                              sync),
-        "cache_featurize": _update_step(cached, mixed_batches(*buffers["cache"], b, 0.5,
-                                                              np.random.default_rng(s["seed"] + 1)), sync,
-                                        before=featurize_next),
-        "recompute": _update_step(recompute, mixed_batches(*buffers["recompute"], b, 0.5,
-                                                           np.random.default_rng(s["seed"])), sync),
+        "cache": _update_step(cached, mixed_batches(*buffers["cache"], b, 0.5, np.random.default_rng(s["seed"])), sync),
+        "cache_featurize": _update_step(
+            cached,
+            mixed_batches(*buffers["cache"], b, 0.5, np.random.default_rng(s["seed"] + 1)),
+            sync,
+            before=featurize_next,
+        ),
+        "recompute": _update_step(
+            recompute, mixed_batches(*buffers["recompute"], b, 0.5, np.random.default_rng(s["seed"])), sync
+        ),
     }
     for step in steps.values():
         for _ in range(s["warmup"]):
@@ -168,25 +190,42 @@ def _run(bench: Bench) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
     for key, rs in rates.items():
         ups = median(rs)
-        rows[key] = {"label": ROW_LABELS[key], "updates_per_s": ups, "critic_steps_per_s": ups * utd,
-                     "ms_per_update": 1e3 / ups, "per_repeat_updates_per_s": rs,
-                     "trunk_frames_per_update": trunk_frames[key],
-                     "buffer_bytes_per_transition": bytes_per_transition["recompute" if key == "recompute"
-                                                                         else "cache"]}
+        rows[key] = {
+            "label": ROW_LABELS[key],
+            "updates_per_s": ups,
+            "critic_steps_per_s": ups * utd,
+            "ms_per_update": 1e3 / ups,
+            "per_repeat_updates_per_s": rs,
+            "trunk_frames_per_update": trunk_frames[key],
+            "buffer_bytes_per_transition": bytes_per_transition["recompute" if key == "recompute" else "cache"],
+        }
     ratios = {name: rows[m]["updates_per_s"] / rows[base]["updates_per_s"] for name, (m, base) in RATIO_DEFS.items()}
     rec = rows["recompute"]
-    trunk_ms_per_frame = ((rec["ms_per_update"] - rows["cache"]["ms_per_update"])
-                          / max(1, rec["trunk_frames_per_update"]))
+    trunk_ms_per_frame = (rec["ms_per_update"] - rows["cache"]["ms_per_update"]) / max(
+        1, rec["trunk_frames_per_update"]
+    )
 
     print()
-    print_table(["row", "updates/s", "critic steps/s", "ms/update", "trunk frames/update", "buffer B/transition"],
-                [[v["label"], f"{v['updates_per_s']:.3g}", f"{v['critic_steps_per_s']:.3g}",
-                  f"{v['ms_per_update']:.1f}", v["trunk_frames_per_update"], f"{v['buffer_bytes_per_transition']:.0f}"]
-                 for v in rows.values()])
+    print_table(
+        ["row", "updates/s", "critic steps/s", "ms/update", "trunk frames/update", "buffer B/transition"],
+        [
+            [
+                v["label"],
+                f"{v['updates_per_s']:.3g}",
+                f"{v['critic_steps_per_s']:.3g}",
+                f"{v['ms_per_update']:.1f}",
+                v["trunk_frames_per_update"],
+                f"{v['buffer_bytes_per_transition']:.0f}",
+            ]
+            for v in rows.values()
+        ],
+    )
     print()
     print_table(["ratio (updates/s)", "x"], [[k, f"{v:.1f}"] for k, v in ratios.items()])
-    print(f"(recompute - cache = {trunk_ms_per_frame:.1f} ms per trunk frame; batch {b}, UTD {utd}, "
-          f"{threads} thread(s); the ratio aims at >= 5x)")
+    print(
+        f"(recompute - cache = {trunk_ms_per_frame:.1f} ms per trunk frame; batch {b}, UTD {utd}, "
+        f"{threads} thread(s); the ratio aims at >= 5x)"
+    )
     if ratios["cache/recompute"] < 5:
         notes.append(f"cache/recompute = {ratios['cache/recompute']:.1f}x, below the 5x aim")
     bench.print_notes()
@@ -194,14 +233,27 @@ def _run(bench: Bench) -> dict[str, Any]:
     if cached.device.type == "cuda":
         machine["device_name"] = torch.cuda.get_device_name(cached.device)
     return bench.result(
-        rows, settings={**s, "utd": utd}, machine=machine,
-        task={"name": str(task.get("name", s["task"])), "cameras": cams, "image_size": s["image_size"],
-              "trunk_maps": {c: list(v) for c, v in cached.encoder.feature_shapes.items()},
-              "footage_rows": len(pool), "footage_episodes": pool.episodes},
-        ratio=ratios["cache/recompute"], ratios=ratios,
-        ratio_defs={k: {"measured": m, "baseline": base, "metric": "updates_per_s", "better": "higher"}
-                    for k, (m, base) in RATIO_DEFS.items()},
-        trunk_ms_per_frame=trunk_ms_per_frame, render_s=render_s, featurize_pool_s=featurize_s)
+        rows,
+        settings={**s, "utd": utd},
+        machine=machine,
+        task={
+            "name": str(task.get("name", s["task"])),
+            "cameras": cams,
+            "image_size": s["image_size"],
+            "trunk_maps": {c: list(v) for c, v in cached.encoder.feature_shapes.items()},
+            "footage_rows": len(pool),
+            "footage_episodes": pool.episodes,
+        },
+        ratio=ratios["cache/recompute"],
+        ratios=ratios,
+        ratio_defs={
+            k: {"measured": m, "baseline": base, "metric": "updates_per_s", "better": "higher"}
+            for k, (m, base) in RATIO_DEFS.items()
+        },
+        trunk_ms_per_frame=trunk_ms_per_frame,
+        render_s=render_s,
+        featurize_pool_s=featurize_s,
+    )
 
 
 def _budget(s: dict[str, Any]) -> str:
@@ -214,12 +266,14 @@ def _action_space(pool: Any) -> Any:
     return spaces.Box(-1.0, 1.0, (pool.action.shape[1],), np.float32)
 
 
-def _update_step(agent: Any, batches: Iterator[dict[str, Any]], sync: Callable[[], None],
-                 before: Callable[[], None] | None = None) -> Callable[[], int]:
+def _update_step(
+    agent: Any, batches: Iterator[dict[str, Any]], sync: Callable[[], None], before: Callable[[], None] | None = None
+) -> Callable[[], int]:
     def step() -> int:
         if before is not None:
             before()
         agent.update(batches)
         sync()
         return 1
+
     return step

@@ -45,12 +45,16 @@ from robot_rl.bench.sample_efficiency import MILESTONE, TARGET, steps_to_target
 OPERATOR = ["hil=sim_operator"]
 
 
-def _learner(demo_buffer: bool = True, takeover_reward: float = 0.0, bc_weight: float = 0.0,
-             trigger_reward: float | None = None) -> list[str]:
+def _learner(
+    demo_buffer: bool = True, takeover_reward: float = 0.0, bc_weight: float = 0.0, trigger_reward: float | None = None
+) -> list[str]:
     """Every learner switch set explicitly, so an ablation row does not change with the defaults."""
-    return [f"corrections.demo_buffer={str(demo_buffer).lower()}", f"corrections.takeover_reward={takeover_reward}",
-            f"agent.bc_weight={bc_weight}",
-            f"corrections.trigger_reward={'null' if trigger_reward is None else trigger_reward}"]
+    return [
+        f"corrections.demo_buffer={str(demo_buffer).lower()}",
+        f"corrections.takeover_reward={takeover_reward}",
+        f"agent.bc_weight={bc_weight}",
+        f"corrections.trigger_reward={'null' if trigger_reward is None else trigger_reward}",
+    ]
 
 
 ROWS: dict[str, list[str]] = {
@@ -80,9 +84,20 @@ DEFAULT_ROWS = ("no_corrections", "corrections", "corrections_async")
 BASELINE = "no_corrections"
 AIM_RATIO, AIM_INTERVENTION = 2.0, 0.20
 
-DEFAULTS: dict[str, Any] = {"task": "pick_cube", "seeds": "0,1,2", "budget": 6000, "eval_every": 500,
-                            "eval_episodes": 20, "demos": 40, "rows": ",".join(DEFAULT_ROWS), "row": "",
-                            "jobs": 1, "threads": 0, "reuse": False, "out": "bench_out/hil"}
+DEFAULTS: dict[str, Any] = {
+    "task": "pick_cube",
+    "seeds": "0,1,2",
+    "budget": 6000,
+    "eval_every": 500,
+    "eval_episodes": 20,
+    "demos": 40,
+    "rows": ",".join(DEFAULT_ROWS),
+    "row": "",
+    "jobs": 1,
+    "threads": 0,
+    "reuse": False,
+    "out": "bench_out/hil",
+}
 QUICK = {"budget": 600, "eval_every": 300, "eval_episodes": 5, "demos": 3, "seeds": "0"}
 
 
@@ -101,8 +116,10 @@ def settings(quick: bool, overrides: list[str]) -> tuple[dict[str, Any], dict[st
     if s["row"]:
         name, sep, ovs = str(s["row"]).partition(":")
         if not sep or not name:
-            raise ValueError(f"row={s['row']!r}: expected row=NAME:override;override (e.g. "
-                             "row=bc2:hil=sim_operator;agent.bc_weight=2)")
+            raise ValueError(
+                f"row={s['row']!r}: expected row=NAME:override;override (e.g. "
+                "row=bc2:hil=sim_operator;agent.bc_weight=2)"
+            )
         rows[name] = [o for o in ovs.split(";") if o]
     if not s["seeds"] or s["jobs"] < 1:
         raise ValueError(f"need at least one seed and jobs >= 1 (got seeds={s['seeds']}, jobs={s['jobs']})")
@@ -112,9 +129,18 @@ def settings(quick: bool, overrides: list[str]) -> tuple[dict[str, Any], dict[st
 def train_overrides(s: dict[str, Any], row: list[str], seed: int, run_dir: Path, quick: bool) -> list[str]:
     """The ``robot-rl train`` overrides of one run."""
     threads = s["threads"] if s["threads"] > 0 else max(1, (os.cpu_count() or 1) // s["jobs"])
-    ov = [f"task={s['task']}", "agent=rlpd", f"seed={seed}", f"total_steps={s['budget']}",
-          f"eval.every={s['eval_every']}", f"eval.episodes={s['eval_episodes']}", f"demos.episodes={s['demos']}",
-          f"threads={threads}", f"eval.stop_at_success={TARGET}", f"run_dir={run_dir}"]
+    ov = [
+        f"task={s['task']}",
+        "agent=rlpd",
+        f"seed={seed}",
+        f"total_steps={s['budget']}",
+        f"eval.every={s['eval_every']}",
+        f"eval.episodes={s['eval_episodes']}",
+        f"demos.episodes={s['demos']}",
+        f"threads={threads}",
+        f"eval.stop_at_success={TARGET}",
+        f"run_dir={run_dir}",
+    ]
     if any(o.startswith("runtime=") for o in row):  # the actor's and the learner's share of the threads
         ov += [f"runtime.actor_threads={max(1, threads // 2)}", f"runtime.learner_threads={max(1, threads // 2)}"]
     if quick:
@@ -135,7 +161,7 @@ def intervention_flags(store_path: Path) -> np.ndarray:
 
 def intervention_curve(flags: np.ndarray, every: int) -> list[list]:
     """(env step, share of intervention steps in the ``every`` steps ending there)."""
-    return [[min(i + every, len(flags)), float(flags[i:i + every].mean())] for i in range(0, len(flags), every)]
+    return [[min(i + every, len(flags)), float(flags[i : i + every].mean())] for i in range(0, len(flags), every)]
 
 
 def run_summary(run_dir: Path, budget: int, eval_every: int) -> dict[str, Any]:
@@ -145,11 +171,16 @@ def run_summary(run_dir: Path, budget: int, eval_every: int) -> dict[str, Any]:
     flags = intervention_flags(run_dir / "online.zarr")
     hit = steps_to_target(history)
     upto = flags[: hit if hit is not None else budget]
-    return {"steps_to_90": hit, "steps_to_50": steps_to_target(history, MILESTONE), "reached": hit is not None,
-            "final_success": history[-1]["success_rate"] if history else None,
-            "curve": [[int(h["step"]), float(h["success_rate"])] for h in history],
-            "intervention_share": float(upto.mean()) if len(upto) else 0.0,
-            "intervention_steps": int(upto.sum()), "interventions": intervention_curve(flags, max(1, eval_every))}
+    return {
+        "steps_to_90": hit,
+        "steps_to_50": steps_to_target(history, MILESTONE),
+        "reached": hit is not None,
+        "final_success": history[-1]["success_rate"] if history else None,
+        "curve": [[int(h["step"]), float(h["success_rate"])] for h in history],
+        "intervention_share": float(upto.mean()) if len(upto) else 0.0,
+        "intervention_steps": int(upto.sum()),
+        "interventions": intervention_curve(flags, max(1, eval_every)),
+    }
 
 
 def _finished_with(run_dir: Path, overrides: list[str]) -> bool:
@@ -200,8 +231,11 @@ def run_all(s: dict[str, Any], rows: dict[str, list[str]], extra: list[str], qui
             todo.append((row, seed, run_dir, [sys.executable, "-m", "robot_rl.cli", "train", *train_ov]))
     running: list[tuple[str, int, Path, subprocess.Popen, float]] = []
     failed: list[str] = []
-    print(f"bench hil: {len(todo)} run(s) to train ({len(done)} reused), {s['jobs']} at a time; logs in "
-          f"{out}/<row>/s<seed>.log", flush=True)
+    print(
+        f"bench hil: {len(todo)} run(s) to train ({len(done)} reused), {s['jobs']} at a time; logs in "
+        f"{out}/<row>/s<seed>.log",
+        flush=True,
+    )
     try:
         while todo or running:
             while todo and len(running) < s["jobs"] and not any(_paced(r[0]) for r in running):
@@ -223,14 +257,19 @@ def run_all(s: dict[str, Any], rows: dict[str, list[str]], extra: list[str], qui
                 (run_dir / "bench_done.json").write_text(json.dumps(summary))
                 done[(row, seed)] = summary
                 to90 = summary["steps_to_90"] if summary["reached"] else f">{s['budget']}"
-                print(f"  {row} seed {seed}: steps to 90% {to90}, final {summary['final_success']:.0%}, "
-                      f"interventions {summary['intervention_share']:.1%}, {summary['wall_s']:.0f} s", flush=True)
+                print(
+                    f"  {row} seed {seed}: steps to 90% {to90}, final {summary['final_success']:.0%}, "
+                    f"interventions {summary['intervention_share']:.1%}, {summary['wall_s']:.0f} s",
+                    flush=True,
+                )
     finally:
         for *_, proc, _ in running:  # interrupted: stop the runs in flight (finished ones stay reusable)
             proc.terminate()
     if failed:
-        raise RuntimeError("bench hil: run(s) failed: " + "; ".join(failed) + ". The finished ones are kept: fix "
-                           "and rerun with reuse=true")
+        raise RuntimeError(
+            "bench hil: run(s) failed: " + "; ".join(failed) + ". The finished ones are kept: fix "
+            "and rerun with reuse=true"
+        )
     return {row: {seed: done[(row, seed)] for seed in s["seeds"]} for row in rows}
 
 
@@ -258,9 +297,12 @@ def run(quick: bool = False, overrides: list[str] | None = None) -> dict[str, An
         seeds = [dict(per_seed[seed], seed=seed) for seed in s["seeds"]]
         steps = [r["steps_to_90"] if r["reached"] else budget for r in seeds]
         results["rows"][row] = {
-            "per_seed": seeds, "mean_steps_to_90": float(np.mean(steps)), "reached": sum(r["reached"] for r in seeds),
+            "per_seed": seeds,
+            "mean_steps_to_90": float(np.mean(steps)),
+            "reached": sum(r["reached"] for r in seeds),
             "intervention_share": float(np.mean([r["intervention_share"] for r in seeds])),
-            "final_success_mean": float(np.mean([r["final_success"] or 0.0 for r in seeds]))}
+            "final_success_mean": float(np.mean([r["final_success"] or 0.0 for r in seeds])),
+        }
     for row, r in results["rows"].items():
         base_name = baseline_of(row, results["rows"])
         if base_name is None:
@@ -281,20 +323,36 @@ def run(quick: bool = False, overrides: list[str] | None = None) -> dict[str, An
 
 def _print(results: dict[str, Any]) -> None:
     s = results["settings"]
-    print(f"\nbench hil: {s['task']}, seeds {s['seeds']}, {s['demos']} demos, budget {s['budget']} env steps, "
-          f"eval every {s['eval_every']} ({s['eval_episodes']} episodes), target {TARGET:.0%}")
-    print(f"ratio: the baseline's mean env steps to 90% / the row's (baseline: the same learner, nobody intervenes; "
-          f"a run that missed 90% counts at the budget). aim: >= {AIM_RATIO:g}x at <= {AIM_INTERVENTION:.0%} "
-          "intervention steps")
+    print(
+        f"\nbench hil: {s['task']}, seeds {s['seeds']}, {s['demos']} demos, budget {s['budget']} env steps, "
+        f"eval every {s['eval_every']} ({s['eval_episodes']} episodes), target {TARGET:.0%}"
+    )
+    print(
+        f"ratio: the baseline's mean env steps to 90% / the row's (baseline: the same learner, nobody intervenes; "
+        f"a run that missed 90% counts at the budget). aim: >= {AIM_RATIO:g}x at <= {AIM_INTERVENTION:.0%} "
+        "intervention steps"
+    )
     table = []
     for row, r in results["rows"].items():
         per = " ".join(str(x["steps_to_90"]) if x["reached"] else f">{s['budget']}" for x in r["per_seed"])
         aim = ("met" if r["aim_met"] else "not met") + f" (ratio {r['ratio_bound']})" if "aim_met" in r else "-"
-        table.append([row, per, f"{r['mean_steps_to_90']:.0f}", f"{r['intervention_share']:.1%}",
-                      f"{r['final_success_mean']:.0%}", f"{r['ratio']:.2f}" if "ratio" in r else "-",
-                      r.get("baseline", "-"), aim])
-    print_table(["row", "steps to 90% per seed", "mean", "interv.", "final", "ratio", "baseline", "aim"], table,
-                align="lrrrrrll")
+        table.append(
+            [
+                row,
+                per,
+                f"{r['mean_steps_to_90']:.0f}",
+                f"{r['intervention_share']:.1%}",
+                f"{r['final_success_mean']:.0%}",
+                f"{r['ratio']:.2f}" if "ratio" in r else "-",
+                r.get("baseline", "-"),
+                aim,
+            ]
+        )
+    print_table(
+        ["row", "steps to 90% per seed", "mean", "interv.", "final", "ratio", "baseline", "aim"],
+        table,
+        align="lrrrrrll",
+    )
 
 
 def mean_curve(curves: list[list], every: int, budget: int) -> tuple[list[int], list[float]]:
@@ -326,11 +384,14 @@ def _plot(results: dict[str, Any], path: Path) -> Path:
             grid, share = _mean_share([x["interventions"] for x in r["per_seed"]], s["eval_every"], s["budget"])
             ax2.plot(grid, [100 * v for v in share], **style)
     ax1.axhline(100 * TARGET, color="grey", lw=0.8, ls="--")
-    ax1.set(xlabel="env steps", ylabel="eval success (%), mean over seeds", ylim=(-3, 103),
-            title=f"{s['task']}: success (eval, no operator)")
+    ax1.set(
+        xlabel="env steps",
+        ylabel="eval success (%), mean over seeds",
+        ylim=(-3, 103),
+        title=f"{s['task']}: success (eval, no operator)",
+    )
     ax2.axhline(100 * AIM_INTERVENTION, color="grey", lw=0.8, ls="--")
-    ax2.set(xlabel="env steps", ylabel="% of steps", ylim=(-3, 103),
-            title="steps the operator drove, per interval")
+    ax2.set(xlabel="env steps", ylabel="% of steps", ylim=(-3, 103), title="steps the operator drove, per interval")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
     ax1.legend(fontsize=7)

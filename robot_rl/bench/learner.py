@@ -21,7 +21,8 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,11 @@ from robot_rl.utils.perf import tune_malloc
 
 DEFAULTS: dict[str, Any] = {
     "threads": os.cpu_count() or 1,  # torch threads for every row
-    "state_dim": 18, "action_dim": 4, "hidden": (256, 256), "batch_size": 256, "num_critics": 10,
+    "state_dim": 18,
+    "action_dim": 4,
+    "hidden": (256, 256),
+    "batch_size": 256,
+    "num_critics": 10,
     "seconds": 0.0,  # wall budget per row per repeat; 0: 3 s quick, 15 s full
     "updates": 0,  # > 0: time this many units per row instead of a wall budget
     "repeats": 0,  # 0: 1 quick, 3 full
@@ -78,7 +83,7 @@ class LoopEnsembleQ(nn.Module):
         return torch.stack([m(x).squeeze(-1) for m in members])
 
     @torch.no_grad()
-    def load_from_ensemble(self, ens: EnsembleQ) -> "LoopEnsembleQ":
+    def load_from_ensemble(self, ens: EnsembleQ) -> LoopEnsembleQ:
         """Copy the weights of a batched ensemble with the same shapes (member ``i`` <- slice ``i``)."""
         if ens.ensemble_size != self.ensemble_size:
             raise ValueError(f"ensemble sizes differ: {ens.ensemble_size} vs {self.ensemble_size}")
@@ -123,18 +128,31 @@ def _spaces(state_dim: int, action_dim: int) -> tuple[spaces.Dict, spaces.Box]:
 
 def _make_agent(s: dict[str, Any], num_critics: int, utd: int) -> SAC:
     rlpd = num_critics > 2
-    cfg = SACConfig(hidden_dims=s["hidden"], num_critics=num_critics, num_target_critics=2, critic_layer_norm=rlpd,
-                    actor_q_reduce="mean" if rlpd else "min", utd_ratio=utd, batch_size=s["batch_size"],
-                    device="cpu")
+    cfg = SACConfig(
+        hidden_dims=s["hidden"],
+        num_critics=num_critics,
+        num_target_critics=2,
+        critic_layer_norm=rlpd,
+        actor_q_reduce="mean" if rlpd else "min",
+        utd_ratio=utd,
+        batch_size=s["batch_size"],
+        device="cpu",
+    )
     return SAC(*_spaces(s["state_dim"], s["action_dim"]), cfg)
 
 
 def _random_batches(s: dict[str, Any], gen: torch.Generator) -> list[dict[str, Any]]:
     b, sd, ad = s["batch_size"], s["state_dim"], s["action_dim"]
-    return [{"obs": {"state": torch.randn(b, sd, generator=gen)},
-             "next_obs": {"state": torch.randn(b, sd, generator=gen)},
-             "action": torch.rand(b, ad, generator=gen) * 2 - 1, "reward": torch.rand(b, generator=gen),
-             "terminated": (torch.rand(b, generator=gen) < 0.01).float()} for _ in range(max(1, s["num_batches"]))]
+    return [
+        {
+            "obs": {"state": torch.randn(b, sd, generator=gen)},
+            "next_obs": {"state": torch.randn(b, sd, generator=gen)},
+            "action": torch.rand(b, ad, generator=gen) * 2 - 1,
+            "reward": torch.rand(b, generator=gen),
+            "terminated": (torch.rand(b, generator=gen) < 0.01).float(),
+        }
+        for _ in range(max(1, s["num_batches"]))
+    ]
 
 
 def _filled_buffer(s: dict[str, Any], rng: np.random.Generator, episode_len: int = 100) -> ReplayBuffer:
@@ -168,9 +186,18 @@ def _make_sb3(s: dict[str, Any], rng: np.random.Generator) -> Any:
             return np.zeros(s["state_dim"], np.float32), 0.0, False, False, {}
 
     n = max(2, s["buffer"])
-    model = SB3SAC("MlpPolicy", _DummyEnv(), buffer_size=n, learning_starts=0, batch_size=s["batch_size"],
-                   ent_coef="auto", policy_kwargs={"net_arch": list(s["hidden"])}, device="cpu", seed=s["seed"],
-                   verbose=0)
+    model = SB3SAC(
+        "MlpPolicy",
+        _DummyEnv(),
+        buffer_size=n,
+        learning_starts=0,
+        batch_size=s["batch_size"],
+        ent_coef="auto",
+        policy_kwargs={"net_arch": list(s["hidden"])},
+        device="cpu",
+        seed=s["seed"],
+        verbose=0,
+    )
     model.set_logger(Logger(folder=None, output_formats=[]))  # train() records metrics; keep them in memory
     states = rng.standard_normal((n + 1, 1, s["state_dim"]), dtype=np.float32)
     actions = rng.uniform(-1, 1, (n, 1, s["action_dim"])).astype(np.float32)
@@ -186,6 +213,7 @@ def _agent_step(agent: SAC, batches: Iterator[dict[str, Any]], units_per_call: i
     def step() -> int:
         agent.update(batches)
         return units_per_call
+
     return step
 
 
@@ -200,24 +228,41 @@ def _profile_update(agent: SAC, batches: Iterator[dict[str, Any]], n: int) -> di
         return (time.perf_counter() - t0) / n * 1e3
 
     batch = next(batches)
-    breakdown = {"critic_step_ms": wall(lambda: agent._critic_step(batch)),
-                 "actor_temperature_step_ms": wall(lambda: agent._actor_step(batch)),
-                 "update_ms": wall(lambda: agent.update(batches))}
+    breakdown = {
+        "critic_step_ms": wall(lambda: agent._critic_step(batch)),
+        "actor_temperature_step_ms": wall(lambda: agent._actor_step(batch)),
+        "update_ms": wall(lambda: agent.update(batches)),
+    }
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(n):
             agent.update(batches)
     averages = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in averages) or 1.0
     top = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
-    print(f"\nprofile of ours RLPD UTD=1 ({n} updates): critic step {breakdown['critic_step_ms']:.2f} ms, "
-          f"actor+temperature step {breakdown['actor_temperature_step_ms']:.2f} ms, "
-          f"whole update {breakdown['update_ms']:.2f} ms")
-    print_table(["op (self CPU)", "ms/update", "%", "calls/update"],
-                [[e.key, e.self_cpu_time_total / 1e3 / n, 100.0 * e.self_cpu_time_total / total, f"{e.count / n:g}"]
-                 for e in top])
-    return {**breakdown, "top_ops": [{"op": e.key, "self_cpu_ms_per_update": e.self_cpu_time_total / 1e3 / n,
-                                      "percent": 100.0 * e.self_cpu_time_total / total, "calls_per_update": e.count / n}
-                                     for e in top]}
+    print(
+        f"\nprofile of ours RLPD UTD=1 ({n} updates): critic step {breakdown['critic_step_ms']:.2f} ms, "
+        f"actor+temperature step {breakdown['actor_temperature_step_ms']:.2f} ms, "
+        f"whole update {breakdown['update_ms']:.2f} ms"
+    )
+    print_table(
+        ["op (self CPU)", "ms/update", "%", "calls/update"],
+        [
+            [e.key, e.self_cpu_time_total / 1e3 / n, 100.0 * e.self_cpu_time_total / total, f"{e.count / n:g}"]
+            for e in top
+        ],
+    )
+    return {
+        **breakdown,
+        "top_ops": [
+            {
+                "op": e.key,
+                "self_cpu_ms_per_update": e.self_cpu_time_total / 1e3 / n,
+                "percent": 100.0 * e.self_cpu_time_total / total,
+                "calls_per_update": e.count / n,
+            }
+            for e in top
+        ],
+    }
 
 
 def run(quick: bool, overrides: list[str]) -> dict[str, Any]:
@@ -238,9 +283,11 @@ def _run(bench: Bench) -> dict[str, Any]:
     rng = np.random.default_rng(s["seed"])
     gen = torch.Generator().manual_seed(s["seed"])
     budget = f"{s['updates']} units" if s["updates"] > 0 else f"{seconds:g} s"
-    print(f"learner benchmark: torch threads T={threads} (cores {os.cpu_count()}), batch {s['batch_size']}, "
-          f"state {s['state_dim']}, action {s['action_dim']}, hidden {s['hidden']}, {budget} per row x {repeats} "
-          f"repeat(s), warmup {warmup}")
+    print(
+        f"learner benchmark: torch threads T={threads} (cores {os.cpu_count()}), batch {s['batch_size']}, "
+        f"state {s['state_dim']}, action {s['action_dim']}, hidden {s['hidden']}, {budget} per row x {repeats} "
+        f"repeat(s), warmup {warmup}"
+    )
     if not tune_malloc():  # the CLI already did; idempotent. Applies to every row alike, SB3's included.
         notes.append("glibc malloc tuning unavailable: large temporaries are page-faulted in on every update")
 
@@ -248,14 +295,14 @@ def _run(bench: Bench) -> dict[str, Any]:
     fixed = _random_batches(s, gen)
     steps: dict[str, Callable[[], int]] = {}
     agents: dict[str, SAC] = {}
-    for key, critics, utd in (("rlpd_utd1", s["num_critics"], 1), ("rlpd_utd4", s["num_critics"], 4),
-                              ("sac2", 2, 1)):
+    for key, critics, utd in (("rlpd_utd1", s["num_critics"], 1), ("rlpd_utd4", s["num_critics"], 4), ("sac2", 2, 1)):
         agents[key] = _make_agent(s, critics, utd)
         steps[key] = _agent_step(agents[key], itertools.cycle(fixed), utd)
 
     sb3_version = None
     try:
         import stable_baselines3
+
         sb3_version = stable_baselines3.__version__
         t0 = time.perf_counter()
         sb3 = _make_sb3(s, rng)
@@ -266,6 +313,7 @@ def _run(bench: Bench) -> dict[str, Any]:
         def sb3_step() -> int:
             sb3.train(gradient_steps=chunk, batch_size=s["batch_size"])
             return chunk
+
         steps["sb3"] = sb3_step
     except ImportError:
         notes.append("stable-baselines3 not installed: SB3 row and ratios skipped (pip install '.[dev]')")
@@ -289,9 +337,14 @@ def _run(bench: Bench) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
     for key, rs in rates.items():
         ups = median(rs)
-        rows[key] = {"label": ROW_LABELS[key], "updates_per_s": ups, "ms_per_update": 1e3 / ups,
-                     "per_repeat_updates_per_s": rs, "page_faults_per_update": median(faults[key]),
-                     "unit": "critic step" if key == "rlpd_utd4" else "update (critic + actor + temperature step)"}
+        rows[key] = {
+            "label": ROW_LABELS[key],
+            "updates_per_s": ups,
+            "ms_per_update": 1e3 / ups,
+            "per_repeat_updates_per_s": rs,
+            "page_faults_per_update": median(faults[key]),
+            "unit": "critic step" if key == "rlpd_utd4" else "update (critic + actor + temperature step)",
+        }
     rows["rlpd_utd4"]["update_calls_per_s"] = rows["rlpd_utd4"]["updates_per_s"] / 4
 
     def ratio(a: str, b: str) -> float | None:
@@ -307,15 +360,23 @@ def _run(bench: Bench) -> dict[str, Any]:
     }
 
     print()
-    print_table(["row", "updates/s", "ms/update", "page faults/update"],
-                [[v["label"], v["updates_per_s"], f"{v['ms_per_update']:.2f}", f"{v['page_faults_per_update']:.0f}"]
-                 for v in rows.values()])
+    print_table(
+        ["row", "updates/s", "ms/update", "page faults/update"],
+        [
+            [v["label"], v["updates_per_s"], f"{v['ms_per_update']:.2f}", f"{v['page_faults_per_update']:.0f}"]
+            for v in rows.values()
+        ],
+    )
     print()
     print_table(["ratio", "x"], [[k, "n/a" if v is None else f"{v:.2f}"] for k, v in ratios.items()])
     bench.print_notes()
     result = bench.result(
-        rows, settings={**s, "hidden": list(s["hidden"])},
-        machine={"sb3": sb3_version}, ratio=ratios["rlpd_utd1/sb3"], ratios=ratios)
+        rows,
+        settings={**s, "hidden": list(s["hidden"])},
+        machine={"sb3": sb3_version},
+        ratio=ratios["rlpd_utd1/sb3"],
+        ratios=ratios,
+    )
     if s["profile"]:
         result["profile"] = _profile_update(agents["rlpd_utd1"], itertools.cycle(fixed), max(5, warmup))
     return result

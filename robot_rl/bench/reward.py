@@ -39,8 +39,9 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -81,13 +82,26 @@ DEFAULTS: dict[str, Any] = {
     "dir": "",  # parent of the temporary stores (default: the system temp dir)
     "keep": "",  # directory to keep the stores and the trained classifiers in (default: deleted)
 }
-AUTO = {"image_size": (64, 128), "success_episodes": (8, 30), "failure_episodes": (8, 30),
-        "heldout_episodes": (6, 20), "steps": (400, 1500)}  # (quick, full) values of the settings left unset
+AUTO = {
+    "image_size": (64, 128),
+    "success_episodes": (8, 30),
+    "failure_episodes": (8, 30),
+    "heldout_episodes": (6, 20),
+    "steps": (400, 1500),
+}  # (quick, full) values of the settings left unset
 AIM_FPR, AIM_RECALL = 0.01, 0.90
 
 
-def record_store(path: Path, task: Mapping[str, Any], image_size: int, successes: int, failures: int, noise: float,
-                 seed: int, max_attempts: int | None = None) -> dict[str, Any]:
+def record_store(
+    path: Path,
+    task: Mapping[str, Any],
+    image_size: int,
+    successes: int,
+    failures: int,
+    noise: float,
+    seed: int,
+    max_attempts: int | None = None,
+) -> dict[str, Any]:
     """Record ``successes`` expert episodes and ``failures`` noisy episodes that end in failure (noisy ones that end
     in success are kept as successes too) into a new store at ``path``; the per-step ground truth goes into the
     label set ``gt_success``. Returns counts and seconds."""
@@ -96,8 +110,9 @@ def record_store(path: Path, task: Mapping[str, Any], image_size: int, successes
     env = make_env(task, obs_mode="pixels", image_size=image_size, terminate_on_success=False)
     t0 = time.perf_counter()
     try:
-        schema = StoreSchema.from_spaces(env.observation_space, env.action_space, 1.0 / control_dt(env),
-                                         ACTION_SEMANTICS)
+        schema = StoreSchema.from_spaces(
+            env.observation_space, env.action_space, 1.0 / control_dt(env), ACTION_SEMANTICS
+        )
         store = EpisodeStore.create(path, schema)
         gt: list[np.ndarray] = []
         n_succ = n_fail = attempts = noisy_succ = 0
@@ -121,19 +136,36 @@ def record_store(path: Path, task: Mapping[str, Any], image_size: int, successes
                 continue  # quota of this kind already met
             noisy_succ += int(ok and not expert)
             n_succ, n_fail = n_succ + ok, n_fail + (not ok)
-            store.append_episode(**ep.build(), success=ok, source="scripted", task=str(task.get("name", "")),
-                                 notes=json.dumps({"seed": seed + attempts - 1, "noise": 0.0 if expert else noise}))
+            store.append_episode(
+                **ep.build(),
+                success=ok,
+                source="scripted",
+                task=str(task.get("name", "")),
+                notes=json.dumps({"seed": seed + attempts - 1, "noise": 0.0 if expert else noise}),
+            )
             gt.append(np.asarray(marks, dtype=bool))
-        store.append_labels("gt_success", {"success": np.concatenate(gt)}, per_step=True,
-                            meta={"source": "sim info['success'] after each step"})
+        store.append_labels(
+            "gt_success",
+            {"success": np.concatenate(gt)},
+            per_step=True,
+            meta={"source": "sim info['success'] after each step"},
+        )
         store.close()
     finally:
         env.close()
     if n_succ < successes or n_fail < failures:
-        raise RuntimeError(f"{path}: only {n_succ} successful and {n_fail} failed episodes in {attempts} attempts "
-                           f"(wanted {successes} and {failures}); change noise=")
-    return {"episodes": n_succ + n_fail, "successes": n_succ, "failures": n_fail, "noisy_successes": noisy_succ,
-            "attempts": attempts, "seconds": time.perf_counter() - t0}
+        raise RuntimeError(
+            f"{path}: only {n_succ} successful and {n_fail} failed episodes in {attempts} attempts "
+            f"(wanted {successes} and {failures}); change noise="
+        )
+    return {
+        "episodes": n_succ + n_fail,
+        "successes": n_succ,
+        "failures": n_fail,
+        "noisy_successes": noisy_succ,
+        "attempts": attempts,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def heldout_truth(store: EpisodeStore) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -159,17 +191,27 @@ def evaluate_heldout(model: Any, store: EpisodeStore) -> dict[str, Any]:
     ep_truth = np.array([truth[episode == e].any() for e in eps])
     ep_pred = np.array([pred[episode == e].any() for e in eps])
     ep = binary_metrics(ep_truth, ep_pred.astype(float), 0.5)
-    return {"frame": frame, "roc_auc": roc_auc(truth, p), "episode": ep, "frames": int(len(p)),
-            "positive_frames": int(truth.sum()), "score_ms_per_frame": 1000 * score_s / max(1, len(p)),
-            "meets_aim": bool(frame["fpr"] <= AIM_FPR and frame["recall"] >= AIM_RECALL)}
+    return {
+        "frame": frame,
+        "roc_auc": roc_auc(truth, p),
+        "episode": ep,
+        "frames": int(len(p)),
+        "positive_frames": int(truth.sum()),
+        "score_ms_per_frame": 1000 * score_s / max(1, len(p)),
+        "meets_aim": bool(frame["fpr"] <= AIM_FPR and frame["recall"] >= AIM_RECALL),
+    }
 
 
 RL_ROWS: dict[str, list[str]] = {  # "{clf}" / "{prog}": the classifier and progress model trained here
     "ground_truth": ["reward=ground_truth"],
     "classifier": ["reward=classifier", "reward.path={clf}", "reward.refine.judge=none"],
     "classifier+judge": ["reward=classifier", "reward.path={clf}", "reward.refine.judge=ground_truth"],
-    "classifier+judge+shaping": ["reward=classifier", "reward.path={clf}", "reward.refine.judge=ground_truth",
-                                 "reward.shaping.path={prog}"],
+    "classifier+judge+shaping": [
+        "reward=classifier",
+        "reward.path={clf}",
+        "reward.refine.judge=ground_truth",
+        "reward.shaping.path={prog}",
+    ],
     "progress_raw": ["reward=progress", "reward.path={prog}"],
 }
 AIM_RL_RATIO, AIM_HACKED = 1.5, 0.01
@@ -185,11 +227,15 @@ def summarize_rl_run(history: list[dict[str, Any]], warmup: int) -> dict[str, An
     episodes = last.get("episode", 0) - w.get("episode", 0)
     hacked = last.get("reward_hacked_episodes", 0) - w.get("reward_hacked_episodes", 0)
     judged = "reward_hacked_episodes" in last  # a reward model was there to be hacked
-    return {"steps_to_90": reached, "final_success": last.get("success_rate"),
-            "episodes_after_warmup": int(episodes), "hacked_after_warmup": int(hacked) if judged else None,
-            "hacked_share_after_warmup": hacked / episodes if episodes > 0 and judged else None,
-            "vetoed_steps": last.get("reward_vetoed_steps", 0), "curve": [[h["step"], h["success_rate"]]
-                                                                          for h in history]}
+    return {
+        "steps_to_90": reached,
+        "final_success": last.get("success_rate"),
+        "episodes_after_warmup": int(episodes),
+        "hacked_after_warmup": int(hacked) if judged else None,
+        "hacked_share_after_warmup": hacked / episodes if episodes > 0 and judged else None,
+        "vetoed_steps": last.get("reward_vetoed_steps", 0),
+        "curve": [[h["step"], h["success_rate"]] for h in history],
+    }
 
 
 def rl_rows(task: str, clf: Path, prog: Path, s: Mapping[str, Any], tmp: Path) -> dict[str, Any]:
@@ -208,10 +254,22 @@ def rl_rows(task: str, clf: Path, prog: Path, s: Mapping[str, Any], tmp: Path) -
         for seed in range(int(s["rl_seeds"])):
             run_dir = tmp / f"rl_{task}_{name}_s{seed}"
             ovs = [o.format(clf=clf, prog=prog) for o in RL_ROWS[name]]
-            cmd = [sys.executable, "-m", "robot_rl.cli", "train", f"task={task}", "obs=pixels", f"seed={seed}",
-                   f"task.env_kwargs.image_size={s['image_size']}", f"total_steps={s['rl_steps']}",
-                   f"eval.every={s['rl_eval_every']}", f"eval.episodes={s['rl_eval_episodes']}", f"threads={threads}",
-                   f"run_dir={run_dir}", *ovs]
+            cmd = [
+                sys.executable,
+                "-m",
+                "robot_rl.cli",
+                "train",
+                f"task={task}",
+                "obs=pixels",
+                f"seed={seed}",
+                f"task.env_kwargs.image_size={s['image_size']}",
+                f"total_steps={s['rl_steps']}",
+                f"eval.every={s['rl_eval_every']}",
+                f"eval.episodes={s['rl_eval_episodes']}",
+                f"threads={threads}",
+                f"run_dir={run_dir}",
+                *ovs,
+            ]
             print(f"  RL {task} {name} seed {seed}: {s['rl_steps']} env steps ...", flush=True)
             t0 = time.perf_counter()
             with open(tmp / f"rl_{task}_{name}_s{seed}.log", "w") as log:
@@ -220,10 +278,13 @@ def rl_rows(task: str, clf: Path, prog: Path, s: Mapping[str, Any], tmp: Path) -
             summary = summarize_rl_run([json.loads(x) for x in lines], int(s["rl_warmup"]))
             per_seed.append({**summary, "seed": seed, "exit_code": code, "seconds": time.perf_counter() - t0})
         steps = [x["steps_to_90"] if x["steps_to_90"] is not None else None for x in per_seed]
-        out[name] = {"overrides": RL_ROWS[name], "per_seed": per_seed,
-                     "mean_steps_to_90": (float(np.mean(steps)) if all(x is not None for x in steps) else None),
-                     "hacked_share_after_warmup": _mean([x["hacked_share_after_warmup"] for x in per_seed]),
-                     "final_success_mean": _mean([x["final_success"] for x in per_seed])}
+        out[name] = {
+            "overrides": RL_ROWS[name],
+            "per_seed": per_seed,
+            "mean_steps_to_90": (float(np.mean(steps)) if all(x is not None for x in steps) else None),
+            "hacked_share_after_warmup": _mean([x["hacked_share_after_warmup"] for x in per_seed]),
+            "final_success_mean": _mean([x["final_success"] for x in per_seed]),
+        }
     gt = (out.get("ground_truth") or {}).get("mean_steps_to_90")
     for name, row in out.items():
         if name != "ground_truth":
@@ -240,16 +301,25 @@ def _mean(xs: list[Any]) -> float | None:
 def _print_rl(task: str, rows: Mapping[str, Any], s: Mapping[str, Any]) -> None:
     table = []
     for name, r in rows.items():
-        per = " ".join(str(x["steps_to_90"]) if x["steps_to_90"] is not None else f">{s['rl_steps']}"
-                       for x in r["per_seed"])
+        per = " ".join(
+            str(x["steps_to_90"]) if x["steps_to_90"] is not None else f">{s['rl_steps']}" for x in r["per_seed"]
+        )
         ratio = r.get("steps_vs_ground_truth")
         hacked = r["hacked_share_after_warmup"]
-        table.append([name, per, f"{r['final_success_mean']:.0%}" if r["final_success_mean"] is not None else "-",
-                      "-" if name == "ground_truth" else ("unknown" if ratio is None else f"{ratio:.2f}x"),
-                      "-" if hacked is None else f"{hacked:.1%}"])
-    print(f"\nRL on {task} (true success; ratio: the row's env steps to 90% over the ground truth's, aim <= "
-          f"{AIM_RL_RATIO:g}x; hacked: training episodes after {s['rl_warmup']} steps the model called a success "
-          f"falsely, aim < {AIM_HACKED:.0%})")
+        table.append(
+            [
+                name,
+                per,
+                f"{r['final_success_mean']:.0%}" if r["final_success_mean"] is not None else "-",
+                "-" if name == "ground_truth" else ("unknown" if ratio is None else f"{ratio:.2f}x"),
+                "-" if hacked is None else f"{hacked:.1%}",
+            ]
+        )
+    print(
+        f"\nRL on {task} (true success; ratio: the row's env steps to 90% over the ground truth's, aim <= "
+        f"{AIM_RL_RATIO:g}x; hacked: training episodes after {s['rl_warmup']} steps the model called a success "
+        f"falsely, aim < {AIM_HACKED:.0%})"
+    )
     print_table(["reward", "steps to 90% per seed", "final", "ratio", "hacked"], table)
 
 
@@ -274,32 +344,66 @@ def _run(bench: Bench, tmp: Path) -> dict[str, Any]:
     for task_name in [t.strip() for t in str(s["tasks"]).split(",") if t.strip()]:
         task = _task_config(task_name)
         print(f"reward benchmark: {task_name}, {s['image_size']} px, recording ...", flush=True)
-        rec_train = record_store(tmp / f"{task_name}_train.zarr", task, s["image_size"], s["success_episodes"],
-                                 s["failure_episodes"], s["noise"], seed=s["seed"] * 100_000)
+        rec_train = record_store(
+            tmp / f"{task_name}_train.zarr",
+            task,
+            s["image_size"],
+            s["success_episodes"],
+            s["failure_episodes"],
+            s["noise"],
+            seed=s["seed"] * 100_000,
+        )
         n_held = s["heldout_episodes"]
-        rec_held = record_store(tmp / f"{task_name}_heldout.zarr", task, s["image_size"], n_held, n_held, s["noise"],
-                                seed=s["seed"] * 100_000 + 50_000)
+        rec_held = record_store(
+            tmp / f"{task_name}_heldout.zarr",
+            task,
+            s["image_size"],
+            n_held,
+            n_held,
+            s["noise"],
+            seed=s["seed"] * 100_000 + 50_000,
+        )
         if s["labels"] not in ("operator", "last_k"):
             raise ValueError(f"labels={s['labels']!r} must be operator or last_k")
-        cfg = ClassifierConfig.from_dict({"positive_last_k": s["positive_last_k"], "margin": s["margin"],
-                                          "marks": "gt_success" if s["labels"] == "operator" else None,
-                                          "target_fpr": s["target_fpr"], "steps": s["steps"],
-                                          "image_copies": s["image_copies"], "pretrained": s["pretrained"],
-                                          "relabel": False, "min_positives": s["min_examples"],
-                                          "min_negatives": s["min_examples"]})
+        cfg = ClassifierConfig.from_dict(
+            {
+                "positive_last_k": s["positive_last_k"],
+                "margin": s["margin"],
+                "marks": "gt_success" if s["labels"] == "operator" else None,
+                "target_fpr": s["target_fpr"],
+                "steps": s["steps"],
+                "image_copies": s["image_copies"],
+                "pretrained": s["pretrained"],
+                "relabel": False,
+                "min_positives": s["min_examples"],
+                "min_negatives": s["min_examples"],
+            }
+        )
         train_store = EpisodeStore.open(tmp / f"{task_name}_train.zarr")
-        model, rep = train_classifier(train_store, cfg, seed=s["seed"], device="auto",
-                                      out=tmp / f"{task_name}_classifier")
+        model, rep = train_classifier(
+            train_store, cfg, seed=s["seed"], device="auto", out=tmp / f"{task_name}_classifier"
+        )
         held = evaluate_heldout(model, EpisodeStore.open(tmp / f"{task_name}_heldout.zarr"))
-        rows[task_name] = {"recorded_train": rec_train, "recorded_heldout": rec_held,
-                           "validation": rep["validation"], "train_counts": rep["train"], "val_counts": rep["val"],
-                           "heldout": held, "threshold": model.threshold,
-                           "seconds": {"features": rep["seconds"]["features"], "train_total": rep["seconds"]["total"],
-                                       "record": rec_train["seconds"] + rec_held["seconds"]}}
+        rows[task_name] = {
+            "recorded_train": rec_train,
+            "recorded_heldout": rec_held,
+            "validation": rep["validation"],
+            "train_counts": rep["train"],
+            "val_counts": rep["val"],
+            "heldout": held,
+            "threshold": model.threshold,
+            "seconds": {
+                "features": rep["seconds"]["features"],
+                "train_total": rep["seconds"]["total"],
+                "record": rec_train["seconds"] + rec_held["seconds"],
+            },
+        }
         f, e = held["frame"], held["episode"]
-        print(f"  {task_name}: held-out frames FPR {f['fpr']:.4f} recall {f['recall']:.3f} accuracy "
-              f"{f['accuracy']:.3f} AUC {held['roc_auc']:.4f}; episodes FPR {e['fpr']:.3f} recall {e['recall']:.3f}",
-              flush=True)
+        print(
+            f"  {task_name}: held-out frames FPR {f['fpr']:.4f} recall {f['recall']:.3f} accuracy "
+            f"{f['accuracy']:.3f} AUC {held['roc_auc']:.4f}; episodes FPR {e['fpr']:.3f} recall {e['recall']:.3f}",
+            flush=True,
+        )
     rl: dict[str, Any] = {"status": "not requested (rl=true to run it)"}
     if s["rl"]:
         from robot_rl.rewards.progress import ProgressConfig, train_progress
@@ -307,22 +411,54 @@ def _run(bench: Bench, tmp: Path) -> dict[str, Any]:
         rl = {}
         for task_name in rows:
             train_store = EpisodeStore.open(tmp / f"{task_name}_train.zarr")
-            _, prep = train_progress(train_store, ProgressConfig(marks="gt_success", steps=s["steps"]), seed=s["seed"],
-                                     out=tmp / f"{task_name}_progress")
-            print(f"  {task_name}: progress model, held-out rank correlation "
-                  f"{prep['validation']['rank_correlation']:.3f}", flush=True)
-            rl[task_name] = {"progress_validation": prep["validation"],
-                             "rows": rl_rows(task_name, tmp / f"{task_name}_classifier", tmp / f"{task_name}_progress",
-                                             s, tmp)}
+            _, prep = train_progress(
+                train_store,
+                ProgressConfig(marks="gt_success", steps=s["steps"]),
+                seed=s["seed"],
+                out=tmp / f"{task_name}_progress",
+            )
+            print(
+                f"  {task_name}: progress model, held-out rank correlation "
+                f"{prep['validation']['rank_correlation']:.3f}",
+                flush=True,
+            )
+            rl[task_name] = {
+                "progress_validation": prep["validation"],
+                "rows": rl_rows(task_name, tmp / f"{task_name}_classifier", tmp / f"{task_name}_progress", s, tmp),
+            }
             _print_rl(task_name, rl[task_name]["rows"], s)
     table = []
     for name, r in rows.items():
         f, e, v = r["heldout"]["frame"], r["heldout"]["episode"], r["validation"]["at_threshold"]
-        table.append([name, f"{v['fpr']:.4f}", f"{v['recall']:.3f}", f"{f['fpr']:.4f}", f"{f['recall']:.3f}",
-                      f"{f['accuracy']:.3f}", f"{r['heldout']['roc_auc']:.4f}", f"{e['fpr']:.3f}", f"{e['recall']:.3f}",
-                      "yes" if r["heldout"]["meets_aim"] else "no"])
+        table.append(
+            [
+                name,
+                f"{v['fpr']:.4f}",
+                f"{v['recall']:.3f}",
+                f"{f['fpr']:.4f}",
+                f"{f['recall']:.3f}",
+                f"{f['accuracy']:.3f}",
+                f"{r['heldout']['roc_auc']:.4f}",
+                f"{e['fpr']:.3f}",
+                f"{e['recall']:.3f}",
+                "yes" if r["heldout"]["meets_aim"] else "no",
+            ]
+        )
     print()
-    print_table(["task", "val FPR", "val recall", "held-out FPR", "recall", "accuracy", "AUC", "episode FPR",
-                 "episode recall", f"FPR<={AIM_FPR:g} & recall>={AIM_RECALL:g}"], table)
+    print_table(
+        [
+            "task",
+            "val FPR",
+            "val recall",
+            "held-out FPR",
+            "recall",
+            "accuracy",
+            "AUC",
+            "episode FPR",
+            "episode recall",
+            f"FPR<={AIM_FPR:g} & recall>={AIM_RECALL:g}",
+        ],
+        table,
+    )
     bench.print_notes()
     return jsonable(bench.result(rows, rl=rl, aim={"fpr": AIM_FPR, "recall": AIM_RECALL}))

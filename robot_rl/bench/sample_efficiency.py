@@ -35,9 +35,18 @@ PIXEL_ROW = "rlpd+demos_pixels"
 
 
 def _settings(quick: bool, overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
-    s = {"task": "pick_cube", "seeds": [0], "budget": 15000, "eval_every": 1000, "eval_episodes": 20, "demos": 10,
-         "out": "bench_out/sample_efficiency", "rows": ["rlpd+demos", "sac", "sb3_sac"], "threads": 0,
-         "pixels": False}
+    s = {
+        "task": "pick_cube",
+        "seeds": [0],
+        "budget": 15000,
+        "eval_every": 1000,
+        "eval_episodes": 20,
+        "demos": 10,
+        "out": "bench_out/sample_efficiency",
+        "rows": ["rlpd+demos", "sac", "sb3_sac"],
+        "threads": 0,
+        "pixels": False,
+    }
     if quick:
         s.update(budget=600, eval_every=300, eval_episodes=5, demos=3)
     rest = []
@@ -48,8 +57,11 @@ def _settings(quick: bool, overrides: list[str]) -> tuple[dict[str, Any], list[s
                 raise ValueError(f"override {ov!r}: expected true or false")
             s[key] = val.lower() in ("1", "true", "yes")
         elif key in s:
-            s[key] = type(s[key])(val) if not isinstance(s[key], list) else [
-                type(s[key][0])(v) for v in val.strip("[]").split(",") if v]
+            s[key] = (
+                type(s[key])(val)
+                if not isinstance(s[key], list)
+                else [type(s[key][0])(v) for v in val.strip("[]").split(",") if v]
+            )
         else:
             rest.append(ov)  # passed through to the training config
     if s["pixels"] and PIXEL_ROW not in s["rows"]:
@@ -67,9 +79,17 @@ def _train_ours(row: str, seed: int, s: dict[str, Any], extra: list[str], quick:
     from robot_rl.trainer import Trainer
 
     agent, demos = ("rlpd", s["demos"]) if row in ("rlpd+demos", PIXEL_ROW) else ("sac", 0)
-    ov = [f"task={s['task']}", f"agent={agent}", f"seed={seed}", f"total_steps={s['budget']}",
-          f"eval.every={s['eval_every']}", f"eval.episodes={s['eval_episodes']}", f"demos.episodes={demos}",
-          f"threads={s['threads']}", f"eval.stop_at_success={TARGET}"]
+    ov = [
+        f"task={s['task']}",
+        f"agent={agent}",
+        f"seed={seed}",
+        f"total_steps={s['budget']}",
+        f"eval.every={s['eval_every']}",
+        f"eval.episodes={s['eval_episodes']}",
+        f"demos.episodes={demos}",
+        f"threads={s['threads']}",
+        f"eval.stop_at_success={TARGET}",
+    ]
     if demos == 0:
         ov.append(f"random_steps={min(1000, s['budget'] // 4)}")
     if quick:
@@ -102,8 +122,16 @@ def _train_sb3(seed: int, s: dict[str, Any], extra: list[str], quick: bool) -> l
     eval_env = make_env(cfg.task)
     set_threads(int(s["threads"]))
     kwargs = {"policy_kwargs": {"net_arch": [64, 64]}} if quick else {}
-    model = SB3SAC("MlpPolicy", env, seed=seed, device="cpu", batch_size=256,
-                   learning_starts=min(1000, s["budget"] // 4), verbose=0, **kwargs)
+    model = SB3SAC(
+        "MlpPolicy",
+        env,
+        seed=seed,
+        device="cpu",
+        batch_size=256,
+        learning_starts=min(1000, s["budget"] // 4),
+        verbose=0,
+        **kwargs,
+    )
     set_threads(int(s["threads"]))  # SB3 may have changed it; both sides get the same threads
     history: list[dict[str, float]] = []
 
@@ -125,8 +153,17 @@ def _train_sb3(seed: int, s: dict[str, Any], extra: list[str], quick: bool) -> l
     torch.manual_seed(seed)
     model.learn(total_timesteps=s["budget"], callback=EvalCallback())
     if not history or (history[-1]["step"] < s["budget"] and history[-1]["success_rate"] < TARGET):
-        history.append(dict(evaluate(lambda o: model.predict(o["state"], deterministic=True)[0], eval_env,
-                                     s["eval_episodes"], seed=seed + 100_000), step=model.num_timesteps))
+        history.append(
+            dict(
+                evaluate(
+                    lambda o: model.predict(o["state"], deterministic=True)[0],
+                    eval_env,
+                    s["eval_episodes"],
+                    seed=seed + 100_000,
+                ),
+                step=model.num_timesteps,
+            )
+        )
     return history
 
 
@@ -135,25 +172,45 @@ def run(quick: bool = False, overrides: list[str] | None = None) -> dict[str, An
     s, extra = _settings(quick, list(overrides or []))
     out = Path(s["out"])
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"task": s["task"], "budget_env_steps": s["budget"], "seeds": s["seeds"],
-                               "eval_every": s["eval_every"], "eval_episodes": s["eval_episodes"],
-                               "demos": s["demos"], "target_success": TARGET, "rows": {}}
+    results: dict[str, Any] = {
+        "task": s["task"],
+        "budget_env_steps": s["budget"],
+        "seeds": s["seeds"],
+        "eval_every": s["eval_every"],
+        "eval_episodes": s["eval_episodes"],
+        "demos": s["demos"],
+        "target_success": TARGET,
+        "rows": {},
+    }
     if PIXEL_ROW in s["rows"]:
-        print(f"{PIXEL_ROW}: training from camera images, ~3-10 env steps/s on a 2-core CPU: up to "
-              f"{s['budget'] / 3 / 60:.0f} min per seed for a budget of {s['budget']} env steps", flush=True)
+        print(
+            f"{PIXEL_ROW}: training from camera images, ~3-10 env steps/s on a 2-core CPU: up to "
+            f"{s['budget'] / 3 / 60:.0f} min per seed for a budget of {s['budget']} env steps",
+            flush=True,
+        )
     for row in s["rows"]:
         per_seed = []
         for seed in s["seeds"]:
             t0 = time.perf_counter()
             with torch_threads(None):  # a run sets torch threads from threads=; the caller's count comes back after
-                history = (_train_sb3(seed, s, extra, quick) if row == "sb3_sac"
-                           else _train_ours(row, seed, s, extra, quick))
-            per_seed.append({"seed": seed, "steps_to_90": steps_to_target(history),
-                             "steps_to_50": steps_to_target(history, MILESTONE), "wall_s": time.perf_counter() - t0,
-                             "final_success": history[-1]["success_rate"],
-                             "curve": [[h["step"], h["success_rate"]] for h in history]})
-            print(f"  {row} seed {seed}: steps to 90% = {per_seed[-1]['steps_to_90']}, "
-                  f"final success {per_seed[-1]['final_success']:.0%}, {per_seed[-1]['wall_s']:.0f} s", flush=True)
+                history = (
+                    _train_sb3(seed, s, extra, quick) if row == "sb3_sac" else _train_ours(row, seed, s, extra, quick)
+                )
+            per_seed.append(
+                {
+                    "seed": seed,
+                    "steps_to_90": steps_to_target(history),
+                    "steps_to_50": steps_to_target(history, MILESTONE),
+                    "wall_s": time.perf_counter() - t0,
+                    "final_success": history[-1]["success_rate"],
+                    "curve": [[h["step"], h["success_rate"]] for h in history],
+                }
+            )
+            print(
+                f"  {row} seed {seed}: steps to 90% = {per_seed[-1]['steps_to_90']}, "
+                f"final success {per_seed[-1]['final_success']:.0%}, {per_seed[-1]['wall_s']:.0f} s",
+                flush=True,
+            )
         reached = [p["steps_to_90"] for p in per_seed]
         half = [p["steps_to_50"] for p in per_seed]
         results["rows"][row] = {
@@ -189,8 +246,9 @@ def _ratio(results: dict[str, Any]) -> None:
             st = rows["rlpd+demos"]
             results["pixels_over_state"] = px["median_steps_to_90"] / max(st["median_steps_to_90"], 1.0)
             results["pixels_over_state_bound"] = _bound(px["reached"] < n, st["reached"] < n)
-            results["pixels_over_state_meaning"] = (f"{PIXEL_ROW} env steps to 90% / rlpd+demos (state); > 1 means "
-                                                    "images need more steps")
+            results["pixels_over_state_meaning"] = (
+                f"{PIXEL_ROW} env steps to 90% / rlpd+demos (state); > 1 means images need more steps"
+            )
         if "sb3_sac" in rows:
             results["ratio_pixels"] = rows["sb3_sac"]["median_steps_to_90"] / max(px["median_steps_to_90"], 1.0)
             results["ratio_pixels_bound"] = _bound(rows["sb3_sac"]["reached"] < n, px["reached"] < n)
@@ -212,16 +270,26 @@ def _print_table(results: dict[str, Any]) -> None:
     for name, r in results["rows"].items():
         shown = f">{budget}" if r["reached"] == 0 else f"{r['median_steps_to_90']:.0f}"
         shown50 = f">{budget}" if r["reached_50"] == 0 else f"{r['median_steps_to_50']:.0f}"
-        table.append([name, shown, f"{r['reached']}/{len(results['seeds'])}", shown50,
-                      f"{r['final_success_mean']:.0%}", f"{r['wall_s_mean']:.0f}"])
+        table.append(
+            [
+                name,
+                shown,
+                f"{r['reached']}/{len(results['seeds'])}",
+                shown50,
+                f"{r['final_success_mean']:.0%}",
+                f"{r['wall_s_mean']:.0f}",
+            ]
+        )
     print_table(["row", "steps to 90% (median)", "reached", "steps to 50%", "final success", "wall s"], table)
     if not math.isnan(results.get("ratio", float("nan"))):
         lb = " (lower bound: SB3 did not reach 90%)" if results["ratio_is_lower_bound"] else ""
         print(f"ratio SB3 / ours (steps to 90%): {results['ratio']:.2f}x{lb}")
         lb50 = " (lower bound)" if results["ratio_50_is_lower_bound"] else ""
         print(f"ratio SB3 / ours (steps to 50%): {results['ratio_50']:.2f}x{lb50}")
-    for key, what in (("pixels_over_state", "pixels / state, ours RLPD + demos"),
-                      ("ratio_pixels", "ratio SB3 (state) / ours (pixels)")):
+    for key, what in (
+        ("pixels_over_state", "pixels / state, ours RLPD + demos"),
+        ("ratio_pixels", "ratio SB3 (state) / ours (pixels)"),
+    ):
         if key in results:
             bound = results[f"{key}_bound"]
             print(f"{what} (steps to 90%): {results[key]:.2f}x{'' if bound == 'exact' else f' ({bound})'}")
@@ -237,11 +305,22 @@ def _plot(results: dict[str, Any], path: Path) -> Path:
     for i, (name, r) in enumerate(results["rows"].items()):
         for j, p in enumerate(r["per_seed"]):
             xs, ys = zip(*p["curve"]) if p["curve"] else ((), ())
-            ax.plot(xs, [100 * y for y in ys], color=f"C{i}", alpha=0.9 if j == 0 else 0.5,
-                    label=name if j == 0 else None, marker="o", ms=3)
+            ax.plot(
+                xs,
+                [100 * y for y in ys],
+                color=f"C{i}",
+                alpha=0.9 if j == 0 else 0.5,
+                label=name if j == 0 else None,
+                marker="o",
+                ms=3,
+            )
     ax.axhline(100 * TARGET, color="grey", ls="--", lw=0.8)
-    ax.set(xlabel="env steps", ylabel="eval success (%)", ylim=(-3, 103),
-           title=f"{results['task']}: sample efficiency (seeds {results['seeds']})")
+    ax.set(
+        xlabel="env steps",
+        ylabel="eval success (%)",
+        ylim=(-3, 103),
+        title=f"{results['task']}: sample efficiency (seeds {results['seeds']})",
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -24,15 +25,32 @@ class EpisodeBuilder:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def add(self, obs: Mapping[str, np.ndarray], action: np.ndarray, reward: float, terminated: bool,
-            truncated: bool, next_obs: Mapping[str, np.ndarray], is_intervention: bool = False,
-            timestamp: float = 0.0, policy_action: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        obs: Mapping[str, np.ndarray],
+        action: np.ndarray,
+        reward: float,
+        terminated: bool,
+        truncated: bool,
+        next_obs: Mapping[str, np.ndarray],
+        is_intervention: bool = False,
+        timestamp: float = 0.0,
+        policy_action: np.ndarray | None = None,
+    ) -> None:
         """One transition; ``action`` is the executed one (the human's when intervening), ``timestamp`` seconds,
         ``policy_action`` the one the policy proposed (differs from ``action`` where a person took over)."""
         self._obs.append(obs)
         self._proposed.append(None if policy_action is None else np.asarray(policy_action, np.float32))
-        self._rows.append((np.asarray(action, np.float32), float(reward), bool(terminated), bool(truncated),
-                           bool(is_intervention), float(timestamp)))
+        self._rows.append(
+            (
+                np.asarray(action, np.float32),
+                float(reward),
+                bool(terminated),
+                bool(truncated),
+                bool(is_intervention),
+                float(timestamp),
+            )
+        )
         self.final_obs = next_obs
 
     def build(self, cut: bool = False) -> dict[str, Any]:
@@ -44,11 +62,16 @@ class EpisodeBuilder:
         term, trunc = term.astype(bool), trunc.astype(bool)
         if cut and not (term[-1] or trunc[-1]):
             trunc[-1] = True
-        return {"obs": {k: np.stack([o[k] for o in self._obs]) for k in self._obs[0]},
-                "final_obs": {k: np.asarray(v) for k, v in self.final_obs.items()},
-                "action": np.stack(action).astype(np.float32), "reward": reward.astype(np.float32),
-                "terminated": term, "truncated": trunc, "is_intervention": interv.astype(bool),
-                "timestamp": stamp.astype(np.float64)}
+        return {
+            "obs": {k: np.stack([o[k] for o in self._obs]) for k in self._obs[0]},
+            "final_obs": {k: np.asarray(v) for k, v in self.final_obs.items()},
+            "action": np.stack(action).astype(np.float32),
+            "reward": reward.astype(np.float32),
+            "terminated": term,
+            "truncated": trunc,
+            "is_intervention": interv.astype(bool),
+            "timestamp": stamp.astype(np.float64),
+        }
 
     def policy_actions(self) -> np.ndarray | None:
         """(T, A) float32: the action the policy proposed at each step so far, or None when a step was added without
@@ -101,8 +124,7 @@ def penalize_takeovers(episode: Mapping[str, Any], reward: float) -> dict[str, A
     return out
 
 
-def trigger_transitions(episode: Mapping[str, Any], policy_action: np.ndarray, reward: float
-                        ) -> list[dict[str, Any]]:
+def trigger_transitions(episode: Mapping[str, Any], policy_action: np.ndarray, reward: float) -> list[dict[str, Any]]:
     """One terminal transition per take-over: at the state where the person took over (the first step of each run
     of intervention steps, the episode's first step included), the action the *policy* proposed there, with
     ``reward`` and ``terminated`` set, so its value is pushed to ``reward`` without bootstrapping. The proposed action
@@ -112,15 +134,24 @@ def trigger_transitions(episode: Mapping[str, Any], policy_action: np.ndarray, r
     flags = np.asarray(episode["is_intervention"], bool)
     proposed = np.asarray(policy_action, np.float32)
     if proposed.shape != np.shape(episode["action"]):
-        raise ValueError(f"policy_action has shape {proposed.shape}; the episode's actions are "
-                         f"{np.shape(episode['action'])}")
+        raise ValueError(
+            f"policy_action has shape {proposed.shape}; the episode's actions are {np.shape(episode['action'])}"
+        )
     starts = np.flatnonzero(flags & ~np.r_[False, flags[:-1]])
     out = []
     for t in starts:
-        obs = {k: v[t:t + 1] for k, v in episode["obs"].items()}
-        out.append({"obs": obs, "final_obs": {k: v[0] for k, v in obs.items()}, "action": proposed[t:t + 1],
-                    "reward": np.array([reward], np.float32), "terminated": np.ones(1, bool),
-                    "truncated": np.zeros(1, bool), "is_intervention": np.zeros(1, bool)})
+        obs = {k: v[t : t + 1] for k, v in episode["obs"].items()}
+        out.append(
+            {
+                "obs": obs,
+                "final_obs": {k: v[0] for k, v in obs.items()},
+                "action": proposed[t : t + 1],
+                "reward": np.array([reward], np.float32),
+                "terminated": np.ones(1, bool),
+                "truncated": np.zeros(1, bool),
+                "is_intervention": np.zeros(1, bool),
+            }
+        )
     return out
 
 
@@ -128,7 +159,11 @@ def episode_stats(episode: Mapping[str, Any], success: bool) -> dict[str, float]
     """What a collected episode logs (``train/<name>``, the same in sync and async runs): success, length (steps),
     return, intervention steps, their share of the episode and the number of take-overs (runs of them)."""
     flags = np.asarray(episode["is_intervention"], bool)
-    return {"episode_success": float(success), "episode_length": float(len(flags)),
-            "episode_return": float(np.sum(episode["reward"])), "intervention_steps": float(flags.sum()),
-            "intervention_rate": float(flags.mean()) if len(flags) else 0.0,
-            "takeovers": float(np.count_nonzero(np.diff(np.r_[0, flags.astype(np.int8)]) == 1))}
+    return {
+        "episode_success": float(success),
+        "episode_length": float(len(flags)),
+        "episode_return": float(np.sum(episode["reward"])),
+        "intervention_steps": float(flags.sum()),
+        "intervention_rate": float(flags.mean()) if len(flags) else 0.0,
+        "takeovers": float(np.count_nonzero(np.diff(np.r_[0, flags.astype(np.int8)]) == 1)),
+    }

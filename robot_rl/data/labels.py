@@ -29,13 +29,13 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from robot_rl.data.store import (COMMIT_FILE, LABELS_DIR, LOCK_FILE, StoreError, _check_array, _take_flock,
-                                 _write_atomic)
+from robot_rl.data.store import COMMIT_FILE, LABELS_DIR, LOCK_FILE, StoreError, _check_array, _take_flock, _write_atomic
 
 LABEL_FORMAT, LABEL_VERSION = "robot_rl.labels", 1
 HEAD_FILE = "label.json"
@@ -61,8 +61,13 @@ class LabelSets:
         head, commit = self._head(name), self._commit(name)
         if head is None or commit is None:
             raise StoreError(f"{self.root}: no label set {name!r} (sets: {', '.join(self.names()) or 'none'})")
-        return {"name": name, "per_step": head["per_step"], "columns": head["columns"], "meta": head["meta"],
-                "rows": commit["rows"]}
+        return {
+            "name": name,
+            "per_step": head["per_step"],
+            "columns": head["columns"],
+            "meta": head["meta"],
+            "rows": commit["rows"],
+        }
 
     def read(self, name: str) -> dict[str, np.ndarray]:
         """Every committed row of label set ``name``: {column: (rows, *shape)}. Each part's checksum is verified; a
@@ -82,8 +87,10 @@ class LabelSets:
                 for c in cols:
                     x = z[c]
                     if len(x) != part["rows"]:
-                        raise StoreError(f"label set {name!r}: part {part['file']} column {c!r} has {len(x)} rows, "
-                                         f"commit says {part['rows']}")
+                        raise StoreError(
+                            f"label set {name!r}: part {part['file']} column {c!r} has {len(x)} rows, "
+                            f"commit says {part['rows']}"
+                        )
                     cols[c].append(x)
         out = {}
         for c, spec in info["columns"].items():
@@ -91,8 +98,16 @@ class LabelSets:
             out[c] = np.concatenate(cols[c]) if cols[c] else np.zeros((0, *shape), dtype)
         return out
 
-    def append(self, name: str, columns: Mapping[str, Any], *, per_step: bool, meta: Mapping[str, Any] | None = None,
-               episode_ends: np.ndarray | None = None, num_steps: int = 0) -> int:
+    def append(
+        self,
+        name: str,
+        columns: Mapping[str, Any],
+        *,
+        per_step: bool,
+        meta: Mapping[str, Any] | None = None,
+        episode_ends: np.ndarray | None = None,
+        num_steps: int = 0,
+    ) -> int:
         """Append rows to label set ``name`` (created on first use) atomically; returns its committed row count.
 
         ``columns``: {column: (n, *shape)} numeric or bool arrays, all with the same n >= 1; floats must be finite.
@@ -115,9 +130,13 @@ class LabelSets:
             if x.dtype.kind not in "biuf":
                 raise StoreError(f"label set {name!r}: column {c!r} has dtype {x.dtype}; numbers or bools only")
         meta_json = json.loads(json.dumps(dict(meta or {}), sort_keys=True))
-        head = {"format": LABEL_FORMAT, "version": LABEL_VERSION, "per_step": bool(per_step),
-                "columns": {c: {"shape": list(x.shape[1:]), "dtype": x.dtype.name} for c, x in arrays.items()},
-                "meta": meta_json}
+        head = {
+            "format": LABEL_FORMAT,
+            "version": LABEL_VERSION,
+            "per_step": bool(per_step),
+            "columns": {c: {"shape": list(x.shape[1:]), "dtype": x.dtype.name} for c, x in arrays.items()},
+            "meta": meta_json,
+        }
         d = self.root / LABELS_DIR / name
         d.mkdir(parents=True, exist_ok=True)
         fd = _take_flock(d / LOCK_FILE, f"{self.root}: another process is writing label set {name!r}")
@@ -129,33 +148,45 @@ class LabelSets:
             if old is None:
                 for c, x in arrays.items():
                     _check_array(f"label column {c!r}", x, x.shape, x.dtype)  # finite floats
-                _write_atomic(d / HEAD_FILE, json.dumps(head, sort_keys=True).encode(), self.durable,
-                              _LABEL_TMP_SUFFIX)
+                _write_atomic(d / HEAD_FILE, json.dumps(head, sort_keys=True).encode(), self.durable, _LABEL_TMP_SUFFIX)
             else:
                 for key in ("per_step", "meta"):
                     if old[key] != head[key]:
-                        raise StoreError(f"label set {name!r} was created with {key}={old[key]!r}, this append has "
-                                         f"{head[key]!r}; use another name for other labels")
+                        raise StoreError(
+                            f"label set {name!r} was created with {key}={old[key]!r}, this append has "
+                            f"{head[key]!r}; use another name for other labels"
+                        )
                 if set(old["columns"]) != set(arrays):
-                    raise StoreError(f"label set {name!r}: columns {sorted(arrays)} != the set's "
-                                     f"{sorted(old['columns'])}")
+                    raise StoreError(
+                        f"label set {name!r}: columns {sorted(arrays)} != the set's {sorted(old['columns'])}"
+                    )
                 for c, spec in old["columns"].items():
-                    arrays[c] = _check_array(f"label column {c!r}", arrays[c], (n, *spec["shape"]), spec["dtype"],
-                                             exact=np.dtype(spec["dtype"]).kind != "f")
+                    arrays[c] = _check_array(
+                        f"label column {c!r}",
+                        arrays[c],
+                        (n, *spec["shape"]),
+                        spec["dtype"],
+                        exact=np.dtype(spec["dtype"]).kind != "f",
+                    )
             commit = commit or {"rows": 0, "parts": []}
             start, stop = commit["rows"], commit["rows"] + n
             if per_step:
                 ends = np.asarray(episode_ends if episode_ends is not None else [], dtype=np.int64)
                 if stop > num_steps or stop not in ends:
                     nxt = ends[ends > start]
-                    raise StoreError(f"label set {name!r}: per-step rows [{start}, {stop}) must end at an episode end "
-                                     f"within the store's {num_steps} committed steps (next episode ends: "
-                                     f"{nxt[:3].tolist()})")
+                    raise StoreError(
+                        f"label set {name!r}: per-step rows [{start}, {stop}) must end at an episode end "
+                        f"within the store's {num_steps} committed steps (next episode ends: "
+                        f"{nxt[:3].tolist()})"
+                    )
             buf = io.BytesIO()
             np.savez(buf, **arrays)
             raw = buf.getvalue()
-            part = {"file": f"part-{len(commit['parts']):06d}-{uuid.uuid4().hex[:8]}.npz", "rows": n,
-                    "sha256": hashlib.sha256(raw).hexdigest()}
+            part = {
+                "file": f"part-{len(commit['parts']):06d}-{uuid.uuid4().hex[:8]}.npz",
+                "rows": n,
+                "sha256": hashlib.sha256(raw).hexdigest(),
+            }
             _write_atomic(d / part["file"], raw, self.durable, _LABEL_TMP_SUFFIX)
             new = {"rows": stop, "parts": [*commit["parts"], part], "time": time.time()}
             _write_atomic(d / COMMIT_FILE, json.dumps(new).encode(), self.durable, _LABEL_TMP_SUFFIX)

@@ -37,8 +37,9 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -90,22 +91,41 @@ def _features(schema: StoreSchema, images: str, fps: float) -> dict[str, dict[st
             out[name] = {"dtype": images, "shape": [h, w, 3], "names": ["height", "width", "channels"]}
             if images == "video":
                 if h % 2 or w % 2:
-                    raise LeRobotError(f"camera {key!r} is {h}x{w}: H.264 yuv420p video needs even sizes; "
-                                       "export with --images image instead")
-                out[name]["info"] = {"video.height": h, "video.width": w, "video.codec": "h264",
-                                     "video.pix_fmt": "yuv420p", "video.is_depth_map": False, "video.fps": fps,
-                                     "video.channels": 3, "has_audio": False}
+                    raise LeRobotError(
+                        f"camera {key!r} is {h}x{w}: H.264 yuv420p video needs even sizes; "
+                        "export with --images image instead"
+                    )
+                out[name]["info"] = {
+                    "video.height": h,
+                    "video.width": w,
+                    "video.codec": "h264",
+                    "video.pix_fmt": "yuv420p",
+                    "video.is_depth_map": False,
+                    "video.fps": fps,
+                    "video.channels": 3,
+                    "has_audio": False,
+                }
         elif len(shape) <= 1 and np.dtype(dtype).kind in "fiub":
             out[name] = {"dtype": dtype, "shape": list(shape) or [1], "names": None}
         else:
-            raise LeRobotError(f"observation {key!r} has shape {shape} dtype {dtype}: LeRobot export takes vectors "
-                               "and HxWx3 uint8 images only")
+            raise LeRobotError(
+                f"observation {key!r} has shape {shape} dtype {dtype}: LeRobot export takes vectors "
+                "and HxWx3 uint8 images only"
+            )
     out["action"] = {"dtype": "float32", "shape": [schema.action_dim], "names": None}
-    for name, dtype in (("next.reward", "float32"), ("next.done", "bool"), ("next.terminated", "bool"),
-                        ("next.truncated", "bool"), ("complementary_info.is_intervention", "bool"),
-                        ("complementary_info.store_timestamp", "float64"), ("timestamp", "float32"),
-                        ("frame_index", "int64"), ("episode_index", "int64"), ("index", "int64"),
-                        ("task_index", "int64")):
+    for name, dtype in (
+        ("next.reward", "float32"),
+        ("next.done", "bool"),
+        ("next.terminated", "bool"),
+        ("next.truncated", "bool"),
+        ("complementary_info.is_intervention", "bool"),
+        ("complementary_info.store_timestamp", "float64"),
+        ("timestamp", "float32"),
+        ("frame_index", "int64"),
+        ("episode_index", "int64"),
+        ("index", "int64"),
+        ("task_index", "int64"),
+    ):
         out[name] = {"dtype": dtype, "shape": [1], "names": None}
     return out
 
@@ -152,9 +172,13 @@ def _stats(x: np.ndarray, image: bool) -> dict[str, np.ndarray]:
     if image:
         flat = x.reshape(-1, 3)
         mean = flat.mean(axis=0, dtype=np.float64)
-        std = np.sqrt(np.maximum((flat.astype(np.float32) ** 2).mean(axis=0, dtype=np.float64) - mean ** 2, 0.0))
-        out = {"min": flat.min(axis=0) / 255.0, "max": flat.max(axis=0) / 255.0, "mean": mean / 255.0,
-               "std": std / 255.0}
+        std = np.sqrt(np.maximum((flat.astype(np.float32) ** 2).mean(axis=0, dtype=np.float64) - mean**2, 0.0))
+        out = {
+            "min": flat.min(axis=0) / 255.0,
+            "max": flat.max(axis=0) / 255.0,
+            "mean": mean / 255.0,
+            "std": std / 255.0,
+        }
         out = {k: v.astype(np.float64).reshape(3, 1, 1) for k, v in out.items()}
     else:
         f = x.astype(np.float64).reshape(len(x), -1)
@@ -170,8 +194,13 @@ def _aggregate(stats: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     means = np.stack([s["mean"] for s in stats])
     mean = (w * means).sum(axis=0)
     var = (w * (np.stack([s["std"] for s in stats]) ** 2 + (means - mean) ** 2)).sum(axis=0)
-    return {"min": np.min([s["min"] for s in stats], axis=0), "max": np.max([s["max"] for s in stats], axis=0),
-            "mean": mean, "std": np.sqrt(var), "count": np.array([int(n.sum())], dtype=np.int64)}
+    return {
+        "min": np.min([s["min"] for s in stats], axis=0),
+        "max": np.max([s["max"] for s in stats], axis=0),
+        "mean": mean,
+        "std": np.sqrt(var),
+        "count": np.array([int(n.sum())], dtype=np.int64),
+    }
 
 
 # ------------------------------------------------------------------ writers
@@ -183,7 +212,7 @@ class _ParquetFiles:
     """Writes tables into ``template`` files, starting the next file once one passes ``max_mb``."""
 
     def __init__(self, root: Path, template: str, schema: pa.Schema | None, max_mb: float):
-        self.root, self.template, self.schema, self.max_bytes = root, template, schema, max_mb * 2 ** 20
+        self.root, self.template, self.schema, self.max_bytes = root, template, schema, max_mb * 2**20
         self.chunk = self.file = 0
         self._sink: pa.NativeFile | None = None
         self._writer: pq.ParquetWriter | None = None
@@ -215,7 +244,7 @@ class _VideoFiles:
     """One camera's mp4 files: frames are appended back to back; a new file starts past ``max_mb``."""
 
     def __init__(self, root: Path, key: str, height: int, width: int, fps: float, max_mb: float):
-        self.root, self.key, self.size, self.fps, self.max_bytes = root, key, (width, height), fps, max_mb * 2 ** 20
+        self.root, self.key, self.size, self.fps, self.max_bytes = root, key, (width, height), fps, max_mb * 2**20
         self.chunk = self.file = 0
         self.frames = 0  # frames in the open file
         self._gen: Any = None
@@ -226,13 +255,19 @@ class _VideoFiles:
         import imageio_ffmpeg
 
         if self._gen is None:
-            self._path = self.root / VIDEO_PATH.format(video_key=self.key, chunk_index=self.chunk,
-                                                       file_index=self.file)
+            self._path = self.root / VIDEO_PATH.format(video_key=self.key, chunk_index=self.chunk, file_index=self.file)
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._gen = imageio_ffmpeg.write_frames(
-                str(self._path), self.size, fps=self.fps, codec=VIDEO_CODEC, pix_fmt_out="yuv420p", quality=None,
-                macro_block_size=2, ffmpeg_log_level="error",
-                output_params=["-crf", str(VIDEO_CRF), "-g", str(VIDEO_GOP), "-bf", "0"])
+                str(self._path),
+                self.size,
+                fps=self.fps,
+                codec=VIDEO_CODEC,
+                pix_fmt_out="yuv420p",
+                quality=None,
+                macro_block_size=2,
+                ffmpeg_log_level="error",
+                output_params=["-crf", str(VIDEO_CRF), "-g", str(VIDEO_GOP), "-bf", "0"],
+            )
             self._gen.send(None)
             self.frames = 0
         start = self.frames
@@ -240,8 +275,12 @@ class _VideoFiles:
             self._gen.send(np.ascontiguousarray(f))
         self.frames += len(frames)
         p = f"videos/{self.key}/"
-        entry = {p + "chunk_index": self.chunk, p + "file_index": self.file,
-                 p + "from_timestamp": start / self.fps, p + "to_timestamp": self.frames / self.fps}
+        entry = {
+            p + "chunk_index": self.chunk,
+            p + "file_index": self.file,
+            p + "from_timestamp": start / self.fps,
+            p + "to_timestamp": self.frames / self.fps,
+        }
         if (self._path.stat().st_size if self._path.exists() else 0) >= self.max_bytes:  # ffmpeg writes late
             self.close()
             self.chunk, self.file = _next_file(self.chunk, self.file)
@@ -256,16 +295,31 @@ class _VideoFiles:
 def _pandas_index_metadata(index: str, column: str) -> bytes:
     """The pandas metadata that makes ``pandas.read_parquet`` restore ``index`` as the frame's index (as LeRobot
     reads meta/tasks.parquet), written by hand so the export needs no pandas."""
-    cols = [{"name": column, "field_name": column, "pandas_type": "int64", "numpy_type": "int64", "metadata": None},
-            {"name": index, "field_name": index, "pandas_type": "unicode", "numpy_type": "object", "metadata": None}]
-    return json.dumps({"index_columns": [index], "column_indexes": [], "columns": cols,
-                       "creator": {"library": "pyarrow", "version": pa.__version__},
-                       "pandas_version": "2.2.0"}).encode()
+    cols = [
+        {"name": column, "field_name": column, "pandas_type": "int64", "numpy_type": "int64", "metadata": None},
+        {"name": index, "field_name": index, "pandas_type": "unicode", "numpy_type": "object", "metadata": None},
+    ]
+    return json.dumps(
+        {
+            "index_columns": [index],
+            "column_indexes": [],
+            "columns": cols,
+            "creator": {"library": "pyarrow", "version": pa.__version__},
+            "pandas_version": "2.2.0",
+        }
+    ).encode()
 
 
 # ------------------------------------------------------------------ export
-def export_lerobot(store_path: str | os.PathLike, out: str | os.PathLike, *, repo_id: str | None = None,
-                   images: str = "video", overwrite: bool = False, batch: int = 8) -> dict[str, Any]:
+def export_lerobot(
+    store_path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    repo_id: str | None = None,
+    images: str = "video",
+    overwrite: bool = False,
+    batch: int = 8,
+) -> dict[str, Any]:
     """Write the episode store at ``store_path`` as a LeRobot v3.0 dataset in the new directory ``out``.
 
     ``images``: "video" (H.264 mp4, lossy, like LeRobot's default) or "image" (PNG bytes in the parquet, lossless).
@@ -277,11 +331,14 @@ def export_lerobot(store_path: str | os.PathLike, out: str | os.PathLike, *, rep
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
-            raise LeRobotError(f"output {str(out)!r} exists and is not empty: name a new directory "
-                               "(or pass --overwrite to replace an earlier export)")
+            raise LeRobotError(
+                f"output {str(out)!r} exists and is not empty: name a new directory "
+                "(or pass --overwrite to replace an earlier export)"
+            )
         if not (out / "meta" / "info.json").is_file():
-            raise LeRobotError(f"output {str(out)!r} is not a LeRobot dataset (no meta/info.json); refusing to "
-                               "replace it")
+            raise LeRobotError(
+                f"output {str(out)!r} is not a LeRobot dataset (no meta/info.json); refusing to replace it"
+            )
     store = EpisodeStore.open(store_path, verify="quick")
     schema = store.schema
     fps: float = int(schema.control_hz) if float(schema.control_hz).is_integer() else schema.control_hz
@@ -291,19 +348,29 @@ def export_lerobot(store_path: str | os.PathLike, out: str | os.PathLike, *, rep
     tmp.mkdir(parents=True)
     try:
         summary = _write_dataset(store, tmp, features, images, fps, batch)
-        info = {"codebase_version": CODEBASE_VERSION, "robot_type": None,
-                "total_episodes": summary["episodes"], "total_frames": summary["frames"],
-                "total_tasks": summary["tasks"], "chunks_size": CHUNKS_SIZE, "data_files_size_in_mb": DATA_FILE_MB,
-                "video_files_size_in_mb": VIDEO_FILE_MB, "fps": fps,
-                "splits": {"train": f"0:{summary['episodes']}"}, "data_path": DATA_PATH,
-                "video_path": VIDEO_PATH if any(ft["dtype"] == "video" for ft in features.values()) else None,
-                "features": features}
+        info = {
+            "codebase_version": CODEBASE_VERSION,
+            "robot_type": None,
+            "total_episodes": summary["episodes"],
+            "total_frames": summary["frames"],
+            "total_tasks": summary["tasks"],
+            "chunks_size": CHUNKS_SIZE,
+            "data_files_size_in_mb": DATA_FILE_MB,
+            "video_files_size_in_mb": VIDEO_FILE_MB,
+            "fps": fps,
+            "splits": {"train": f"0:{summary['episodes']}"},
+            "data_path": DATA_PATH,
+            "video_path": VIDEO_PATH if any(ft["dtype"] == "video" for ft in features.values()) else None,
+            "features": features,
+        }
         (tmp / "meta" / "info.json").write_text(json.dumps(info, indent=4))
         (tmp / "meta" / "robot_rl.json").write_text(json.dumps({"store_schema": schema.to_json()}, indent=2))
-        card = (f"---\ntags: [LeRobot]\ntask_categories: [robotics]\nconfigs:\n- config_name: default\n"
-                f"  data_files: data/*/*.parquet\n---\n# {repo_id}\n\nExported by robot_rl from the episode store "
-                f"`{Path(store_path).name}` (action: {schema.action_semantics or 'see meta/info.json'}).\n\n"
-                f"```json\n{json.dumps(info, indent=2)}\n```\n")
+        card = (
+            f"---\ntags: [LeRobot]\ntask_categories: [robotics]\nconfigs:\n- config_name: default\n"
+            f"  data_files: data/*/*.parquet\n---\n# {repo_id}\n\nExported by robot_rl from the episode store "
+            f"`{Path(store_path).name}` (action: {schema.action_semantics or 'see meta/info.json'}).\n\n"
+            f"```json\n{json.dumps(info, indent=2)}\n```\n"
+        )
         (tmp / "README.md").write_text(card)
         if out.exists():
             shutil.rmtree(out)
@@ -315,15 +382,19 @@ def export_lerobot(store_path: str | os.PathLike, out: str | os.PathLike, *, rep
     return summary
 
 
-def _write_dataset(store: EpisodeStore, root: Path, features: dict[str, dict[str, Any]], images: str, fps: float,
-                   batch: int) -> dict[str, Any]:
+def _write_dataset(
+    store: EpisodeStore, root: Path, features: dict[str, dict[str, Any]], images: str, fps: float, batch: int
+) -> dict[str, Any]:
     schema = store.schema
     obs_names = {k: feature_name(k, s, d) for k, (s, d) in schema.obs.items()}
     cams = [k for k, (s, d) in schema.obs.items() if _is_image(s, d)]
     data = _ParquetFiles(root, DATA_PATH, _data_schema(features), DATA_FILE_MB)
     episodes = _ParquetFiles(root, EPISODES_PATH, None, DATA_FILE_MB)
-    videos = {k: _VideoFiles(root, obs_names[k], *schema.obs[k][0][:2], fps, VIDEO_FILE_MB)
-              for k in cams} if images == "video" else {}
+    videos = (
+        {k: _VideoFiles(root, obs_names[k], *schema.obs[k][0][:2], fps, VIDEO_FILE_MB) for k in cams}
+        if images == "video"
+        else {}
+    )
     tasks: dict[str, int] = {}
     all_stats: list[dict[str, dict[str, np.ndarray]]] = []
     rows: list[dict[str, Any]] = []
@@ -340,25 +411,41 @@ def _write_dataset(store: EpisodeStore, root: Path, features: dict[str, dict[str
                     cols[name] = x
                 elif images == "image":
                     cols[name] = [{"bytes": _png(f), "path": None} for f in x]
-            cols.update({"action": ep["action"], "next.reward": ep["reward"],
-                         "next.done": ep["terminated"] | ep["truncated"], "next.terminated": ep["terminated"],
-                         "next.truncated": ep["truncated"], "complementary_info.is_intervention": ep["is_intervention"],
-                         "complementary_info.store_timestamp": ep["timestamp"],
-                         "timestamp": (fi / fps).astype(np.float32), "frame_index": fi,
-                         "episode_index": np.full(t, m["episode"], np.int64), "index": frames + fi,
-                         "task_index": np.full(t, task_index, np.int64)})
+            cols.update(
+                {
+                    "action": ep["action"],
+                    "next.reward": ep["reward"],
+                    "next.done": ep["terminated"] | ep["truncated"],
+                    "next.terminated": ep["terminated"],
+                    "next.truncated": ep["truncated"],
+                    "complementary_info.is_intervention": ep["is_intervention"],
+                    "complementary_info.store_timestamp": ep["timestamp"],
+                    "timestamp": (fi / fps).astype(np.float32),
+                    "frame_index": fi,
+                    "episode_index": np.full(t, m["episode"], np.int64),
+                    "index": frames + fi,
+                    "task_index": np.full(t, task_index, np.int64),
+                }
+            )
             table = pa.table({k: _column(v, data.schema.field(k).type) for k, v in cols.items()}, schema=data.schema)
             chunk, file = data.write(table)
             stats = {name: _stats(ep["obs"][k], k in cams) for k, name in obs_names.items()}
             stats.update({k: _stats(np.asarray(cols[k]), False) for k in cols if not k.startswith("observation.")})
             all_stats.append(stats)
-            row: dict[str, Any] = {"episode_index": m["episode"], "tasks": [m["task"]], "length": t,
-                                   "data/chunk_index": chunk, "data/file_index": file,
-                                   "dataset_from_index": frames, "dataset_to_index": frames + t}
+            row: dict[str, Any] = {
+                "episode_index": m["episode"],
+                "tasks": [m["task"]],
+                "length": t,
+                "data/chunk_index": chunk,
+                "data/file_index": file,
+                "dataset_from_index": frames,
+                "dataset_to_index": frames + t,
+            }
             for k, vid in videos.items():
                 row.update(vid.write(ep["obs"][k]))
-            row.update({"success": m["success"], "source": m["source"], "notes": m["notes"],
-                        "start_time": m["start_time"]})
+            row.update(
+                {"success": m["success"], "source": m["source"], "notes": m["notes"], "start_time": m["start_time"]}
+            )
             for k, name in obs_names.items():
                 x = ep["final_obs"][k]
                 row[f"final/{name}"] = _png(x) if k in cams else np.atleast_1d(x).tolist()
@@ -376,12 +463,14 @@ def _write_dataset(store: EpisodeStore, root: Path, features: dict[str, dict[str
             vid.close()
     if not all_stats:
         raise LeRobotError(f"{store.root}: the store has no episodes; nothing to export")
-    stats = {name: {s: v.tolist() for s, v in _aggregate([st[name] for st in all_stats]).items()}
-             for name in all_stats[0]}
+    stats = {
+        name: {s: v.tolist() for s, v in _aggregate([st[name] for st in all_stats]).items()} for name in all_stats[0]
+    }
     (root / "meta" / "stats.json").write_text(json.dumps(stats, indent=4))
     names = list(tasks)
-    task_table = pa.table({"task_index": pa.array([tasks[n] for n in names], pa.int64()),
-                           "task": pa.array(names, pa.string())})
+    task_table = pa.table(
+        {"task_index": pa.array([tasks[n] for n in names], pa.int64()), "task": pa.array(names, pa.string())}
+    )
     task_table = task_table.replace_schema_metadata({"pandas": _pandas_index_metadata("task", "task_index")})
     pq.write_table(task_table, root / "meta" / "tasks.parquet")
     return {"episodes": len(all_stats), "frames": frames, "tasks": len(tasks), "images": images}
@@ -434,8 +523,9 @@ class _VideoReader:
             try:
                 raw = next(self._gen)
             except StopIteration:
-                raise LeRobotError(f"{self.path}: ends at frame {self.pos}, expected frames up to "
-                                   f"{start + n}") from None
+                raise LeRobotError(
+                    f"{self.path}: ends at frame {self.pos}, expected frames up to {start + n}"
+                ) from None
             if self.pos >= start:
                 out[self.pos - start] = np.frombuffer(raw, np.uint8).reshape(self.height, self.width, 3)
             self.pos += 1
@@ -457,8 +547,10 @@ def read_lerobot_info(path: str | os.PathLike) -> dict[str, Any]:
     except ValueError as exc:
         raise LeRobotError(f"{p}: not JSON: {exc}") from None
     if not str(info.get("codebase_version", "")).startswith("v3."):
-        raise LeRobotError(f"{p}: codebase_version {info.get('codebase_version')!r}; this reader takes v3.x "
-                           "(convert older datasets with LeRobot's v2.1 -> v3.0 converter)")
+        raise LeRobotError(
+            f"{p}: codebase_version {info.get('codebase_version')!r}; this reader takes v3.x "
+            "(convert older datasets with LeRobot's v2.1 -> v3.0 converter)"
+        )
     return info
 
 
@@ -476,16 +568,18 @@ def read_lerobot(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
     info = read_lerobot_info(root)
     features, fps = info["features"], float(info["fps"])
     tasks_t = pq.read_table(root / "meta" / "tasks.parquet")
-    text_col = "task" if "task" in tasks_t.column_names else next(
-        c for c in tasks_t.column_names if c != "task_index")
+    text_col = "task" if "task" in tasks_t.column_names else next(c for c in tasks_t.column_names if c != "task_index")
     tasks = dict(zip(tasks_t["task_index"].to_pylist(), tasks_t[text_col].to_pylist()))
     ep_files = sorted((root / "meta" / "episodes").glob("*/*.parquet"))
     if not ep_files:
         raise LeRobotError(f"{root}: no meta/episodes/*/*.parquet")
     obs_feats = {k: ft for k, ft in features.items() if k.startswith("observation.")}
     ours = root / "meta" / "robot_rl.json"
-    shapes = {k: tuple(v["shape"]) for k, v in json.loads(ours.read_text())["store_schema"]["observations"].items()
-              } if ours.is_file() else {}
+    shapes = (
+        {k: tuple(v["shape"]) for k, v in json.loads(ours.read_text())["store_schema"]["observations"].items()}
+        if ours.is_file()
+        else {}
+    )
     readers: dict[tuple[str, int, int], _VideoReader] = {}
     data_key: tuple[int, int] | None = None
     data: dict[str, Any] = {}
@@ -506,14 +600,23 @@ def read_lerobot(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
             r.close()
 
 
-def _episode(root: Path, info: dict[str, Any], row: dict[str, Any], data: dict[str, Any],
-             obs_feats: dict[str, dict[str, Any]], shapes: dict[str, tuple[int, ...]], tasks: dict[int, str],
-             readers: dict, fps: float) -> dict[str, Any]:
+def _episode(
+    root: Path,
+    info: dict[str, Any],
+    row: dict[str, Any],
+    data: dict[str, Any],
+    obs_feats: dict[str, dict[str, Any]],
+    shapes: dict[str, tuple[int, ...]],
+    tasks: dict[int, str],
+    readers: dict,
+    fps: float,
+) -> dict[str, Any]:
     e = row["episode_index"]
     sel = np.flatnonzero(data["_episode"] == e)
     if len(sel) != row["length"]:
-        raise LeRobotError(f"{root}: episode {e} has {len(sel)} rows in its data file, the episode table says "
-                           f"{row['length']}")
+        raise LeRobotError(
+            f"{root}: episode {e} has {len(sel)} rows in its data file, the episode table says {row['length']}"
+        )
     a, b = int(sel[0]), int(sel[-1]) + 1
 
     def col(name: str, dtype: Any, default: Any = None) -> np.ndarray:
@@ -530,8 +633,9 @@ def _episode(root: Path, info: dict[str, Any], row: dict[str, Any], data: dict[s
         if ft["dtype"] == "video":
             vkey = (name, row[f"videos/{name}/chunk_index"], row[f"videos/{name}/file_index"])
             if vkey not in readers:
-                readers[vkey] = _VideoReader(root / info["video_path"].format(
-                    video_key=name, chunk_index=vkey[1], file_index=vkey[2]))
+                readers[vkey] = _VideoReader(
+                    root / info["video_path"].format(video_key=name, chunk_index=vkey[1], file_index=vkey[2])
+                )
             obs[k] = readers[vkey].read(round(row[f"videos/{name}/from_timestamp"] * fps), b - a)
         elif ft["dtype"] == "image":
             obs[k] = np.stack([_unpng(x["bytes"]) for x in data[name].slice(a, b - a).to_pylist()])
@@ -539,21 +643,39 @@ def _episode(root: Path, info: dict[str, Any], row: dict[str, Any], data: dict[s
             shape = shapes.get(k, () if ft["shape"] == [1] else tuple(ft["shape"]))
             obs[k] = col(name, ft["dtype"]).reshape(b - a, *shape)
         if (fin := row.get(f"final/{name}")) is not None:
-            final[k] = _unpng(fin) if ft["dtype"] in ("image", "video") else np.asarray(
-                fin, ft["dtype"]).reshape(obs[k].shape[1:])
+            final[k] = (
+                _unpng(fin)
+                if ft["dtype"] in ("image", "video")
+                else np.asarray(fin, ft["dtype"]).reshape(obs[k].shape[1:])
+            )
     done = col("next.done", bool, False)
     terminated = col("next.terminated", bool, False) if "next.terminated" in data else done
-    timestamp = (col("complementary_info.store_timestamp", np.float64) if "complementary_info.store_timestamp"
-                 in data else col("timestamp", np.float64))
+    timestamp = (
+        col("complementary_info.store_timestamp", np.float64)
+        if "complementary_info.store_timestamp" in data
+        else col("timestamp", np.float64)
+    )
     task_index = col("task_index", np.int64, 0)
     task = row.get("tasks", [None])[0] if row.get("tasks") else tasks.get(int(task_index[0]))
-    return {"obs": obs, "final_obs": final, "action": col("action", np.float32).reshape(b - a, -1),
-            "reward": col("next.reward", np.float32, 0.0), "terminated": terminated,
-            "truncated": col("next.truncated", bool, False),
-            "is_intervention": col("complementary_info.is_intervention", bool, False), "timestamp": timestamp,
-            "metadata": {"episode": e, "task": task, "success": row.get("success"),
-                         "source": row.get("source"), "notes": row.get("notes"), "start_time": row.get("start_time"),
-                         "length": b - a}}
+    return {
+        "obs": obs,
+        "final_obs": final,
+        "action": col("action", np.float32).reshape(b - a, -1),
+        "reward": col("next.reward", np.float32, 0.0),
+        "terminated": terminated,
+        "truncated": col("next.truncated", bool, False),
+        "is_intervention": col("complementary_info.is_intervention", bool, False),
+        "timestamp": timestamp,
+        "metadata": {
+            "episode": e,
+            "task": task,
+            "success": row.get("success"),
+            "source": row.get("source"),
+            "notes": row.get("notes"),
+            "start_time": row.get("start_time"),
+            "length": b - a,
+        },
+    }
 
 
 __all__ = ["LeRobotError", "export_lerobot", "read_lerobot", "read_lerobot_info", "feature_name"]

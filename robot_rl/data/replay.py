@@ -9,7 +9,8 @@ so only the newest slot can lack its successor; sampling never returns it.
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +25,9 @@ class ReplayBuffer:
     ``truncated`` (n,), ``is_intervention`` (n,). Safe to call ``add`` and ``sample`` from different threads.
     """
 
-    def __init__(self, observation_space: spaces.Dict, action_dim: int, capacity: int,
-                 device: str | torch.device = "cpu"):
+    def __init__(
+        self, observation_space: spaces.Dict, action_dim: int, capacity: int, device: str | torch.device = "cpu"
+    ):
         if capacity < 2:
             raise ValueError(f"capacity={capacity} must be >= 2")
         self.capacity, self.device = int(capacity), torch.device(device)
@@ -55,8 +57,16 @@ class ReplayBuffer:
         last = (self.pos - 1) % self.capacity
         return None if (self.terminated[last] or self.truncated[last]) else last
 
-    def add(self, obs: Mapping[str, np.ndarray], action: np.ndarray, reward: float, terminated: bool,
-            truncated: bool, next_obs: Mapping[str, np.ndarray], is_intervention: bool = False) -> None:
+    def add(
+        self,
+        obs: Mapping[str, np.ndarray],
+        action: np.ndarray,
+        reward: float,
+        terminated: bool,
+        truncated: bool,
+        next_obs: Mapping[str, np.ndarray],
+        is_intervention: bool = False,
+    ) -> None:
         """Append one transition. ``next_obs`` is only kept when the episode ends here."""
         with self._lock:
             i = self.pos
@@ -126,7 +136,9 @@ class ReplayBuffer:
                 for k in next_obs:
                     next_obs[k].numpy()[j] = final[k]  # a numpy copy: torch would split a 48 KiB copy over threads
             out = {
-                "obs": batch_obs, "next_obs": next_obs, "action": self._gather(self.action, idx),
+                "obs": batch_obs,
+                "next_obs": next_obs,
+                "action": self._gather(self.action, idx),
                 "reward": self._gather(self.reward, idx),
                 "terminated": torch.from_numpy(self.terminated[idx].astype(np.float32)),
                 "truncated": torch.from_numpy(self.truncated[idx].astype(np.float32)),
@@ -147,13 +159,20 @@ class ReplayBuffer:
             slots = sorted(self.final_next_obs)
             return {
                 "obs": {k: v[: self.size].copy() for k, v in self.obs.items()},
-                "action": self.action[: self.size].copy(), "reward": self.reward[: self.size].copy(),
-                "terminated": self.terminated[: self.size].copy(), "truncated": self.truncated[: self.size].copy(),
+                "action": self.action[: self.size].copy(),
+                "reward": self.reward[: self.size].copy(),
+                "terminated": self.terminated[: self.size].copy(),
+                "truncated": self.truncated[: self.size].copy(),
                 "is_intervention": self.is_intervention[: self.size].copy(),
                 "final_slots": np.asarray(slots, dtype=np.int64),
-                "final_next_obs": {k: np.stack([self.final_next_obs[s][k] for s in slots]) if slots
-                                   else np.zeros((0, *v.shape[1:]), v.dtype) for k, v in self.obs.items()},
-                "pos": self.pos, "size": self.size,
+                "final_next_obs": {
+                    k: np.stack([self.final_next_obs[s][k] for s in slots])
+                    if slots
+                    else np.zeros((0, *v.shape[1:]), v.dtype)
+                    for k, v in self.obs.items()
+                },
+                "pos": self.pos,
+                "size": self.size,
             }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -165,8 +184,10 @@ class ReplayBuffer:
                 v[:size] = state["obs"][k]
             for name in ("action", "reward", "terminated", "truncated", "is_intervention"):
                 getattr(self, name)[:size] = state[name]
-            self.final_next_obs = {int(s): {k: np.asarray(state["final_next_obs"][k][j]) for k in self.obs}
-                                   for j, s in enumerate(state["final_slots"])}
+            self.final_next_obs = {
+                int(s): {k: np.asarray(state["final_next_obs"][k][j]) for k in self.obs}
+                for j, s in enumerate(state["final_slots"])
+            }
             self.pos, self.size = int(state["pos"]), size
 
 
@@ -179,8 +200,9 @@ def to_device(tree: Any, device: torch.device) -> Any:
     return t.to(device, non_blocking=True)
 
 
-def mixed_batches(demo: ReplayBuffer | None, online: ReplayBuffer, batch_size: int, demo_fraction: float,
-                  rng: np.random.Generator) -> Iterator[dict[str, Any]]:
+def mixed_batches(
+    demo: ReplayBuffer | None, online: ReplayBuffer, batch_size: int, demo_fraction: float, rng: np.random.Generator
+) -> Iterator[dict[str, Any]]:
     """Endless batches with ``round(batch_size * demo_fraction)`` rows from ``demo`` and the rest from ``online``.
 
     RLPD's symmetric sampling is ``demo_fraction=0.5``. With no demo buffer (or an empty one) every row is online.

@@ -44,9 +44,10 @@ angular), Wrench[Stamped] (force, torque), Float32/Float64MultiArray (data), Flo
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,8 +56,20 @@ from robot_rl.data.store import SOURCES, EpisodeStore, StoreError, StoreSchema
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 BOOL_TYPE = "std_msgs/msg/Bool"
 _ENCODINGS = {"rgb8": (3, False), "bgr8": (3, True), "rgba8": (4, False), "bgra8": (4, True), "mono8": (1, False)}
-_KEYS = {"control_hz", "max_staleness_s", "stamp", "task", "source", "action_semantics", "state", "cameras", "action",
-         "intervention", "success", "episodes"}
+_KEYS = {
+    "control_hz",
+    "max_staleness_s",
+    "stamp",
+    "task",
+    "source",
+    "action_semantics",
+    "state",
+    "cameras",
+    "action",
+    "intervention",
+    "success",
+    "episodes",
+}
 
 
 class MappingError(ValueError):
@@ -68,27 +81,42 @@ def _xyz(v: Any) -> list[float]:
     return [v.x, v.y, v.z]
 
 
+def _of_field(getter, field: str):
+    """A getter of a stamped message: ``getter`` applied to its ``field`` (the unstamped message inside)."""
+    return lambda msg: getter(getattr(msg, field))
+
+
 def _vector_types() -> dict[str, tuple[tuple[str, ...], dict[str, Callable[[Any], Any]]]]:
     """ROS type -> (default fields, {field: message -> values})."""
     out: dict[str, tuple[tuple[str, ...], dict[str, Callable[[Any], Any]]]] = {
-        "sensor_msgs/msg/JointState": (("position", "velocity"), {
-            "position": lambda m: m.position, "velocity": lambda m: m.velocity, "effort": lambda m: m.effort}),
+        "sensor_msgs/msg/JointState": (
+            ("position", "velocity"),
+            {"position": lambda m: m.position, "velocity": lambda m: m.velocity, "effort": lambda m: m.effort},
+        ),
         "std_msgs/msg/Float32MultiArray": (("data",), {"data": lambda m: m.data}),
         "std_msgs/msg/Float64MultiArray": (("data",), {"data": lambda m: m.data}),
         "std_msgs/msg/Float32": (("data",), {"data": lambda m: [m.data]}),
         "std_msgs/msg/Float64": (("data",), {"data": lambda m: [m.data]}),
         "std_msgs/msg/Bool": (("data",), {"data": lambda m: [float(m.data)]}),
     }
-    parts = {"Pose": ("pose", {"position": lambda p: _xyz(p.position),
-                               "orientation": lambda p: [p.orientation.x, p.orientation.y, p.orientation.z,
-                                                         p.orientation.w]}),
-             "Twist": ("twist", {"linear": lambda t: _xyz(t.linear), "angular": lambda t: _xyz(t.angular)}),
-             "Wrench": ("wrench", {"force": lambda w: _xyz(w.force), "torque": lambda w: _xyz(w.torque)})}
+    parts = {
+        "Pose": (
+            "pose",
+            {
+                "position": lambda p: _xyz(p.position),
+                "orientation": lambda p: [p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w],
+            },
+        ),
+        "Twist": ("twist", {"linear": lambda t: _xyz(t.linear), "angular": lambda t: _xyz(t.angular)}),
+        "Wrench": ("wrench", {"force": lambda w: _xyz(w.force), "torque": lambda w: _xyz(w.torque)}),
+    }
     for name, (inner, getters) in parts.items():
         fields = tuple(getters)
         out[f"geometry_msgs/msg/{name}"] = (fields, getters)
-        out[f"geometry_msgs/msg/{name}Stamped"] = (fields, {
-            f: (lambda g, a: (lambda m: g(getattr(m, a))))(g, inner) for f, g in getters.items()})
+        out[f"geometry_msgs/msg/{name}Stamped"] = (
+            fields,
+            {f: _of_field(g, inner) for f, g in getters.items()},
+        )
     return out
 
 
@@ -163,8 +191,14 @@ def _sources(d: dict[str, Any], key: str, required: bool) -> list[VectorSource]:
         fields = it.get("fields")
         if fields is not None and (not isinstance(fields, list) or not all(isinstance(f, str) for f in fields)):
             raise MappingError(f"mapping {where}: fields must be a list of names, got {fields!r}")
-        out.append(VectorSource(where, it["topic"], tuple(fields) if fields else None,
-                                _norm_type(it["type"]) if it.get("type") else None))
+        out.append(
+            VectorSource(
+                where,
+                it["topic"],
+                tuple(fields) if fields else None,
+                _norm_type(it["type"]) if it.get("type") else None,
+            )
+        )
     return out
 
 
@@ -202,13 +236,17 @@ def load_mapping(path: str | Path) -> Mapping:
         if extra := set(c) - {"topic", "size", "type"}:
             raise MappingError(f"mapping cameras.{key}: unknown key(s) {sorted(extra)}; valid: topic, size, type")
         size = c.get("size")
-        if size is not None and not (isinstance(size, list) and len(size) == 2
-                                     and all(isinstance(s, int) and s > 0 for s in size)):
+        if size is not None and not (
+            isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)
+        ):
             raise MappingError(f"mapping cameras.{key}.size: {size!r}; give [height, width] in pixels")
         if key == "state":
             raise MappingError("mapping cameras.state: 'state' is the proprioception key; name the camera otherwise")
-        cams.append(Camera(str(key), c["topic"], tuple(size) if size else None,
-                           _norm_type(c["type"]) if c.get("type") else None))
+        cams.append(
+            Camera(
+                str(key), c["topic"], tuple(size) if size else None, _norm_type(c["type"]) if c.get("type") else None
+            )
+        )
     ep = d.get("episodes") or {}
     if not isinstance(ep, dict) or ep.get("split", "bag") not in ("bag", "topic") or set(ep) - {"split", "topic"}:
         raise MappingError(f"mapping episodes: {ep!r}; use {{split: bag}} or {{split: topic, topic: NAME}}")
@@ -217,33 +255,46 @@ def load_mapping(path: str | Path) -> Mapping:
     for k in ("intervention", "success"):
         if d.get(k) is not None and not isinstance(d[k], str):
             raise MappingError(f"mapping {k}: {d[k]!r}; give a std_msgs/Bool topic name")
-    return Mapping(float(hz), _sources(d, "state", True), _sources(d, "action", True), cams,
-                   float(stale) if stale is not None else None, d.get("stamp", "header"), str(d.get("task") or ""),
-                   d.get("source", "teleop"), str(d.get("action_semantics") or ""), d.get("intervention"),
-                   d.get("success"), ep.get("split", "bag"), ep.get("topic") if ep.get("split") == "topic" else None)
+    return Mapping(
+        float(hz),
+        _sources(d, "state", True),
+        _sources(d, "action", True),
+        cams,
+        float(stale) if stale is not None else None,
+        d.get("stamp", "header"),
+        str(d.get("task") or ""),
+        d.get("source", "teleop"),
+        str(d.get("action_semantics") or ""),
+        d.get("intervention"),
+        d.get("success"),
+        ep.get("split", "bag"),
+        ep.get("topic") if ep.get("split") == "topic" else None,
+    )
 
 
 def bind(mapping: Mapping, topics: dict[str, str], bag: str) -> None:
     """Check every mapped topic against the bag's {topic: type}; fill in message types. Raises MappingError."""
+
     def find(where: str, topic: str, want: Iterable[str], what: str, declared: str | None) -> str:
         if topic not in topics:
-            raise MappingError(f"mapping {where}: topic {topic!r} is not in bag {bag} (its topics: "
-                               f"{', '.join(sorted(topics)) or 'none'})")
+            raise MappingError(
+                f"mapping {where}: topic {topic!r} is not in bag {bag} (its topics: "
+                f"{', '.join(sorted(topics)) or 'none'})"
+            )
         t = topics[topic]
         if declared and declared != t:
-            raise MappingError(f"mapping {where}: topic {topic!r} has type {t} in bag {bag}, the mapping says "
-                               f"{declared}")
+            raise MappingError(
+                f"mapping {where}: topic {topic!r} has type {t} in bag {bag}, the mapping says {declared}"
+            )
         if t not in want:
-            raise MappingError(f"mapping {where}: topic {topic!r} has type {t}; {what} take "
-                               f"{', '.join(sorted(want))}")
+            raise MappingError(f"mapping {where}: topic {topic!r} has type {t}; {what} take {', '.join(sorted(want))}")
         return t
 
     for src in (*mapping.state, *mapping.action):
         src.msgtype = find(src.where, src.topic, VECTOR_TYPES, "state and action topics", src.type)
         valid = VECTOR_TYPES[src.msgtype][1]
         if src.fields and (bad := [f for f in src.fields if f not in valid]):
-            raise MappingError(f"mapping {src.where}: field(s) {bad} not in {src.msgtype} (valid: "
-                               f"{', '.join(valid)})")
+            raise MappingError(f"mapping {src.where}: field(s) {bad} not in {src.msgtype} (valid: {', '.join(valid)})")
     for cam in mapping.cameras:
         cam.msgtype = find(f"cameras.{cam.key}", cam.topic, IMAGE_TYPES, "cameras", cam.type)
     for k in ("intervention", "success"):
@@ -280,8 +331,10 @@ def _values(src: VectorSource, msg: Any, t_ns: int) -> np.ndarray:
     for f in src.fields or VECTOR_TYPES[src.msgtype][0]:
         v = np.asarray(getters[f](msg), dtype=np.float64).reshape(-1)
         if v.size == 0:
-            raise MappingError(f"mapping {src.where}: topic {src.topic!r} field {f!r} is empty in the message at "
-                               f"{t_ns / 1e9:.3f} s (the publisher does not fill it); drop it from fields")
+            raise MappingError(
+                f"mapping {src.where}: topic {src.topic!r} field {f!r} is empty in the message at "
+                f"{t_ns / 1e9:.3f} s (the publisher does not fill it); drop it from fields"
+            )
         parts.append(v)
     return np.concatenate(parts)
 
@@ -294,8 +347,10 @@ def _frame(msg: Any, cam: Camera) -> np.ndarray:
         img = np.asarray(Image.open(io.BytesIO(bytes(msg.data))).convert("RGB"))
     else:
         if msg.encoding not in _ENCODINGS:
-            raise MappingError(f"mapping cameras.{cam.key}: topic {cam.topic!r} has encoding {msg.encoding!r}; "
-                               f"supported: {', '.join(_ENCODINGS)}")
+            raise MappingError(
+                f"mapping cameras.{cam.key}: topic {cam.topic!r} has encoding {msg.encoding!r}; "
+                f"supported: {', '.join(_ENCODINGS)}"
+            )
         c, bgr = _ENCODINGS[msg.encoding]
         rows = np.asarray(msg.data, np.uint8).reshape(msg.height, msg.step)
         img = rows[:, : msg.width * c].reshape(msg.height, msg.width, c)
@@ -346,8 +401,10 @@ def _read_streams(reader: Any, mapping: Mapping) -> tuple[dict[str, _Stream], di
         if name.startswith(("state[", "action[")):
             lens = {len(v) for v in vals}
             if len(lens) > 1:
-                raise MappingError(f"mapping {name}: messages carry {sorted(lens)} values at different times; "
-                                   "every message of a topic must have the same length")
+                raise MappingError(
+                    f"mapping {name}: messages carry {sorted(lens)} values at different times; "
+                    "every message of a topic must have the same length"
+                )
             streams[name] = _Stream(name, st, np.stack(vals)[order])
         else:
             streams[name] = _Stream(name, st, [vals[i] for i in order])
@@ -371,8 +428,9 @@ def _segments(streams: dict[str, _Stream], mapping: Mapping) -> list[tuple[int, 
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def _plan(streams: dict[str, _Stream], mapping: Mapping, required: dict[str, str], report: dict[str, Any]
-          ) -> list[_Episode]:
+def _plan(
+    streams: dict[str, _Stream], mapping: Mapping, required: dict[str, str], report: dict[str, Any]
+) -> list[_Episode]:
     """Tick times of every episode of one bag; counts drops into ``report``. ``required``: stream -> topic."""
     if missing := [n for n in required if n not in streams]:
         raise MappingError(f"mapping {missing[0]}: topic {required[missing[0]]!r} has no messages in this bag")
@@ -399,8 +457,9 @@ def _plan(streams: dict[str, _Stream], mapping: Mapping, required: dict[str, str
         ticks = grid[keep & (grid >= a) & (grid < b)]
         won = False
         if success is not None:
-            hits = success.stamps[(success.stamps >= max(a, lo)) & (success.stamps < b)
-                                  & np.asarray(success.values, bool)]
+            hits = success.stamps[
+                (success.stamps >= max(a, lo)) & (success.stamps < b) & np.asarray(success.values, bool)
+            ]
             if hits.size:
                 j = int(np.searchsorted(ticks, hits[0], side="left"))
                 if j < len(ticks):
@@ -422,8 +481,7 @@ def _held(stream: _Stream | None, ticks: np.ndarray) -> np.ndarray:
     return np.where(idx >= 0, vals[np.maximum(idx, 0)], False)
 
 
-def _frames(reader: Any, mapping: Mapping, streams: dict[str, _Stream], ticks: np.ndarray
-            ) -> dict[str, np.ndarray]:
+def _frames(reader: Any, mapping: Mapping, streams: dict[str, _Stream], ticks: np.ndarray) -> dict[str, np.ndarray]:
     """Pass 2 for one episode: decode the camera frames held at ``ticks``, reading only the bag window needed."""
     need: dict[str, list[tuple[str, int]]] = {}
     for cam in mapping.cameras:
@@ -444,8 +502,9 @@ def _frames(reader: Any, mapping: Mapping, streams: dict[str, _Stream], ticks: n
 
 
 # ------------------------------------------------------------------ import
-def import_rosbags(bags: Sequence[str | Path], out: str | Path, mapping: Mapping | str | Path,
-                   typestore: str = "ROS2_HUMBLE") -> dict[str, Any]:
+def import_rosbags(
+    bags: Sequence[str | Path], out: str | Path, mapping: Mapping | str | Path, typestore: str = "ROS2_HUMBLE"
+) -> dict[str, Any]:
     """Append the episodes of every bag in ``bags`` to the store at ``out`` (created if absent).
 
     ``mapping``: a :class:`Mapping` or the path of its YAML. ``typestore``: the ``rosbags`` type store used for
@@ -456,8 +515,16 @@ def import_rosbags(bags: Sequence[str | Path], out: str | Path, mapping: Mapping
     from rosbags.typesys import Stores, get_typestore
 
     m = mapping if isinstance(mapping, Mapping) else load_mapping(mapping)
-    report: dict[str, Any] = {"bags": 0, "episodes": 0, "steps": 0, "ticks": 0, "dropped_stale": {},
-                              "dropped_after_success": 0, "skipped_short": 0, "out": str(out)}
+    report: dict[str, Any] = {
+        "bags": 0,
+        "episodes": 0,
+        "steps": 0,
+        "ticks": 0,
+        "dropped_stale": {},
+        "dropped_after_success": 0,
+        "skipped_short": 0,
+        "out": str(out),
+    }
     required = {s.where: s.topic for s in (*m.state, *m.action)}
     required.update({f"cameras.{c.key}": c.topic for c in m.cameras})
     store: EpisodeStore | None = None
@@ -476,8 +543,9 @@ def import_rosbags(bags: Sequence[str | Path], out: str | Path, mapping: Mapping
                     try:
                         store = EpisodeStore.open(out, "a", schema=_schema(m, streams, sizes))
                     except StoreError as exc:
-                        raise StoreError(f"{exc}; import into a new OUT, or change the mapping to match "
-                                         "that store") from None
+                        raise StoreError(
+                            f"{exc}; import into a new OUT, or change the mapping to match that store"
+                        ) from None
                 for ep in plan:
                     try:
                         _append(store, reader, m, streams, ep)
@@ -507,8 +575,9 @@ def _append(store: EpisodeStore, reader: Any, m: Mapping, streams: dict[str, _St
     T = len(ticks) - 1
 
     def vec(sources: list[VectorSource]) -> np.ndarray:
-        return np.concatenate([streams[s.where].values[streams[s.where].index_at(ticks)] for s in sources],
-                              axis=1).astype(np.float32)
+        return np.concatenate(
+            [streams[s.where].values[streams[s.where].index_at(ticks)] for s in sources], axis=1
+        ).astype(np.float32)
 
     state, action = vec(m.state), vec(m.action)[:T]
     frames = _frames(reader, m, streams, ticks)
@@ -516,17 +585,30 @@ def _append(store: EpisodeStore, reader: Any, m: Mapping, streams: dict[str, _St
     final = {"state": state[T], **{k: v[T] for k, v in frames.items()}}
     last = np.arange(T) == T - 1
     reward = np.where(last & ep.success, 1.0, 0.0).astype(np.float32)
-    store.append_episode(obs, final, action, reward, last & ep.success, last & (not ep.success),
-                         _held(streams.get("intervention"), ticks[:T]), ticks[:T] / 1e9, success=ep.success,
-                         source=m.source, task=m.task, start_time=float(ticks[0] / 1e9))
+    store.append_episode(
+        obs,
+        final,
+        action,
+        reward,
+        last & ep.success,
+        last & (not ep.success),
+        _held(streams.get("intervention"), ticks[:T]),
+        ticks[:T] / 1e9,
+        success=ep.success,
+        source=m.source,
+        task=m.task,
+        start_time=float(ticks[0] / 1e9),
+    )
 
 
 def format_report(r: dict[str, Any]) -> str:
     """The summary ``robot-rl data import-rosbag`` prints."""
     lines = [f"imported {r['episodes']} episodes ({r['steps']} steps) from {r['bags']} bag(s) into {r['out']}"]
     stale = {k: v for k, v in r["dropped_stale"].items() if v}
-    lines.append(f"ticks: {r['ticks']}, dropped as stale: {sum(stale.values())}"
-                 + (f" ({', '.join(f'{k} {v}' for k, v in stale.items())})" if stale else ""))
+    lines.append(
+        f"ticks: {r['ticks']}, dropped as stale: {sum(stale.values())}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in stale.items())})" if stale else "")
+    )
     if r["dropped_after_success"]:
         lines.append(f"ticks after success (not kept): {r['dropped_after_success']}")
     if r["skipped_short"]:

@@ -53,9 +53,10 @@ import shutil
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import zarr
@@ -74,8 +75,14 @@ SCHEMA_VERSION = 1
 FORMAT = "robot_rl.episode_store"
 SOURCES = ("scripted", "teleop", "policy", "intervention")
 # Per-step arrays besides the observations; their dtypes on disk.
-STEP_FIELDS = {"action": np.float32, "reward": np.float32, "terminated": np.bool_, "truncated": np.bool_,
-               "is_intervention": np.bool_, "timestamp": np.float64}
+STEP_FIELDS = {
+    "action": np.float32,
+    "reward": np.float32,
+    "terminated": np.bool_,
+    "truncated": np.bool_,
+    "is_intervention": np.bool_,
+    "timestamp": np.float64,
+}
 EPISODE_FIELDS = {"episode_ends": np.int64, "success": np.bool_, "source": np.int8, "start_time": np.float64}
 COMMIT_FILE, JSONL_FILE, LOCK_FILE = "commit.json", "meta/episodes.jsonl", "writer.lock"
 _TMP_SUFFIX = ".rrtmp"
@@ -115,17 +122,24 @@ class StoreSchema:
         object.__setattr__(self, "control_hz", float(self.control_hz))
 
     @classmethod
-    def from_spaces(cls, observation_space: Any, action_space: Any, control_hz: float,
-                    action_semantics: str = "") -> StoreSchema:
+    def from_spaces(
+        cls, observation_space: Any, action_space: Any, control_hz: float, action_semantics: str = ""
+    ) -> StoreSchema:
         """Schema of an env satisfying the contract (``spaces.Dict`` observations, flat float32 ``Box`` actions)."""
         obs = {k: (sp.shape, np.dtype(sp.dtype).name) for k, sp in observation_space.spaces.items()}
         return cls(obs, int(np.prod(action_space.shape)), control_hz, action_semantics)
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "schema_version": self.version, "control_hz": self.control_hz,
-                "action_dim": self.action_dim, "action_semantics": self.action_semantics, "sources": list(SOURCES),
-                "observations": {k: {"shape": list(s), "dtype": d} for k, (s, d) in self.obs.items()},
-                "time_unit": "s"}
+        return {
+            "format": FORMAT,
+            "schema_version": self.version,
+            "control_hz": self.control_hz,
+            "action_dim": self.action_dim,
+            "action_semantics": self.action_semantics,
+            "sources": list(SOURCES),
+            "observations": {k: {"shape": list(s), "dtype": d} for k, (s, d) in self.obs.items()},
+            "time_unit": "s",
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> StoreSchema:
@@ -206,8 +220,9 @@ class _AtomicLocalStore(LocalStore):
 def _layout(schema: StoreSchema) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Array path -> (row shape, dtype). ``data/*`` arrays have one row per step, ``meta/*`` one per episode."""
     out = {f"data/{k}": (s, np.dtype(d)) for k, (s, d) in schema.obs.items()}
-    out.update({f"data/{k}": ((schema.action_dim,) if k == "action" else (), np.dtype(d))
-                for k, d in STEP_FIELDS.items()})
+    out.update(
+        {f"data/{k}": ((schema.action_dim,) if k == "action" else (), np.dtype(d)) for k, d in STEP_FIELDS.items()}
+    )
     out.update({f"meta/{k}": ((), np.dtype(d)) for k, d in EPISODE_FIELDS.items()})
     out.update({f"meta/final_obs/{k}": (s, np.dtype(d)) for k, (s, d) in schema.obs.items()})
     return out
@@ -229,13 +244,15 @@ def _check_array(name: str, x: Any, shape: tuple[int, ...], dtype: Any, exact: b
         x = x.astype(want)
     if want.kind == "f" and not np.all(np.isfinite(x)):
         bad = np.flatnonzero(~np.isfinite(x.reshape(-1)))
-        raise StoreError(f"{name}: {len(bad)} non-finite value(s), first at flat index {bad[0]} "
-                         f"({x.reshape(-1)[bad[0]]})")
+        raise StoreError(
+            f"{name}: {len(bad)} non-finite value(s), first at flat index {bad[0]} ({x.reshape(-1)[bad[0]]})"
+        )
     return np.ascontiguousarray(x)
 
 
-def next_observations(obs: Mapping[str, np.ndarray], final_obs: Mapping[str, np.ndarray],
-                      episode_ends: np.ndarray) -> dict[str, np.ndarray]:
+def next_observations(
+    obs: Mapping[str, np.ndarray], final_obs: Mapping[str, np.ndarray], episode_ends: np.ndarray
+) -> dict[str, np.ndarray]:
     """Next observation of every row of a block of whole episodes (as returned by :meth:`EpisodeStore.read_all`).
 
     ``obs``: {key: (n, ...)}; ``final_obs``: {key: (m, ...)}; ``episode_ends``: (m,) exclusive ends within the block
@@ -266,8 +283,15 @@ class EpisodeStore:
 
     # ---------------------------------------------------------------- opening
     @classmethod
-    def create(cls, path: str | os.PathLike, schema: StoreSchema, *, image_chunk: int = 32, durable: bool = False,
-               overwrite: bool = False) -> EpisodeStore:
+    def create(
+        cls,
+        path: str | os.PathLike,
+        schema: StoreSchema,
+        *,
+        image_chunk: int = 32,
+        durable: bool = False,
+        overwrite: bool = False,
+    ) -> EpisodeStore:
         """Create an empty store at ``path`` and return it open for writing.
 
         ``image_chunk``: camera frames per chunk. Raises :class:`StoreError` if a committed store is already there,
@@ -277,8 +301,9 @@ class EpisodeStore:
         root.mkdir(parents=True, exist_ok=True)
         ours = {"zarr.json", "data", "meta", COMMIT_FILE, LOCK_FILE, LABELS_DIR}
         if foreign := sorted(c.name for c in root.iterdir() if c.name not in ours):
-            raise StoreError(f"{root}: not an episode store and not empty ({', '.join(foreign[:5])}); "
-                             "refusing to delete anything")
+            raise StoreError(
+                f"{root}: not an episode store and not empty ({', '.join(foreign[:5])}); refusing to delete anything"
+            )
         self = cls(root, writable=True, durable=durable)
         self._take_lock()
         try:
@@ -293,9 +318,15 @@ class EpisodeStore:
             for name, (row, dtype) in _layout(schema).items():
                 row_bytes = max(1, dtype.itemsize * int(np.prod(row)))
                 frames = image_chunk if _is_image(row, dtype) else _CHUNK_BYTES // row_bytes
-                zarr.create_array(self._zstore, name=name, shape=(0, *row), dtype=dtype,
-                                  chunks=(int(np.clip(frames, 1, 16384)), *(max(1, d) for d in row)),
-                                  compressors=[ZstdCodec(level=3), Crc32cCodec()], fill_value=0)
+                zarr.create_array(
+                    self._zstore,
+                    name=name,
+                    shape=(0, *row),
+                    dtype=dtype,
+                    chunks=(int(np.clip(frames, 1, 16384)), *(max(1, d) for d in row)),
+                    compressors=[ZstdCodec(level=3), Crc32cCodec()],
+                    fill_value=0,
+                )
             _write_atomic(root / JSONL_FILE, b"", durable)
             self._write_commit({"episodes": 0, "steps": 0, "jsonl_bytes": 0}, schema)
             self._load(schema, "quick")
@@ -305,8 +336,16 @@ class EpisodeStore:
         return self
 
     @classmethod
-    def open(cls, path: str | os.PathLike, mode: Literal["r", "a"] = "r", *, schema: StoreSchema | None = None,
-             verify: Verify = "quick", durable: bool = False, image_chunk: int = 32) -> EpisodeStore:
+    def open(
+        cls,
+        path: str | os.PathLike,
+        mode: Literal["r", "a"] = "r",
+        *,
+        schema: StoreSchema | None = None,
+        verify: Verify = "quick",
+        durable: bool = False,
+        image_chunk: int = 32,
+    ) -> EpisodeStore:
         """Open a store for reading (``mode="r"``) or appending (``"a"``; created from ``schema`` if absent).
 
         ``schema``: what the caller expects; any difference raises :class:`StoreError` naming the key.
@@ -343,8 +382,9 @@ class EpisodeStore:
         return zstore
 
     def _take_lock(self) -> None:
-        self._lock_fd = _take_flock(self.root / LOCK_FILE,
-                                    f"{self.root}: another process is writing to this store (one writer at a time)")
+        self._lock_fd = _take_flock(
+            self.root / LOCK_FILE, f"{self.root}: another process is writing to this store (one writer at a time)"
+        )
 
     def close(self) -> None:
         """Release the writer lock (readers hold nothing)."""
@@ -368,8 +408,9 @@ class EpisodeStore:
         except Exception as exc:
             raise StoreError(f"{self.root}: root group or its schema attributes unreadable: {exc!r}") from exc
         if found.version != SCHEMA_VERSION:
-            raise StoreError(f"{self.root}: schema_version: store has {found.version}, this code reads "
-                             f"{SCHEMA_VERSION}")
+            raise StoreError(
+                f"{self.root}: schema_version: store has {found.version}, this code reads {SCHEMA_VERSION}"
+            )
         if expected is not None and (diff := expected.mismatches(found)):
             raise StoreError(f"{self.root}: schema mismatch: " + "; ".join(diff))
         self.schema = found
@@ -385,8 +426,9 @@ class EpisodeStore:
             rec = json.loads(path.read_bytes())
             commit = {k: int(rec[k]) for k in ("episodes", "steps", "jsonl_bytes")}
         except FileNotFoundError:
-            raise StoreError(f"{self.root}: no {COMMIT_FILE}: not an episode store, or its creation never "
-                             "finished") from None
+            raise StoreError(
+                f"{self.root}: no {COMMIT_FILE}: not an episode store, or its creation never finished"
+            ) from None
         except Exception as exc:
             raise StoreError(f"{path}: unreadable commit record: {exc!r}") from exc
         if min(commit.values()) < 0:
@@ -437,8 +479,10 @@ class EpisodeStore:
             return 0
         commit = self._read_commit()
         if commit["episodes"] < len(self):
-            raise StoreError(f"{self.root}: commit record went back from {len(self)} to {commit['episodes']} "
-                             "episodes (store replaced?)")
+            raise StoreError(
+                f"{self.root}: commit record went back from {len(self)} to {commit['episodes']} "
+                "episodes (store replaced?)"
+            )
         if commit == self._commit:
             return 0
         old = len(self)
@@ -501,10 +545,23 @@ class EpisodeStore:
             raise StoreError(f"{name}: cannot read {self._where(name, a, b)}: {exc}") from exc
 
     # ---------------------------------------------------------------- writing
-    def append_episode(self, obs: Mapping[str, np.ndarray], final_obs: Mapping[str, np.ndarray], action: np.ndarray,
-                       reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
-                       is_intervention: np.ndarray, timestamp: np.ndarray, *, success: bool, source: str,
-                       task: str = "", notes: str = "", start_time: float | None = None) -> int:
+    def append_episode(
+        self,
+        obs: Mapping[str, np.ndarray],
+        final_obs: Mapping[str, np.ndarray],
+        action: np.ndarray,
+        reward: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        is_intervention: np.ndarray,
+        timestamp: np.ndarray,
+        *,
+        success: bool,
+        source: str,
+        task: str = "",
+        notes: str = "",
+        start_time: float | None = None,
+    ) -> int:
         """Append one whole episode of T steps atomically; returns its index. Validates everything first.
 
         ``obs``: {key: (T, *shape)} observations before each step; ``final_obs``: {key: shape}, the observation after
@@ -523,9 +580,14 @@ class EpisodeStore:
         ts = rows["data/timestamp"]
         start = time.time() - float(ts[-1] - ts[0]) if start_time is None else start_time
         e, n, t = len(self), self.num_steps, len(ts)
-        ep.update({"meta/episode_ends": np.int64(n + t), "meta/success": bool(success),
-                   "meta/source": np.int8(SOURCES.index(source)),
-                   "meta/start_time": _check_array("start_time", start, (), np.float64)})
+        ep.update(
+            {
+                "meta/episode_ends": np.int64(n + t),
+                "meta/success": bool(success),
+                "meta/source": np.int8(SOURCES.index(source)),
+                "meta/start_time": _check_array("start_time", start, (), np.float64),
+            }
+        )
         for name, x in rows.items():
             self._write_rows(name, n, x)
         for name, x in ep.items():
@@ -551,16 +613,26 @@ class EpisodeStore:
         arr = self._arrays[name]
         if arr.shape[0] < at + len(x):
             arr.resize((at + len(x), *arr.shape[1:]))  # only ever grows
-        arr[at:at + len(x)] = x
+        arr[at : at + len(x)] = x
 
-    def _validated(self, obs: Mapping[str, Any], final_obs: Mapping[str, Any], action: Any, reward: Any,
-                   terminated: Any, truncated: Any, is_intervention: Any, timestamp: Any
-                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def _validated(
+        self,
+        obs: Mapping[str, Any],
+        final_obs: Mapping[str, Any],
+        action: Any,
+        reward: Any,
+        terminated: Any,
+        truncated: Any,
+        is_intervention: Any,
+        timestamp: Any,
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         s = self.schema
         for what, d in (("obs", obs), ("final_obs", final_obs)):
             if set(d) != set(s.obs):
-                raise StoreError(f"{what}: keys {sorted(d)} != schema keys {sorted(s.obs)} (missing "
-                                 f"{sorted(set(s.obs) - set(d))}, extra {sorted(set(d) - set(s.obs))})")
+                raise StoreError(
+                    f"{what}: keys {sorted(d)} != schema keys {sorted(s.obs)} (missing "
+                    f"{sorted(set(s.obs) - set(d))}, extra {sorted(set(d) - set(s.obs))})"
+                )
         t = int(np.shape(action)[0]) if np.ndim(action) else 0
         if t < 1:
             raise StoreError(f"action: shape {np.shape(action)}, expected (T >= 1, {s.action_dim})")
@@ -568,15 +640,23 @@ class EpisodeStore:
         for k, (shape, dt) in s.obs.items():
             rows[f"data/{k}"] = _check_array(f"obs[{k!r}]", obs[k], (t, *shape), dt, exact=True)
             ep[f"meta/final_obs/{k}"] = _check_array(f"final_obs[{k!r}]", final_obs[k], shape, dt, exact=True)
-        given = {"action": action, "reward": reward, "terminated": terminated, "truncated": truncated,
-                 "is_intervention": is_intervention, "timestamp": timestamp}
+        given = {
+            "action": action,
+            "reward": reward,
+            "terminated": terminated,
+            "truncated": truncated,
+            "is_intervention": is_intervention,
+            "timestamp": timestamp,
+        }
         for k, dt in STEP_FIELDS.items():
             shape = (t, s.action_dim) if k == "action" else (t,)
             rows[f"data/{k}"] = _check_array(k, given[k], shape, dt, exact=dt is np.bool_)
         done = rows["data/terminated"] | rows["data/truncated"]
         if done[:-1].any() or not done[-1]:
-            raise StoreError(f"terminated/truncated must be set on the last step only (set at steps "
-                             f"{np.flatnonzero(done).tolist()} of {t}); mark a recording stopped by hand as truncated")
+            raise StoreError(
+                f"terminated/truncated must be set on the last step only (set at steps "
+                f"{np.flatnonzero(done).tolist()} of {t}); mark a recording stopped by hand as truncated"
+            )
         if (back := np.flatnonzero(np.diff(rows["data/timestamp"]) < 0)).size:
             raise StoreError(f"timestamp: decreases at step {int(back[0]) + 1}")
         return rows, ep
@@ -595,8 +675,9 @@ class EpisodeStore:
         return self._meta["episode_ends"].copy()
 
     def __repr__(self) -> str:
-        return (f"EpisodeStore({str(self.root)!r}, episodes={len(self)}, steps={self.num_steps}, "
-                f"writable={self.writable})")
+        return (
+            f"EpisodeStore({str(self.root)!r}, episodes={len(self)}, steps={self.num_steps}, writable={self.writable})"
+        )
 
     def _index(self, i: int) -> int:
         e = len(self)
@@ -608,10 +689,16 @@ class EpisodeStore:
         """Episode ``i``'s metadata: success, source, task, notes, start_time (unix s), length, first_step."""
         i = self._index(i)
         m, first = self._meta, int(self._meta["episode_ends"][i - 1]) if i else 0
-        return {"episode": i, "success": bool(m["success"][i]), "source": SOURCES[int(m["source"][i])],
-                "task": self._text[i]["task"], "notes": self._text[i]["notes"],
-                "start_time": float(m["start_time"][i]), "length": int(m["episode_ends"][i]) - first,
-                "first_step": first}
+        return {
+            "episode": i,
+            "success": bool(m["success"][i]),
+            "source": SOURCES[int(m["source"][i])],
+            "task": self._text[i]["task"],
+            "notes": self._text[i]["notes"],
+            "start_time": float(m["start_time"][i]),
+            "length": int(m["episode_ends"][i]) - first,
+            "first_step": first,
+        }
 
     def episode_of(self, step: int) -> int:
         """Index of the episode holding global step ``step`` (0 <= step < num_steps)."""
@@ -626,8 +713,14 @@ class EpisodeStore:
         first, end = (int(self._meta["episode_ends"][e - 1]) if e else 0), int(self._meta["episode_ends"][e])
         keys = list(self.schema.obs)
         out: dict[str, Any] = {"obs": {k: self._read(f"data/{k}", step, step + 1)[0] for k in keys}}
-        out["next_obs"] = {k: (self._read(f"data/{k}", step + 1, step + 2) if step + 1 < end
-                               else self._read(f"meta/final_obs/{k}", e, e + 1))[0] for k in keys}
+        out["next_obs"] = {
+            k: (
+                self._read(f"data/{k}", step + 1, step + 2)
+                if step + 1 < end
+                else self._read(f"meta/final_obs/{k}", e, e + 1)
+            )[0]
+            for k in keys
+        }
         out.update({k: self._read(f"data/{k}", step, step + 1)[0] for k in STEP_FIELDS})
         out.update(episode=e, t=step - first)
         return out
@@ -657,17 +750,25 @@ class EpisodeStore:
         ends = self._meta["episode_ends"]
         a, b = (int(ends[start - 1]) if start else 0), (int(ends[stop - 1]) if stop else 0)
         keys = list(self.schema.obs)
-        out: dict[str, Any] = {"obs": {k: self._read(f"data/{k}", a, b) for k in keys},
-                               "final_obs": {k: self._read(f"meta/final_obs/{k}", start, stop) for k in keys}}
+        out: dict[str, Any] = {
+            "obs": {k: self._read(f"data/{k}", a, b) for k in keys},
+            "final_obs": {k: self._read(f"meta/final_obs/{k}", start, stop) for k in keys},
+        }
         out.update({k: self._read(f"data/{k}", a, b) for k in STEP_FIELDS})
-        out.update(episode_ends=ends[start:stop] - a, first_step=a, success=self._meta["success"][start:stop].copy(),
-                   source=np.array([SOURCES[c] for c in self._meta["source"][start:stop]], dtype=object),
-                   start_time=self._meta["start_time"][start:stop].copy(),
-                   task=[x["task"] for x in self._text[start:stop]], notes=[x["notes"] for x in self._text[start:stop]])
+        out.update(
+            episode_ends=ends[start:stop] - a,
+            first_step=a,
+            success=self._meta["success"][start:stop].copy(),
+            source=np.array([SOURCES[c] for c in self._meta["source"][start:stop]], dtype=object),
+            start_time=self._meta["start_time"][start:stop].copy(),
+            task=[x["task"] for x in self._text[start:stop]],
+            notes=[x["notes"] for x in self._text[start:stop]],
+        )
         return out
 
-    def iter_episodes(self, start: int = 0, stop: int | None = None, batch: int | None = None
-                      ) -> Iterator[dict[str, Any]]:
+    def iter_episodes(
+        self, start: int = 0, stop: int | None = None, batch: int | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Yield :meth:`episode` dicts for episodes [start, stop), reading ``batch`` episodes per bulk read (None:
         as many as fill about 64 MiB of decoded rows, so each read decodes whole chunks rather than slivers)."""
         stop = len(self) if stop is None else stop
@@ -679,8 +780,10 @@ class EpisodeStore:
             block = self.read_all(b0, min(stop, b0 + batch))
             lo = 0
             for j, hi in enumerate(block["episode_ends"]):
-                ep = {"obs": {k: v[lo:hi] for k, v in block["obs"].items()},
-                      "final_obs": {k: v[j] for k, v in block["final_obs"].items()}}
+                ep = {
+                    "obs": {k: v[lo:hi] for k, v in block["obs"].items()},
+                    "final_obs": {k: v[j] for k, v in block["final_obs"].items()},
+                }
                 ep.update({k: block[k][lo:hi] for k in STEP_FIELDS})
                 ep["metadata"] = self.metadata(b0 + j)
                 lo = hi
@@ -699,14 +802,28 @@ class EpisodeStore:
         e = len(self)
         interventions = int(self._read("data/is_intervention", 0, self.num_steps).sum()) if e else 0
         size = sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file())
-        return {"path": str(self.root), "episodes": e, "steps": self.num_steps,
-                "length": ({"min": int(lengths.min()), "max": int(lengths.max()), "mean": float(lengths.mean()),
-                            "median": float(np.median(lengths))} if e else None),
-                "success_rate": float(self._meta["success"].mean()) if e else None,
-                "sources": {s: int(np.sum(self._meta["source"] == j)) for j, s in enumerate(SOURCES)},
-                "tasks": dict(Counter(x["task"] for x in self._text)),
-                "intervention_fraction": interventions / self.num_steps if e else None,
-                "control_hz": self.schema.control_hz, "schema_version": self.schema.version, "size_bytes": size}
+        return {
+            "path": str(self.root),
+            "episodes": e,
+            "steps": self.num_steps,
+            "length": (
+                {
+                    "min": int(lengths.min()),
+                    "max": int(lengths.max()),
+                    "mean": float(lengths.mean()),
+                    "median": float(np.median(lengths)),
+                }
+                if e
+                else None
+            ),
+            "success_rate": float(self._meta["success"].mean()) if e else None,
+            "sources": {s: int(np.sum(self._meta["source"] == j)) for j, s in enumerate(SOURCES)},
+            "tasks": dict(Counter(x["task"] for x in self._text)),
+            "intervention_fraction": interventions / self.num_steps if e else None,
+            "control_hz": self.schema.control_hz,
+            "schema_version": self.schema.version,
+            "size_bytes": size,
+        }
 
     # ---------------------------------------------------------------- labels
     @property
@@ -730,15 +847,22 @@ class EpisodeStore:
         covers steps ``[0, rows)``."""
         return self.label_sets.read(name)
 
-    def append_labels(self, name: str, columns: Mapping[str, Any], *, per_step: bool,
-                      meta: Mapping[str, Any] | None = None) -> int:
+    def append_labels(
+        self, name: str, columns: Mapping[str, Any], *, per_step: bool, meta: Mapping[str, Any] | None = None
+    ) -> int:
         """Append rows to label set ``name`` (created on first use) atomically; returns its committed row count.
 
         ``columns``: {column: (n, *shape)} numbers or bools, same n >= 1. ``per_step``: one row per store step,
         continuing the set and stopping at an episode end of this store's snapshot. ``meta``: fixed at creation.
         Needs no episode writer lock (see :meth:`robot_rl.data.labels.LabelSets.append`)."""
-        return self.label_sets.append(name, columns, per_step=per_step, meta=meta,
-                                      episode_ends=self._meta["episode_ends"], num_steps=self.num_steps)
+        return self.label_sets.append(
+            name,
+            columns,
+            per_step=per_step,
+            meta=meta,
+            episode_ends=self._meta["episode_ends"],
+            num_steps=self.num_steps,
+        )
 
 
 def __getattr__(name: str) -> Any:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from robot_rl.data.store import COMMIT_FILE, SOURCES, EpisodeStore, StoreError
 
@@ -49,11 +50,15 @@ def check_store_path(path: str, what: str = "STORE") -> Path:
     """``path`` as a Path if it holds an episode store; otherwise a UsageError saying what to give instead."""
     p = Path(path)
     if not p.exists():
-        raise UsageError(f"{what} {path!r} does not exist; give the directory of an episode store "
-                         "(e.g. runs/pick_cube/<run>/demos.zarr)")
+        raise UsageError(
+            f"{what} {path!r} does not exist; give the directory of an episode store "
+            "(e.g. runs/pick_cube/<run>/demos.zarr)"
+        )
     if not (p / COMMIT_FILE).is_file():
-        raise UsageError(f"{what} {path!r} is not an episode store (no {COMMIT_FILE}); give a directory written by "
-                         "robot-rl (train's demos.zarr, record, merge or import-rosbag)")
+        raise UsageError(
+            f"{what} {path!r} is not an episode store (no {COMMIT_FILE}); give a directory written by "
+            "robot-rl (train's demos.zarr, record, merge or import-rosbag)"
+        )
     return p
 
 
@@ -77,8 +82,12 @@ def format_info(info: dict[str, Any]) -> str:
     rows = [("store", f"{info['path']}  ({info['size']} on disk)")]
     if e:
         ln = info["length"]
-        rows.append(("episodes", f"{e}  ({info['steps']} steps; length min {ln['min']} / mean {ln['mean']:.1f} / "
-                                 f"max {ln['max']})"))
+        rows.append(
+            (
+                "episodes",
+                f"{e}  ({info['steps']} steps; length min {ln['min']} / mean {ln['mean']:.1f} / max {ln['max']})",
+            )
+        )
         rows.append(("success rate", f"{info['success_rate']:.1%}  ({round(info['success_rate'] * e)} of {e})"))
         rows.append(("sources", ", ".join(f"{k} {v}" for k, v in info["sources"].items())))
         rows.append(("interventions", f"{info['intervention_fraction']:.1%} of steps"))
@@ -115,14 +124,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for p in problems:
             print(f"  {p}")
         return 1
-    print(f"OK {args.store}: {len(store)} episodes, {store.num_steps} steps; every committed chunk decoded and "
-          "its checksum verified")
+    print(
+        f"OK {args.store}: {len(store)} episodes, {store.num_steps} steps; every committed chunk decoded and "
+        "its checksum verified"
+    )
     return 0
 
 
 # ------------------------------------------------------------------ merge
-def merge(out: str, inputs: Sequence[str], *, only_successful: bool = False,
-          sources: Sequence[str] | None = None, batch: int = 4) -> dict[str, Any]:
+def merge(
+    out: str,
+    inputs: Sequence[str],
+    *,
+    only_successful: bool = False,
+    sources: Sequence[str] | None = None,
+    batch: int = 4,
+) -> dict[str, Any]:
     """Copy the episodes of ``inputs`` (in order) into the store ``out`` (created if absent), with metadata.
 
     Every input's schema must equal the first's (and an existing ``out``'s). Streams ``batch`` episodes at a
@@ -134,15 +151,19 @@ def merge(out: str, inputs: Sequence[str], *, only_successful: bool = False,
     ref = stores[0].schema
     for p, s in zip(inputs[1:], stores[1:]):
         if diff := ref.mismatches(s.schema):
-            raise UsageError(f"input {p!r} does not match the first input {inputs[0]!r} ("
-                             + "; ".join(d.replace("store has", f"{p} has") for d in diff)
-                             + "); merge only stores with the same observations and actions")
+            raise UsageError(
+                f"input {p!r} does not match the first input {inputs[0]!r} ("
+                + "; ".join(d.replace("store has", f"{p} has") for d in diff)
+                + "); merge only stores with the same observations and actions"
+            )
     if (Path(out) / COMMIT_FILE).is_file():
         existing = EpisodeStore.open(out, verify="quick")
         if diff := existing.schema.mismatches(ref):
-            raise UsageError(f"OUT {out!r} already holds a store that does not match the inputs ("
-                             + "; ".join(d.replace("expected", "OUT has").replace("store has", "inputs have")
-                                         for d in diff) + "); choose a new OUT")
+            raise UsageError(
+                f"OUT {out!r} already holds a store that does not match the inputs ("
+                + "; ".join(d.replace("expected", "OUT has").replace("store has", "inputs have") for d in diff)
+                + "); choose a new OUT"
+            )
     wanted = set(sources or SOURCES)
     dst = EpisodeStore.open(out, "a", schema=ref, image_chunk=_image_chunk(stores[0]))
     copied = steps = unsuccessful = other_source = 0
@@ -156,14 +177,31 @@ def merge(out: str, inputs: Sequence[str], *, only_successful: bool = False,
                 if m["source"] not in wanted:
                     other_source += 1
                     continue
-                dst.append_episode(ep["obs"], ep["final_obs"], ep["action"], ep["reward"], ep["terminated"],
-                                   ep["truncated"], ep["is_intervention"], ep["timestamp"], success=m["success"],
-                                   source=m["source"], task=m["task"], notes=m["notes"],
-                                   start_time=m["start_time"])
+                dst.append_episode(
+                    ep["obs"],
+                    ep["final_obs"],
+                    ep["action"],
+                    ep["reward"],
+                    ep["terminated"],
+                    ep["truncated"],
+                    ep["is_intervention"],
+                    ep["timestamp"],
+                    success=m["success"],
+                    source=m["source"],
+                    task=m["task"],
+                    notes=m["notes"],
+                    start_time=m["start_time"],
+                )
                 copied += 1
                 steps += len(ep["reward"])
-        return {"copied": copied, "steps": steps, "skipped_unsuccessful": unsuccessful,
-                "skipped_source": other_source, "episodes": len(dst), "total_steps": dst.num_steps}
+        return {
+            "copied": copied,
+            "steps": steps,
+            "skipped_unsuccessful": unsuccessful,
+            "skipped_source": other_source,
+            "episodes": len(dst),
+            "total_steps": dst.num_steps,
+        }
     finally:
         dst.close()
 
@@ -182,17 +220,24 @@ def cmd_merge(args: argparse.Namespace) -> int:
     sources = [s for group in args.source for s in group] if args.source else None
     r = merge(args.out, args.inputs, only_successful=args.only_successful, sources=sources)
     skipped = r["skipped_unsuccessful"] + r["skipped_source"]
-    print(f"merged {r['copied']} episodes ({r['steps']} steps) from {len(args.inputs)} input(s) into {args.out}; "
-          f"it now holds {r['episodes']} episodes, {r['total_steps']} steps"
-          + (f" (skipped {skipped}: {r['skipped_unsuccessful']} unsuccessful, {r['skipped_source']} by source)"
-             if skipped else ""))
+    print(
+        f"merged {r['copied']} episodes ({r['steps']} steps) from {len(args.inputs)} input(s) into {args.out}; "
+        f"it now holds {r['episodes']} episodes, {r['total_steps']} steps"
+        + (
+            f" (skipped {skipped}: {r['skipped_unsuccessful']} unsuccessful, {r['skipped_source']} by source)"
+            if skipped
+            else ""
+        )
+    )
     return 0
 
 
 # ------------------------------------------------------------------ conversions
 def _needs(exc: ImportError, sub: str) -> UsageError:
-    return UsageError(f"{sub} needs the Python package {exc.name!r}, which is not installed: "
-                      f"pip install {({'PIL': 'pillow', 'yaml': 'pyyaml'}).get(exc.name, exc.name)}")
+    return UsageError(
+        f"{sub} needs the Python package {exc.name!r}, which is not installed: "
+        f"pip install {({'PIL': 'pillow', 'yaml': 'pyyaml'}).get(exc.name, exc.name)}"
+    )
 
 
 def cmd_export_lerobot(args: argparse.Namespace) -> int:
@@ -206,8 +251,10 @@ def cmd_export_lerobot(args: argparse.Namespace) -> int:
         r = export_lerobot(args.store, args.out, repo_id=args.repo_id, images=args.images, overwrite=args.overwrite)
     except LeRobotError as exc:
         raise UsageError(str(exc)) from None
-    print(f"wrote LeRobot v3.0 dataset {r['repo_id']} to {r['out']}: {r['episodes']} episodes, {r['frames']} frames, "
-          f"{r['tasks']} task(s), images as {r['images']}, {human_bytes(r['bytes'])}")
+    print(
+        f"wrote LeRobot v3.0 dataset {r['repo_id']} to {r['out']}: {r['episodes']} episodes, {r['frames']} frames, "
+        f"{r['tasks']} task(s), images as {r['images']}, {human_bytes(r['bytes'])}"
+    )
     return 0
 
 
@@ -218,8 +265,9 @@ def cmd_import_rosbag(args: argparse.Namespace) -> int:
         if not Path(b).exists():
             raise UsageError(f"BAG {b!r} does not exist; give a rosbag2 directory (with metadata.yaml)")
     if not Path(args.map).is_file():
-        raise UsageError(f"--map {args.map!r} does not exist; give the mapping YAML (format: "
-                         "python -m pydoc robot_rl.data.rosbag)")
+        raise UsageError(
+            f"--map {args.map!r} does not exist; give the mapping YAML (format: python -m pydoc robot_rl.data.rosbag)"
+        )
     try:
         print(format_report(import_rosbags(args.bags, args.out, args.map)))
     except MappingError as exc:
@@ -233,45 +281,74 @@ def cmd_import_rosbag(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Inspect, check, merge and convert episode stores.")
     sub = p.add_subparsers(dest="command", metavar="SUBCOMMAND", parser_class=_Parser)
-    i = sub.add_parser("info", help="summary of a store: episodes, lengths, success, sources, schema, size",
-                       description="Summary of an episode store.")
+    i = sub.add_parser(
+        "info",
+        help="summary of a store: episodes, lengths, success, sources, schema, size",
+        description="Summary of an episode store.",
+    )
     i.add_argument("store", metavar="STORE", help="episode store directory")
     i.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    v = sub.add_parser("validate", help="decode every chunk and check checksums; exit 1 on any problem",
-                       description="Deep check of an episode store: structure, episode table and every chunk "
-                                   "(checksums). Prints OK or every problem naming the array and episodes; "
-                                   "exit 1 on problems.")
+    v = sub.add_parser(
+        "validate",
+        help="decode every chunk and check checksums; exit 1 on any problem",
+        description="Deep check of an episode store: structure, episode table and every chunk "
+        "(checksums). Prints OK or every problem naming the array and episodes; "
+        "exit 1 on problems.",
+    )
     v.add_argument("store", metavar="STORE", help="episode store directory")
-    m = sub.add_parser("merge", help="copy episodes of stores with the same schema into one store",
-                       description="Copy the episodes (with success, source, task, notes, start time) of one or "
-                                   "more stores into OUT, created if absent. All schemas must match.")
+    m = sub.add_parser(
+        "merge",
+        help="copy episodes of stores with the same schema into one store",
+        description="Copy the episodes (with success, source, task, notes, start time) of one or "
+        "more stores into OUT, created if absent. All schemas must match.",
+    )
     m.add_argument("out", metavar="OUT", help="destination store (new or existing with the same schema)")
     m.add_argument("inputs", metavar="IN", nargs="+", help="source stores, copied in order")
     m.add_argument("--only-successful", action="store_true", help="copy successful episodes only")
-    m.add_argument("--source", nargs="+", action="append", choices=SOURCES, metavar="SRC",
-                   help=f"copy only episodes from these sources ({', '.join(SOURCES)})")
-    e = sub.add_parser("export-lerobot", help="write a LeRobot v3.0 dataset (parquet + mp4 or PNG)",
-                       description="Write the store as a LeRobot dataset, format v3.0 (see robot_rl/data/lerobot.py "
-                                   "for the layout). Read it back with robot_rl.data.lerobot.read_lerobot.")
+    m.add_argument(
+        "--source",
+        nargs="+",
+        action="append",
+        choices=SOURCES,
+        metavar="SRC",
+        help=f"copy only episodes from these sources ({', '.join(SOURCES)})",
+    )
+    e = sub.add_parser(
+        "export-lerobot",
+        help="write a LeRobot v3.0 dataset (parquet + mp4 or PNG)",
+        description="Write the store as a LeRobot dataset, format v3.0 (see robot_rl/data/lerobot.py "
+        "for the layout). Read it back with robot_rl.data.lerobot.read_lerobot.",
+    )
     e.add_argument("store", metavar="STORE", help="episode store directory")
     e.add_argument("out", metavar="OUT", help="new dataset directory")
     e.add_argument("--repo-id", help="dataset name for the card, e.g. lab/pick_cube (default local/<store name>)")
-    e.add_argument("--images", choices=("video", "image"), default="video",
-                   help="video: H.264 mp4 per camera (default, lossy, like LeRobot); image: PNG in the parquet "
-                        "(lossless)")
+    e.add_argument(
+        "--images",
+        choices=("video", "image"),
+        default="video",
+        help="video: H.264 mp4 per camera (default, lossy, like LeRobot); image: PNG in the parquet (lossless)",
+    )
     e.add_argument("--overwrite", action="store_true", help="replace OUT if it holds an earlier export")
-    r = sub.add_parser("import-rosbag", help="resample rosbag2 recordings into a store (mapping YAML)",
-                       description="Read rosbag2 directories (sqlite3 or MCAP) and append their episodes to OUT, "
-                                   "resampled at the mapping's control rate. The mapping format is documented in "
-                                   "robot_rl/data/rosbag.py.")
+    r = sub.add_parser(
+        "import-rosbag",
+        help="resample rosbag2 recordings into a store (mapping YAML)",
+        description="Read rosbag2 directories (sqlite3 or MCAP) and append their episodes to OUT, "
+        "resampled at the mapping's control rate. The mapping format is documented in "
+        "robot_rl/data/rosbag.py.",
+    )
     r.add_argument("bags", metavar="BAG", nargs="+", help="rosbag2 directories")
     r.add_argument("out", metavar="OUT", help="episode store (created if absent)")
     r.add_argument("--map", required=True, metavar="MAP.yaml", help="topic mapping (see robot_rl/data/rosbag.py)")
     return p
 
 
-COMMANDS = {"info": cmd_info, "validate": cmd_validate, "merge": cmd_merge,
-            "export-lerobot": cmd_export_lerobot, "import-rosbag": cmd_import_rosbag}
+COMMANDS = {
+    "info": cmd_info,
+    "validate": cmd_validate,
+    "merge": cmd_merge,
+    "export-lerobot": cmd_export_lerobot,
+    "import-rosbag": cmd_import_rosbag,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,4 +365,3 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, StoreError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-

@@ -114,7 +114,9 @@ def check_env_contract(env: gym.Env, steps: int = 5, seed: int = 0) -> None:
     assert len(first) == len(second), "same seed and actions gave episodes of different lengths"
     for t, (a, b) in enumerate(zip(first, second)):
         for key in a:
-            assert np.array_equal(a[key], b[key]), f"reset(seed={seed}) is not deterministic: {key!r} differs at step {t}"
+            assert np.array_equal(a[key], b[key]), (
+                f"reset(seed={seed}) is not deterministic: {key!r} differs at step {t}"
+            )
 
 
 def _check_obs(space: spaces.Dict, obs: dict[str, np.ndarray]) -> None:

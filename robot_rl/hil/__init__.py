@@ -14,5 +14,16 @@ from robot_rl.hil.devices import (
     make_device,
 )
 
-__all__ = ["DEVICES", "EVENTS", "ActionLayout", "DeviceError", "DeviceState", "GamepadDevice", "KeyboardDevice",
-           "ScriptedDevice", "SpaceMouseDevice", "TeleopDevice", "make_device"]
+__all__ = [
+    "DEVICES",
+    "EVENTS",
+    "ActionLayout",
+    "DeviceError",
+    "DeviceState",
+    "GamepadDevice",
+    "KeyboardDevice",
+    "ScriptedDevice",
+    "SpaceMouseDevice",
+    "TeleopDevice",
+    "make_device",
+]

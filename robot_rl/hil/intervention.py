@@ -36,7 +36,8 @@ else the executed actions since reset (the env starts each episode open; > 0.5 c
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -139,8 +140,14 @@ class InterventionWrapper(gym.Wrapper):
             self._ep_segments += int(not self._was_active)
         self._was_active = active
         self._obs = obs
-        info.update(is_intervention=active, executed_action=executed.copy(), policy_action=policy,
-                    operator_mark=mark, operator_quit=quit_, operator_discard=discard)
+        info.update(
+            is_intervention=active,
+            executed_action=executed.copy(),
+            policy_action=policy,
+            operator_mark=mark,
+            operator_quit=quit_,
+            operator_discard=discard,
+        )
         if terminated or truncated:
             info.update(self.episode_stats())
             stats = getattr(self.device, "episode_stats", None)
@@ -159,8 +166,11 @@ class InterventionWrapper(gym.Wrapper):
         """The run-long state, for an exact resume from a checkpoint taken between episodes (what the next reset
         does not start over): the step counters and the device's own (:meth:`TeleopDevice.state_dict
         <robot_rl.hil.devices.TeleopDevice.state_dict>`: the simulated operator's generator and budget)."""
-        return {"total_steps": self.total_steps, "total_intervention_steps": self.total_intervention_steps,
-                "device": self.device.state_dict()}
+        return {
+            "total_steps": self.total_steps,
+            "total_intervention_steps": self.total_intervention_steps,
+            "device": self.device.state_dict(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
@@ -173,8 +183,12 @@ class InterventionWrapper(gym.Wrapper):
         """The current episode so far: ``episode_steps``, ``intervention_steps``, ``intervention_rate`` (fraction of
         steps the device executed, 0 for an empty episode) and ``intervention_segments``."""
         rate = self._ep_int_steps / self._ep_steps if self._ep_steps else 0.0
-        return {"episode_steps": self._ep_steps, "intervention_steps": self._ep_int_steps,
-                "intervention_rate": float(rate), "intervention_segments": self._ep_segments}
+        return {
+            "episode_steps": self._ep_steps,
+            "intervention_steps": self._ep_int_steps,
+            "intervention_rate": float(rate),
+            "intervention_segments": self._ep_segments,
+        }
 
     def gripper_closed(self, obs: Mapping[str, np.ndarray] | None = None) -> bool | None:
         """The env's commanded gripper state (True closed, False open, None unknown or no gripper): from the

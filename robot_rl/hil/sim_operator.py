@@ -41,7 +41,8 @@ success: that comes from the env.
 from __future__ import annotations
 
 from collections import Counter, deque
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -79,17 +80,33 @@ class SimOperator(TeleopDevice):
     name = "sim_operator"
     is_human = False
 
-    def __init__(self, env: Any, *, stall_steps: int | None = 3, stall_distance: float = 0.01,
-                 expert_motion_min: float = 0.02, drift_steps: int | None = 3, drift_distance: float = 0.01,
-                 corridor: float | None = 0.03, unsafe_height: float | None = 0.03, takeover_steps: int = 5,
-                 noise: float = 0.0, max_fraction: float = 0.5, budget_steps: int | None = None,
-                 probability: float = 1.0, episode_steps: int | None = None, fail_when_exhausted: bool = False,
-                 seed: int = 0):
+    def __init__(
+        self,
+        env: Any,
+        *,
+        stall_steps: int | None = 3,
+        stall_distance: float = 0.01,
+        expert_motion_min: float = 0.02,
+        drift_steps: int | None = 3,
+        drift_distance: float = 0.01,
+        corridor: float | None = 0.03,
+        unsafe_height: float | None = 0.03,
+        takeover_steps: int = 5,
+        noise: float = 0.0,
+        max_fraction: float = 0.5,
+        budget_steps: int | None = None,
+        probability: float = 1.0,
+        episode_steps: int | None = None,
+        fail_when_exhausted: bool = False,
+        seed: int = 0,
+    ):
         base = env.unwrapped
         for attr in ("expert_action", "ee_pos"):
             if not hasattr(base, attr):
-                raise DeviceError(f"sim_operator: {type(base).__name__} has no {attr!r}; the simulated operator "
-                                  "needs a sim task with a scripted expert (reach, pick_cube, peg_insert)")
+                raise DeviceError(
+                    f"sim_operator: {type(base).__name__} has no {attr!r}; the simulated operator "
+                    "needs a sim task with a scripted expert (reach, pick_cube, peg_insert)"
+                )
         super().__init__(ActionLayout.from_env(env))
 
         def count(name: str, v: Any, optional: bool) -> int | None:
@@ -116,13 +133,15 @@ class SimOperator(TeleopDevice):
         self.max_fraction = nonneg("max_fraction", max_fraction)
         self.probability = nonneg("probability", probability)
         if self.max_fraction > 1 or self.probability > 1:
-            raise ValueError(f"sim_operator: max_fraction={max_fraction} and probability={probability} must lie in "
-                             "[0, 1]")
+            raise ValueError(
+                f"sim_operator: max_fraction={max_fraction} and probability={probability} must lie in [0, 1]"
+            )
         self.budget_steps = None if budget_steps is None else int(nonneg("budget_steps", budget_steps))
         limit = episode_steps if episode_steps is not None else getattr(base, "max_episode_steps", None)
         self.episode_steps = count("episode_steps", limit, True)
-        self.episode_cap = None if self.episode_steps is None else int(np.floor(self.max_fraction *
-                                                                               self.episode_steps + 1e-9))
+        self.episode_cap = (
+            None if self.episode_steps is None else int(np.floor(self.max_fraction * self.episode_steps + 1e-9))
+        )
         self.fail_when_exhausted = bool(fail_when_exhausted)
         self.seed = int(seed)
         self._env = env
@@ -134,7 +153,8 @@ class SimOperator(TeleopDevice):
         self._gripper_index = offsets.get("gripper_cmd") if self.layout.gripper else None
         self._rng = np.random.default_rng(self.seed)
         self._hist: deque[tuple[np.ndarray, np.ndarray]] = deque(
-            maxlen=max(self.stall_steps or 1, self.drift_steps or 1))
+            maxlen=max(self.stall_steps or 1, self.drift_steps or 1)
+        )
         self.run_intervention_steps = 0
         self.run_takeovers: Counter[str] = Counter()
         self._new_episode()
@@ -171,16 +191,22 @@ class SimOperator(TeleopDevice):
         (steps; -1: unlimited)."""
         left = self._budget_left()
         out: dict[str, Any] = {f"takeovers_{k}": int(self._ep_takeovers[k]) for k in TRIGGERS}
-        out.update(intervention_steps=self._ep_int_steps, budget_left=-1 if left == np.inf else int(left),
-                   run_intervention_steps=self.run_intervention_steps)
+        out.update(
+            intervention_steps=self._ep_int_steps,
+            budget_left=-1 if left == np.inf else int(left),
+            run_intervention_steps=self.run_intervention_steps,
+        )
         return out
 
     def state_dict(self) -> dict[str, Any]:
         """What decides its future take-overs beyond its settings, for an exact resume between episodes: the
         generator's state (coin flips, noise), the run's intervention steps (budget used) and take-overs by trigger.
         The per-episode state is left out: checkpoints fall between episodes and :meth:`reset` starts it over."""
-        return {"rng": self._rng.bit_generator.state, "run_intervention_steps": self.run_intervention_steps,
-                "run_takeovers": {k: int(v) for k, v in self.run_takeovers.items()}}
+        return {
+            "rng": self._rng.bit_generator.state,
+            "run_intervention_steps": self.run_intervention_steps,
+            "run_takeovers": {k: int(v) for k, v in self.run_takeovers.items()},
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
@@ -221,8 +247,14 @@ class SimOperator(TeleopDevice):
             left = min(left, self.budget_steps - self.run_intervention_steps)
         return max(left, 0)
 
-    def _decide(self, obs: Mapping[str, np.ndarray] | None, ee: np.ndarray, expert: np.ndarray, cmd: np.ndarray,
-                proposed: np.ndarray | None) -> DeviceState:
+    def _decide(
+        self,
+        obs: Mapping[str, np.ndarray] | None,
+        ee: np.ndarray,
+        expert: np.ndarray,
+        cmd: np.ndarray,
+        proposed: np.ndarray | None,
+    ) -> DeviceState:
         if self._takeover_left > 0:
             if self._budget_left() > 0:
                 self._takeover_left -= 1
@@ -262,8 +294,14 @@ class SimOperator(TeleopDevice):
         self._pending = None
         self._grip_mismatch = 0
 
-    def _trigger(self, obs: Mapping[str, np.ndarray] | None, ee: np.ndarray, expert: np.ndarray, cmd: np.ndarray,
-                 proposed: np.ndarray | None) -> str | None:
+    def _trigger(
+        self,
+        obs: Mapping[str, np.ndarray] | None,
+        ee: np.ndarray,
+        expert: np.ndarray,
+        cmd: np.ndarray,
+        proposed: np.ndarray | None,
+    ) -> str | None:
         """The first trigger that fires on this policy step (see the module docstring), or None."""
         if self.unsafe_height is not None and proposed is not None:
             z_policy = ee[2] + proposed[2] * self._scale
@@ -271,21 +309,22 @@ class SimOperator(TeleopDevice):
                 return "unsafe"
         hist = list(self._hist)
         if self.drift_steps is not None and len(hist) >= self.drift_steps:
-            along, across = _progress(hist[-self.drift_steps:])
+            along, across = _progress(hist[-self.drift_steps :])
             off_path = self.corridor is not None and across > self.corridor and across > along
             if along < -self.drift_distance or off_path:
                 return "drift"
         if self.stall_steps is not None and len(hist) >= self.stall_steps:
-            along, _ = _progress(hist[-self.stall_steps:])
-            wanted = float(sum(np.linalg.norm(c) for _, c in hist[-self.stall_steps:]))
+            along, _ = _progress(hist[-self.stall_steps :])
+            wanted = float(sum(np.linalg.norm(c) for _, c in hist[-self.stall_steps :]))
             if along < self.stall_distance and wanted >= self.expert_motion_min:
                 return "stall"
         if self.stall_steps is not None and self._gripper_disagrees(obs, expert, proposed):
             return "gripper"
         return None
 
-    def _gripper_disagrees(self, obs: Mapping[str, np.ndarray] | None, expert: np.ndarray,
-                           proposed: np.ndarray | None) -> bool:
+    def _gripper_disagrees(
+        self, obs: Mapping[str, np.ndarray] | None, expert: np.ndarray, proposed: np.ndarray | None
+    ) -> bool:
         """Count policy steps in a row where the expert wants the gripper toggled and the policy does not command
         it; True once the run reaches ``stall_steps``."""
         if self._gripper_index is None or obs is None or STATE_KEY not in obs or proposed is None:

@@ -18,8 +18,9 @@ import hashlib
 import json
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
@@ -118,8 +119,9 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def check_cameras(available: Mapping[str, tuple[int, ...]], wanted: Mapping[str, tuple[int, ...]] | list[str],
-                  where: str) -> None:
+def check_cameras(
+    available: Mapping[str, tuple[int, ...]], wanted: Mapping[str, tuple[int, ...]] | list[str], where: str
+) -> None:
     """Raise :class:`RewardDataError` naming every camera of ``wanted`` missing from ``available`` (name -> shape)
     and, when ``wanted`` gives shapes (None: any), every camera whose image shape differs."""
     names = list(wanted)
@@ -127,15 +129,19 @@ def check_cameras(available: Mapping[str, tuple[int, ...]], wanted: Mapping[str,
     if missing:
         raise RewardDataError(f"{where}: camera(s) {missing} missing; it has {sorted(available) or 'no cameras'}")
     if isinstance(wanted, Mapping):  # a shape of None accepts any image size
-        bad = [f"{c}: {tuple(available[c])} instead of {tuple(wanted[c])}" for c in names
-               if wanted[c] is not None and tuple(available[c]) != tuple(wanted[c])]
+        bad = [
+            f"{c}: {tuple(available[c])} instead of {tuple(wanted[c])}"
+            for c in names
+            if wanted[c] is not None and tuple(available[c]) != tuple(wanted[c])
+        ]
         if bad:
             raise RewardDataError(f"{where}: wrong image size for camera(s) {'; '.join(bad)} (H, W, 3)")
 
 
 class RewardModel(ABC):
     """Frames -> scores and success. Subclasses set ``kind``, ``cameras`` (sorted names) and ``image_shapes``
-    (name -> ``(H, W, 3)``, or None where any size is accepted), and ``threshold`` (success when ``score >= threshold``; None: never success)."""
+    (name -> ``(H, W, 3)``, or None where any size is accepted), and ``threshold`` (success when
+    ``score >= threshold``; None: never success)."""
 
     kind: str = ""
     cameras: list[str]
@@ -185,18 +191,23 @@ def load_reward_model(path: str | Path, device: str | torch.device | None = "aut
     kind = d.get("kind")
     if kind == "classifier":
         from robot_rl.rewards.classifier import SuccessClassifier
+
         return SuccessClassifier.load(path, device)
     if kind == "vlm_classifier":
         from robot_rl.rewards.vlm.finetune import VLMClassifier
+
         return VLMClassifier.load(path, device)
     if kind == "vlm_zero_shot":
         from robot_rl.rewards.vlm.zero_shot import ZeroShotReward
+
         return ZeroShotReward.load(path, device)
     if kind == "progress":
         from robot_rl.rewards.progress import ProgressModel
+
         return ProgressModel.load(path, device)
     if kind == "preference":
         from robot_rl.rewards.preference import PreferenceReward
+
         return PreferenceReward.load(path, device)
     raise RewardDataError(f"{path}: unknown reward model kind {kind!r}")
 

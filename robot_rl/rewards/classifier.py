@@ -26,9 +26,10 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Self, Sequence
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -39,11 +40,20 @@ from torch import nn
 from robot_rl.agents.augment import random_shift, random_shift_features
 from robot_rl.agents.vision import PretrainedTrunk, SpatialEmbeddingHead, weights_fingerprint
 from robot_rl.data.store import EpisodeStore
-from robot_rl.rewards.base import (MODEL_FILE, MODEL_FORMAT, MODEL_VERSION, RewardDataError, RewardModel,
-                                   RewardNetConfig, WEIGHTS_FILE, jsonable, read_model_json, resolve_device)
+from robot_rl.rewards.base import (
+    MODEL_FILE,
+    MODEL_FORMAT,
+    MODEL_VERSION,
+    WEIGHTS_FILE,
+    RewardDataError,
+    RewardModel,
+    RewardNetConfig,
+    jsonable,
+    read_model_json,
+    resolve_device,
+)
 from robot_rl.rewards.frames import LabelRule, StoreFrames, count_labels, load_frames, split_episodes
-from robot_rl.rewards.metrics import (binary_metrics, calibration, plot_calibration, plot_roc, roc_auc,
-                                      threshold_for_fpr)
+from robot_rl.rewards.metrics import binary_metrics, calibration, plot_calibration, plot_roc, roc_auc, threshold_for_fpr
 
 
 @dataclass
@@ -81,8 +91,9 @@ class ClassifierConfig(RewardNetConfig):
             raise ValueError(f"backbone={self.backbone!r} must be 'trunk' or 'vlm'")
         super().__post_init__()
         if not 0 <= self.target_fpr < 1 or not 0 < self.val_fraction < 1:
-            raise ValueError(f"target_fpr={self.target_fpr} must lie in [0, 1) and val_fraction={self.val_fraction} "
-                             "in (0, 1)")
+            raise ValueError(
+                f"target_fpr={self.target_fpr} must lie in [0, 1) and val_fraction={self.val_fraction} in (0, 1)"
+            )
         if min(self.steps, self.batch_size, self.eval_every, self.min_positives, self.min_negatives) < 1:
             raise ValueError("steps, batch_size, eval_every, min_positives and min_negatives must be >= 1")
         if self.image_copies < 0 or self.pad < 0:
@@ -98,8 +109,14 @@ class TrunkFeaturizer:
     ``(N, C, h, w)`` (stage 6: ``C = 320``, ``h = ceil(H / 32)``), computed ``batch`` frames at a time on
     ``device`` without autograd."""
 
-    def __init__(self, stage: int = 6, pretrained: bool = True, device: str | torch.device | None = "auto",
-                 image_size: tuple[int, int] = (128, 128), batch: int = 64):
+    def __init__(
+        self,
+        stage: int = 6,
+        pretrained: bool = True,
+        device: str | torch.device | None = "auto",
+        image_size: tuple[int, int] = (128, 128),
+        batch: int = 64,
+    ):
         self.device = resolve_device(device)
         self.trunk = PretrainedTrunk(stage, pretrained, image_size).to(self.device)
         self.stage, self.pretrained, self.batch = int(stage), bool(pretrained), int(batch)
@@ -115,14 +132,15 @@ class TrunkFeaturizer:
         return tuple(int(d) for d in out.shape[1:])  # type: ignore[return-value]
 
     @torch.no_grad()
-    def maps(self, images: Any, pad: int = 0, generator: torch.Generator | None = None,
-             dtype: torch.dtype = torch.float16) -> torch.Tensor:
+    def maps(
+        self, images: Any, pad: int = 0, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float16
+    ) -> torch.Tensor:
         """Trunk maps of ``images`` (uint8 ``(N, H, W, 3)`` array or tensor) on the featurizer's device; ``pad`` > 0
         first shifts every frame by its own random offset of up to ``pad`` px (edges replicated)."""
         x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
         out = []
         for a in range(0, len(x), self.batch):
-            chunk = x[a:a + self.batch].to(self.device)
+            chunk = x[a : a + self.batch].to(self.device)
             if pad > 0:
                 chunk = random_shift(chunk, pad, generator)
             out.append(self.trunk(chunk).to(dtype))
@@ -139,19 +157,32 @@ class FrameScorer(nn.Module):
     ``Linear(hidden) -> ReLU -> Dropout -> Linear(outputs)``. With ``augment`` the maps are shifted by up to
     ``feature_pad`` cells first."""
 
-    def __init__(self, feature_shapes: Mapping[str, tuple[int, int, int]], feature_dim: int = 64,
-                 num_kernels: int = 8, hidden: int = 128, dropout: float = 0.1, feature_pad: float = 0.0,
-                 outputs: int = 1):
+    def __init__(
+        self,
+        feature_shapes: Mapping[str, tuple[int, int, int]],
+        feature_dim: int = 64,
+        num_kernels: int = 8,
+        hidden: int = 128,
+        dropout: float = 0.1,
+        feature_pad: float = 0.0,
+        outputs: int = 1,
+    ):
         super().__init__()
         self.cameras = sorted(feature_shapes)
-        self.heads = nn.ModuleDict({c: SpatialEmbeddingHead(feature_shapes[c], feature_dim, num_kernels, dropout)
-                                    for c in self.cameras})
-        self.mlp = nn.Sequential(nn.Linear(feature_dim * len(self.cameras), hidden), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, int(outputs)))
+        self.heads = nn.ModuleDict(
+            {c: SpatialEmbeddingHead(feature_shapes[c], feature_dim, num_kernels, dropout) for c in self.cameras}
+        )
+        self.mlp = nn.Sequential(
+            nn.Linear(feature_dim * len(self.cameras), hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, int(outputs)),
+        )
         self.feature_pad = float(feature_pad)
 
-    def forward(self, maps: Mapping[str, torch.Tensor], augment: bool = False,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self, maps: Mapping[str, torch.Tensor], augment: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         parts = []
         for c in self.cameras:
             m = maps[c]
@@ -163,30 +194,51 @@ class FrameScorer(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------- training
-def check_label_counts(frames: StoreFrames, min_positives: int, min_negatives: int, imbalance_warn: float,
-                       where: str) -> dict[str, int]:
+def check_label_counts(
+    frames: StoreFrames, min_positives: int, min_negatives: int, imbalance_warn: float, where: str
+) -> dict[str, int]:
     """Counts of :func:`count_labels`; raises :class:`RewardDataError` with them when a class has too few frames,
     warns when the majority class outnumbers the minority more than ``imbalance_warn`` times."""
     c = count_labels(frames)
-    summary = (f"{c['positives']} positive and {c['negatives']} negative frames from {c['episodes']} episodes "
-               f"({c['successful_episodes']} successful, {c['episodes'] - c['successful_episodes']} failed; "
-               f"{c['left_out']} frames left out)")
+    summary = (
+        f"{c['positives']} positive and {c['negatives']} negative frames from {c['episodes']} episodes "
+        f"({c['successful_episodes']} successful, {c['episodes'] - c['successful_episodes']} failed; "
+        f"{c['left_out']} frames left out)"
+    )
     if c["positives"] < min_positives or c["negatives"] < min_negatives:
-        raise RewardDataError(f"{where}: too few examples: {summary}; need at least {min_positives} positives and "
-                              f"{min_negatives} negatives. Record more successful episodes (positives) or failed "
-                              "ones (negatives: keep_failures=true, teleop.noise=...), or raise positive_last_k")
+        raise RewardDataError(
+            f"{where}: too few examples: {summary}; need at least {min_positives} positives and "
+            f"{min_negatives} negatives. Record more successful episodes (positives) or failed "
+            "ones (negatives: keep_failures=true, teleop.noise=...), or raise positive_last_k"
+        )
     ratio = max(c["positives"], c["negatives"]) / max(1, min(c["positives"], c["negatives"]))
     if ratio > imbalance_warn:
-        warnings.warn(f"{where}: heavy class imbalance ({ratio:.0f}:1): {summary}; training batches are balanced, "
-                      "but validation figures of the minority class rest on few frames", stacklevel=2)
+        warnings.warn(
+            f"{where}: heavy class imbalance ({ratio:.0f}:1): {summary}; training batches are balanced, "
+            "but validation figures of the minority class rest on few frames",
+            stacklevel=2,
+        )
     return c
 
 
-def fit_binary(module: nn.Module, train: Mapping[str, torch.Tensor], y_train: np.ndarray,
-               val: Mapping[str, torch.Tensor] | None, y_val: np.ndarray | None, *, steps: int, batch_size: int,
-               lr: float, weight_decay: float, eval_every: int, seed: int,
-               params: Sequence[nn.Parameter] | None = None, log: Callable[[str], None] | None = None,
-               sample_weights: np.ndarray | None = None, prior_logit: float | None = None) -> dict[str, Any]:
+def fit_binary(
+    module: nn.Module,
+    train: Mapping[str, torch.Tensor],
+    y_train: np.ndarray,
+    val: Mapping[str, torch.Tensor] | None,
+    y_val: np.ndarray | None,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    eval_every: int,
+    seed: int,
+    params: Sequence[nn.Parameter] | None = None,
+    log: Callable[[str], None] | None = None,
+    sample_weights: np.ndarray | None = None,
+    prior_logit: float | None = None,
+) -> dict[str, Any]:
     """Train ``module`` (``forward(inputs {name: (B, ...)}, augment, generator) -> logits (B,)``) as a binary
     classifier on cached inputs. Returns ``{"prior_logit", "best_step", "best_val_loss", "history"}`` and leaves the
     best state (lowest validation loss) loaded.
@@ -207,8 +259,11 @@ def fit_binary(module: nn.Module, train: Mapping[str, torch.Tensor], y_train: np
     p_pos, p_neg = w[pos] / w[pos].sum(), w[neg] / w[neg].sum()
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device=dev).manual_seed(seed)
-    opt = torch.optim.AdamW(list(params) if params is not None else [p for p in module.parameters() if p.requires_grad],
-                            lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(
+        list(params) if params is not None else [p for p in module.parameters() if p.requires_grad],
+        lr=lr,
+        weight_decay=weight_decay,
+    )
     half = max(1, batch_size // 2)
     target = torch.cat([torch.ones(half), torch.zeros(half)]).to(dev)
     k = next(iter(train.values())).shape[0]
@@ -217,15 +272,17 @@ def fit_binary(module: nn.Module, train: Mapping[str, torch.Tensor], y_train: np
 
     def val_loss() -> float:
         logits = predict_logits(module, val) + prior_logit
-        return float(F.binary_cross_entropy_with_logits(logits, torch.as_tensor(y_val, dtype=torch.float32,
-                                                                                  device=logits.device)))
+        return float(
+            F.binary_cross_entropy_with_logits(
+                logits, torch.as_tensor(y_val, dtype=torch.float32, device=logits.device)
+            )
+        )
 
     for step in range(1, steps + 1):
         module.train()
         idx = np.concatenate([rng.choice(pos, half, p=p_pos), rng.choice(neg, half, p=p_neg)])
         copy = rng.integers(0, k, len(idx))
-        batch = {n: x[torch.as_tensor(copy), torch.as_tensor(idx)].to(dev, non_blocking=True)
-                 for n, x in train.items()}
+        batch = {n: x[torch.as_tensor(copy), torch.as_tensor(idx)].to(dev, non_blocking=True) for n, x in train.items()}
         loss = F.binary_cross_entropy_with_logits(module(batch, augment=True, generator=gen), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -235,16 +292,23 @@ def fit_binary(module: nn.Module, train: Mapping[str, torch.Tensor], y_train: np
             if val is not None and y_val is not None and len(y_val):
                 rec["val_loss"] = val_loss()
                 if rec["val_loss"] <= best["loss"]:
-                    best = {"loss": rec["val_loss"], "step": step,
-                            "state": {n: t.detach().clone() for n, t in module.state_dict().items()}}
+                    best = {
+                        "loss": rec["val_loss"],
+                        "step": step,
+                        "state": {n: t.detach().clone() for n, t in module.state_dict().items()},
+                    }
             history.append(rec)
             if log:
                 log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
     if best["state"] is not None:
         module.load_state_dict(best["state"])
     module.eval()
-    return {"prior_logit": prior_logit, "best_step": best["step"] or steps,
-            "best_val_loss": best["loss"] if best["state"] is not None else float("nan"), "history": history}
+    return {
+        "prior_logit": prior_logit,
+        "best_step": best["step"] or steps,
+        "best_val_loss": best["loss"] if best["state"] is not None else float("nan"),
+        "history": history,
+    }
 
 
 @torch.no_grad()
@@ -253,7 +317,7 @@ def predict_logits(module: nn.Module, inputs: Mapping[str, torch.Tensor], batch:
     module.eval()
     dev = next(module.parameters()).device
     n = next(iter(inputs.values())).shape[0]
-    out = [module({k: v[a:a + batch].to(dev) for k, v in inputs.items()}) for a in range(0, n, batch)]
+    out = [module({k: v[a : a + batch].to(dev) for k, v in inputs.items()}) for a in range(0, n, batch)]
     return torch.cat(out) if out else torch.zeros(0, device=dev)
 
 
@@ -267,38 +331,60 @@ def evaluate_scores(y: np.ndarray, p: np.ndarray, target_fpr: float, probabiliti
         thr = threshold_for_fpr(p[~y], target_fpr, p[y], probabilities=probabilities)
     at = binary_metrics(y, p, thr)
     cal = calibration(y, p) if probabilities else {"ece": float("nan"), "brier": float("nan")}
-    return {"threshold": thr, "target_fpr": target_fpr, "at_threshold": at, "at_0.5": binary_metrics(y, p, 0.5),
-            "roc_auc": roc_auc(y, p), "ece": cal["ece"], "brier": cal["brier"], "positives": int(y.sum()),
-            "negatives": int((~y).sum()), "notes": [str(w.message) for w in caught]}
+    return {
+        "threshold": thr,
+        "target_fpr": target_fpr,
+        "at_threshold": at,
+        "at_0.5": binary_metrics(y, p, 0.5),
+        "roc_auc": roc_auc(y, p),
+        "ece": cal["ece"],
+        "brier": cal["brier"],
+        "positives": int(y.sum()),
+        "negatives": int((~y).sum()),
+        "notes": [str(w.message) for w in caught],
+    }
 
 
-def prepare_split(store: EpisodeStore, cfg: ClassifierConfig, seed: int, log: Callable[[str], None] | None = None
-                  ) -> tuple[StoreFrames, StoreFrames, dict[str, Any]]:
+def prepare_split(
+    store: EpisodeStore, cfg: ClassifierConfig, seed: int, log: Callable[[str], None] | None = None
+) -> tuple[StoreFrames, StoreFrames, dict[str, Any]]:
     """Load and label the store's frames, check the counts, split by episode. Returns ``(train, val, info)`` with
     only labelled frames in each; raises :class:`RewardDataError` when either side lacks a class."""
     frames = load_frames(store, cfg.cameras, cfg.label_rule())
-    counts = check_label_counts(frames, cfg.min_positives, cfg.min_negatives, cfg.imbalance_warn,
-                                f"store {store.root}")
+    counts = check_label_counts(frames, cfg.min_positives, cfg.min_negatives, cfg.imbalance_warn, f"store {store.root}")
     tr_eps, va_eps = split_episodes(frames.episodes, frames.episode_success, cfg.val_fraction, seed)
     train, val = frames.of_episodes(tr_eps), frames.of_episodes(va_eps)
     train, val = train.subset(train.label >= 0), val.subset(val.label >= 0)
     for name, part in (("training", train), ("validation", val)):
         c = count_labels(part)
         if c["positives"] == 0 or c["negatives"] == 0:
-            raise RewardDataError(f"store {store.root}: the {name} split has {c['positives']} positive and "
-                                  f"{c['negatives']} negative frames ({c['successful_episodes']} successful of "
-                                  f"{c['episodes']} episodes); the episode-level split needs at least 2 successful "
-                                  "episodes and frames of both classes on each side")
-    info = {"counts": counts, "train": count_labels(train), "val": count_labels(val),
-            "train_episodes": tr_eps.tolist(), "val_episodes": va_eps.tolist()}
+            raise RewardDataError(
+                f"store {store.root}: the {name} split has {c['positives']} positive and "
+                f"{c['negatives']} negative frames ({c['successful_episodes']} successful of "
+                f"{c['episodes']} episodes); the episode-level split needs at least 2 successful "
+                "episodes and frames of both classes on each side"
+            )
+    info = {
+        "counts": counts,
+        "train": count_labels(train),
+        "val": count_labels(val),
+        "train_episodes": tr_eps.tolist(),
+        "val_episodes": va_eps.tolist(),
+    }
     if log:
         log(f"frames: {counts}; train {info['train']}; val {info['val']}")
     return train, val, info
 
 
-def train_classifier(store: EpisodeStore, cfg: ClassifierConfig, *, seed: int = 0,
-                     device: str | torch.device | None = "auto", out: str | Path | None = None,
-                     log: Callable[[str], None] | None = None) -> tuple["SuccessClassifier", dict[str, Any]]:
+def train_classifier(
+    store: EpisodeStore,
+    cfg: ClassifierConfig,
+    *,
+    seed: int = 0,
+    device: str | torch.device | None = "auto",
+    out: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[SuccessClassifier, dict[str, Any]]:
     """Train a success classifier on ``store`` (see the module docstring). Returns the model and its report
     (validation metrics at the chosen threshold and at 0.5, ROC AUC, calibration, counts, timings); with ``out``
     also saves it there with ``calibration.png`` and ``roc.png``."""
@@ -312,23 +398,45 @@ def train_classifier(store: EpisodeStore, cfg: ClassifierConfig, *, seed: int = 
     fshapes = {c: feat.feature_shape(shapes[c][:2]) for c in train.cameras}
     gen = torch.Generator(device=dev).manual_seed(seed)
     t1 = time.perf_counter()
-    tr_in = {c: torch.stack([feat.maps(train.images[c])] +
-                            [feat.maps(train.images[c], cfg.pad, gen) for _ in range(cfg.image_copies)])
-             for c in train.cameras}
+    tr_in = {
+        c: torch.stack(
+            [feat.maps(train.images[c])] + [feat.maps(train.images[c], cfg.pad, gen) for _ in range(cfg.image_copies)]
+        )
+        for c in train.cameras
+    }
     va_in = {c: feat.maps(val.images[c]) for c in val.cameras}
     t_feat = time.perf_counter() - t1
     stride = max(1, shapes[train.cameras[0]][0] // fshapes[train.cameras[0]][1])
     fpad = cfg.feature_pad if cfg.feature_pad is not None else cfg.pad / stride
     scorer = FrameScorer(fshapes, cfg.feature_dim, cfg.num_kernels, cfg.hidden, cfg.dropout, fpad).to(dev)
-    fit = fit_binary(scorer, tr_in, train.label == 1, va_in, val.label == 1, steps=cfg.steps,
-                     batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, eval_every=cfg.eval_every,
-                     seed=seed, log=log)
+    fit = fit_binary(
+        scorer,
+        tr_in,
+        train.label == 1,
+        va_in,
+        val.label == 1,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        eval_every=cfg.eval_every,
+        seed=seed,
+        log=log,
+    )
     p_val = torch.sigmoid(predict_logits(scorer, va_in) + fit["prior_logit"]).double().cpu().numpy()
     ev = evaluate_scores(val.label == 1, p_val, cfg.target_fpr)
-    report = {"kind": "classifier", "store": str(Path(store.root).resolve()), **info, "validation": ev,
-              "fit": {k: fit[k] for k in ("prior_logit", "best_step", "best_val_loss")}, "history": fit["history"],
-              "seconds": {"features": t_feat, "total": time.perf_counter() - t0}, "config": cfg.to_dict(),
-              "seed": seed, "device": str(dev)}
+    report = {
+        "kind": "classifier",
+        "store": str(Path(store.root).resolve()),
+        **info,
+        "validation": ev,
+        "fit": {k: fit[k] for k in ("prior_logit", "best_step", "best_val_loss")},
+        "history": fit["history"],
+        "seconds": {"features": t_feat, "total": time.perf_counter() - t0},
+        "config": cfg.to_dict(),
+        "seed": seed,
+        "device": str(dev),
+    }
     model = SuccessClassifier(feat, scorer, shapes, ev["threshold"], fit["prior_logit"], report)
     if out is not None:
         model.save(out, report)
@@ -360,8 +468,13 @@ class TrunkRewardModel(RewardModel):
     noun = "model"
     pretrained_only = False
 
-    def __init__(self, featurizer: TrunkFeaturizer, scorer: FrameScorer, image_shapes: Mapping[str, Sequence[int]],
-                 report: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        featurizer: TrunkFeaturizer,
+        scorer: FrameScorer,
+        image_shapes: Mapping[str, Sequence[int]],
+        report: Mapping[str, Any] | None = None,
+    ):
         self.featurizer, self.scorer = featurizer, scorer.eval()
         self.report = dict(report or {})  # how it was trained (store, split, config): what retraining starts from
         self.image_shapes = {c: tuple(int(d) for d in s) for c, s in image_shapes.items()}  # type: ignore[misc]
@@ -386,8 +499,13 @@ class TrunkRewardModel(RewardModel):
         return {}
 
     @classmethod
-    def from_saved(cls, featurizer: TrunkFeaturizer, scorer: FrameScorer, image_shapes: Mapping[str, Sequence[int]],
-                   saved: Mapping[str, Any]) -> Self:
+    def from_saved(
+        cls,
+        featurizer: TrunkFeaturizer,
+        scorer: FrameScorer,
+        image_shapes: Mapping[str, Sequence[int]],
+        saved: Mapping[str, Any],
+    ) -> Self:
         """The model from its loaded parts and its ``reward_model.json`` (``saved``)."""
         return cls(featurizer, scorer, image_shapes, saved.get("report"))
 
@@ -400,24 +518,40 @@ class TrunkRewardModel(RewardModel):
         out.mkdir(parents=True, exist_ok=True)
         tensors = {f"scorer.{k}": v.detach().cpu().contiguous() for k, v in self.scorer.state_dict().items()}
         if not self.featurizer.pretrained:
-            tensors.update({f"trunk.{k}": v.detach().cpu().contiguous()
-                            for k, v in self.featurizer.trunk.state_dict().items()})
+            tensors.update(
+                {f"trunk.{k}": v.detach().cpu().contiguous() for k, v in self.featurizer.trunk.state_dict().items()}
+            )
         save_file(tensors, str(out / WEIGHTS_FILE))
         heads, mlp = self.scorer.heads, self.scorer.mlp
         head0 = heads[self.cameras[0]]
-        trunk = {"stage": self.featurizer.stage, "pretrained": self.featurizer.pretrained,
-                 "fingerprint": self.featurizer.fingerprint(),
-                 "feature_shapes": {c: list(heads[c].in_shape) for c in self.cameras}}
+        trunk = {
+            "stage": self.featurizer.stage,
+            "pretrained": self.featurizer.pretrained,
+            "fingerprint": self.featurizer.fingerprint(),
+            "feature_shapes": {c: list(heads[c].in_shape) for c in self.cameras},
+        }
         if self.pretrained_only:
             del trunk["pretrained"]
-        head = {"feature_dim": head0.out_dim, "num_kernels": int(head0.kernel.shape[-1]),
-                "hidden": int(mlp[0].out_features), "dropout": float(mlp[2].p), "feature_pad": self.scorer.feature_pad}
+        head = {
+            "feature_dim": head0.out_dim,
+            "num_kernels": int(head0.kernel.shape[-1]),
+            "hidden": int(mlp[0].out_features),
+            "dropout": float(mlp[2].p),
+            "feature_pad": self.scorer.feature_pad,
+        }
         if (outputs := int(mlp[-1].out_features)) > 1:
             head["bins"] = outputs
-        meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "kind": self.kind,
-                "cameras": {c: list(s) for c, s in self.image_shapes.items()}, **self.saved_fields(),
-                "trunk": trunk, "head": head, "identity": self.identity(),
-                "report": jsonable(report if report is not None else self.report)}
+        meta = {
+            "format": MODEL_FORMAT,
+            "version": MODEL_VERSION,
+            "kind": self.kind,
+            "cameras": {c: list(s) for c, s in self.image_shapes.items()},
+            **self.saved_fields(),
+            "trunk": trunk,
+            "head": head,
+            "identity": self.identity(),
+            "report": jsonable(report if report is not None else self.report),
+        }
         (out / MODEL_FILE).write_text(json.dumps(meta, indent=2))
         return out
 
@@ -435,10 +569,19 @@ class TrunkRewardModel(RewardModel):
         if not pretrained:
             feat.trunk.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("trunk.")})
         if feat.fingerprint() != t["fingerprint"]:
-            raise RewardDataError(f"{path}: the frozen trunk here (fingerprint {feat.fingerprint()}) differs from the "
-                                  f"one the {cls.noun} was trained on ({t['fingerprint']}); retrain it")
-        scorer = FrameScorer({c: tuple(s) for c, s in t["feature_shapes"].items()}, h["feature_dim"],
-                             h["num_kernels"], h["hidden"], h["dropout"], h["feature_pad"], outputs=h.get("bins", 1))
+            raise RewardDataError(
+                f"{path}: the frozen trunk here (fingerprint {feat.fingerprint()}) differs from the "
+                f"one the {cls.noun} was trained on ({t['fingerprint']}); retrain it"
+            )
+        scorer = FrameScorer(
+            {c: tuple(s) for c, s in t["feature_shapes"].items()},
+            h["feature_dim"],
+            h["num_kernels"],
+            h["hidden"],
+            h["dropout"],
+            h["feature_pad"],
+            outputs=h.get("bins", 1),
+        )
         scorer.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("scorer.")})
         return cls.from_saved(feat, scorer.to(feat.device), shapes, d)
 
@@ -452,8 +595,15 @@ class SuccessClassifier(TrunkRewardModel):
     kind = "classifier"
     noun = "classifier"
 
-    def __init__(self, featurizer: TrunkFeaturizer, scorer: FrameScorer, image_shapes: Mapping[str, Sequence[int]],
-                 threshold: float | None, prior_logit: float, report: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        featurizer: TrunkFeaturizer,
+        scorer: FrameScorer,
+        image_shapes: Mapping[str, Sequence[int]],
+        threshold: float | None,
+        prior_logit: float,
+        report: Mapping[str, Any] | None = None,
+    ):
         super().__init__(featurizer, scorer, image_shapes, report)
         self.threshold = None if threshold is None else float(threshold)
         self.prior_logit = float(prior_logit)
@@ -476,6 +626,11 @@ class SuccessClassifier(TrunkRewardModel):
         return {"threshold": self.threshold, "prior_logit": self.prior_logit}
 
     @classmethod
-    def from_saved(cls, featurizer: TrunkFeaturizer, scorer: FrameScorer, image_shapes: Mapping[str, Sequence[int]],
-                   saved: Mapping[str, Any]) -> "SuccessClassifier":
+    def from_saved(
+        cls,
+        featurizer: TrunkFeaturizer,
+        scorer: FrameScorer,
+        image_shapes: Mapping[str, Sequence[int]],
+        saved: Mapping[str, Any],
+    ) -> SuccessClassifier:
         return cls(featurizer, scorer, image_shapes, saved["threshold"], saved["prior_logit"], saved.get("report"))

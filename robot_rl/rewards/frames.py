@@ -23,8 +23,9 @@ both training and validation.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class LabelRule:
             raise ValueError(f"positive_last_k={self.positive_last_k} must be >= 1 and margin={self.margin} >= 0")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "LabelRule":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> LabelRule:
         d = dict(d or {})
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
@@ -65,8 +66,8 @@ def episode_labels(length: int, success: bool, marks: np.ndarray | None, rule: L
     lab = np.zeros(n, dtype=np.int8)
     if success:
         k = min(int(rule.positive_last_k), n)
-        lab[n - k:] = 1
-        lab[max(0, n - k - int(rule.margin)):n - k] = -1
+        lab[n - k :] = 1
+        lab[max(0, n - k - int(rule.margin)) : n - k] = -1
     if marks is not None and np.any(marks):
         lab[1:][np.asarray(marks, dtype=bool)] = 1
     return lab
@@ -100,14 +101,21 @@ class StoreFrames:
     def image_shapes(self) -> dict[str, tuple[int, int, int]]:
         return {c: tuple(int(d) for d in x.shape[1:]) for c, x in self.images.items()}  # type: ignore[misc]
 
-    def subset(self, mask: np.ndarray) -> "StoreFrames":
+    def subset(self, mask: np.ndarray) -> StoreFrames:
         """The frames where ``mask`` (F,) is true (episode lists restricted to the episodes left)."""
         eps = np.unique(self.episode[mask])
         keep = np.isin(self.episodes, eps)
-        return StoreFrames({c: x[mask] for c, x in self.images.items()}, self.episode[mask], self.t[mask],
-                           self.frame_id[mask], self.label[mask], self.episodes[keep], self.episode_success[keep])
+        return StoreFrames(
+            {c: x[mask] for c, x in self.images.items()},
+            self.episode[mask],
+            self.t[mask],
+            self.frame_id[mask],
+            self.label[mask],
+            self.episodes[keep],
+            self.episode_success[keep],
+        )
 
-    def of_episodes(self, episodes: Sequence[int]) -> "StoreFrames":
+    def of_episodes(self, episodes: Sequence[int]) -> StoreFrames:
         return self.subset(np.isin(self.episode, np.asarray(episodes)))
 
 
@@ -131,8 +139,12 @@ def _marks_from_notes(notes: str, length: int) -> np.ndarray | None:
     return m
 
 
-def load_frames(store: EpisodeStore, cameras: Sequence[str] | None = None, rule: LabelRule | None = None,
-                episodes: Sequence[int] | None = None) -> StoreFrames:
+def load_frames(
+    store: EpisodeStore,
+    cameras: Sequence[str] | None = None,
+    rule: LabelRule | None = None,
+    episodes: Sequence[int] | None = None,
+) -> StoreFrames:
     """Read the frames of ``episodes`` (default: all) for ``cameras`` (default: every camera of the store) and
     label them with ``rule`` (default :class:`LabelRule`). Raises :class:`RewardDataError` naming missing cameras,
     cameras of different sizes, or a ``marks`` label set that the store lacks or that does not cover it."""
@@ -148,8 +160,9 @@ def load_frames(store: EpisodeStore, cameras: Sequence[str] | None = None, rule:
     mark_steps = None
     if rule.marks:
         if rule.marks not in store.label_names():
-            raise RewardDataError(f"{store.root}: no label set {rule.marks!r} for marks (it has "
-                                  f"{store.label_names() or 'none'})")
+            raise RewardDataError(
+                f"{store.root}: no label set {rule.marks!r} for marks (it has {store.label_names() or 'none'})"
+            )
         lab = store.read_labels(rule.marks)
         if "success" not in lab:
             raise RewardDataError(f"label set {rule.marks!r} has no 'success' column (columns {sorted(lab)})")
@@ -167,9 +180,10 @@ def load_frames(store: EpisodeStore, cameras: Sequence[str] | None = None, rule:
         marks = None
         if mark_steps is not None:
             if ends[e] > len(mark_steps):
-                raise RewardDataError(f"label set {rule.marks!r} covers {len(mark_steps)} steps; episode {e} ends "
-                                      f"at step {ends[e]}")
-            marks = mark_steps[first:first + T].copy()
+                raise RewardDataError(
+                    f"label set {rule.marks!r} covers {len(mark_steps)} steps; episode {e} ends at step {ends[e]}"
+                )
+            marks = mark_steps[first : first + T].copy()
         if rule.reward_marks is not None:
             rm = np.asarray(ep["reward"]) >= float(rule.reward_marks)
             marks = rm if marks is None else marks | rm
@@ -183,13 +197,20 @@ def load_frames(store: EpisodeStore, cameras: Sequence[str] | None = None, rule:
         fid.append(first + int(e) + np.arange(T + 1, dtype=np.int64))
         labels.append(episode_labels(T, bool(meta["success"]), marks, rule))
         succ.append(bool(meta["success"]))
-    return StoreFrames({c: np.concatenate(v) for c, v in imgs.items()}, np.concatenate(ep_col),
-                       np.concatenate(t_col), np.concatenate(fid), np.concatenate(labels), eps.astype(np.int64),
-                       np.asarray(succ, dtype=bool))
+    return StoreFrames(
+        {c: np.concatenate(v) for c, v in imgs.items()},
+        np.concatenate(ep_col),
+        np.concatenate(t_col),
+        np.concatenate(fid),
+        np.concatenate(labels),
+        eps.astype(np.int64),
+        np.asarray(succ, dtype=bool),
+    )
 
 
-def split_episodes(episodes: np.ndarray, success: np.ndarray, val_fraction: float, seed: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def split_episodes(
+    episodes: np.ndarray, success: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Episode-level split, stratified by episode success: ``(train, validation)`` episode index arrays.
 
     Each class keeps ``round(val_fraction * n)`` episodes for validation, at least one when it has two or more
@@ -211,6 +232,10 @@ def split_episodes(episodes: np.ndarray, success: np.ndarray, val_fraction: floa
 
 def count_labels(frames: StoreFrames) -> dict[str, int]:
     """Frame and episode counts per class: positives, negatives, left out, episodes, successful episodes."""
-    return {"positives": int(np.sum(frames.label == 1)), "negatives": int(np.sum(frames.label == 0)),
-            "left_out": int(np.sum(frames.label < 0)), "episodes": int(len(frames.episodes)),
-            "successful_episodes": int(np.sum(frames.episode_success))}
+    return {
+        "positives": int(np.sum(frames.label == 1)),
+        "negatives": int(np.sum(frames.label == 0)),
+        "left_out": int(np.sum(frames.label < 0)),
+        "episodes": int(len(frames.episodes)),
+        "successful_episodes": int(np.sum(frames.episode_success)),
+    }

@@ -10,8 +10,9 @@ optionally success flags) replaced: offline RL from learned rewards without touc
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +26,13 @@ def next_frames(ep: dict[str, Any], cameras: list[str]) -> dict[str, np.ndarray]
     return {c: np.concatenate([ep["obs"][c][1:], ep["final_obs"][c][None]]) for c in cameras}
 
 
-def score_store(store: EpisodeStore, model: RewardModel, batch: int = 64, cache: bool = True,
-                log: Callable[[str], None] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def score_store(
+    store: EpisodeStore,
+    model: RewardModel,
+    batch: int = 64,
+    cache: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-step scores ``(num_steps,)`` float64 of ``model`` on ``store`` and ``{"label_set", "cached_steps",
     "scored_steps", "model_calls"}``. ``cache``: read and extend the store's label set (a store that cannot be
     written is scored without caching, with a warning)."""
@@ -35,7 +41,7 @@ def score_store(store: EpisodeStore, model: RewardModel, batch: int = 64, cache:
     have = np.zeros(0, dtype=np.float32)
     if cache and name in store.label_names():
         have = store.read_labels(name)["score"]
-    have = have[:store.num_steps]
+    have = have[: store.num_steps]
     ends = store.episode_ends
     first_ep = int(np.searchsorted(ends, len(have), side="right"))
     if len(have) and (first_ep == 0 or ends[first_ep - 1] != len(have)):  # not on an episode end: ignore it
@@ -46,7 +52,7 @@ def score_store(store: EpisodeStore, model: RewardModel, batch: int = 64, cache:
         t = len(ep["reward"])
         out = np.empty(t, dtype=np.float64)
         for a in range(0, t, batch):
-            out[a:a + batch] = model.score({c: x[a:a + batch] for c, x in frames.items()})
+            out[a : a + batch] = model.score({c: x[a : a + batch] for c, x in frames.items()})
             calls += 1
         new.append(out)
     scored = np.concatenate(new) if new else np.zeros(0)
@@ -58,12 +64,17 @@ def score_store(store: EpisodeStore, model: RewardModel, batch: int = 64, cache:
     if log:
         log(f"{name}: {len(have)} steps from the cache, {len(scored)} scored ({calls} model calls)")
     scores = np.concatenate([have.astype(np.float64), scored])
-    return scores, {"label_set": name, "cached_steps": int(len(have)), "scored_steps": int(len(scored)),
-                    "model_calls": calls}
+    return scores, {
+        "label_set": name,
+        "cached_steps": int(len(have)),
+        "scored_steps": int(len(scored)),
+        "model_calls": calls,
+    }
 
 
-def write_relabelled_store(src: EpisodeStore, dst: str | Path, rewards: np.ndarray,
-                           success: np.ndarray | None = None, overwrite: bool = False) -> EpisodeStore:
+def write_relabelled_store(
+    src: EpisodeStore, dst: str | Path, rewards: np.ndarray, success: np.ndarray | None = None, overwrite: bool = False
+) -> EpisodeStore:
     """Copy ``src`` to a new store at ``dst`` with per-step ``rewards`` (num_steps,) and, if given, per-episode
     ``success`` (episodes,) replaced; everything else (observations, actions, flags, metadata) is copied as is.
     The notes of each episode keep their text. Returns the new store (open for appending)."""
@@ -76,8 +87,19 @@ def write_relabelled_store(src: EpisodeStore, dst: str | Path, rewards: np.ndarr
     for ep in src.iter_episodes():
         m = ep["metadata"]
         a = m["first_step"]
-        out.append_episode(ep["obs"], ep["final_obs"], ep["action"], rewards[a:a + m["length"]], ep["terminated"],
-                           ep["truncated"], ep["is_intervention"], ep["timestamp"],
-                           success=bool(success[m["episode"]]) if success is not None else m["success"],
-                           source=m["source"], task=m["task"], notes=m["notes"], start_time=m["start_time"])
+        out.append_episode(
+            ep["obs"],
+            ep["final_obs"],
+            ep["action"],
+            rewards[a : a + m["length"]],
+            ep["terminated"],
+            ep["truncated"],
+            ep["is_intervention"],
+            ep["timestamp"],
+            success=bool(success[m["episode"]]) if success is not None else m["success"],
+            source=m["source"],
+            task=m["task"],
+            notes=m["notes"],
+            start_time=m["start_time"],
+        )
     return out

@@ -50,8 +50,9 @@ def roc_curve(y: Any, s: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.r_[0.0, fp / nneg], np.r_[0.0, tp / npos], np.r_[np.inf, thr]
 
 
-def threshold_for_fpr(negative_scores: Any, target_fpr: float, positive_scores: Any = None,
-                      probabilities: bool = False) -> float:
+def threshold_for_fpr(
+    negative_scores: Any, target_fpr: float, positive_scores: Any = None, probabilities: bool = False
+) -> float:
     """A threshold whose false-positive rate on ``negative_scores`` is at most ``target_fpr``, with the highest
     recall that allows.
 
@@ -68,9 +69,11 @@ def threshold_for_fpr(negative_scores: Any, target_fpr: float, positive_scores: 
         raise ValueError(f"target_fpr={target_fpr} must lie in [0, 1)")
     m = int(math.floor(target_fpr * len(s) + 1e-9))
     if target_fpr > 0 and len(s) * target_fpr < 1:
-        warnings.warn(f"only {len(s)} negative frames: a false-positive rate of {target_fpr:g} needs at least "
-                      f"{math.ceil(1 / target_fpr)} to resolve; the threshold admits no false positive on them",
-                      stacklevel=2)
+        warnings.warn(
+            f"only {len(s)} negative frames: a false-positive rate of {target_fpr:g} needs at least "
+            f"{math.ceil(1 / target_fpr)} to resolve; the threshold admits no false positive on them",
+            stacklevel=2,
+        )
     low = float(np.nextafter(s[min(m, len(s) - 1)], np.inf))
     if positive_scores is None:
         return low
@@ -100,8 +103,17 @@ def binary_metrics(y: Any, s: Any, threshold: float) -> dict[str, float]:
     def div(a: float, b: float) -> float:
         return a / b if b else float("nan")
 
-    return {"accuracy": div(tp + tn, len(y)), "precision": div(tp, tp + fp), "recall": div(tp, tp + fn),
-            "fpr": div(fp, fp + tn), "tp": tp, "fp": fp, "tn": tn, "fn": fn, "threshold": float(threshold)}
+    return {
+        "accuracy": div(tp + tn, len(y)),
+        "precision": div(tp, tp + fp),
+        "recall": div(tp, tp + fn),
+        "fpr": div(fp, fp + tn),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "threshold": float(threshold),
+    }
 
 
 def calibration(y: Any, p: Any, bins: int = 10) -> dict[str, Any]:
@@ -119,8 +131,14 @@ def calibration(y: Any, p: Any, bins: int = 10) -> dict[str, Any]:
         freq.append(float(y[m].mean()) if m.any() else float("nan"))
     cnt = np.asarray(count, dtype=np.float64)
     gap = np.abs(np.nan_to_num(np.asarray(freq)) - np.nan_to_num(np.asarray(mean_p)))
-    return {"edges": edges.tolist(), "mean_predicted": mean_p, "observed": freq, "count": count,
-            "ece": float((gap * cnt).sum() / max(cnt.sum(), 1)), "brier": float(np.mean((p - y) ** 2))}
+    return {
+        "edges": edges.tolist(),
+        "mean_predicted": mean_p,
+        "observed": freq,
+        "count": count,
+        "ece": float((gap * cnt).sum() / max(cnt.sum(), 1)),
+        "brier": float(np.mean((p - y) ** 2)),
+    }
 
 
 def plot_calibration(path: str | Path, y: Any, p: Any, bins: int = 10, title: str = "") -> None:
@@ -163,8 +181,13 @@ def plot_roc(path: str | Path, y: Any, s: Any, threshold: float | None = None, t
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
     if threshold is not None:
         m = binary_metrics(y, s, threshold)
-        ax.plot([m["fpr"]], [m["recall"]], "o", color="tab:red",
-                label=f"threshold {threshold:.3g}: FPR {m['fpr']:.3f}, recall {m['recall']:.3f}")
+        ax.plot(
+            [m["fpr"]],
+            [m["recall"]],
+            "o",
+            color="tab:red",
+            label=f"threshold {threshold:.3g}: FPR {m['fpr']:.3f}, recall {m['recall']:.3f}",
+        )
     ax.set_xlabel("false-positive rate")
     ax.set_ylabel("true-positive rate (recall)")
     ax.set_title(title or "ROC (validation)")

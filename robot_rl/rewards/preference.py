@@ -15,9 +15,10 @@ here too.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,10 +28,21 @@ from robot_rl.data.store import EpisodeStore
 from robot_rl.rewards.base import RewardDataError, RewardNetConfig, resolve_device
 from robot_rl.rewards.classifier import FrameScorer, TrunkFeaturizer, TrunkRewardModel, evaluate_scores
 from robot_rl.rewards.frames import LabelRule, load_frames
-from robot_rl.rewards.preference_labels import (DEFAULT_PROMPT, FIRST, SECOND, UNSURE, EndpointError,
-                                                HTTPChatLabeller, LocalVLMLabeller, PreferenceLabeller,
-                                                build_labeller, collect_preferences, parse_answer, png_data_url,
-                                                sample_pairs)
+from robot_rl.rewards.preference_labels import (
+    DEFAULT_PROMPT,
+    FIRST,
+    SECOND,
+    UNSURE,
+    EndpointError,
+    HTTPChatLabeller,
+    LocalVLMLabeller,
+    PreferenceLabeller,
+    build_labeller,
+    collect_preferences,
+    parse_answer,
+    png_data_url,
+    sample_pairs,
+)
 
 
 # ------------------------------------------------------------------------------------------------ reward model
@@ -56,14 +68,27 @@ class PreferenceConfig(RewardNetConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.pairs < 2 or self.steps < 1 or not 0 <= self.val_fraction < 1:
-            raise ValueError(f"need pairs >= 2, steps >= 1, val_fraction in [0, 1): {self.pairs}, {self.steps}, "
-                             f"{self.val_fraction}")
+            raise ValueError(
+                f"need pairs >= 2, steps >= 1, val_fraction in [0, 1): {self.pairs}, {self.steps}, {self.val_fraction}"
+            )
 
 
-def fit_bradley_terry(scorer: FrameScorer, maps: Mapping[str, torch.Tensor], first: np.ndarray, second: np.ndarray,
-                      answer: np.ndarray, *, val_fraction: float, steps: int, batch_size: int, lr: float,
-                      weight_decay: float, eval_every: int, seed: int,
-                      log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def fit_bradley_terry(
+    scorer: FrameScorer,
+    maps: Mapping[str, torch.Tensor],
+    first: np.ndarray,
+    second: np.ndarray,
+    answer: np.ndarray,
+    *,
+    val_fraction: float,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    eval_every: int,
+    seed: int,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Train ``scorer`` so that ``sigmoid(r(a) - r(b))`` predicts that ``a`` was preferred.
 
     ``maps``: {camera: (F, C, h, w)} of all frames; ``first`` / ``second`` (P,) frame indices; ``answer`` (P,)
@@ -87,12 +112,12 @@ def fit_bradley_terry(scorer: FrameScorer, maps: Mapping[str, torch.Tensor], fir
         r = torch.as_tensor(rows, device=dev)
         both = torch.cat([ta[r], tb[r]])
         out = scorer({c: m[both].to(dev) for c, m in maps.items()}, augment=augment, generator=gen)
-        return out[:len(rows)] - out[len(rows):]
+        return out[: len(rows)] - out[len(rows) :]
 
     def evaluate(rows: np.ndarray) -> tuple[float, float]:
         scorer.eval()
         with torch.no_grad():
-            z = torch.cat([pair_logits(rows[s:s + 512], False) for s in range(0, len(rows), 512)])
+            z = torch.cat([pair_logits(rows[s : s + 512], False) for s in range(0, len(rows), 512)])
             t = ty[torch.as_tensor(rows, device=dev)]
             return float(F.binary_cross_entropy_with_logits(z, t)), float(((z > 0).float() == t).float().mean())
 
@@ -116,9 +141,15 @@ def fit_bradley_terry(scorer: FrameScorer, maps: Mapping[str, torch.Tensor], fir
     if best[2] is not None:
         scorer.load_state_dict(best[2])
     scorer.eval()
-    return {"pairs_used": int(len(y)), "unsure": int(np.sum(~keep)), "val_pairs": int(len(va)),
-            "val_accuracy": evaluate(va)[1] if len(va) else float("nan"), "train_accuracy": evaluate(tr)[1],
-            "best_step": best[1] or steps, "history": history}
+    return {
+        "pairs_used": int(len(y)),
+        "unsure": int(np.sum(~keep)),
+        "val_pairs": int(len(va)),
+        "val_accuracy": evaluate(va)[1] if len(va) else float("nan"),
+        "train_accuracy": evaluate(tr)[1],
+        "best_step": best[1] or steps,
+        "history": history,
+    }
 
 
 class PreferenceReward(TrunkRewardModel):
@@ -128,8 +159,15 @@ class PreferenceReward(TrunkRewardModel):
     kind = "preference"
     noun = "preference model"
 
-    def __init__(self, featurizer: TrunkFeaturizer, scorer: FrameScorer, image_shapes: Mapping[str, Sequence[int]],
-                 mean: float = 0.0, std: float = 1.0, threshold: float | None = None):
+    def __init__(
+        self,
+        featurizer: TrunkFeaturizer,
+        scorer: FrameScorer,
+        image_shapes: Mapping[str, Sequence[int]],
+        mean: float = 0.0,
+        std: float = 1.0,
+        threshold: float | None = None,
+    ):
         super().__init__(featurizer, scorer, image_shapes)
         self.mean, self.std = float(mean), float(std)
         self.threshold = None if threshold is None else float(threshold)
@@ -139,7 +177,7 @@ class PreferenceReward(TrunkRewardModel):
         """Unstandardised rewards (F,) of cached maps {camera: (F, C, h, w)}."""
         n = len(next(iter(maps.values())))
         dev = self.device
-        out = [self.scorer({c: m[s:s + batch].to(dev) for c, m in maps.items()}) for s in range(0, n, batch)]
+        out = [self.scorer({c: m[s : s + batch].to(dev) for c, m in maps.items()}) for s in range(0, n, batch)]
         return torch.cat(out) if out else torch.zeros(0, device=dev)
 
     @torch.no_grad()
@@ -153,14 +191,26 @@ class PreferenceReward(TrunkRewardModel):
         return {"threshold": self.threshold, "mean": self.mean, "std": self.std}
 
     @classmethod
-    def from_saved(cls, featurizer: TrunkFeaturizer, scorer: FrameScorer, image_shapes: Mapping[str, Sequence[int]],
-                   saved: Mapping[str, Any]) -> "PreferenceReward":
+    def from_saved(
+        cls,
+        featurizer: TrunkFeaturizer,
+        scorer: FrameScorer,
+        image_shapes: Mapping[str, Sequence[int]],
+        saved: Mapping[str, Any],
+    ) -> PreferenceReward:
         return cls(featurizer, scorer, image_shapes, saved["mean"], saved["std"], saved["threshold"])
 
 
-def train_preference_reward(store: EpisodeStore, labeller: PreferenceLabeller, cfg: PreferenceConfig, *,
-                            seed: int = 0, device: str | torch.device | None = "auto", out: str | Path | None = None,
-                            log: Callable[[str], None] | None = None) -> tuple[PreferenceReward, dict[str, Any]]:
+def train_preference_reward(
+    store: EpisodeStore,
+    labeller: PreferenceLabeller,
+    cfg: PreferenceConfig,
+    *,
+    seed: int = 0,
+    device: str | torch.device | None = "auto",
+    out: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[PreferenceReward, dict[str, Any]]:
     """Collect (cached) preferences on ``store``'s frames and fit the Bradley-Terry reward model (see the module
     docstring). Returns the model and a report (answer counts, held-out pair accuracy, success-threshold
     validation when the store has successful episodes)."""
@@ -176,21 +226,42 @@ def train_preference_reward(store: EpisodeStore, labeller: PreferenceLabeller, c
     maps = {c: feat.maps(frames.images[c]) for c in frames.cameras}
     fshapes = {c: tuple(m.shape[1:]) for c, m in maps.items()}
     scorer = FrameScorer(fshapes, cfg.feature_dim, cfg.num_kernels, cfg.hidden, cfg.dropout, cfg.feature_pad).to(dev)
-    fit = fit_bradley_terry(scorer, maps, prefs["first"], prefs["second"], prefs["answer"],
-                            val_fraction=cfg.val_fraction, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                            weight_decay=cfg.weight_decay, eval_every=cfg.eval_every, seed=seed, log=log)
+    fit = fit_bradley_terry(
+        scorer,
+        maps,
+        prefs["first"],
+        prefs["second"],
+        prefs["answer"],
+        val_fraction=cfg.val_fraction,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        eval_every=cfg.eval_every,
+        seed=seed,
+        log=log,
+    )
     model = PreferenceReward(feat, scorer, shapes)
     r = model.raw(maps).double().cpu().numpy()
     model.mean, model.std = float(r.mean()), float(max(r.std(), 1e-6))
     z = (r - model.mean) / model.std
-    report: dict[str, Any] = {"kind": "preference", "store": str(store.root), "camera": camera, "task": task,
-                              "preferences": {k: prefs[k] for k in ("cached", "asked", "labeller_calls", "label_set")},
-                              "answers": {"first": int(np.sum(prefs["answer"] == FIRST)),
-                                          "second": int(np.sum(prefs["answer"] == SECOND)),
-                                          "unsure": int(np.sum(prefs["answer"] == UNSURE))},
-                              "labeller": labeller.identity(),
-                              "fit": {k: v for k, v in fit.items() if k != "history"}, "history": fit["history"],
-                              "config": cfg.to_dict(), "seed": seed}
+    report: dict[str, Any] = {
+        "kind": "preference",
+        "store": str(store.root),
+        "camera": camera,
+        "task": task,
+        "preferences": {k: prefs[k] for k in ("cached", "asked", "labeller_calls", "label_set")},
+        "answers": {
+            "first": int(np.sum(prefs["answer"] == FIRST)),
+            "second": int(np.sum(prefs["answer"] == SECOND)),
+            "unsure": int(np.sum(prefs["answer"] == UNSURE)),
+        },
+        "labeller": labeller.identity(),
+        "fit": {k: v for k, v in fit.items() if k != "history"},
+        "history": fit["history"],
+        "config": cfg.to_dict(),
+        "seed": seed,
+    }
     lab = frames.label >= 0
     y = frames.label[lab] == 1
     if y.any() and (~y).any():  # the store says which frames show success: calibrate a success threshold
@@ -203,6 +274,22 @@ def train_preference_reward(store: EpisodeStore, labeller: PreferenceLabeller, c
     return model, report
 
 
-__all__ = ["DEFAULT_PROMPT", "FIRST", "SECOND", "UNSURE", "EndpointError", "HTTPChatLabeller", "LocalVLMLabeller",
-           "PreferenceConfig", "PreferenceLabeller", "PreferenceReward", "build_labeller", "collect_preferences",
-           "fit_bradley_terry", "parse_answer", "png_data_url", "sample_pairs", "train_preference_reward"]
+__all__ = [
+    "DEFAULT_PROMPT",
+    "FIRST",
+    "SECOND",
+    "UNSURE",
+    "EndpointError",
+    "HTTPChatLabeller",
+    "LocalVLMLabeller",
+    "PreferenceConfig",
+    "PreferenceLabeller",
+    "PreferenceReward",
+    "build_labeller",
+    "collect_preferences",
+    "fit_bradley_terry",
+    "parse_answer",
+    "png_data_url",
+    "sample_pairs",
+    "train_preference_reward",
+]

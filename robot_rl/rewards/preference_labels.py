@@ -25,13 +25,13 @@ import io
 import json
 import os
 import re
-import socket
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,15 +46,32 @@ DEFAULT_PROMPT = (
     "You see two images from a robot's camera: Image 1 first, then Image 2. The goal of the robot is: {task}. "
     "Which image shows more progress towards that goal? Think briefly about what each image shows, then end your "
     "reply with one line: 'Answer: 1' if Image 1 shows more progress, 'Answer: 2' if Image 2 does, or 'Answer: 0' "
-    "if there is no clear difference.")
+    "if there is no clear difference."
+)
 
 
 # --------------------------------------------------------------------------------------------------- answers
-_WORD_TO_ANSWER = {"1": FIRST, "one": FIRST, "first": FIRST, "2": SECOND, "two": SECOND, "second": SECOND,
-                   "0": UNSURE, "-1": UNSURE, "none": UNSURE, "neither": UNSURE, "tie": UNSURE, "equal": UNSURE,
-                   "same": UNSURE, "unsure": UNSURE, "both": UNSURE}
-_ANSWER_LINE = re.compile(r"answer\s*(?:is)?\s*[:=\-]?\s*[\*\"'`(\[]*\s*(?:image\s*)?(-1|[012]|one|two|first|second|"
-                          r"none|neither|tie|equal|same|unsure|both)\b")
+_WORD_TO_ANSWER = {
+    "1": FIRST,
+    "one": FIRST,
+    "first": FIRST,
+    "2": SECOND,
+    "two": SECOND,
+    "second": SECOND,
+    "0": UNSURE,
+    "-1": UNSURE,
+    "none": UNSURE,
+    "neither": UNSURE,
+    "tie": UNSURE,
+    "equal": UNSURE,
+    "same": UNSURE,
+    "unsure": UNSURE,
+    "both": UNSURE,
+}
+_ANSWER_LINE = re.compile(
+    r"answer\s*(?:is)?\s*[:=\-]?\s*[\*\"'`(\[]*\s*(?:image\s*)?(-1|[012]|one|two|first|second|"
+    r"none|neither|tie|equal|same|unsure|both)\b"
+)
 _IMAGE_MENTION = re.compile(r"\bimage\s*([12])\b")
 
 
@@ -104,8 +121,14 @@ class LocalVLMLabeller(PreferenceLabeller):
     """Zero-shot preferences from a local dual encoder (see the module docstring); one batched forward per call.
     ``negatives``: contrast prompts of the softmax; ``margin``: minimum probability gap for a preference."""
 
-    def __init__(self, model: Any, tokenizer: Any, negatives: Sequence[str] | None = None, margin: float = 0.02,
-                 prompt_template: str = "{task}"):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        negatives: Sequence[str] | None = None,
+        margin: float = 0.02,
+        prompt_template: str = "{task}",
+    ):
         from robot_rl.rewards.vlm.model import model_fingerprint
         from robot_rl.rewards.vlm.zero_shot import DEFAULT_NEGATIVES
 
@@ -116,17 +139,23 @@ class LocalVLMLabeller(PreferenceLabeller):
         self.calls = 0
 
     def identity(self) -> dict[str, Any]:
-        return {"kind": "local_vlm", "model": self.fingerprint, "negatives": self.negatives, "margin": self.margin,
-                "template": self.template}
+        return {
+            "kind": "local_vlm",
+            "model": self.fingerprint,
+            "negatives": self.negatives,
+            "margin": self.margin,
+            "template": self.template,
+        }
 
     def compare(self, first: np.ndarray, second: np.ndarray, task: str) -> np.ndarray:
         from robot_rl.rewards.vlm.zero_shot import ZeroShotReward
 
-        zs = ZeroShotReward(self.model, self.tokenizer, self.template.format(task=task), self.negatives, ["x"],
-                            threshold=None)
+        zs = ZeroShotReward(
+            self.model, self.tokenizer, self.template.format(task=task), self.negatives, ["x"], threshold=None
+        )
         p = zs.prompt_probs(np.concatenate([first, second])).double().cpu().numpy()
         self.calls += 1
-        d = p[:len(first)] - p[len(first):]
+        d = p[: len(first)] - p[len(first) :]
         return np.where(d > self.margin, FIRST, np.where(d < -self.margin, SECOND, UNSURE)).astype(np.int8)
 
 
@@ -155,9 +184,20 @@ class HTTPChatLabeller(PreferenceLabeller):
     extra attempts after a transient failure, waiting ``backoff_s * 2**k`` s. ``image_size``: px of the square PNGs
     sent (None: as recorded). ``max_tokens``: reply budget."""
 
-    def __init__(self, url: str, model: str, prompt: str | None = None, api_key_env: str | None = None,
-                 timeout_s: float = 60.0, retries: int = 3, backoff_s: float = 1.0, image_size: int | None = 224,
-                 max_tokens: int = 300, temperature: float = 0.0, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        prompt: str | None = None,
+        api_key_env: str | None = None,
+        timeout_s: float = 60.0,
+        retries: int = 3,
+        backoff_s: float = 1.0,
+        image_size: int | None = 224,
+        max_tokens: int = 300,
+        temperature: float = 0.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         if not url or not str(url).startswith(("http://", "https://")):
             raise ValueError(f"labeller url={url!r} must be an http(s) URL of an OpenAI-compatible API")
         if not model:
@@ -174,23 +214,36 @@ class HTTPChatLabeller(PreferenceLabeller):
         self.replies: list[str] = []  # the last batch's raw replies, for inspection
         # A labeller on this machine is reached directly, whatever proxy the environment names.
         local = urllib.parse.urlsplit(self.url).hostname in ("127.0.0.1", "localhost", "::1")
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({})) if local else \
-            urllib.request.build_opener()
+        self._opener = (
+            urllib.request.build_opener(urllib.request.ProxyHandler({})) if local else urllib.request.build_opener()
+        )
 
     def identity(self) -> dict[str, Any]:
-        return {"kind": "http_chat", "url": self.url, "model": self.model,
-                "prompt_sha256": identity_hash({"prompt": self.prompt}), "image_size": self.image_size,
-                "temperature": self.temperature, "max_tokens": self.max_tokens}
+        return {
+            "kind": "http_chat",
+            "url": self.url,
+            "model": self.model,
+            "prompt_sha256": identity_hash({"prompt": self.prompt}),
+            "image_size": self.image_size,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
 
     def request_body(self, first: np.ndarray, second: np.ndarray, task: str) -> dict[str, Any]:
         """The JSON body for one pair (one user message: text, Image 1, Image 2)."""
-        content = [{"type": "text", "text": self.prompt.format(task=task)},
-                   {"type": "text", "text": "Image 1:"},
-                   {"type": "image_url", "image_url": {"url": png_data_url(first, self.image_size)}},
-                   {"type": "text", "text": "Image 2:"},
-                   {"type": "image_url", "image_url": {"url": png_data_url(second, self.image_size)}}]
-        return {"model": self.model, "messages": [{"role": "user", "content": content}],
-                "temperature": self.temperature, "max_tokens": self.max_tokens}
+        content = [
+            {"type": "text", "text": self.prompt.format(task=task)},
+            {"type": "text", "text": "Image 1:"},
+            {"type": "image_url", "image_url": {"url": png_data_url(first, self.image_size)}},
+            {"type": "text", "text": "Image 2:"},
+            {"type": "image_url", "image_url": {"url": png_data_url(second, self.image_size)}},
+        ]
+        return {
+            "model": self.model,
+            "messages": [{"role": "user", "content": content}],
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
 
     def ask(self, body: Mapping[str, Any]) -> str:
         """POST ``body``; the reply's text (``choices[0].message.content``, string or list of text parts)."""
@@ -216,7 +269,7 @@ class HTTPChatLabeller(PreferenceLabeller):
                 if exc.code == 429 or exc.code >= 500:
                     continue
                 raise EndpointError(last) from None
-            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 last = f"{self.url}: {getattr(exc, 'reason', exc)}"
                 continue
             return self._reply_text(raw)
@@ -243,15 +296,23 @@ def build_labeller(cfg: Mapping[str, Any], device: str | torch.device | None = "
     kind = str(cfg.get("type", "vlm"))
     if kind == "vlm":
         from robot_rl.rewards.vlm.model import load_dual_encoder
+
         if not cfg.get("vlm_path"):
             raise ValueError("labeller.type=vlm needs labeller.vlm_path (a dual-encoder checkpoint directory)")
         model, tok = load_dual_encoder(cfg["vlm_path"], device)
         return LocalVLMLabeller(model, tok, cfg.get("negatives"), float(cfg.get("margin", 0.02)))
     if kind == "http":
-        return HTTPChatLabeller(cfg.get("url"), cfg.get("model"), cfg.get("prompt"), cfg.get("api_key_env"),
-                                float(cfg.get("timeout_s", 60)), int(cfg.get("retries", 3)),
-                                float(cfg.get("backoff_s", 1.0)), cfg.get("image_size", 224),
-                                int(cfg.get("max_tokens", 300)))
+        return HTTPChatLabeller(
+            cfg.get("url"),
+            cfg.get("model"),
+            cfg.get("prompt"),
+            cfg.get("api_key_env"),
+            float(cfg.get("timeout_s", 60)),
+            int(cfg.get("retries", 3)),
+            float(cfg.get("backoff_s", 1.0)),
+            cfg.get("image_size", 224),
+            int(cfg.get("max_tokens", 300)),
+        )
     raise ValueError(f"labeller.type={kind!r} must be vlm or http")
 
 
@@ -267,9 +328,18 @@ def sample_pairs(n_frames: int, n_pairs: int, seed: int) -> np.ndarray:
     return np.stack([a, b], axis=1)
 
 
-def collect_preferences(store: EpisodeStore, frames: StoreFrames, camera: str, labeller: PreferenceLabeller,
-                        task: str, pairs: int, seed: int = 0, batch: int = 16, cache: bool = True,
-                        log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def collect_preferences(
+    store: EpisodeStore,
+    frames: StoreFrames,
+    camera: str,
+    labeller: PreferenceLabeller,
+    task: str,
+    pairs: int,
+    seed: int = 0,
+    batch: int = 16,
+    cache: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Answers for ``pairs`` random frame pairs of ``frames`` (seeded), from the store's cache where present,
     from ``labeller`` otherwise (``batch`` pairs per call, each batch cached as it arrives).
 
@@ -290,30 +360,57 @@ def collect_preferences(store: EpisodeStore, frames: StoreFrames, camera: str, l
     calls0 = labeller.calls
     img = frames.images[camera]
     for s in range(0, len(todo), batch):
-        chunk = todo[s:s + batch]
+        chunk = todo[s : s + batch]
         ans = np.asarray(labeller.compare(img[idx[chunk, 0]], img[idx[chunk, 1]], task), dtype=np.int8)
         for i, a in zip(chunk, ans):
             known[keys[i]] = int(a)
         if cache:
             try:
-                store.append_labels(name, {"first": np.array([keys[i][0] for i in chunk], np.int64),
-                                           "second": np.array([keys[i][1] for i in chunk], np.int64),
-                                           "answer": ans}, per_step=False, meta=ident)
+                store.append_labels(
+                    name,
+                    {
+                        "first": np.array([keys[i][0] for i in chunk], np.int64),
+                        "second": np.array([keys[i][1] for i in chunk], np.int64),
+                        "answer": ans,
+                    },
+                    per_step=False,
+                    meta=ident,
+                )
             except (OSError, StoreError) as exc:
                 if log:
                     log(f"answers not cached: {exc}")
                 cache = False
     answer = np.array([known[k] for k in keys], dtype=np.int8)
-    out = {"first": idx[:, 0].astype(np.int64), "second": idx[:, 1].astype(np.int64), "answer": answer,
-           "cached": len(keys) - len(todo), "asked": len(todo), "labeller_calls": labeller.calls - calls0,
-           "label_set": name}
+    out = {
+        "first": idx[:, 0].astype(np.int64),
+        "second": idx[:, 1].astype(np.int64),
+        "answer": answer,
+        "cached": len(keys) - len(todo),
+        "asked": len(todo),
+        "labeller_calls": labeller.calls - calls0,
+        "label_set": name,
+    }
     if log:
-        log(f"{name}: {out['cached']} answers from the cache, {out['asked']} asked in {out['labeller_calls']} calls; "
+        log(
+            f"{name}: {out['cached']} answers from the cache, {out['asked']} asked in {out['labeller_calls']} calls; "
             f"first {int(np.sum(answer == FIRST))}, second {int(np.sum(answer == SECOND))}, "
-            f"unsure {int(np.sum(answer == UNSURE))}")
+            f"unsure {int(np.sum(answer == UNSURE))}"
+        )
     return out
 
 
-__all__ = ["DEFAULT_PROMPT", "FIRST", "SECOND", "UNSURE", "EndpointError", "HTTPChatLabeller", "LocalVLMLabeller",
-           "PreferenceLabeller", "build_labeller", "collect_preferences", "parse_answer", "png_data_url",
-           "sample_pairs"]
+__all__ = [
+    "DEFAULT_PROMPT",
+    "FIRST",
+    "SECOND",
+    "UNSURE",
+    "EndpointError",
+    "HTTPChatLabeller",
+    "LocalVLMLabeller",
+    "PreferenceLabeller",
+    "build_labeller",
+    "collect_preferences",
+    "parse_answer",
+    "png_data_url",
+    "sample_pairs",
+]

@@ -24,9 +24,10 @@ advanced without finishing the task.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,8 +56,9 @@ class ProgressConfig(RewardNetConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.bins < 2 or min(self.steps, self.batch_size, self.eval_every, self.adapt_steps) < 1:
-            raise ValueError(f"progress: bins={self.bins} must be >= 2 and steps, batch_size, eval_every, "
-                             "adapt_steps >= 1")
+            raise ValueError(
+                f"progress: bins={self.bins} must be >= 2 and steps, batch_size, eval_every, adapt_steps >= 1"
+            )
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"progress: val_fraction={self.val_fraction} must lie in (0, 1)")
 
@@ -106,9 +108,12 @@ def progress_metrics(pred: np.ndarray, truth: np.ndarray, episode: np.ndarray) -
     ok = np.isfinite(truth)
     rhos = [_spearman(pred[ok & (episode == e)], truth[ok & (episode == e)]) for e in np.unique(episode[ok])]
     rhos = [r for r in rhos if np.isfinite(r)]
-    return {"rank_correlation": float(np.mean(rhos)) if rhos else float("nan"),
-            "mae": float(np.mean(np.abs(pred[ok] - truth[ok]))) if ok.any() else float("nan"),
-            "episodes": int(len(np.unique(episode[ok]))), "frames": int(ok.sum())}
+    return {
+        "rank_correlation": float(np.mean(rhos)) if rhos else float("nan"),
+        "mae": float(np.mean(np.abs(pred[ok] - truth[ok]))) if ok.any() else float("nan"),
+        "episodes": int(len(np.unique(episode[ok]))),
+        "frames": int(ok.sum()),
+    }
 
 
 class ProgressModel(TrunkRewardModel):
@@ -131,22 +136,33 @@ def _labelled(store: EpisodeStore, cfg: ProgressConfig, cameras: Any = None) -> 
     prog = progress_labels(frames)
     n_succ = len(np.unique(frames.episode[np.isfinite(prog)]))
     if n_succ < cfg.min_episodes:
-        raise RewardDataError(f"store {store.root}: {n_succ} successful episode(s) of {len(store)}; progress is "
-                              f"learned from episodes that reach success: record at least {cfg.min_episodes} "
-                              "(e.g. robot-rl record device=scripted)")
+        raise RewardDataError(
+            f"store {store.root}: {n_succ} successful episode(s) of {len(store)}; progress is "
+            f"learned from episodes that reach success: record at least {cfg.min_episodes} "
+            "(e.g. robot-rl record device=scripted)"
+        )
     keep = np.isfinite(prog)
     return frames.subset(keep), prog[keep]
 
 
-def _fit(scorer: Any, maps: Mapping[str, torch.Tensor], prog: np.ndarray, steps: int, cfg: ProgressConfig,
-         seed: int, val: tuple[Mapping[str, torch.Tensor], np.ndarray, np.ndarray] | None = None,
-         weights: np.ndarray | None = None, log: Callable[[str], None] | None = None) -> list[dict[str, float]]:
+def _fit(
+    scorer: Any,
+    maps: Mapping[str, torch.Tensor],
+    prog: np.ndarray,
+    steps: int,
+    cfg: ProgressConfig,
+    seed: int,
+    val: tuple[Mapping[str, torch.Tensor], np.ndarray, np.ndarray] | None = None,
+    weights: np.ndarray | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, float]]:
     """Cross-entropy on two-hot targets, AdamW; ``weights``: relative draw weights of the frames."""
     dev = next(scorer.parameters()).device
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device=dev).manual_seed(seed)
-    opt = torch.optim.AdamW([p for p in scorer.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        [p for p in scorer.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
     target = two_hot(torch.as_tensor(prog, dtype=torch.float32), cfg.bins).to(dev)
     p = None if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
     history = []
@@ -154,18 +170,26 @@ def _fit(scorer: Any, maps: Mapping[str, torch.Tensor], prog: np.ndarray, steps:
         scorer.train()
         idx = rng.choice(len(prog), cfg.batch_size, p=p)
         batch = {c: m[torch.as_tensor(idx)].to(dev, torch.float32) for c, m in maps.items()}
-        loss = -(target[torch.as_tensor(idx, device=dev)] * F.log_softmax(scorer(batch, augment=True, generator=gen),
-                                                                          -1)).sum(-1).mean()
+        loss = (
+            -(target[torch.as_tensor(idx, device=dev)] * F.log_softmax(scorer(batch, augment=True, generator=gen), -1))
+            .sum(-1)
+            .mean()
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if val is not None and (step % cfg.eval_every == 0 or step == steps):
-            rec = {"step": step, "train_loss": float(loss.detach()),
-                   **progress_metrics(_predict(scorer, val[0]), val[1], val[2])}
+            rec = {
+                "step": step,
+                "train_loss": float(loss.detach()),
+                **progress_metrics(_predict(scorer, val[0]), val[1], val[2]),
+            }
             history.append(rec)
             if log:
-                log(f"step={step} loss={rec['train_loss']:.4f} val rank corr={rec['rank_correlation']:.3f} "
-                    f"mae={rec['mae']:.3f}")
+                log(
+                    f"step={step} loss={rec['train_loss']:.4f} val rank corr={rec['rank_correlation']:.3f} "
+                    f"mae={rec['mae']:.3f}"
+                )
     scorer.eval()
     return history
 
@@ -175,14 +199,22 @@ def _predict(scorer: Any, maps: Mapping[str, torch.Tensor], batch: int = 512) ->
     scorer.eval()
     dev = next(scorer.parameters()).device
     n = len(next(iter(maps.values())))
-    out = [expected_progress(scorer({c: m[a:a + batch].to(dev, torch.float32) for c, m in maps.items()}))
-           for a in range(0, n, batch)]
+    out = [
+        expected_progress(scorer({c: m[a : a + batch].to(dev, torch.float32) for c, m in maps.items()}))
+        for a in range(0, n, batch)
+    ]
     return torch.cat(out).double().cpu().numpy() if out else np.zeros(0)
 
 
-def train_progress(store: EpisodeStore, cfg: ProgressConfig, *, seed: int = 0,
-                   device: str | torch.device | None = "auto", out: str | Path | None = None,
-                   log: Callable[[str], None] | None = None) -> tuple[ProgressModel, dict[str, Any]]:
+def train_progress(
+    store: EpisodeStore,
+    cfg: ProgressConfig,
+    *,
+    seed: int = 0,
+    device: str | torch.device | None = "auto",
+    out: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[ProgressModel, dict[str, Any]]:
     """Train a progress model on the successful episodes of ``store`` (module docstring). Returns the model and
     its report; with ``out`` saves both and ``progress.png`` (predicted against true progress on held-out frames)."""
     t0 = time.perf_counter()
@@ -195,16 +227,26 @@ def train_progress(store: EpisodeStore, cfg: ProgressConfig, *, seed: int = 0,
     maps = {c: feat.maps(frames.images[c]).cpu() for c in frames.cameras}
     tr, va = np.isin(frames.episode, tr_eps), np.isin(frames.episode, va_eps)
     fshapes = {c: tuple(maps[c].shape[1:]) for c in frames.cameras}
-    scorer = FrameScorer(fshapes, cfg.feature_dim, cfg.num_kernels, cfg.hidden, cfg.dropout, cfg.feature_pad,
-                         outputs=cfg.bins).to(dev)
+    scorer = FrameScorer(
+        fshapes, cfg.feature_dim, cfg.num_kernels, cfg.hidden, cfg.dropout, cfg.feature_pad, outputs=cfg.bins
+    ).to(dev)
     val = ({c: m[torch.as_tensor(va)] for c, m in maps.items()}, prog[va], frames.episode[va])
-    history = _fit(scorer, {c: m[torch.as_tensor(tr)] for c, m in maps.items()}, prog[tr], cfg.steps, cfg, seed,
-                   val, log=log)
+    history = _fit(
+        scorer, {c: m[torch.as_tensor(tr)] for c, m in maps.items()}, prog[tr], cfg.steps, cfg, seed, val, log=log
+    )
     pred = _predict(scorer, val[0])
-    report = {"kind": "progress", "store": str(Path(store.root).resolve()), "config": cfg.to_dict(), "seed": seed,
-              "train_episodes": [int(e) for e in tr_eps], "val_episodes": [int(e) for e in va_eps],
-              "failed_episodes_left_out": int(len(store) - len(eps)), "validation": progress_metrics(pred, *val[1:]),
-              "history": history, "seconds": time.perf_counter() - t0}
+    report = {
+        "kind": "progress",
+        "store": str(Path(store.root).resolve()),
+        "config": cfg.to_dict(),
+        "seed": seed,
+        "train_episodes": [int(e) for e in tr_eps],
+        "val_episodes": [int(e) for e in va_eps],
+        "failed_episodes_left_out": int(len(store) - len(eps)),
+        "validation": progress_metrics(pred, *val[1:]),
+        "history": history,
+        "seconds": time.perf_counter() - t0,
+    }
     model = ProgressModel(feat, scorer, frames.image_shapes, report)
     if out is not None:
         model.save(out, report)
@@ -212,8 +254,9 @@ def train_progress(store: EpisodeStore, cfg: ProgressConfig, *, seed: int = 0,
     return model, report
 
 
-def adapt_progress(model: ProgressModel, demo: EpisodeStore, cfg: ProgressConfig | None = None, seed: int = 0,
-                   replay: bool = True) -> dict[str, Any]:
+def adapt_progress(
+    model: ProgressModel, demo: EpisodeStore, cfg: ProgressConfig | None = None, seed: int = 0, replay: bool = True
+) -> dict[str, Any]:
     """One-shot adaptation in place: fine-tune ``model``'s head for ``adapt_steps`` on the frames of the successful
     episode(s) in ``demo`` (one demonstration of the changed variant), with the original training frames replayed
     (half of each batch) when ``replay`` and the original store is still there. Returns a record."""
@@ -231,8 +274,7 @@ def adapt_progress(model: ProgressModel, demo: EpisodeStore, cfg: ProgressConfig
         maps = {c: torch.cat([maps[c], omaps[c]]) for c in model.cameras}
         prog = np.r_[prog, op[keep]]
     _fit(model.scorer, maps, prog, cfg.adapt_steps, cfg, seed, weights=weights)
-    return {"demo_frames": int(len(frames)), "replayed_frames": int(len(prog) - len(frames)),
-            "steps": cfg.adapt_steps}
+    return {"demo_frames": int(len(frames)), "replayed_frames": int(len(prog) - len(frames)), "steps": cfg.adapt_steps}
 
 
 def plot_progress(path: Path, pred: np.ndarray, truth: np.ndarray) -> None:
@@ -246,8 +288,10 @@ def plot_progress(path: Path, pred: np.ndarray, truth: np.ndarray) -> None:
     ax.scatter(truth, pred, s=4, alpha=0.3, label="frames")
     edges = np.linspace(0, 1, 11)
     mid = (edges[:-1] + edges[1:]) / 2
-    means = [pred[(truth >= a) & (truth < b + (b == 1))].mean() if np.any((truth >= a) & (truth < b + (b == 1)))
-             else np.nan for a, b in zip(edges[:-1], edges[1:])]
+    means = [
+        pred[(truth >= a) & (truth < b + (b == 1))].mean() if np.any((truth >= a) & (truth < b + (b == 1))) else np.nan
+        for a, b in zip(edges[:-1], edges[1:])
+    ]
     ax.plot(mid, means, "o-", color="C1", label="mean per bin")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set(xlabel="true progress (held-out episodes)", ylabel="predicted progress", xlim=(0, 1), ylim=(0, 1))
@@ -257,5 +301,13 @@ def plot_progress(path: Path, pred: np.ndarray, truth: np.ndarray) -> None:
     plt.close(fig)
 
 
-__all__ = ["ProgressConfig", "ProgressModel", "adapt_progress", "expected_progress", "progress_labels",
-           "progress_metrics", "train_progress", "two_hot"]
+__all__ = [
+    "ProgressConfig",
+    "ProgressModel",
+    "adapt_progress",
+    "expected_progress",
+    "progress_labels",
+    "progress_metrics",
+    "train_progress",
+    "two_hot",
+]

@@ -7,8 +7,8 @@ a person who rejects those successes and a classifier retrained with them as neg
 * **The judge** rules on every frame the classifier calls success. ``judge="ground_truth"``: the simulator's own
   success (``info["gt_success"]``) stands in for the operator, as in sim benchmarks (an env that reports no success
   of its own is an error); ``"auto"`` (the default): the same for a success classifier in a single env that reports
-  its own success, nobody elsewhere; ``"none"``: nobody rules (the classifier's word is final; hacked frames are still counted in sim, for
-  the report).
+  its own success, nobody elsewhere; ``"none"``: nobody rules (the classifier's word is final; hacked frames are
+  still counted in sim, for the report).
 * **Veto** (``veto=True``): a success the judge rejects pays no reward and does not end the episode, as when the
   operator presses "not a success" and lets the robot go on. Without it the policy is paid for the hack until the
   classifier has learned it away.
@@ -31,9 +31,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,8 +63,10 @@ class RefineConfig(Options):
         if self.judge not in JUDGES:
             raise ValueError(f"reward.refine.judge={self.judge!r} must be one of {', '.join(JUDGES)}")
         if self.every < 0 or self.steps < 1 or self.max_mined < 1:
-            raise ValueError(f"reward.refine: every={self.every} must be >= 0 (0: never retrain), steps={self.steps} "
-                             f"and max_mined={self.max_mined} >= 1")
+            raise ValueError(
+                f"reward.refine: every={self.every} must be >= 0 (0: never retrain), steps={self.steps} "
+                f"and max_mined={self.max_mined} >= 1"
+            )
         if not 0 < self.mined_share < 1:
             raise ValueError(f"reward.refine.mined_share={self.mined_share} must lie in (0, 1)")
 
@@ -76,13 +79,21 @@ class ClassifierRefiner:
     training frames are loaded lazily at the first retraining, from the store named in the classifier's report.
     ``log``: where progress lines go."""
 
-    def __init__(self, model: Any, cfg: RefineConfig, seed: int = 0, log: Callable[[str], None] | None = None,
-                 fixed_threshold: bool = False):
+    def __init__(
+        self,
+        model: Any,
+        cfg: RefineConfig,
+        seed: int = 0,
+        log: Callable[[str], None] | None = None,
+        fixed_threshold: bool = False,
+    ):
         from robot_rl.rewards.classifier import SuccessClassifier
 
         if not isinstance(model, SuccessClassifier):
-            raise RewardDataError(f"reward.refine retrains a success classifier (reward=classifier from "
-                                  f"robot-rl train-reward), not a {getattr(model, 'kind', type(model).__name__)} model")
+            raise RewardDataError(
+                f"reward.refine retrains a success classifier (reward=classifier from "
+                f"robot-rl train-reward), not a {getattr(model, 'kind', type(model).__name__)} model"
+            )
         self.model, self.cfg, self.seed = model, cfg, int(seed)
         self.original_threshold = float(model.threshold if model.threshold is not None else 0.5)
         self.fixed_threshold = bool(fixed_threshold)  # set by the user (reward.threshold): kept through retraining
@@ -110,8 +121,9 @@ class ClassifierRefiner:
         self.new_since_retrain += 1
 
     def due(self, env_steps: int) -> bool:
-        return (self.cfg.every > 0 and self.new_since_retrain > 0
-                and env_steps - self.last_retrain_step >= self.cfg.every)
+        return (
+            self.cfg.every > 0 and self.new_since_retrain > 0 and env_steps - self.last_retrain_step >= self.cfg.every
+        )
 
     def _original(self) -> tuple[dict[str, torch.Tensor], np.ndarray, dict[str, torch.Tensor], np.ndarray]:
         """Trunk maps and labels of the classifier's own training and validation frames (loaded once)."""
@@ -122,13 +134,17 @@ class ClassifierRefiner:
             path, rule = report.get("store"), report.get("config") or {}
             train_eps, val_eps = report.get("train_episodes"), report.get("val_episodes")
             if not path or train_eps is None or val_eps is None:
-                raise RewardDataError("reward.refine: the classifier's report does not name its training store and "
-                                      "split; retrain it with robot-rl train-reward")
+                raise RewardDataError(
+                    "reward.refine: the classifier's report does not name its training store and "
+                    "split; retrain it with robot-rl train-reward"
+                )
             try:
                 store = EpisodeStore.open(path)
             except Exception as exc:
-                raise RewardDataError(f"reward.refine: cannot open the classifier's training store {path} ({exc}); "
-                                      "retraining needs its original frames there") from None
+                raise RewardDataError(
+                    f"reward.refine: cannot open the classifier's training store {path} ({exc}); "
+                    "retraining needs its original frames there"
+                ) from None
             with store:
                 frames = load_frames(store, self.model.cameras, LabelRule.from_dict(rule))
             feat = self.model.featurizer
@@ -138,8 +154,9 @@ class ClassifierRefiner:
                 part = part.subset(part.label >= 0)
                 parts += [{c: feat.maps(part.images[c]).cpu() for c in self.model.cameras}, part.label == 1]
             self._base = tuple(parts)  # type: ignore[assignment]
-            self.log(f"reward.refine: {len(parts[1])} training and {len(parts[3])} validation frames reloaded from "
-                     f"{path}")
+            self.log(
+                f"reward.refine: {len(parts[1])} training and {len(parts[3])} validation frames reloaded from {path}"
+            )
         return self._base  # type: ignore[return-value]
 
     def retrain(self, env_steps: int = 0) -> dict[str, Any]:
@@ -153,26 +170,49 @@ class ClassifierRefiner:
         n_mined, n_pos = len(self.mined), len(self.mined_positives)
         extra = self.mined + self.mined_positives
         mined = {c: torch.stack([m[c] for m in self.mined]) for c in self.model.cameras} if n_mined else None
-        inputs = {c: torch.cat([tr_in[c], *([torch.stack([m[c] for m in extra])] if extra else [])])[None]
-                  for c in self.model.cameras}  # one augmented copy: K = 1
+        inputs = {
+            c: torch.cat([tr_in[c], *([torch.stack([m[c] for m in extra])] if extra else [])])[None]
+            for c in self.model.cameras
+        }  # one augmented copy: K = 1
         y = np.concatenate([y_tr, np.zeros(n_mined, bool), np.ones(n_pos, bool)])
         # sampling weights within each class: the mined frames of a class together get mined_share of its draws
         share = self.cfg.mined_share / (1 - self.cfg.mined_share)
         w = np.ones(len(y))
-        w[len(y_tr):len(y_tr) + n_mined] = share * int((~y_tr).sum()) / max(1, n_mined)
-        w[len(y_tr) + n_mined:] = share * int(y_tr.sum()) / max(1, n_pos)
+        w[len(y_tr) : len(y_tr) + n_mined] = share * int((~y_tr).sum()) / max(1, n_mined)
+        w[len(y_tr) + n_mined :] = share * int(y_tr.sum()) / max(1, n_pos)
         rc = (self.model.report or {}).get("config") or {}
         scorer = self.model.scorer
-        fit = fit_binary(scorer, inputs, y, va_in, y_va, steps=self.cfg.steps, batch_size=int(rc.get("batch_size", 128)),
-                         lr=float(rc.get("lr", 1e-3)) / 3, weight_decay=float(rc.get("weight_decay", 1e-4)),
-                         eval_every=max(1, self.cfg.steps // 5), seed=self.seed + len(self.history) + 1,
-                         sample_weights=w, prior_logit=self.model.prior_logit)
+        fit = fit_binary(
+            scorer,
+            inputs,
+            y,
+            va_in,
+            y_va,
+            steps=self.cfg.steps,
+            batch_size=int(rc.get("batch_size", 128)),
+            lr=float(rc.get("lr", 1e-3)) / 3,
+            weight_decay=float(rc.get("weight_decay", 1e-4)),
+            eval_every=max(1, self.cfg.steps // 5),
+            seed=self.seed + len(self.history) + 1,
+            sample_weights=w,
+            prior_logit=self.model.prior_logit,
+        )
         dev = self.model.device
-        p_val = torch.sigmoid(predict_logits(scorer, {c: v.to(dev) for c, v in va_in.items()})
-                              + self.model.prior_logit).double().cpu().numpy()
+        p_val = (
+            torch.sigmoid(predict_logits(scorer, {c: v.to(dev) for c, v in va_in.items()}) + self.model.prior_logit)
+            .double()
+            .cpu()
+            .numpy()
+        )
         ev = evaluate_scores(y_va, p_val, float(rc.get("target_fpr", 0.01)))
-        p_mined = (torch.sigmoid(predict_logits(scorer, {c: v.to(dev) for c, v in mined.items()})
-                                 + self.model.prior_logit).double().cpu().numpy() if mined else np.zeros(0))
+        p_mined = (
+            torch.sigmoid(predict_logits(scorer, {c: v.to(dev) for c, v in mined.items()}) + self.model.prior_logit)
+            .double()
+            .cpu()
+            .numpy()
+            if mined
+            else np.zeros(0)
+        )
         picked = float(ev["threshold"])
         if self.fixed_threshold:
             self.model.threshold = self.original_threshold
@@ -181,18 +221,27 @@ class ClassifierRefiner:
         at = binary_metrics(y_va, p_val, self.model.threshold)  # at the threshold in use
         self.model.invalidate_identity()
         self.new_since_retrain, self.last_retrain_step = 0, int(env_steps)
-        rec = {"env_steps": int(env_steps), "retrain": len(self.history) + 1, "mined": n_mined,
-               "mined_positives": n_pos,
-               "threshold": self.model.threshold, "threshold_picked": picked, "val_fpr": at["fpr"],
-               "val_recall": at["recall"],
-               "mined_still_positive": float(np.mean(p_mined >= self.model.threshold)) if n_mined else 0.0,
-               "best_step": fit["best_step"], "seconds": time.perf_counter() - t0}
+        rec = {
+            "env_steps": int(env_steps),
+            "retrain": len(self.history) + 1,
+            "mined": n_mined,
+            "mined_positives": n_pos,
+            "threshold": self.model.threshold,
+            "threshold_picked": picked,
+            "val_fpr": at["fpr"],
+            "val_recall": at["recall"],
+            "mined_still_positive": float(np.mean(p_mined >= self.model.threshold)) if n_mined else 0.0,
+            "best_step": fit["best_step"],
+            "seconds": time.perf_counter() - t0,
+        }
         self.history.append(rec)
-        self.log(f"reward.refine: retrained on {n_mined} mined negatives and {n_pos} positives at step {env_steps}: "
-                 f"threshold "
-                 f"{rec['threshold']:.3f}, validation FPR {rec['val_fpr']:.2%}, recall {rec['val_recall']:.1%}, "
-                 f"{rec['mined_still_positive']:.1%} of the mined frames still called success "
-                 f"({rec['seconds']:.1f} s)")
+        self.log(
+            f"reward.refine: retrained on {n_mined} mined negatives and {n_pos} positives at step {env_steps}: "
+            f"threshold "
+            f"{rec['threshold']:.3f}, validation FPR {rec['val_fpr']:.2%}, recall {rec['val_recall']:.1%}, "
+            f"{rec['mined_still_positive']:.1%} of the mined frames still called success "
+            f"({rec['seconds']:.1f} s)"
+        )
         return rec
 
 

@@ -22,7 +22,8 @@ trainer does this for its demo buffer), so both buffers carry one reward.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -34,8 +35,14 @@ class PotentialShaping(gym.Wrapper):
     """Adds potential-based shaping to ``env``'s reward (module docstring). ``potential``: observation -> float, or a
     reward model (its ``score`` of the observation's cameras)."""
 
-    def __init__(self, env: gym.Env, potential: Callable[[Mapping[str, Any]], float] | Any, gamma: float,
-                 mode: str = "potential", scale: float = 1.0):
+    def __init__(
+        self,
+        env: gym.Env,
+        potential: Callable[[Mapping[str, Any]], float] | Any,
+        gamma: float,
+        mode: str = "potential",
+        scale: float = 1.0,
+    ):
         super().__init__(env)
         if mode not in SHAPING_MODES:
             raise ValueError(f"reward.shaping.mode={mode!r} must be one of {', '.join(SHAPING_MODES)}")
@@ -45,8 +52,9 @@ class PotentialShaping(gym.Wrapper):
             model = potential
             self.potentials = lambda obs: np.asarray(model.score({c: np.asarray(obs[c]) for c in model.cameras}))
         else:  # a per-observation callable
-            self.potentials = lambda obs: np.array([potential({k: v[i] for k, v in obs.items()})
-                                                    for i in range(len(next(iter(obs.values()))))])
+            self.potentials = lambda obs: np.array(
+                [potential({k: v[i] for k, v in obs.items()}) for i in range(len(next(iter(obs.values()))))]
+            )
         self.gamma, self.mode, self.scale = float(gamma), mode, float(scale)
         self._phi = 0.0
 
@@ -68,8 +76,10 @@ class PotentialShaping(gym.Wrapper):
         phi = self.potentials(obs)
         next_phi = np.r_[phi[1:], self.potential(episode["final_obs"])]
         out = dict(episode)
-        out["reward"] = (np.asarray(episode["reward"], np.float64)
-                         + self.bonus(phi, next_phi, np.asarray(episode["terminated"], bool))).astype(np.float32)
+        out["reward"] = (
+            np.asarray(episode["reward"], np.float64)
+            + self.bonus(phi, next_phi, np.asarray(episode["terminated"], bool))
+        ).astype(np.float32)
         return out
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:

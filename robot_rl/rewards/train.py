@@ -48,12 +48,15 @@ def _log(msg: str) -> None:
 def train_reward_main(cfg: DictConfig) -> int:
     """Run ``robot-rl train-reward`` for the composed ``cfg`` (``configs/train_reward.yaml``). Returns 0; bad input
     raises ``ValueError`` with one line naming the key or the counts (the CLI prints it and exits 2)."""
-    r: dict[str, Any] = OmegaConf.to_container(cfg.reward, resolve=True) if isinstance(cfg.reward, DictConfig) \
-        else dict(cfg.reward)  # type: ignore[assignment]
+    r: dict[str, Any] = (
+        OmegaConf.to_container(cfg.reward, resolve=True) if isinstance(cfg.reward, DictConfig) else dict(cfg.reward)
+    )  # type: ignore[assignment]
     name = str(r.get("name", ""))
     if name == "ground_truth":
-        raise ValueError("reward=ground_truth is the env's own reward: nothing to train; pick reward=classifier, "
-                         "vlm_zero_shot or preference")
+        raise ValueError(
+            "reward=ground_truth is the env's own reward: nothing to train; pick reward=classifier, "
+            "vlm_zero_shot or preference"
+        )
     if name not in TRAINABLE:
         raise ValueError(f"reward={name!r} cannot be trained; valid: {', '.join(TRAINABLE)}")
     data = cfg.get("data")
@@ -77,23 +80,29 @@ def train_reward_main(cfg: DictConfig) -> int:
     report["wall_s"] = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(jsonable(report), indent=2))
-    use = (f"reward.shaping.path={out} (on top of reward=classifier or ground_truth)" if name == "progress"
-           else f"reward={name} reward.path={out}")
+    use = (
+        f"reward.shaping.path={out} (on top of reward=classifier or ground_truth)"
+        if name == "progress"
+        else f"reward={name} reward.path={out}"
+    )
     _log(f"wrote {out}/ (reward_model.json, report.json). Use it: robot-rl train obs=pixels {use}")
     return 0
 
 
 def _summary(ev: dict[str, Any]) -> str:
     m = ev["at_threshold"]
-    return (f"threshold {ev['threshold']:.4g} (target FPR {ev['target_fpr']:g}): accuracy {m['accuracy']:.3f}, "
-            f"precision {m['precision']:.3f}, recall {m['recall']:.3f}, FPR {m['fpr']:.4f}; ROC AUC "
-            f"{ev['roc_auc']:.4f} on {ev['positives']} positive / {ev['negatives']} negative frames")
+    return (
+        f"threshold {ev['threshold']:.4g} (target FPR {ev['target_fpr']:g}): accuracy {m['accuracy']:.3f}, "
+        f"precision {m['precision']:.3f}, recall {m['recall']:.3f}, FPR {m['fpr']:.4f}; ROC AUC "
+        f"{ev['roc_auc']:.4f} on {ev['positives']} positive / {ev['negatives']} negative frames"
+    )
 
 
 def _classifier(store: EpisodeStore, r: dict[str, Any], seed: int, device: torch.device, out: Path) -> dict[str, Any]:
     ccfg = ClassifierConfig.from_dict(r.get("train"))
     if ccfg.backbone == "vlm":
         from robot_rl.rewards.vlm.finetune import train_vlm_classifier
+
         model, report = train_vlm_classifier(store, ccfg, seed=seed, device=device, out=out, log=_log)
     else:
         model, report = train_classifier(store, ccfg, seed=seed, device=device, out=out, log=_log)
@@ -115,13 +124,17 @@ def _progress(store: EpisodeStore, r: dict[str, Any], seed: int, device: torch.d
         rec = adapt_progress(model, store, pcfg, seed)
         report = {**model.report, "adapted": {**rec, "from": str(r["adapt_from"]), "demo_store": str(store.root)}}
         model.save(out, report)
-        _log(f"adapted {r['adapt_from']} on {rec['demo_frames']} frames of {store.root} ({rec['replayed_frames']} "
-             "original frames replayed)")
+        _log(
+            f"adapted {r['adapt_from']} on {rec['demo_frames']} frames of {store.root} ({rec['replayed_frames']} "
+            "original frames replayed)"
+        )
         return report
     model, report = train_progress(store, pcfg, seed=seed, device=device, out=out, log=_log)
     v = report["validation"]
-    _log(f"validation on {v['episodes']} held-out episodes: rank correlation {v['rank_correlation']:.3f}, mean "
-         f"absolute error {v['mae']:.3f} ({report['failed_episodes_left_out']} failed episodes left out)")
+    _log(
+        f"validation on {v['episodes']} held-out episodes: rank correlation {v['rank_correlation']:.3f}, mean "
+        f"absolute error {v['mae']:.3f} ({report['failed_episodes_left_out']} failed episodes left out)"
+    )
     return report
 
 
@@ -141,22 +154,29 @@ def _zero_shot(store: EpisodeStore, r: dict[str, Any], seed: int, device: torch.
     per_step = frames.label[frames.t >= 1]  # labels of each transition's next frame, in step order
     lab = per_step >= 0
     y = per_step[lab] == 1
-    report: dict[str, Any] = {"kind": "vlm_zero_shot", "store": str(store.root), "scoring": stats,
-                              "prompt": model.prompt, "negatives": model.negatives, "cameras": cams}
+    report: dict[str, Any] = {
+        "kind": "vlm_zero_shot",
+        "store": str(store.root),
+        "scoring": stats,
+        "prompt": model.prompt,
+        "negatives": model.negatives,
+        "cameras": cams,
+    }
     if y.any() and (~y).any():
         ev = evaluate_scores(y, scores[lab], float(t.get("target_fpr", 0.01)))
         model.threshold = ev["threshold"]
         report["validation_in_sample"] = ev
         _log("zero-shot on the store's labels: " + _summary(ev))
     else:
-        _log("the store has no frames of both classes: threshold left at "
-             f"{model.threshold}; record successes and failures to calibrate it")
+        _log(
+            "the store has no frames of both classes: threshold left at "
+            f"{model.threshold}; record successes and failures to calibrate it"
+        )
     model.save(out, report)
     return report
 
 
-def _preference(store: EpisodeStore, r: dict[str, Any], seed: int, device: torch.device, out: Path
-                ) -> dict[str, Any]:
+def _preference(store: EpisodeStore, r: dict[str, Any], seed: int, device: torch.device, out: Path) -> dict[str, Any]:
     from robot_rl.rewards.preference import PreferenceConfig, train_preference_reward
     from robot_rl.rewards.preference_labels import build_labeller
 
@@ -164,8 +184,10 @@ def _preference(store: EpisodeStore, r: dict[str, Any], seed: int, device: torch
     labeller = build_labeller(r.get("labeller") or {}, device)
     model, report = train_preference_reward(store, labeller, pcfg, seed=seed, device=device, out=out, log=_log)
     fit = report["fit"]
-    _log(f"Bradley-Terry: {fit['pairs_used']} answered pairs ({fit['unsure']} unsure dropped), held-out pair "
-         f"accuracy {fit['val_accuracy']:.3f}, training {fit['train_accuracy']:.3f}")
+    _log(
+        f"Bradley-Terry: {fit['pairs_used']} answered pairs ({fit['unsure']} unsure dropped), held-out pair "
+        f"accuracy {fit['val_accuracy']:.3f}, training {fit['train_accuracy']:.3f}"
+    )
     if pcfg.relabel or pcfg.relabel_out:
         scores, stats = score_store(store, model, log=_log)
         report["relabel"] = stats

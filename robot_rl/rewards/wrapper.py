@@ -32,7 +32,8 @@ counted over the episode (steps), and ``hacked_episode`` (1.0 when any step was 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -57,8 +58,16 @@ def _space_shapes(space: gym.spaces.Dict, batched: bool) -> dict[str, tuple[int,
 class _Relabeller:
     """The per-step logic shared by the single and the vector wrapper, over a batch of ``n`` observations."""
 
-    def __init__(self, model: RewardModel, n: int, mode: str, threshold: float | None, success_reward: float,
-                 consecutive: int, terminate_on_success: bool):
+    def __init__(
+        self,
+        model: RewardModel,
+        n: int,
+        mode: str,
+        threshold: float | None,
+        success_reward: float,
+        consecutive: int,
+        terminate_on_success: bool,
+    ):
         if mode not in REWARD_MODES:
             raise ValueError(f"reward={mode!r} must be one of {', '.join(REWARD_MODES)}")
         if consecutive < 1:
@@ -84,9 +93,19 @@ class RewardWrapper(gym.Wrapper):
     docstring); ``info["gt_success"]``, ``info["gt_reward"]`` keep the env's, ``info["reward_score"]`` the model's
     raw score. ``reset`` reports ``success=False`` and the env's own in ``gt_success``."""
 
-    def __init__(self, env: gym.Env, model: RewardModel, reward: str = "binary", threshold: float | None = None,
-                 success_reward: float = 1.0, consecutive: int = 1, terminate_on_success: bool = True,
-                 refine: RefineConfig | None = None, seed: int = 0, log: Any = None):
+    def __init__(
+        self,
+        env: gym.Env,
+        model: RewardModel,
+        reward: str = "binary",
+        threshold: float | None = None,
+        success_reward: float = 1.0,
+        consecutive: int = 1,
+        terminate_on_success: bool = True,
+        refine: RefineConfig | None = None,
+        seed: int = 0,
+        log: Any = None,
+    ):
         super().__init__(env)
         model.check_frames(_space_shapes(env.observation_space, batched=False), "the env's observation space")
         self.model = model
@@ -95,8 +114,9 @@ class RewardWrapper(gym.Wrapper):
         judged = self.refine.judge == "ground_truth" or (self.refine.judge == "auto" and model.kind == "classifier")
         if judged and threshold is not None:  # the user's threshold holds through retraining
             model.threshold = float(threshold)
-        self.refiner = (ClassifierRefiner(model, self.refine, seed, log, fixed_threshold=threshold is not None)
-                        if judged else None)
+        self.refiner = (
+            ClassifierRefiner(model, self.refine, seed, log, fixed_threshold=threshold is not None) if judged else None
+        )
         self.env_steps = 0
         self._ep = {"declared_steps": 0, "hacked_steps": 0, "vetoed_steps": 0}
         self._last: tuple[dict[str, np.ndarray], bool] | None = None  # the last step's frames, declared success
@@ -127,8 +147,10 @@ class RewardWrapper(gym.Wrapper):
         info = dict(info)
         known = "success" in info  # the env reports its own success (sim): false declarations can be counted
         if not known and self.refine.judge == "ground_truth":  # (auto: nobody to judge here)
-            raise RewardDataError("reward.refine.judge=ground_truth needs the env's own success in info (a "
-                                  "simulator); this env reports none: use judge=auto or none")
+            raise RewardDataError(
+                "reward.refine.judge=ground_truth needs the env's own success in info (a "
+                "simulator); this env reports none: use judge=auto or none"
+            )
         gt = bool(info.get("success", False))
         declared = bool(s[0])
         hacked = declared and known and not gt
@@ -147,8 +169,10 @@ class RewardWrapper(gym.Wrapper):
         if s[0] and self._core.terminate:
             terminated = True
         if terminated or truncated:
-            info["reward_stats"] = {**{k: float(v) for k, v in self._ep.items()},
-                                    "hacked_episode": float(self._ep["hacked_steps"] > 0)}
+            info["reward_stats"] = {
+                **{k: float(v) for k, v in self._ep.items()},
+                "hacked_episode": float(self._ep["hacked_steps"] > 0),
+            }
         self._last = (frames, declared)
         return obs, float(r[0]), bool(terminated), bool(truncated), info
 
@@ -170,9 +194,16 @@ class RewardVectorWrapper(gym.vector.VectorWrapper):
     step. The step right after a sub-env ended returns its reset observation; that step keeps reward 0 and
     success False, as the env reports it. Info arrays as for :class:`RewardWrapper`, with ``_key`` masks."""
 
-    def __init__(self, env: gym.vector.VectorEnv, model: RewardModel, reward: str = "binary",
-                 threshold: float | None = None, success_reward: float = 1.0, consecutive: int = 1,
-                 terminate_on_success: bool = True):
+    def __init__(
+        self,
+        env: gym.vector.VectorEnv,
+        model: RewardModel,
+        reward: str = "binary",
+        threshold: float | None = None,
+        success_reward: float = 1.0,
+        consecutive: int = 1,
+        terminate_on_success: bool = True,
+    ):
         super().__init__(env)
         mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         if mode != gym.vector.AutoresetMode.NEXT_STEP:
@@ -210,29 +241,37 @@ class RewardVectorWrapper(gym.vector.VectorWrapper):
         return obs, r, terminated, np.asarray(truncated, dtype=bool), info
 
 
-def build_reward_model(reward_cfg: Mapping[str, Any], device: str | torch.device | None = "auto"
-                       ) -> RewardModel | None:
+def build_reward_model(reward_cfg: Mapping[str, Any], device: str | torch.device | None = "auto") -> RewardModel | None:
     """The reward model a ``reward`` config names (None for ``ground_truth``)."""
     name = str(reward_cfg.get("name", "ground_truth"))
     if name == "ground_truth":
         return None
     if name not in ("classifier", "vlm_zero_shot", "preference", "progress"):
-        raise ValueError(f"unknown reward {name!r}; valid: ground_truth, classifier, vlm_zero_shot, preference, "
-                         "progress")
+        raise ValueError(
+            f"unknown reward {name!r}; valid: ground_truth, classifier, vlm_zero_shot, preference, progress"
+        )
     path = reward_cfg.get("path")
     if not path:
-        raise ValueError(f"reward={name} needs reward.path: a directory written by robot-rl train-reward"
-                         + (" or a dual-encoder checkpoint directory" if name == "vlm_zero_shot" else ""))
+        raise ValueError(
+            f"reward={name} needs reward.path: a directory written by robot-rl train-reward"
+            + (" or a dual-encoder checkpoint directory" if name == "vlm_zero_shot" else "")
+        )
     if name == "vlm_zero_shot":
         from robot_rl.rewards.vlm.zero_shot import ZeroShotReward, is_checkpoint_dir
+
         if is_checkpoint_dir(path):
             return ZeroShotReward.from_config(reward_cfg, device)
     return load_reward_model(path, device)
 
 
-def wrap_reward(env: gym.Env | gym.vector.VectorEnv, reward_cfg: Mapping[str, Any] | None,
-                device: str | torch.device | None = "auto", seed: int = 0, log: Any = None, gamma: float = 0.99
-                ) -> gym.Env | gym.vector.VectorEnv:
+def wrap_reward(
+    env: gym.Env | gym.vector.VectorEnv,
+    reward_cfg: Mapping[str, Any] | None,
+    device: str | torch.device | None = "auto",
+    seed: int = 0,
+    log: Any = None,
+    gamma: float = 0.99,
+) -> gym.Env | gym.vector.VectorEnv:
     """Wrap ``env`` so its reward and ``info["success"]`` come from the reward model ``reward_cfg`` names (see the
     module docstring); ``ground_truth`` (or no config) returns ``env`` itself. Camera names and image sizes of the
     env must match the model's, else :class:`~robot_rl.rewards.base.RewardDataError` names them."""
@@ -246,8 +285,13 @@ def wrap_reward(env: gym.Env | gym.vector.VectorEnv, reward_cfg: Mapping[str, An
             raise ValueError("reward.shaping works with a single env, not a vector env")
         potential = load_reward_model(shaping["path"], resolve_device(device))
         potential.check_frames(_space_shapes(env.observation_space, batched=False), "the env's observation space")
-        env = PotentialShaping(env, potential, gamma, str(shaping.get("mode") or "potential"),
-                               float(1.0 if shaping.get("scale") is None else shaping["scale"]))
+        env = PotentialShaping(
+            env,
+            potential,
+            gamma,
+            str(shaping.get("mode") or "potential"),
+            float(1.0 if shaping.get("scale") is None else shaping["scale"]),
+        )
     return env
 
 
@@ -255,13 +299,15 @@ def _wrap_model(env: Any, cfg: dict[str, Any], device: Any, seed: int, log: Any)
     model = build_reward_model(cfg, resolve_device(device))
     if model is None:
         return env
-    if not image_keys(env.single_observation_space if isinstance(env, gym.vector.VectorEnv)
-                      else env.observation_space):
-        raise RewardDataError(f"reward={cfg.get('name')} scores camera images, but the env has none "
-                              "(use obs=pixels)")
-    kw = dict(reward=str(cfg.get("reward", "binary")), threshold=cfg.get("threshold"),
-              success_reward=float(cfg.get("success_reward", 1.0)), consecutive=int(cfg.get("consecutive", 1)),
-              terminate_on_success=bool(cfg.get("terminate_on_success", True)))
+    if not image_keys(env.single_observation_space if isinstance(env, gym.vector.VectorEnv) else env.observation_space):
+        raise RewardDataError(f"reward={cfg.get('name')} scores camera images, but the env has none (use obs=pixels)")
+    kw = dict(
+        reward=str(cfg.get("reward", "binary")),
+        threshold=cfg.get("threshold"),
+        success_reward=float(cfg.get("success_reward", 1.0)),
+        consecutive=int(cfg.get("consecutive", 1)),
+        terminate_on_success=bool(cfg.get("terminate_on_success", True)),
+    )
     refine = RefineConfig.from_dict(cfg.get("refine"))
     if isinstance(env, gym.vector.VectorEnv):
         if refine.judge == "ground_truth":

@@ -27,17 +27,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from omegaconf import OmegaConf
 
 from robot_rl.rewards.refine import record_refinements
-from robot_rl.utils.signals import ctrl_c_stops
 from robot_rl.runtime.messages import MessageError, check_arrays, decode, encode, join_obs
 from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
 from robot_rl.utils.config import load_run_config
+from robot_rl.utils.signals import ctrl_c_stops
 
 
 class Actor:
@@ -116,8 +117,10 @@ class Actor:
         """The learner holds ``held`` episodes: send the stored episodes [held, ours) from the store (raw
         observations; the learner featurizes), then the running episode's steps, and stream live from here on."""
         if held > self.episodes:
-            self.log(f"the learner holds {held} episodes but the store has {self.episodes}: a different run? "
-                     "dropping the connection")
+            self.log(
+                f"the learner holds {held} episodes but the store has {self.episodes}: a different run? "
+                "dropping the connection"
+            )
             ch.close()
             return
         if held < self.episodes:
@@ -129,16 +132,33 @@ class Actor:
                     n = len(ep["action"])
                     for t in range(n):
                         nxt = {k: v[t + 1] for k, v in obs.items()} if t + 1 < n else final
-                        ch.send("step", arrays={**join_obs({k: v[t] for k, v in obs.items()}, "obs"),
-                                                **join_obs(nxt, "next_obs"), "action": ep["action"][t],
-                                                "reward": ep["reward"][t], "terminated": ep["terminated"][t],
-                                                "truncated": ep["truncated"][t],
-                                                "is_intervention": ep["is_intervention"][t],
-                                                "timestamp": np.float64(ep["timestamp"][t])})
+                        ch.send(
+                            "step",
+                            arrays={
+                                **join_obs({k: v[t] for k, v in obs.items()}, "obs"),
+                                **join_obs(nxt, "next_obs"),
+                                "action": ep["action"][t],
+                                "reward": ep["reward"][t],
+                                "terminated": ep["terminated"][t],
+                                "truncated": ep["truncated"][t],
+                                "is_intervention": ep["is_intervention"][t],
+                                "timestamp": np.float64(ep["timestamp"][t]),
+                            },
+                        )
                     meta = ep["metadata"]
-                    ch.send("episode_end", {"steps": n, "store_episodes": i + 1, "replay": True,
-                                            "success": bool(meta["success"]), "source": meta["source"],
-                                            "notes": meta["notes"], "version": -1, "stats": {}})
+                    ch.send(
+                        "episode_end",
+                        {
+                            "steps": n,
+                            "store_episodes": i + 1,
+                            "replay": True,
+                            "success": bool(meta["success"]),
+                            "source": meta["source"],
+                            "notes": meta["notes"],
+                            "version": -1,
+                            "stats": {},
+                        },
+                    )
             self.log(f"replayed stored episodes {held}..{self.episodes - 1} to the learner")
         for entry in self._pending:
             ch.send("step", arrays=self._step_msg(entry))
@@ -214,17 +234,29 @@ class Actor:
                 try:
                     step = collector.step(self.agent.act(collector.fobs))
                 except self.recoverable as e:  # the robot's data stopped: cut the episode, wait for it, reset
-                    self.log(f"the env stalled ({type(e).__name__}: {str(e).splitlines()[0]}); cutting the episode "
-                             "and resetting")
+                    self.log(
+                        f"the env stalled ({type(e).__name__}: {str(e).splitlines()[0]}); cutting the episode "
+                        "and resetting"
+                    )
                     if len(collector):
                         self._finish(False, cut=True, notes=f"cut short: the env stalled ({type(e).__name__})")
                     self._reset()
                     continue
-                entry = {"obs": step.obs, "next_obs": step.next_obs, "fobs": step.fobs, "next_fobs": step.next_fobs,
-                         "rest": {"action": step.action, "reward": np.float32(step.reward),
-                                  "terminated": np.bool_(step.terminated), "truncated": np.bool_(step.truncated),
-                                  "is_intervention": np.bool_(step.is_intervention),
-                                  "timestamp": np.float64(step.timestamp), "policy_action": step.policy_action}}
+                entry = {
+                    "obs": step.obs,
+                    "next_obs": step.next_obs,
+                    "fobs": step.fobs,
+                    "next_fobs": step.next_fobs,
+                    "rest": {
+                        "action": step.action,
+                        "reward": np.float32(step.reward),
+                        "terminated": np.bool_(step.terminated),
+                        "truncated": np.bool_(step.truncated),
+                        "is_intervention": np.bool_(step.is_intervention),
+                        "timestamp": np.float64(step.timestamp),
+                        "policy_action": step.policy_action,
+                    },
+                }
                 self._pending.append(entry)
                 if self.ch is not None and self.synced:
                     self.ch.send("step", arrays=self._step_msg(entry))
@@ -236,8 +268,10 @@ class Actor:
                     time.sleep(max(0.0, self.dt - (time.monotonic() - t0)))
             if self.ch is not None:
                 self._await_stop(timeout=float(self.cfg.runtime.get("stop_timeout_s", 600)))
-            self.log(f"finished: {self.steps} steps, {self.episodes} episodes in the store; {self.weight_updates} "
-                     f"weight updates applied, newest v{self.version}")
+            self.log(
+                f"finished: {self.steps} steps, {self.episodes} episodes in the store; {self.weight_updates} "
+                f"weight updates applied, newest v{self.version}"
+            )
             return 0
         except KeyboardInterrupt:
             self.log("interrupted")
@@ -277,9 +311,19 @@ class Actor:
             self._refinements_logged = record_refinements(self.reward.refiner, self.run_dir, self._refinements_logged)
         stats = episode_metrics(c.episode, success, c.reward_stats, self.steps - self.steps_at_weights)
         if self.ch is not None and self.synced:
-            self.ch.send("episode_end", {"steps": c.steps, "store_episodes": self.episodes, "success": success,
-                                         "source": c.source, "cut": cut, "notes": notes, "version": self.version,
-                                         "stats": stats})
+            self.ch.send(
+                "episode_end",
+                {
+                    "steps": c.steps,
+                    "store_episodes": self.episodes,
+                    "success": success,
+                    "source": c.source,
+                    "cut": cut,
+                    "notes": notes,
+                    "version": self.version,
+                    "stats": stats,
+                },
+            )
 
     def _await_stop(self, timeout: float) -> None:
         """Tell the learner we are done and wait for its final evaluation and checkpoint (it answers ``stop``), or
@@ -323,7 +367,11 @@ def _import_class(name: str) -> type:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="robot_rl actor process (started by the async runtime)")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("overrides", nargs="*", help="key=value over <run_dir>/config.yaml, e.g. runtime.transport=hw.ros_transport:RosTransport")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="key=value over <run_dir>/config.yaml, e.g. runtime.transport=hw.ros_transport:RosTransport",
+    )
     args = p.parse_args(argv)
     ctrl_c_stops()
     return Actor(args.run_dir, args.overrides).run()

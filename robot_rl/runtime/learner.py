@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -38,11 +39,11 @@ from robot_rl.collect import Collected, episode_source
 from robot_rl.data.episode import EpisodeBuilder
 from robot_rl.data.replay import mixed_batches
 from robot_rl.data.store import EpisodeStore, StoreError
-from robot_rl.utils.signals import ctrl_c_stops
 from robot_rl.runtime.messages import Message, MessageError, check_arrays, split_obs
 from robot_rl.runtime.rate import RateLimiter
 from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
 from robot_rl.utils.config import CONFIG_DIR, load_run_config
+from robot_rl.utils.signals import ctrl_c_stops
 
 STORE_SYNC = ("auto", "file", "transport")
 REPLICA_MARK = "online.replica"
@@ -55,9 +56,11 @@ def learner_task(cfg: Any) -> Any:
     name = cfg.runtime.get("learner_task")
     if not name:
         if str(cfg.task.get("env_id", "")).startswith("hw."):
-            raise ValueError(f"task {cfg.task.name} drives a robot ({cfg.task.env_id}), and the robot belongs to the "
-                             "actor: set runtime.learner_task to its sim twin (e.g. runtime.learner_task=reach for "
-                             "ros2_reach) for the learner's spaces, scripted demos and evaluation")
+            raise ValueError(
+                f"task {cfg.task.name} drives a robot ({cfg.task.env_id}), and the robot belongs to the "
+                "actor: set runtime.learner_task to its sim twin (e.g. runtime.learner_task=reach for "
+                "ros2_reach) for the learner's spaces, scripted demos and evaluation"
+            )
         return cfg.task
     if isinstance(name, str):
         path = CONFIG_DIR / "task" / f"{name}.yaml"
@@ -100,8 +103,7 @@ class Learner:
         self.limiter = RateLimiter(1.0, int(self.cfg.learning_starts))
         self.weights_every = int(rt.weights_every)
         self.running = EpisodeBuilder()
-        self.batches = mixed_batches(tr.demo, tr.online, tr.agent.cfg.batch_size, float(self.cfg.demo_fraction),
-                                     tr.rng)
+        self.batches = mixed_batches(tr.demo, tr.online, tr.agent.cfg.batch_size, float(self.cfg.demo_fraction), tr.rng)
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=tr.step if tr.step else None)
@@ -121,8 +123,10 @@ class Learner:
         tr = self.trainer
         self.running.clear()
         if store_episodes < tr.episode:
-            raise RuntimeError(f"the actor's store holds {store_episodes} episodes but this learner has {tr.episode}; "
-                               "the store was replaced or truncated")
+            raise RuntimeError(
+                f"the actor's store holds {store_episodes} episodes but this learner has {tr.episode}; "
+                "the store was replaced or truncated"
+            )
         if store_episodes > tr.episode:
             tr.fill_from_store(path or self.run_dir / "online.zarr", tr.episode, store_episodes, count=True)
             self.log(f"synced from the {'replica' if path else 'store'}: now {tr.episode} episodes, {tr.step} steps")
@@ -139,8 +143,9 @@ class Learner:
         if self.replica is None:
             from robot_rl.collect import open_online_store
 
-            (self.run_dir / REPLICA_MARK).write_text("this run's online.zarr is the learner's replica of the actor's "
-                                                     "store, filled over the transport\n")
+            (self.run_dir / REPLICA_MARK).write_text(
+                "this run's online.zarr is the learner's replica of the actor's store, filled over the transport\n"
+            )
             self.replica = open_online_store(self.run_dir, self.trainer.env)
         held = min(len(self.replica), store_episodes)
         if held > self.trainer.episode:  # received and kept before a crash, but not yet in a checkpoint
@@ -154,8 +159,9 @@ class Learner:
         if store_episodes > self.trainer.episode:
             with EpisodeStore.open(self.run_dir / "online.zarr", verify="none") as store:
                 if store_episodes > len(store):
-                    raise MessageError(f"the actor counts {store_episodes} stored episodes but its store holds "
-                                       f"{len(store)}")
+                    raise MessageError(
+                        f"the actor counts {store_episodes} stored episodes but its store holds {len(store)}"
+                    )
 
     def _check_step(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Raise :class:`MessageError` unless a ``step`` message holds exactly what :meth:`_handle` files: the
@@ -166,8 +172,10 @@ class Learner:
         env = agent.observation_space
         buf = agent.buffer_observation_space if agent.cached_cameras else env
         prev = self.running.final_obs if len(self.running) else None
-        spec: dict[str, list] = {"action": [(agent.action_space.shape, None)],
-                                 **{k: [((), None), ((1,), None)] for k in STEP_SCALARS}}
+        spec: dict[str, list] = {
+            "action": [(agent.action_space.shape, None)],
+            **{k: [((), None), ((1,), None)] for k in STEP_SCALARS},
+        }
         if "policy_action" in arrays:  # live steps carry it; steps replayed from the store do not
             spec["policy_action"] = spec["action"]
         for k, space in env.spaces.items():
@@ -196,8 +204,10 @@ class Learner:
                 self._open_replica(store_episodes)
                 self.running.clear()
                 if store_episodes < tr.episode:
-                    raise RuntimeError(f"the actor's store holds {store_episodes} episodes but this learner has "
-                                       f"{tr.episode}; the store was replaced or truncated")
+                    raise RuntimeError(
+                        f"the actor's store holds {store_episodes} episodes but this learner has "
+                        f"{tr.episode}; the store was replaced or truncated"
+                    )
             # the actor replays what we still lack, then streams (raw observations for a replica)
             ch.send("sync", {"episodes": tr.episode, "raw": self.replica is not None})
             self._send_weights(ch, force=True)
@@ -205,14 +215,27 @@ class Learner:
             a = msg.arrays
             self._check_step(a)
             one = {k: a[k].reshape(-1)[0].item() for k in STEP_SCALARS}
-            self.running.add(split_obs(a, "obs"), a["action"], one["reward"], one["terminated"], one["truncated"],
-                             split_obs(a, "next_obs"), one["is_intervention"], one["timestamp"],
-                             policy_action=a.get("policy_action"))
+            self.running.add(
+                split_obs(a, "obs"),
+                a["action"],
+                one["reward"],
+                one["terminated"],
+                one["truncated"],
+                split_obs(a, "next_obs"),
+                one["is_intervention"],
+                one["timestamp"],
+                policy_action=a.get("policy_action"),
+            )
         elif msg.kind == "episode_end":
-            if not len(self.running) or len(self.running) != int(msg.meta["steps"]) \
-                    or int(msg.meta["store_episodes"]) != tr.episode + 1:
-                self.log(f"episode {msg.meta['store_episodes']} of {msg.meta['steps']} steps arrived with "
-                         f"{len(self.running)} steps after episode {tr.episode}; resyncing")
+            if (
+                not len(self.running)
+                or len(self.running) != int(msg.meta["steps"])
+                or int(msg.meta["store_episodes"]) != tr.episode + 1
+            ):
+                self.log(
+                    f"episode {msg.meta['store_episodes']} of {msg.meta['steps']} steps arrived with "
+                    f"{len(self.running)} steps after episode {tr.episode}; resyncing"
+                )
                 if self._store_readable():
                     self._check_claim(int(msg.meta["store_episodes"]), at_least=tr.episode)
                     self._sync(int(msg.meta["store_episodes"]))
@@ -225,15 +248,26 @@ class Learner:
             self.running.clear()
             if self.replica is not None:  # first to the replica, so a crash right after loses nothing
                 try:
-                    self.replica.append_episode(**episode, success=bool(msg.meta["success"]),
-                                                source=str(msg.meta.get("source") or episode_source(episode, "policy")),
-                                                task=str(self.cfg.task.name), notes=str(msg.meta.get("notes", "")))
+                    self.replica.append_episode(
+                        **episode,
+                        success=bool(msg.meta["success"]),
+                        source=str(msg.meta.get("source") or episode_source(episode, "policy")),
+                        task=str(self.cfg.task.name),
+                        notes=str(msg.meta.get("notes", "")),
+                    )
                 except StoreError as e:  # checked before anything is written: the replica is unchanged
                     raise MessageError(f"the replica store refused the episode ({e})") from None
             stats = {k: float(v) for k, v in (msg.meta.get("stats") or {}).items()}  # episode_metrics
-            reward_stats = {k[len("reward_"):]: v for k, v in stats.items() if k.startswith("reward_")}
-            tr.take_episode(Collected(episode, bool(msg.meta["success"]), str(msg.meta.get("source") or ""),
-                                      policy_action=proposed, reward_stats=reward_stats))
+            reward_stats = {k[len("reward_") :]: v for k, v in stats.items() if k.startswith("reward_")}
+            tr.take_episode(
+                Collected(
+                    episode,
+                    bool(msg.meta["success"]),
+                    str(msg.meta.get("source") or ""),
+                    policy_action=proposed,
+                    reward_stats=reward_stats,
+                )
+            )
             tr.log_episode(self.writer, stats)
             if tr.eval_due:
                 tr.evaluate_and_checkpoint(self.writer)
@@ -314,7 +348,11 @@ class Learner:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="robot_rl learner process (started by the async runtime)")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("overrides", nargs="*", help="key=value over <run_dir>/config.yaml, e.g. runtime.transport=hw.ros_transport:RosTransport")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="key=value over <run_dir>/config.yaml, e.g. runtime.transport=hw.ros_transport:RosTransport",
+    )
     args = p.parse_args(argv)
     ctrl_c_stops()
     learner = Learner(args.run_dir, args.overrides)

@@ -22,9 +22,10 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Collection, Mapping
+from typing import Any
 
 import numpy as np
 from safetensors.numpy import load as st_load
@@ -43,15 +44,26 @@ META_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "int": (_is_int, "an integer"),
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "str": (lambda v: isinstance(v, str), "a string"),
-    "numbers": (lambda v: isinstance(v, dict) and all(isinstance(x, (int, float)) for x in v.values()),
-                "a mapping of names to numbers"),
+    "numbers": (
+        lambda v: isinstance(v, dict) and all(isinstance(x, (int, float)) for x in v.values()),
+        "a mapping of names to numbers",
+    ),
 }
 # per kind: meta key -> type in META_TYPES ("?": optional); keys not listed are ignored
 SCHEMAS: dict[str, dict[str, str]] = {
     "hello": {"store_episodes": "count", "store_steps": "count?"},
     "step": {},
-    "episode_end": {"steps": "count", "store_episodes": "count", "success": "bool", "cut": "bool?", "replay": "bool?",
-                    "source": "str?", "notes": "str?", "version": "int?", "stats": "numbers?"},
+    "episode_end": {
+        "steps": "count",
+        "store_episodes": "count",
+        "success": "bool",
+        "cut": "bool?",
+        "replay": "bool?",
+        "source": "str?",
+        "notes": "str?",
+        "version": "int?",
+        "stats": "numbers?",
+    },
     "done": {"steps": "count?"},
     "sync": {"episodes": "count", "raw": "bool?"},
     "weights": {"version": "int"},
@@ -89,7 +101,7 @@ def decode(data: bytes) -> Message:
         raise MessageError(f"message of {len(data)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
     try:
         n = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8:8 + n])
+        header = json.loads(data[8 : 8 + n])
         meta_text = header.get("__metadata__", {})
         kind = meta_text["kind"]
         meta = json.loads(meta_text.get("meta", "{}"))
@@ -117,19 +129,25 @@ def validate(msg: Message) -> None:
             raise MessageError(f"{msg.kind} message: {key}={msg.meta[key]!r} is not {what}")
 
 
-def check_arrays(arrays: Mapping[str, np.ndarray], spec: Mapping[str, Collection[ArraySpec]], what: str,
-                 finite: bool = False) -> None:
+def check_arrays(
+    arrays: Mapping[str, np.ndarray], spec: Mapping[str, Collection[ArraySpec]], what: str, finite: bool = False
+) -> None:
     """Raise :class:`MessageError` unless ``arrays`` holds exactly the names of ``spec``, each with one of the
     (shape, dtype) pairs ``spec`` allows for it (a dtype None allows any), and, with ``finite``, no NaN or inf in a
     floating-point array. ``what`` names the arrays in the error."""
     missing, extra = sorted(set(spec) - set(arrays)), sorted(set(arrays) - set(spec))
     if missing or extra:
-        raise MessageError(f"{what}: " + ", ".join(f"{label} arrays {names[:5]}" for label, names in
-                                                    (("missing", missing), ("unexpected", extra)) if names))
+        raise MessageError(
+            f"{what}: "
+            + ", ".join(
+                f"{label} arrays {names[:5]}" for label, names in (("missing", missing), ("unexpected", extra)) if names
+            )
+        )
     for name, x in arrays.items():
         if not any(x.shape == tuple(shape) and (dtype is None or x.dtype == dtype) for shape, dtype in spec[name]):
-            allowed = " or ".join(f"{list(shape)} {'any dtype' if dtype is None else dtype}"
-                                  for shape, dtype in spec[name])
+            allowed = " or ".join(
+                f"{list(shape)} {'any dtype' if dtype is None else dtype}" for shape, dtype in spec[name]
+            )
             raise MessageError(f"{what}: {name} is {list(x.shape)} {x.dtype}, expected {allowed}")
         if finite and np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
             raise MessageError(f"{what}: {name} holds NaN or inf")
@@ -138,7 +156,7 @@ def check_arrays(arrays: Mapping[str, np.ndarray], spec: Mapping[str, Collection
 def split_obs(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     """``{"obs.state": x, "obs.front": y, ...}`` -> ``{"state": x, "front": y}`` for ``prefix="obs"``."""
     p = prefix + "."
-    return {k[len(p):]: v for k, v in arrays.items() if k.startswith(p)}
+    return {k[len(p) :]: v for k, v in arrays.items() if k.startswith(p)}
 
 
 def join_obs(obs: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

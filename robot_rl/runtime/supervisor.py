@@ -33,8 +33,10 @@ def _die_with_parent() -> None:
 
 def spawn(name: str, run_dir: Path) -> subprocess.Popen:
     """Start ``python -m robot_rl.runtime.<name> RUN_DIR``."""
-    return subprocess.Popen([sys.executable, "-m", f"robot_rl.runtime.{name}", str(run_dir)],
-                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    return subprocess.Popen(
+        [sys.executable, "-m", f"robot_rl.runtime.{name}", str(run_dir)],
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+    )
 
 
 def stop_all(procs: dict[str, subprocess.Popen], grace_s: float = 20.0) -> None:
@@ -71,8 +73,9 @@ def run_async(run_dir: Path, restarts: int = 3, poll_s: float = 0.5) -> int:
                     print(f"[launcher] the {name} failed (exit {code}) and has no restarts left; stopping", flush=True)
                     return 1
                 left[name] -= 1
-                print(f"[launcher] the {name} exited with {code}; restarting it ({left[name]} restarts left)",
-                      flush=True)
+                print(
+                    f"[launcher] the {name} exited with {code}; restarting it ({left[name]} restarts left)", flush=True
+                )
                 procs[name] = spawn(name, run_dir)
     except KeyboardInterrupt:
         print("[launcher] stopping actor and learner", flush=True)

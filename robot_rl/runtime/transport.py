@@ -35,10 +35,11 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Mapping
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener, answer_challenge, deliver_challenge
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from robot_rl.runtime.keys import runtime_address, runtime_key
 from robot_rl.runtime.messages import Channel, Message
@@ -157,11 +158,16 @@ class SocketTransport(Transport):
             self._conns.put(conn)
             return
         except AuthenticationError:
-            _log(f"refused a connection on {self.address}: wrong runtime.key (the peer's HMAC does not match this "
-                 "run's <run_dir>/runtime.key)")
+            _log(
+                f"refused a connection on {self.address}: wrong runtime.key (the peer's HMAC does not match this "
+                "run's <run_dir>/runtime.key)"
+            )
         except (OSError, EOFError, AssertionError) as e:
-            why = f"timed out after {self.handshake_timeout_s:g} s" if isinstance(e, BlockingIOError) else \
-                type(e).__name__
+            why = (
+                f"timed out after {self.handshake_timeout_s:g} s"
+                if isinstance(e, BlockingIOError)
+                else type(e).__name__
+            )
             _log(f"dropped a connection on {self.address}: the peer did not complete the handshake ({why})")
         conn.close()
 
@@ -182,9 +188,10 @@ class SocketTransport(Transport):
                 return Channel(conn)
             except AuthenticationError:
                 conn.close()
-                raise AuthenticationError(f"the actor on {self.address} refused this learner's key: wrong "
-                                          "runtime.key (the actor was started with another <run_dir>/runtime.key)"
-                                          ) from None
+                raise AuthenticationError(
+                    f"the actor on {self.address} refused this learner's key: wrong "
+                    "runtime.key (the actor was started with another <run_dir>/runtime.key)"
+                ) from None
             except (OSError, EOFError, AssertionError):  # no actor yet, or it did not complete the handshake
                 if conn is not None:
                     conn.close()

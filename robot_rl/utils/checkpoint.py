@@ -50,7 +50,7 @@ def _join(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
             return tensors[tree["__tensor__"]]
         if set(tree) == {"__ndarray__"}:
             return tensors[tree["__ndarray__"]].numpy()
-        return {(int(k[len(_INT_KEY):]) if k.startswith(_INT_KEY) else k): _join(v, tensors) for k, v in tree.items()}
+        return {(int(k[len(_INT_KEY) :]) if k.startswith(_INT_KEY) else k): _join(v, tensors) for k, v in tree.items()}
     if isinstance(tree, list):
         return [_join(v, tensors) for v in tree]
     return tree

@@ -6,8 +6,9 @@ sources, the gripper belief). What a device returns, and in which frame, is docu
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,8 +49,10 @@ class ActionLayout:
         """The layout of an A-dim action: 3 xyz, 4 xyz+gripper, 6 xyz+rot, 7 xyz+rot+gripper."""
         table = {3: cls(False, False), 4: cls(False, True), 6: cls(True, False), 7: cls(True, True)}
         if dim not in table:
-            raise DeviceError(f"a teleop device drives end-effector actions of 3, 4, 6 or 7 dims "
-                              f"(xyz [+rot] [+gripper]); this env's action has {dim}")
+            raise DeviceError(
+                f"a teleop device drives end-effector actions of 3, 4, 6 or 7 dims "
+                f"(xyz [+rot] [+gripper]); this env's action has {dim}"
+            )
         return table[dim]
 
     @classmethod
@@ -60,8 +63,10 @@ class ActionLayout:
         if hasattr(base, "rotation") and hasattr(base, "use_gripper"):
             layout = cls(bool(base.rotation), bool(base.use_gripper))
             if layout.dim != dim:
-                raise DeviceError(f"env says rotation={base.rotation} use_gripper={base.use_gripper} "
-                                  f"({layout.dim} action dims) but its action space has {dim}")
+                raise DeviceError(
+                    f"env says rotation={base.rotation} use_gripper={base.use_gripper} "
+                    f"({layout.dim} action dims) but its action space has {dim}"
+                )
             return layout
         return cls.from_dim(dim)
 
@@ -188,8 +193,9 @@ class TeleopDevice(ABC):
         self.close()
 
     def _state(self, motion: np.ndarray, active: bool, events: Iterable[str]) -> DeviceState:
-        return DeviceState(self.layout.assemble(motion, self._gripper.value), bool(active),
-                           frozenset(e for e in events if e in EVENTS))
+        return DeviceState(
+            self.layout.assemble(motion, self._gripper.value), bool(active), frozenset(e for e in events if e in EVENTS)
+        )
 
 
 def _check_commands(mapping: Mapping[str, Any], allowed: Sequence[str], device: str) -> None:

@@ -5,18 +5,36 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from robot_rl.hil.devices.base import (EVENTS, GRIPPER_COMMANDS, INSTALL_HINT, MOTION_AXES, ActionLayout, DeviceError,
-                                       DeviceState, TeleopDevice, _check_commands, apply_deadzone)
+from robot_rl.hil.devices.base import (
+    EVENTS,
+    GRIPPER_COMMANDS,
+    INSTALL_HINT,
+    MOTION_AXES,
+    ActionLayout,
+    DeviceError,
+    DeviceState,
+    TeleopDevice,
+    _check_commands,
+    apply_deadzone,
+)
 
 # Xbox-style pad as the Linux xpad / SDL joystick API numbers it: axes 0 LX, 1 LY, 2 LT, 3 RX, 4 RY, 5 RT (sticks
 # -1 left/up .. +1 right/down); buttons 0 A, 1 B, 2 X, 3 Y, 4 LB, 5 RB, 6 Back, 7 Start; hat 0 = D-pad (+y up).
 GAMEPAD_AXES: dict[str, str] = {"x": "-a1", "y": "-a0", "z": "-a4", "roll": "h0x", "pitch": "h0y", "yaw": "-a3"}
-GAMEPAD_BUTTONS: dict[str, int] = {"gripper_toggle": 0, "gripper_open": 4, "gripper_close": 5, "start": 7,
-                                   "success": 3, "failure": 2, "discard": 1, "quit": 6}
+GAMEPAD_BUTTONS: dict[str, int] = {
+    "gripper_toggle": 0,
+    "gripper_open": 4,
+    "gripper_close": 5,
+    "start": 7,
+    "success": 3,
+    "failure": 2,
+    "discard": 1,
+    "quit": 6,
+}
 _GAMEPAD_BUTTON_COMMANDS = GRIPPER_COMMANDS + EVENTS + ("precision",)
 
 
@@ -43,13 +61,22 @@ class GamepadDevice(TeleopDevice):
 
     name = "gamepad"
 
-    def __init__(self, layout: ActionLayout, index: int = 0, deadzone: float = 0.15, speed: float = 1.0,
-                 precision: float = 0.3, axes: Mapping[str, str | None] | None = None,
-                 buttons: Mapping[str, int | Sequence[int] | None] | None = None, connect: bool = True):
+    def __init__(
+        self,
+        layout: ActionLayout,
+        index: int = 0,
+        deadzone: float = 0.15,
+        speed: float = 1.0,
+        precision: float = 0.3,
+        axes: Mapping[str, str | None] | None = None,
+        buttons: Mapping[str, int | Sequence[int] | None] | None = None,
+        connect: bool = True,
+    ):
         super().__init__(layout)
         if not (0 <= deadzone < 1 and 0 < speed <= 1 and 0 < precision <= 1):
-            raise ValueError(f"gamepad: need 0 <= deadzone < 1, 0 < speed, precision <= 1; got {deadzone}, "
-                             f"{speed}, {precision}")
+            raise ValueError(
+                f"gamepad: need 0 <= deadzone < 1, 0 < speed, precision <= 1; got {deadzone}, {speed}, {precision}"
+            )
         axes = {**GAMEPAD_AXES, **dict(axes or {})}
         _check_commands(axes, MOTION_AXES, "gamepad axes")
         self.axes = {a: _parse_pad_source(s) for a, s in axes.items() if s is not None and str(s) != ""}
@@ -59,8 +86,9 @@ class GamepadDevice(TeleopDevice):
         for command, idx in buttons.items():
             if idx is None:
                 continue
-            self.buttons[command] = (int(idx),) if isinstance(idx, (int, np.integer, str)) else tuple(
-                int(i) for i in idx)
+            self.buttons[command] = (
+                (int(idx),) if isinstance(idx, (int, np.integer, str)) else tuple(int(i) for i in idx)
+            )
         self.deadzone, self.speed, self.precision = float(deadzone), float(speed), float(precision)
         self._prev_buttons: set[int] = set()
         self._events: set[str] = set()
@@ -69,8 +97,13 @@ class GamepadDevice(TeleopDevice):
         if connect:
             self._connect(int(index))
 
-    def update(self, axes: Sequence[float], buttons: Sequence[bool | int], hats: Sequence[Sequence[int]] = (),
-               pressed: Iterable[int] | None = None) -> DeviceState:
+    def update(
+        self,
+        axes: Sequence[float],
+        buttons: Sequence[bool | int],
+        hats: Sequence[Sequence[int]] = (),
+        pressed: Iterable[int] | None = None,
+    ) -> DeviceState:
         """Map one snapshot of the pad to a state (pure apart from edge tracking and the gripper belief).
 
         ``axes``: stick/trigger values in [-1, 1] by index; ``buttons``: held flags by index; ``hats``: (x, y) in
@@ -129,11 +162,19 @@ class GamepadDevice(TeleopDevice):
     @property
     def help(self) -> str:
         b = {c: "/".join(str(i) for i in ids) for c, ids in self.buttons.items()}
-        grip = (f", button {b.get('gripper_toggle', '-')} gripper toggle ({b.get('gripper_close', '-')} close, "
-                f"{b.get('gripper_open', '-')} open)") if self.layout.gripper else ""
-        return (f"gamepad: sticks move (axes {', '.join(f'{a}={self._src_str(a)}' for a in self.axes)}){grip} | "
-                f"button {b.get('start', '-')} start, {b.get('success', '-')} success, {b.get('failure', '-')} "
-                f"failure, {b.get('discard', '-')} discard, {b.get('quit', '-')} quit")
+        grip = (
+            (
+                f", button {b.get('gripper_toggle', '-')} gripper toggle ({b.get('gripper_close', '-')} close, "
+                f"{b.get('gripper_open', '-')} open)"
+            )
+            if self.layout.gripper
+            else ""
+        )
+        return (
+            f"gamepad: sticks move (axes {', '.join(f'{a}={self._src_str(a)}' for a in self.axes)}){grip} | "
+            f"button {b.get('start', '-')} start, {b.get('success', '-')} success, {b.get('failure', '-')} "
+            f"failure, {b.get('discard', '-')} discard, {b.get('quit', '-')} quit"
+        )
 
     def _src_str(self, axis: str) -> str:
         sign, kind, idx, comp = self.axes[axis]
@@ -152,8 +193,10 @@ class GamepadDevice(TeleopDevice):
         count = pygame.joystick.get_count()
         if count == 0:
             pygame.quit()
-            raise DeviceError("gamepad: no game controller found: plug it in (or pair it over Bluetooth); on Linux "
-                              "check that /dev/input/js* or /dev/input/event* exists and is readable")
+            raise DeviceError(
+                "gamepad: no game controller found: plug it in (or pair it over Bluetooth); on Linux "
+                "check that /dev/input/js* or /dev/input/event* exists and is readable"
+            )
         if not 0 <= index < count:
             pygame.quit()
             raise DeviceError(f"gamepad: device.index={index} but only {count} controller(s) are connected")
@@ -162,8 +205,11 @@ class GamepadDevice(TeleopDevice):
         self._pygame, self._joystick = pygame, js
         need = max([s[2] + 1 for s in self.axes.values() if s[1] == "a"] + [0])
         if js.get_numaxes() < need:
-            print(f"gamepad: warning: {js.get_name()!r} has {js.get_numaxes()} axes, the axis map uses {need}; "
-                  "missing axes read 0 (set device.axes)", file=sys.stderr)
+            print(
+                f"gamepad: warning: {js.get_name()!r} has {js.get_numaxes()} axes, the axis map uses {need}; "
+                "missing axes read 0 (set device.axes)",
+                file=sys.stderr,
+            )
 
     def close(self) -> None:
         if self._pygame is not None:
@@ -173,7 +219,7 @@ class GamepadDevice(TeleopDevice):
 
 
 def _parse_pad_source(spec: str) -> tuple[float, str, int, int]:
-    """"-a1" -> (-1, "a", 1, 0); "h0y" -> (1, "h", 0, 1)."""
+    """ "-a1" -> (-1, "a", 1, 0); "h0y" -> (1, "h", 0, 1)."""
     s = str(spec).strip()
     sign = -1.0 if s.startswith("-") else 1.0
     body = s.lstrip("+-")

@@ -5,21 +5,56 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from robot_rl.hil.devices.base import (EVENTS, GRIPPER_COMMANDS, INSTALL_HINT, MOTION_AXES, ActionLayout, DeviceError,
-                                       DeviceState, TeleopDevice, _check_commands)
+from robot_rl.hil.devices.base import (
+    EVENTS,
+    GRIPPER_COMMANDS,
+    INSTALL_HINT,
+    MOTION_AXES,
+    ActionLayout,
+    DeviceError,
+    DeviceState,
+    TeleopDevice,
+    _check_commands,
+)
 
 KEYBOARD_KEYS: dict[str, str] = {
-    "x+": "w", "x-": "s", "y+": "a", "y-": "d", "z+": "r", "z-": "f",
-    "roll+": "u", "roll-": "o", "pitch+": "i", "pitch-": "k", "yaw+": "j", "yaw-": "l",
-    "gripper_toggle": "space", "precision": "shift",
-    "start": "enter", "success": "y", "failure": "n", "discard": "backspace", "quit": "esc",
+    "x+": "w",
+    "x-": "s",
+    "y+": "a",
+    "y-": "d",
+    "z+": "r",
+    "z-": "f",
+    "roll+": "u",
+    "roll-": "o",
+    "pitch+": "i",
+    "pitch-": "k",
+    "yaw+": "j",
+    "yaw-": "l",
+    "gripper_toggle": "space",
+    "precision": "shift",
+    "start": "enter",
+    "success": "y",
+    "failure": "n",
+    "discard": "backspace",
+    "quit": "esc",
 }
-_KEY_ALIASES = {"return": "enter", "escape": "esc", "shift_l": "shift", "shift_r": "shift", " ": "space",
-                "ctrl_l": "ctrl", "ctrl_r": "ctrl", "alt_l": "alt", "alt_r": "alt", "alt_gr": "alt"}
+_KEY_ALIASES = {
+    "return": "enter",
+    "escape": "esc",
+    "shift_l": "shift",
+    "shift_r": "shift",
+    " ": "space",
+    "ctrl_l": "ctrl",
+    "ctrl_r": "ctrl",
+    "alt_l": "alt",
+    "alt_r": "alt",
+    "alt_gr": "alt",
+}
 _KEYBOARD_COMMANDS = tuple(f"{a}{s}" for a in MOTION_AXES for s in "+-") + GRIPPER_COMMANDS + ("precision",) + EVENTS
 
 
@@ -49,8 +84,14 @@ class KeyboardDevice(TeleopDevice):
 
     name = "keyboard"
 
-    def __init__(self, layout: ActionLayout, speed: float = 1.0, precision: float = 0.3,
-                 keys: Mapping[str, str] | None = None, listen: bool = True):
+    def __init__(
+        self,
+        layout: ActionLayout,
+        speed: float = 1.0,
+        precision: float = 0.3,
+        keys: Mapping[str, str] | None = None,
+        listen: bool = True,
+    ):
         super().__init__(layout)
         if not (0 < speed <= 1 and 0 < precision <= 1):
             raise ValueError(f"keyboard: speed={speed} and precision={precision} must lie in (0, 1]")
@@ -113,8 +154,10 @@ class KeyboardDevice(TeleopDevice):
         axes = MOTION_AXES if self.layout.rotation else MOTION_AXES[:3]
         move = ", ".join(f"{k[a + '+']}/{k[a + '-']} {a}" for a in axes)
         grip = f", {k['gripper_toggle']} gripper" if self.layout.gripper else ""
-        return (f"keyboard: {move}{grip}, hold {k['precision']} for precision | {k['start']} start, "
-                f"{k['success']} success, {k['failure']} failure, {k['discard']} discard, {k['quit']} quit")
+        return (
+            f"keyboard: {move}{grip}, hold {k['precision']} for precision | {k['start']} start, "
+            f"{k['success']} success, {k['failure']} failure, {k['discard']} discard, {k['quit']} quit"
+        )
 
     def close(self) -> None:
         if self._listener is not None:
@@ -134,17 +177,21 @@ def _pynput_name(key: Any) -> str | None:
 def _start_pynput(device: KeyboardDevice) -> Any:
     backend_set = any(os.environ.get(v) for v in ("PYNPUT_BACKEND", "PYNPUT_BACKEND_KEYBOARD"))
     if sys.platform.startswith("linux") and not backend_set and not os.environ.get("DISPLAY"):
-        raise DeviceError("keyboard: no display (DISPLAY is unset), so pynput cannot listen to the keyboard: run in "
-                          "the desktop session or set DISPLAY (e.g. DISPLAY=:0; over ssh use ssh -X), or as root use "
-                          "PYNPUT_BACKEND=uinput; headless alternatives: device=gamepad, device=spacemouse "
-                          "device.keyboard_events=false, device=scripted")
+        raise DeviceError(
+            "keyboard: no display (DISPLAY is unset), so pynput cannot listen to the keyboard: run in "
+            "the desktop session or set DISPLAY (e.g. DISPLAY=:0; over ssh use ssh -X), or as root use "
+            "PYNPUT_BACKEND=uinput; headless alternatives: device=gamepad, device=spacemouse "
+            "device.keyboard_events=false, device=scripted"
+        )
     try:
         from pynput import keyboard
     except ModuleNotFoundError:
         raise DeviceError(f"keyboard: the pynput package is missing: {INSTALL_HINT}") from None
     except ImportError as e:  # pynput raises ImportError when its backend finds no display
-        raise DeviceError(f"keyboard: pynput cannot reach the keyboard ({str(e).splitlines()[0]}): set DISPLAY to "
-                          "a running X server, or as root use PYNPUT_BACKEND=uinput") from None
+        raise DeviceError(
+            f"keyboard: pynput cannot reach the keyboard ({str(e).splitlines()[0]}): set DISPLAY to "
+            "a running X server, or as root use PYNPUT_BACKEND=uinput"
+        ) from None
 
     def on_press(key: Any) -> None:
         if (name := _pynput_name(key)) is not None:

@@ -13,8 +13,12 @@ from robot_rl.hil.devices.keyboard import KeyboardDevice
 from robot_rl.hil.devices.scripted import ScriptedDevice
 from robot_rl.hil.devices.spacemouse import SpaceMouseDevice
 
-DEVICE_CLASSES: dict[str, type[TeleopDevice]] = {"keyboard": KeyboardDevice, "gamepad": GamepadDevice,
-                                                 "spacemouse": SpaceMouseDevice, "scripted": ScriptedDevice}
+DEVICE_CLASSES: dict[str, type[TeleopDevice]] = {
+    "keyboard": KeyboardDevice,
+    "gamepad": GamepadDevice,
+    "spacemouse": SpaceMouseDevice,
+    "scripted": ScriptedDevice,
+}
 DEVICES = tuple(DEVICE_CLASSES)
 
 
@@ -34,8 +38,9 @@ def make_device(name: str, env: Any, **cfg: Any) -> TeleopDevice:
     elif name in DEVICE_CLASSES:
         cls = DEVICE_CLASSES[name]
     else:
-        raise ValueError(f"unknown teleop device {name!r}; valid choices: {', '.join(DEVICES)} "
-                         "(or module:Class of a TeleopDevice)")
+        raise ValueError(
+            f"unknown teleop device {name!r}; valid choices: {', '.join(DEVICES)} (or module:Class of a TeleopDevice)"
+        )
     keyboard_events = bool(cfg.pop("keyboard_events", True)) if name == "spacemouse" else False
     valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "layout", "env")]
     if bad := sorted(set(cfg) - set(valid)):
@@ -50,8 +55,10 @@ def make_device(name: str, env: Any, **cfg: Any) -> TeleopDevice:
             keyboard = KeyboardDevice(layout)
         except DeviceError as e:
             dev.close()
-            raise DeviceError(f"spacemouse: marks come from the keyboard, which is unavailable ({e}); or set "
-                              "device.keyboard_events=false and map marks to buttons in device.buttons") from None
+            raise DeviceError(
+                f"spacemouse: marks come from the keyboard, which is unavailable ({e}); or set "
+                "device.keyboard_events=false and map marks to buttons in device.buttons"
+            ) from None
         return CombinedDevice(dev, [keyboard])
     return dev
 

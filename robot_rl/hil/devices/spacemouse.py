@@ -3,17 +3,41 @@ and the cap -> action mapping."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from robot_rl.hil.devices.base import (EVENTS, GRIPPER_COMMANDS, INSTALL_HINT, MOTION_AXES, ActionLayout, DeviceError,
-                                       DeviceState, TeleopDevice, _check_commands, apply_deadzone, parse_source)
+from robot_rl.hil.devices.base import (
+    EVENTS,
+    GRIPPER_COMMANDS,
+    INSTALL_HINT,
+    MOTION_AXES,
+    ActionLayout,
+    DeviceError,
+    DeviceState,
+    TeleopDevice,
+    _check_commands,
+    apply_deadzone,
+    parse_source,
+)
 
 SPACEMOUSE_VENDORS = (0x256F, 0x046D)  # 3Dconnexion; older models carry Logitech's vendor id
 # 3Dconnexion products under Logitech's vendor id (every other 0x046d product is a Logitech mouse or keyboard).
-SPACEMOUSE_LOGITECH_PIDS = (0xC603, 0xC605, 0xC606, 0xC621, 0xC623, 0xC625, 0xC626, 0xC627, 0xC628, 0xC629,
-                            0xC62B, 0xC640)
+SPACEMOUSE_LOGITECH_PIDS = (
+    0xC603,
+    0xC605,
+    0xC606,
+    0xC621,
+    0xC623,
+    0xC625,
+    0xC626,
+    0xC627,
+    0xC628,
+    0xC629,
+    0xC62B,
+    0xC640,
+)
 SPACEMOUSE_RAW = ("x", "y", "z", "rx", "ry", "rz")
 # Raw frame: x = cap pushed right, y = pulled toward the operator, z = pushed down; rotations about those axes.
 # With the operator behind the robot: +x (away) = -y, +y (left) = -x, +z (up) = -z, rotations alike.
@@ -69,10 +93,18 @@ class SpaceMouseDevice(TeleopDevice):
 
     name = "spacemouse"
 
-    def __init__(self, layout: ActionLayout, deadzone: float = 0.1, full_scale: float = 350.0,
-                 translation_scale: float = 1.0, rotation_scale: float = 1.0,
-                 axes: Mapping[str, str | None] | None = None, buttons: Mapping[str, int | None] | None = None,
-                 path: str | None = None, connect: bool = True):
+    def __init__(
+        self,
+        layout: ActionLayout,
+        deadzone: float = 0.1,
+        full_scale: float = 350.0,
+        translation_scale: float = 1.0,
+        rotation_scale: float = 1.0,
+        axes: Mapping[str, str | None] | None = None,
+        buttons: Mapping[str, int | None] | None = None,
+        path: str | None = None,
+        connect: bool = True,
+    ):
         super().__init__(layout)
         if not (0 <= deadzone < 1 and full_scale > 0 and translation_scale > 0 and rotation_scale > 0):
             raise ValueError("spacemouse: need 0 <= deadzone < 1 and full_scale, translation_scale, rotation_scale > 0")
@@ -140,12 +172,17 @@ class SpaceMouseDevice(TeleopDevice):
     @property
     def help(self) -> str:
         names = {0: "left", 1: "right"}
-        grip = ", ".join(f"{names.get(i, f'button {i}')} button {c.removeprefix('gripper_')}"
-                         for c, i in self.buttons.items() if c in GRIPPER_COMMANDS)
-        marks = ", ".join(f"{names.get(i, f'button {i}')} button {c}" for c, i in self.buttons.items()
-                          if c in EVENTS)
-        return "spacemouse: move/tilt the cap" + (f", {grip}" if grip and self.layout.gripper else "") + \
-            (f" | {marks}" if marks else "")
+        grip = ", ".join(
+            f"{names.get(i, f'button {i}')} button {c.removeprefix('gripper_')}"
+            for c, i in self.buttons.items()
+            if c in GRIPPER_COMMANDS
+        )
+        marks = ", ".join(f"{names.get(i, f'button {i}')} button {c}" for c, i in self.buttons.items() if c in EVENTS)
+        return (
+            "spacemouse: move/tilt the cap"
+            + (f", {grip}" if grip and self.layout.gripper else "")
+            + (f" | {marks}" if marks else "")
+        )
 
     def close(self) -> None:
         if self._hid is not None:
@@ -159,29 +196,33 @@ def is_spacemouse(info: Mapping[str, Any]) -> bool:
     name = str(info.get("product_string") or "") + str(info.get("manufacturer_string") or "")
     if vid == 0x256F:
         return True
-    return vid == 0x046D and (pid in SPACEMOUSE_LOGITECH_PIDS or "3dconnexion" in name.lower()
-                              or "space" in name.lower())
+    return vid == 0x046D and (
+        pid in SPACEMOUSE_LOGITECH_PIDS or "3dconnexion" in name.lower() or "space" in name.lower()
+    )
 
 
 def _open_spacemouse(path: str | None) -> Any:
     try:
         import hid
     except ModuleNotFoundError:
-        raise DeviceError(f"spacemouse: the hidapi package is missing: {INSTALL_HINT} (provides the hid module)") \
-            from None
+        raise DeviceError(
+            f"spacemouse: the hidapi package is missing: {INSTALL_HINT} (provides the hid module)"
+        ) from None
     except ImportError as e:
-        raise DeviceError(f"spacemouse: hidapi failed to load ({e}); on Linux install libhidapi-hidraw0 or "
-                          f"reinstall: {INSTALL_HINT}") from None
+        raise DeviceError(
+            f"spacemouse: hidapi failed to load ({e}); on Linux install libhidapi-hidraw0 or reinstall: {INSTALL_HINT}"
+        ) from None
     if not hasattr(hid, "device"):
-        raise DeviceError("spacemouse: the imported hid module is not hidapi's (pip uninstall hid; "
-                          f"{INSTALL_HINT})")
+        raise DeviceError(f"spacemouse: the imported hid module is not hidapi's (pip uninstall hid; {INSTALL_HINT})")
     if path is None:
         found = [d for d in hid.enumerate() if is_spacemouse(d)]
         if not found:
-            raise DeviceError("spacemouse: no 3Dconnexion SpaceMouse found (USB vendor 0x256f or 0x046d): plug it in "
-                              "(wireless: plug in the receiver and switch the mouse on); on Linux the hidraw node "
-                              "must be readable: add a udev rule, e.g. KERNEL==\"hidraw*\", ATTRS{idVendor}==\"256f\", "
-                              "MODE=\"0666\"")
+            raise DeviceError(
+                "spacemouse: no 3Dconnexion SpaceMouse found (USB vendor 0x256f or 0x046d): plug it in "
+                "(wireless: plug in the receiver and switch the mouse on); on Linux the hidraw node "
+                'must be readable: add a udev rule, e.g. KERNEL=="hidraw*", ATTRS{idVendor}=="256f", '
+                'MODE="0666"'
+            )
         # The multi-axis controller interface (usage page 1, usage 8) when the device lists several.
         found.sort(key=lambda d: (d.get("usage_page"), d.get("usage")) != (1, 8))
         path = found[0]["path"]
@@ -189,7 +230,9 @@ def _open_spacemouse(path: str | None) -> Any:
     try:
         dev.open_path(path if isinstance(path, bytes) else str(path).encode())
     except OSError as e:
-        raise DeviceError(f"spacemouse: cannot open {path!r} ({e}): check /dev/hidraw* permissions (udev rule, "
-                          "see above) and that spacenavd or another program is not holding it") from None
+        raise DeviceError(
+            f"spacemouse: cannot open {path!r} ({e}): check /dev/hidraw* permissions (udev rule, "
+            "see above) and that spacenavd or another program is not holding it"
+        ) from None
     dev.set_nonblocking(1)
     return dev

@@ -28,13 +28,20 @@ from __future__ import annotations
 import argparse
 import gzip
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import torch
 
-from robot_rl.rewards.vlm.model import (CLIP_MEAN, CLIP_STD, DualEncoder, DualEncoderConfig, TextConfig,
-                                        VisionConfig, save_dual_encoder)
+from robot_rl.rewards.vlm.model import (
+    CLIP_MEAN,
+    CLIP_STD,
+    DualEncoder,
+    DualEncoderConfig,
+    TextConfig,
+    VisionConfig,
+    save_dual_encoder,
+)
 from robot_rl.rewards.vlm.tokenizer import BPETokenizer, bytes_to_symbols
 
 # Entries of OpenAI's state dicts that are not parameters of the model built here.
@@ -43,8 +50,11 @@ IGNORED_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 
 def read_merges(path: str | Path) -> list[tuple[str, str]]:
     """Merges of a CLIP BPE file (``.gz`` or plain); a first line starting with ``#`` is skipped."""
-    raw = gzip.open(path, "rt", encoding="utf-8").read() if str(path).endswith(".gz") else \
-        Path(path).read_text(encoding="utf-8")
+    raw = (
+        gzip.open(path, "rt", encoding="utf-8").read()
+        if str(path).endswith(".gz")
+        else Path(path).read_text(encoding="utf-8")
+    )
     out = []
     for i, line in enumerate(raw.splitlines()):
         if (i == 0 and line.startswith("#")) or not line.strip():
@@ -54,8 +64,9 @@ def read_merges(path: str | Path) -> list[tuple[str, str]]:
     return out
 
 
-def clip_vocab_from_merges(merges: Sequence[tuple[str, str]], vocab_size: int) -> tuple[dict[str, int],
-                                                                                         list[tuple[str, str]]]:
+def clip_vocab_from_merges(
+    merges: Sequence[tuple[str, str]], vocab_size: int
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """CLIP's vocabulary from its merges for a text tower of ``vocab_size`` ids (see the module docstring).
     Returns ``(vocab, merges used)``."""
     syms = list(bytes_to_symbols().values())
@@ -72,25 +83,49 @@ def _layers(state: Mapping[str, torch.Tensor], prefix: str) -> int:
     return max(idx) + 1 if idx else 0
 
 
-def infer_config(state: Mapping[str, torch.Tensor], vision_heads: int | None = None, text_heads: int | None = None,
-                 name: str = "") -> DualEncoderConfig:
+def infer_config(
+    state: Mapping[str, torch.Tensor], vision_heads: int | None = None, text_heads: int | None = None, name: str = ""
+) -> DualEncoderConfig:
     """Architecture of an OpenAI-layout CLIP state dict, from its tensor shapes."""
     conv = state["visual.conv1.weight"]  # (width, 3, patch, patch)
     width, patch = int(conv.shape[0]), int(conv.shape[-1])
     grid = int(round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5))
     t_width = int(state["ln_final.weight"].shape[0])
-    vision = VisionConfig(image_size=grid * patch, patch_size=patch, width=width,
-                          layers=_layers(state, "visual.transformer.resblocks."),
-                          heads=vision_heads or max(1, width // 64), mean=CLIP_MEAN, std=CLIP_STD)
-    text = TextConfig(vocab_size=int(state["token_embedding.weight"].shape[0]),
-                      context_length=int(state["positional_embedding"].shape[0]), width=t_width,
-                      layers=_layers(state, "transformer.resblocks."), heads=text_heads or max(1, t_width // 64))
-    return DualEncoderConfig(embed_dim=int(state["text_projection"].shape[1]), vision=vision, text=text,
-                             activation="quick_gelu", score="softmax", logit_bias=False, name=name)
+    vision = VisionConfig(
+        image_size=grid * patch,
+        patch_size=patch,
+        width=width,
+        layers=_layers(state, "visual.transformer.resblocks."),
+        heads=vision_heads or max(1, width // 64),
+        mean=CLIP_MEAN,
+        std=CLIP_STD,
+    )
+    text = TextConfig(
+        vocab_size=int(state["token_embedding.weight"].shape[0]),
+        context_length=int(state["positional_embedding"].shape[0]),
+        width=t_width,
+        layers=_layers(state, "transformer.resblocks."),
+        heads=text_heads or max(1, t_width // 64),
+    )
+    return DualEncoderConfig(
+        embed_dim=int(state["text_projection"].shape[1]),
+        vision=vision,
+        text=text,
+        activation="quick_gelu",
+        score="softmax",
+        logit_bias=False,
+        name=name,
+    )
 
 
-def convert_clip_state_dict(state: Mapping[str, torch.Tensor], tokenizer: BPETokenizer, out: str | Path,
-                            vision_heads: int | None = None, text_heads: int | None = None, name: str = "") -> Path:
+def convert_clip_state_dict(
+    state: Mapping[str, torch.Tensor],
+    tokenizer: BPETokenizer,
+    out: str | Path,
+    vision_heads: int | None = None,
+    text_heads: int | None = None,
+    name: str = "",
+) -> Path:
     """Write the checkpoint directory for an OpenAI-layout ``state`` and its ``tokenizer`` into ``out``."""
     state = {k.removeprefix("module."): v for k, v in state.items() if k.removeprefix("module.") not in IGNORED_KEYS}
     cfg = infer_config(state, vision_heads, text_heads, name)
@@ -106,6 +141,7 @@ def convert_clip_state_dict(state: Mapping[str, torch.Tensor], tokenizer: BPETok
 def _load_state(path: str | Path) -> dict[str, torch.Tensor]:
     if str(path).endswith(".safetensors"):
         from safetensors.torch import load_file
+
         return load_file(str(path))
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, Mapping) and "state_dict" in state:
@@ -129,12 +165,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     merges = read_merges(args.merges)
     if args.vocab:
         import json
+
         vocab = json.loads(Path(args.vocab).read_text(encoding="utf-8"))
         used = merges
     else:
         vocab, used = clip_vocab_from_merges(merges, int(state["token_embedding.weight"].shape[0]))
-    out = convert_clip_state_dict(state, BPETokenizer(vocab, used), args.out, args.vision_heads, args.text_heads,
-                                  args.name)
+    out = convert_clip_state_dict(
+        state, BPETokenizer(vocab, used), args.out, args.vision_heads, args.text_heads, args.name
+    )
     print(f"wrote {out}/ (config.json, model.safetensors, tokenizer.json, vocab.json, merges.txt)")
     return 0
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,10 +29,24 @@ from torch import nn
 
 from robot_rl.agents.augment import random_shift
 from robot_rl.data.store import EpisodeStore
-from robot_rl.rewards.base import (MODEL_FILE, MODEL_FORMAT, MODEL_VERSION, RewardDataError, RewardModel, jsonable,
-                                   read_model_json, resolve_device)
-from robot_rl.rewards.classifier import (ClassifierConfig, evaluate_scores, fit_binary, predict_logits, prepare_split,
-                                         write_plots)
+from robot_rl.rewards.base import (
+    MODEL_FILE,
+    MODEL_FORMAT,
+    MODEL_VERSION,
+    RewardDataError,
+    RewardModel,
+    jsonable,
+    read_model_json,
+    resolve_device,
+)
+from robot_rl.rewards.classifier import (
+    ClassifierConfig,
+    evaluate_scores,
+    fit_binary,
+    predict_logits,
+    prepare_split,
+    write_plots,
+)
 from robot_rl.rewards.vlm.model import DualEncoder, load_dual_encoder, model_fingerprint, save_dual_encoder
 from robot_rl.rewards.vlm.tokenizer import Tokenizer
 from robot_rl.rewards.vlm.zero_shot import default_prompt
@@ -62,8 +77,9 @@ class VLMHead(nn.Module):
             x = blk(x)
         return F.normalize(self.ln_post(x[:, 0]) @ self.proj, dim=-1)
 
-    def forward(self, tokens: Mapping[str, torch.Tensor], augment: bool = False,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self, tokens: Mapping[str, torch.Tensor], augment: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         cos = torch.stack([self.embed(tokens[c]) @ self.prompt for c in self.cameras])  # (cameras, B)
         return (self.log_a.exp() * cos + self.b).mean(0)
 
@@ -78,23 +94,30 @@ class VLMHead(nn.Module):
 
 
 @torch.no_grad()
-def frozen_tokens(model: DualEncoder, images: Any, start: int, pad: int = 0, generator: torch.Generator | None = None,
-                  batch: int = 64) -> torch.Tensor:
+def frozen_tokens(
+    model: DualEncoder, images: Any, start: int, pad: int = 0, generator: torch.Generator | None = None, batch: int = 64
+) -> torch.Tensor:
     """Image-tower tokens after the first ``start`` blocks: uint8 ``(N, H, W, 3)`` -> float16 ``(N, L, W)``;
     ``pad`` > 0 shifts each frame by up to ``pad`` px first."""
     x = torch.as_tensor(np.asarray(images))
     out = []
     for a in range(0, len(x), batch):
-        chunk = x[a:a + batch].to(model.device)
+        chunk = x[a : a + batch].to(model.device)
         if pad > 0:
             chunk = random_shift(chunk, pad, generator)
         out.append(model.visual.transformer(model.visual.tokens(model.preprocess(chunk)), stop=start).half())
     return torch.cat(out)
 
 
-def train_vlm_classifier(store: EpisodeStore, cfg: ClassifierConfig, *, seed: int = 0,
-                         device: str | torch.device | None = "auto", out: str | Path | None = None,
-                         log: Callable[[str], None] | None = None) -> tuple["VLMClassifier", dict[str, Any]]:
+def train_vlm_classifier(
+    store: EpisodeStore,
+    cfg: ClassifierConfig,
+    *,
+    seed: int = 0,
+    device: str | torch.device | None = "auto",
+    out: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[VLMClassifier, dict[str, Any]]:
     """Fine-tune the dual encoder at ``cfg.vlm_path`` on ``store`` (see the module docstring). Returns the model
     and its report; with ``out`` saves it (``vlm/`` + ``reward_model.json``) and the plots."""
     if not cfg.vlm_path:
@@ -112,27 +135,59 @@ def train_vlm_classifier(store: EpisodeStore, cfg: ClassifierConfig, *, seed: in
     layers = model.cfg.vision.layers
     start = layers - min(max(int(cfg.train_blocks), 0), layers)
     gen = torch.Generator(device=dev).manual_seed(seed)
-    tr_in = {c: torch.stack([frozen_tokens(model, train.images[c], start)] +
-                            [frozen_tokens(model, train.images[c], start, cfg.pad, gen) for _ in range(cfg.image_copies)])
-             for c in train.cameras}
+    tr_in = {
+        c: torch.stack(
+            [frozen_tokens(model, train.images[c], start)]
+            + [frozen_tokens(model, train.images[c], start, cfg.pad, gen) for _ in range(cfg.image_copies)]
+        )
+        for c in train.cameras
+    }
     va_in = {c: frozen_tokens(model, val.images[c], start) for c in val.cameras}
     t_feat = time.perf_counter() - t0
     head = VLMHead(model, prompt_emb, start, train.cameras).to(dev)
     with torch.no_grad():  # start the logit around 0 on the training frames
         cos = torch.stack([head.embed(tr_in[c][0][:256].to(dev)) @ head.prompt for c in head.cameras]).mean()
         head.b.fill_(-float(head.log_a.exp() * cos))
-    fit = fit_binary(head, tr_in, train.label == 1, va_in, val.label == 1, steps=cfg.steps,
-                     batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, eval_every=cfg.eval_every,
-                     seed=seed, log=log)
+    fit = fit_binary(
+        head,
+        tr_in,
+        train.label == 1,
+        va_in,
+        val.label == 1,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        eval_every=cfg.eval_every,
+        seed=seed,
+        log=log,
+    )
     p_val = torch.sigmoid(predict_logits(head, va_in) + fit["prior_logit"]).double().cpu().numpy()
     ev = evaluate_scores(val.label == 1, p_val, cfg.target_fpr)
     head.write_back(model)
-    clf = VLMClassifier(model, tok, prompt, float(head.log_a.detach().exp()), float(head.b.detach()), train.image_shapes,
-                        ev["threshold"], fit["prior_logit"])
-    report = {"kind": "vlm_classifier", "store": str(store.root), **info, "validation": ev,
-              "fit": {k: fit[k] for k in ("prior_logit", "best_step", "best_val_loss")}, "history": fit["history"],
-              "seconds": {"features": t_feat, "total": time.perf_counter() - t0}, "config": cfg.to_dict(),
-              "seed": seed, "device": str(dev), "trained_blocks": layers - start}
+    clf = VLMClassifier(
+        model,
+        tok,
+        prompt,
+        float(head.log_a.detach().exp()),
+        float(head.b.detach()),
+        train.image_shapes,
+        ev["threshold"],
+        fit["prior_logit"],
+    )
+    report = {
+        "kind": "vlm_classifier",
+        "store": str(store.root),
+        **info,
+        "validation": ev,
+        "fit": {k: fit[k] for k in ("prior_logit", "best_step", "best_val_loss")},
+        "history": fit["history"],
+        "seconds": {"features": t_feat, "total": time.perf_counter() - t0},
+        "config": cfg.to_dict(),
+        "seed": seed,
+        "device": str(dev),
+        "trained_blocks": layers - start,
+    }
     if out is not None:
         clf.save(out, report)
         write_plots(out, val.label == 1, p_val, ev["threshold"])
@@ -144,8 +199,18 @@ class VLMClassifier(RewardModel):
 
     kind = "vlm_classifier"
 
-    def __init__(self, model: DualEncoder, tokenizer: Tokenizer, prompt: str, a: float, b: float,
-                 image_shapes: Mapping[str, Any], threshold: float | None, prior_logit: float, batch: int = 64):
+    def __init__(
+        self,
+        model: DualEncoder,
+        tokenizer: Tokenizer,
+        prompt: str,
+        a: float,
+        b: float,
+        image_shapes: Mapping[str, Any],
+        threshold: float | None,
+        prior_logit: float,
+        batch: int = 64,
+    ):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.prompt, self.a, self.b, self.prior_logit = prompt, float(a), float(b), float(prior_logit)
         self.image_shapes = {c: tuple(int(d) for d in s) for c, s in image_shapes.items()}
@@ -163,29 +228,47 @@ class VLMClassifier(RewardModel):
         logits = []
         for c in self.cameras:
             x = frames[c]
-            cos = torch.cat([self.model.encode_image(x[a:a + self.batch]) @ self.prompt_emb
-                             for a in range(0, len(x), self.batch)])
+            cos = torch.cat(
+                [self.model.encode_image(x[a : a + self.batch]) @ self.prompt_emb for a in range(0, len(x), self.batch)]
+            )
             logits.append(self.a * cos + self.b)
         return torch.sigmoid(torch.stack(logits).mean(0) + self.prior_logit).double().cpu().numpy()
 
     def identity(self) -> dict[str, Any]:
-        return {"kind": self.kind, "model": self.fingerprint, "prompt": self.prompt, "a": round(self.a, 9),
-                "b": round(self.b, 9), "prior_logit": round(self.prior_logit, 9), "cameras": self.cameras}
+        return {
+            "kind": self.kind,
+            "model": self.fingerprint,
+            "prompt": self.prompt,
+            "a": round(self.a, 9),
+            "b": round(self.b, 9),
+            "prior_logit": round(self.prior_logit, 9),
+            "cameras": self.cameras,
+        }
 
     def save(self, out: str | Path, report: Mapping[str, Any] | None = None) -> Path:
         """Write ``out/vlm/`` (the fine-tuned checkpoint) and ``out/reward_model.json``."""
         out = Path(out)
         save_dual_encoder(self.model, self.tokenizer, out / "vlm")
-        meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "kind": self.kind, "checkpoint": "vlm",
-                "model_fingerprint": self.fingerprint, "prompt": self.prompt, "a": self.a, "b": self.b,
-                "prior_logit": self.prior_logit, "threshold": self.threshold,
-                "cameras": {c: list(s) for c, s in self.image_shapes.items()}, "identity": self.identity(),
-                "report": jsonable(report or {})}
+        meta = {
+            "format": MODEL_FORMAT,
+            "version": MODEL_VERSION,
+            "kind": self.kind,
+            "checkpoint": "vlm",
+            "model_fingerprint": self.fingerprint,
+            "prompt": self.prompt,
+            "a": self.a,
+            "b": self.b,
+            "prior_logit": self.prior_logit,
+            "threshold": self.threshold,
+            "cameras": {c: list(s) for c, s in self.image_shapes.items()},
+            "identity": self.identity(),
+            "report": jsonable(report or {}),
+        }
         (out / MODEL_FILE).write_text(json.dumps(meta, indent=2))
         return out
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device | None = "auto") -> "VLMClassifier":
+    def load(cls, path: str | Path, device: str | torch.device | None = "auto") -> VLMClassifier:
         """Rebuild from a directory written by :meth:`save`."""
         d = read_model_json(path)
         model, tok = load_dual_encoder(Path(path) / d["checkpoint"], device)

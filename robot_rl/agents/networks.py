@@ -1,13 +1,13 @@
-"""Networks for the SAC family: a batched critic ensemble and a tanh-Gaussian actor.
+"""Networks for the SAC family: batched MLP ensembles (the critics, the gripper Q) and a tanh-Gaussian actor.
 
-The critic ensemble keeps every member's weights in one ``(E, in, out)`` tensor and evaluates all members with a
-single batched matmul per layer, so ten critics cost about as much Python and kernel-launch overhead as one.
+An ensemble keeps every member's weights in one ``(E, in, out)`` tensor and evaluates all members with a single
+batched matmul per layer, so ten critics cost about as much Python and kernel-launch overhead as one.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,28 +50,41 @@ class EnsembleLayerNorm(nn.Module):
         return torch.addcmul(b, F.layer_norm(x, x.shape[-1:], eps=self.eps), w)
 
 
-class EnsembleQ(nn.Module):
+class EnsembleMLP(nn.Module):
+    """``E`` MLPs ``(B, in) -> (E', B, out)``: ``Linear -> [LayerNorm] -> ReLU`` per hidden layer, then a linear head.
+
+    All members run in one batched matmul per layer; ``idx`` selects a subset of members (``E'`` of them).
+    """
+
+    def __init__(self, ensemble_size: int, in_dim: int, hidden_dims: Sequence[int], out_dim: int, layer_norm: bool):
+        super().__init__()
+        dims = [in_dim, *hidden_dims]
+        pairs = zip(dims[:-1], dims[1:], strict=True)
+        self.linears = nn.ModuleList(EnsembleLinear(ensemble_size, a, b) for a, b in pairs)
+        self.norms = nn.ModuleList(EnsembleLayerNorm(ensemble_size, d) for d in hidden_dims) if layer_norm else None
+        self.head = EnsembleLinear(ensemble_size, dims[-1], out_dim)
+        self.ensemble_size = ensemble_size
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        for i, linear in enumerate(self.linears):
+            x = linear(x, idx)
+            if self.norms is not None:
+                x = self.norms[i](x, idx)
+            x = F.relu(x)
+        return self.head(x, idx)
+
+
+class EnsembleQ(EnsembleMLP):
     """``E`` Q-functions ``Q_i(feature, action)``: MLP with optional LayerNorm (RLPD) after each hidden layer.
 
     ``forward(feat (B, F), action (B, A), idx)`` returns Q-values ``(E', B)``.
     """
 
     def __init__(self, ensemble_size: int, in_dim: int, hidden_dims: Sequence[int], layer_norm: bool):
-        super().__init__()
-        dims = [in_dim, *hidden_dims]
-        self.linears = nn.ModuleList(EnsembleLinear(ensemble_size, a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.norms = nn.ModuleList(EnsembleLayerNorm(ensemble_size, d) for d in hidden_dims) if layer_norm else None
-        self.head = EnsembleLinear(ensemble_size, dims[-1], 1)
-        self.ensemble_size = ensemble_size
+        super().__init__(ensemble_size, in_dim, hidden_dims, 1, layer_norm)
 
     def forward(self, feat: torch.Tensor, action: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-        x = torch.cat([feat, action], dim=-1)
-        for i, linear in enumerate(self.linears):
-            x = linear(x, idx)
-            if self.norms is not None:
-                x = self.norms[i](x, idx)
-            x = F.relu(x)
-        return self.head(x, idx).squeeze(-1)
+        return super().forward(torch.cat([feat, action], dim=-1), idx).squeeze(-1)
 
 
 def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, layer_norm: bool = False) -> nn.Sequential:
@@ -91,8 +104,15 @@ class TanhGaussianActor(nn.Module):
     trick, or the deterministic ``tanh(mu)`` (and a zero log-prob) when ``deterministic``.
     """
 
-    def __init__(self, in_dim: int, action_dim: int, hidden_dims: Sequence[int], layer_norm: bool = False,
-                 log_std_min: float = -10.0, log_std_max: float = 2.0):
+    def __init__(
+        self,
+        in_dim: int,
+        action_dim: int,
+        hidden_dims: Sequence[int],
+        layer_norm: bool = False,
+        log_std_min: float = -10.0,
+        log_std_max: float = 2.0,
+    ):
         super().__init__()
         self.net = mlp(in_dim, hidden_dims, 2 * action_dim, layer_norm)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max

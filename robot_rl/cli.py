@@ -175,8 +175,10 @@ def _find_checkpoint(path: Path, prefer: str) -> Path:
     """Accept a checkpoint dir or a run dir (then ``checkpoints/<prefer>``, falling back to the other)."""
     if (path / "agent.safetensors").exists():
         return path
+    from robot_rl.utils.checkpoint import checkpoint_path
+
     for name in (prefer, "latest" if prefer == "best" else "best"):
-        cand = path / "checkpoints" / name
+        cand = checkpoint_path(path / "checkpoints" / name)
         if (cand / "agent.safetensors").exists():
             return cand
     raise UsageError(f"no checkpoint at {path} (expected agent.safetensors in it or in {path}/checkpoints/{prefer})")

@@ -34,22 +34,19 @@ Obs = Mapping[str, np.ndarray]
 def make_training_env(cfg: Any) -> Any:
     """The env the policy collects experience in: the task's env, its reward and success from a learned model when
     ``reward`` names one (the evaluation env keeps the task's own success signal), wrapped for human (or simulated)
-    interventions when ``hil`` names a device."""
+    interventions when ``hil`` names a device, and reward shaping outermost (``reward.shaping``), so it shapes the
+    final reward and end flags, an operator's success mark included."""
     from omegaconf import OmegaConf
 
     from robot_rl.hil.intervention import make_intervention_env
-    from robot_rl.rewards import wrap_reward
+    from robot_rl.rewards.wrapper import wrap_reward, wrap_shaping
 
     reward = OmegaConf.to_container(cfg.reward, resolve=True) if cfg.get("reward") else None
-    env = wrap_reward(
-        make_env(cfg.task),
-        reward,
-        device=str(cfg.get("device", "auto")),
-        seed=int(cfg.seed),
-        log=lambda msg: print(msg, file=sys.stderr, flush=True),
-        gamma=float(cfg.agent.get("discount", 0.99)),
-    )  # learned reward and shaping, if any
-    return make_intervention_env(env, cfg.get("hil"), seed=int(cfg.seed))  # the operator's marks come last
+    device, gamma = str(cfg.get("device", "auto")), float(cfg.agent.get("discount", 0.99))
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    env = wrap_reward(make_env(cfg.task), reward, device=device, seed=int(cfg.seed), log=log, shape=False)
+    env = make_intervention_env(env, cfg.get("hil"), seed=int(cfg.seed))  # marks reach the learned reward inside
+    return wrap_shaping(env, reward, device=device, gamma=gamma)
 
 
 def store_schema(env: Any, action_semantics: str = ACTION_SEMANTICS) -> StoreSchema:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -38,7 +37,7 @@ from robot_rl.hil.intervention import InterventionWrapper
 from robot_rl.rewards.refine import record_refinements
 from robot_rl.rewards.shaping import PotentialShaping
 from robot_rl.rewards.wrapper import RewardWrapper
-from robot_rl.utils.checkpoint import load_state, save_state
+from robot_rl.utils.checkpoint import checkpoint_path, load_state, replace_dir, save_state
 from robot_rl.utils.perf import set_threads
 from robot_rl.utils.specs import check_spec, env_spec
 
@@ -356,7 +355,7 @@ class Trainer:
 
     # ----------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: Path, with_trainer_state: bool = True) -> None:
-        """Atomically replace ``path`` (a directory) with agent + trainer state."""
+        """Replace ``path`` (a directory) with agent + trainer state, whole or not at all (:func:`replace_dir`)."""
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -377,18 +376,13 @@ class Trainer:
                 "rng": self.rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
                 "env_rng": self.env.unwrapped.np_random.bit_generator.state,
-                "hil": self.env.state_dict() if isinstance(self.env, InterventionWrapper) else None,
+                "hil": hil.state_dict() if (hil := find_wrapper(self.env, InterventionWrapper)) else None,
             }
             save_state(trainer_state, tmp / "trainer")
         refiner = self.reward_wrapper.refiner if self.reward_wrapper is not None else None
         if refiner is not None and refiner.history:  # the retrained classifier: what this run's rewards came from
             self.reward_wrapper.model.save(tmp / "reward_model")
-        old = path.with_name(path.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, path)
 
     def start_fresh(self) -> dict[str, Any]:
         """What a new run does before training, as its config says: the agent from ``init_from``, demos from
@@ -419,7 +413,7 @@ class Trainer:
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore everything :meth:`save_checkpoint` wrote; refuses a checkpoint made for another env spec."""
-        path = Path(path)
+        path = checkpoint_path(path)
         check_spec(json.loads((path / "spec.json").read_text()), env_spec(self.env), str(path))
         self.agent.load_state_dict(load_state(path / "agent", self.agent.device))
         if not (path / "trainer.json").exists():
@@ -439,8 +433,9 @@ class Trainer:
         self.rng.bit_generator.state = st["rng"]
         torch.set_rng_state(st["torch_rng"])
         self.env.unwrapped.np_random.bit_generator.state = st["env_rng"]
-        if st.get("hil") and isinstance(self.env, InterventionWrapper):  # the simulated operator's stream and budget
-            self.env.load_state_dict(st["hil"])
+        hil = find_wrapper(self.env, InterventionWrapper)
+        if st.get("hil") and hil is not None:  # the simulated operator's stream and budget
+            hil.load_state_dict(st["hil"])
         self._restore_buffers()
 
     def _restore_buffers(self) -> None:

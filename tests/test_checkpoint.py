@@ -31,3 +31,31 @@ def test_missing_checkpoint_named(tmp_path):
 def test_unserialisable_value_is_refused(tmp_path):
     with pytest.raises(TypeError, match="'bad'"):
         save_state({"bad": object()}, tmp_path / "ck")
+
+
+def test_a_swap_cut_between_its_two_renames_is_finished_on_the_next_read(tmp_path):
+    from robot_rl.utils.checkpoint import checkpoint_path, replace_dir
+
+    def make(path, text):
+        path.mkdir()
+        (path / "agent.json").write_text(text)
+
+    latest = tmp_path / "latest"
+    make(latest, "v1")
+    make(tmp_path / "latest.tmp", "v2")
+    replace_dir(tmp_path / "latest.tmp", latest)  # the whole swap
+    assert (latest / "agent.json").read_text() == "v2" and sorted(p.name for p in tmp_path.iterdir()) == ["latest"]
+    # a crash after `latest` went aside and before the new one moved in: the complete new one wins
+    latest.rename(tmp_path / "latest.old")
+    make(tmp_path / "latest.tmp", "v3")
+    assert (checkpoint_path(latest) / "agent.json").read_text() == "v3"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest"]
+    # nothing to finish when `latest` is there (a half-written .tmp from a crash mid-save is ignored)
+    make(tmp_path / "latest.tmp", "half")
+    assert (checkpoint_path(latest) / "agent.json").read_text() == "v3"
+    # only the old one left: it comes back
+    latest.rename(tmp_path / "latest.old")
+    import shutil
+
+    shutil.rmtree(tmp_path / "latest.tmp")
+    assert (checkpoint_path(latest) / "agent.json").read_text() == "v3"

@@ -237,3 +237,32 @@ def test_wrap_reward_shapes_on_top_of_ground_truth(tmp_path):
     for t in range(len(demo["action"])):
         nxt = 0.0 if demo["terminated"][t] else phis[t + 1]
         assert shaped["reward"][t] == pytest.approx(demo["reward"][t] + 0.99 * nxt - phis[t], abs=1e-5)
+
+
+def test_shaping_outermost_shapes_an_operators_success_mark(tmp_path):
+    """An operator's success mark sets the step's reward and ends the episode; shaping sits outside it, so the
+    terminal step still carries -Phi(s) (and no gamma * Phi(s')), as potential-based shaping needs."""
+    from robot_rl.hil.devices import ActionLayout, DeviceState, TeleopDevice
+    from robot_rl.hil.intervention import InterventionWrapper
+    from robot_rl.rewards.wrapper import wrap_shaping
+
+    class Marker(TeleopDevice):
+        def __init__(self, marks):
+            super().__init__(ActionLayout())
+            self.marks = list(marks)
+
+        def read(self):
+            m = self.marks.pop(0) if self.marks else None
+            return DeviceState(np.zeros(2, np.float32), False, frozenset({m} if m else ()))
+
+    store = record(tmp_path / "square.zarr", 4, 0, seed=2, steps=10)
+    train_progress(store, ProgressConfig.from_dict({**TINY, "val_fraction": 0.25}), device="cpu", out=tmp_path / "pm")
+    cfg = {"name": "ground_truth", "shaping": {"path": str(tmp_path / "pm")}}
+    env = wrap_shaping(InterventionWrapper(SquareEnv(max_episode_steps=10), Marker([None, "success"]), 1.0), cfg, "cpu")
+    obs, _ = env.reset(seed=0)
+    obs, r, term, _, info = env.step(np.zeros(2, np.float32))  # no mark: an ordinary shaped step
+    assert not term and r == pytest.approx(info["shaping"])
+    phi = env.potential(obs)
+    _, r, term, _, info = env.step(np.zeros(2, np.float32))  # the operator marks success
+    assert phi > 0.05  # so the missing term would show
+    assert term and r == pytest.approx(1.0 - phi, abs=1e-5) and info["shaping"] == pytest.approx(-phi, abs=1e-5)

@@ -271,14 +271,27 @@ def wrap_reward(
     seed: int = 0,
     log: Any = None,
     gamma: float = 0.99,
+    shape: bool = True,
 ) -> gym.Env | gym.vector.VectorEnv:
     """Wrap ``env`` so its reward and ``info["success"]`` come from the reward model ``reward_cfg`` names (see the
     module docstring); ``ground_truth`` (or no config) returns ``env`` itself. Camera names and image sizes of the
-    env must match the model's, else :class:`~robot_rl.rewards.base.RewardDataError` names them."""
-    cfg = dict(reward_cfg or {})
-    env = _wrap_model(env, cfg, device, seed, log)
-    shaping = dict(cfg.get("shaping") or {})
-    if shaping.get("path"):  # potential-based shaping on top of whichever reward (robot_rl/rewards/shaping.py)
+    env must match the model's, else :class:`~robot_rl.rewards.base.RewardDataError` names them. With ``shape``,
+    :func:`wrap_shaping` on top."""
+    env = _wrap_model(env, dict(reward_cfg or {}), device, seed, log)
+    return wrap_shaping(env, reward_cfg, device, gamma) if shape else env
+
+
+def wrap_shaping(
+    env: gym.Env | gym.vector.VectorEnv,
+    reward_cfg: Mapping[str, Any] | None,
+    device: str | torch.device | None = "auto",
+    gamma: float = 0.99,
+) -> gym.Env:
+    """Potential-based shaping (``reward.shaping``, :mod:`robot_rl.rewards.shaping`) on top of ``env``'s reward, or
+    ``env`` itself when no ``shaping.path`` is set. It must be the outermost reward change: whatever sets the final
+    reward and end flags of a step (a learned reward, an operator's success mark) sits inside it."""
+    shaping = dict((reward_cfg or {}).get("shaping") or {})
+    if shaping.get("path"):
         from robot_rl.rewards.shaping import PotentialShaping
 
         if isinstance(env, gym.vector.VectorEnv):

@@ -24,7 +24,6 @@ entries of ``<run_dir>/config.yaml``), or as the ROS2 node ``robot-rl-actor`` (:
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
@@ -37,7 +36,7 @@ from omegaconf import OmegaConf
 from robot_rl.rewards.refine import record_refinements
 from robot_rl.runtime.messages import MessageError, check_arrays, decode, encode, join_obs
 from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
-from robot_rl.utils.config import load_run_config
+from robot_rl.utils.config import load_run_config, run_process_args
 from robot_rl.utils.signals import ctrl_c_stops
 
 
@@ -365,16 +364,9 @@ def _import_class(name: str) -> type:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="robot_rl actor process (started by the async runtime)")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        help="key=value over <run_dir>/config.yaml, e.g. runtime.transport=hw.ros_transport:RosTransport",
-    )
-    args = p.parse_args(argv)
+    run_dir, overrides = run_process_args("actor", argv)
     ctrl_c_stops()
-    return Actor(args.run_dir, args.overrides).run()
+    return Actor(run_dir, overrides).run()
 
 
 if __name__ == "__main__":

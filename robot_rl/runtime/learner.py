@@ -26,7 +26,6 @@ Run as ``python -m robot_rl.runtime.learner RUN_DIR [key=value ...]`` (the launc
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,7 +41,8 @@ from robot_rl.data.store import EpisodeStore, StoreError
 from robot_rl.runtime.messages import Message, MessageError, check_arrays, split_obs
 from robot_rl.runtime.rate import RateLimiter
 from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
-from robot_rl.utils.config import CONFIG_DIR, load_run_config
+from robot_rl.utils.checkpoint import checkpoint_path
+from robot_rl.utils.config import CONFIG_DIR, load_run_config, run_process_args
 from robot_rl.utils.signals import ctrl_c_stops
 
 STORE_SYNC = ("auto", "file", "transport")
@@ -91,7 +91,7 @@ class Learner:
         own = self.cfg.copy()
         own.task = learner_task(self.cfg)  # the learner's env: never the robot
         self.trainer = tr = Trainer(own, self.run_dir)
-        latest = self.run_dir / "checkpoints" / "latest"
+        latest = checkpoint_path(self.run_dir / "checkpoints" / "latest")
         if (latest / "trainer.json").exists():
             tr.load_checkpoint(latest)
             self.log(f"resumed from {latest} at step {tr.step} ({tr.episode} episodes, {tr.agent.num_updates} updates)")
@@ -346,16 +346,9 @@ class Learner:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="robot_rl learner process (started by the async runtime)")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        help="key=value over <run_dir>/config.yaml, e.g. runtime.transport=hw.ros_transport:RosTransport",
-    )
-    args = p.parse_args(argv)
+    run_dir, overrides = run_process_args("learner", argv)
     ctrl_c_stops()
-    learner = Learner(args.run_dir, args.overrides)
+    learner = Learner(run_dir, overrides)
     try:
         return learner.serve(float(learner.cfg.runtime.get("connect_timeout_s", 600)))
     except KeyboardInterrupt:

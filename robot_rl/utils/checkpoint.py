@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +82,26 @@ def load_state(path: str | os.PathLike, device: str | torch.device = "cpu") -> d
     with open(js) as f:
         tree = json.load(f)
     return _join(tree, load_file(str(st), device=str(device)))
+
+
+def replace_dir(tmp: Path, path: Path) -> None:
+    """Put the complete directory ``tmp`` in the place of ``path`` (a checkpoint). Directories cannot be swapped in
+    one rename: ``path`` goes aside to ``<path>.old`` first, so a crash between the two renames leaves ``path``
+    missing, which :func:`checkpoint_path` repairs."""
+    old = path.with_name(path.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """``path``, with a :func:`replace_dir` that a crash interrupted finished first: ``path`` missing while
+    ``<path>.old`` exists means the process died between the two renames, after ``<path>.tmp`` was complete."""
+    path = Path(path)
+    old, tmp = path.with_name(path.name + ".old"), path.with_name(path.name + ".tmp")
+    if not path.exists() and old.exists():
+        os.replace(tmp if tmp.exists() else old, path)
+        shutil.rmtree(old, ignore_errors=True)
+    return path

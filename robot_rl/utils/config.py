@@ -21,3 +21,19 @@ def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Any:
     if overrides:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     return cfg
+
+
+def run_process_args(role: str, argv: Sequence[str] | None = None) -> tuple[Path, list[str]]:
+    """The command line of a runtime process (``python -m robot_rl.runtime.<role> RUN_DIR [key=value ...]``): its
+    run directory and the overrides of ``<run_dir>/config.yaml``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=f"robot_rl {role} process (started by the async runtime)")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="key=value over <run_dir>/config.yaml, e.g. runtime.transport=hw.ros_transport:RosTransport",
+    )
+    args = p.parse_args(argv)
+    return args.run_dir, list(args.overrides)

@@ -97,6 +97,11 @@ class RewardNetConfig(Options):
         d["cameras"] = list(self.cameras) if self.cameras is not None else None
         return d
 
+    def fit_options(self) -> dict[str, Any]:
+        """``steps``, ``batch_size``, ``lr``, ``weight_decay`` and ``eval_every``: the keywords the fit functions
+        (:func:`~robot_rl.rewards.classifier.fit_binary`, ...) take from these options."""
+        return {k: getattr(self, k) for k in ("steps", "batch_size", "lr", "weight_decay", "eval_every")}
+
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"`` / None: CUDA when present, else CPU; anything else as torch understands it."""
@@ -168,6 +173,20 @@ class RewardModel(ABC):
     def check_frames(self, shapes: Mapping[str, tuple[int, ...]], where: str) -> None:
         """Raise :class:`RewardDataError` if ``shapes`` (camera -> (H, W, 3)) lacks a camera or has a wrong size."""
         check_cameras(shapes, {c: self.image_shapes[c] for c in self.cameras}, where)
+
+    def write_model_json(self, out: Path, fields: Mapping[str, Any], report: Mapping[str, Any] | None) -> Path:
+        """Write ``out/reward_model.json``: format, version and kind, then ``fields`` (what the kind needs to load
+        again), the identity and ``report`` (made JSON-safe). Returns ``out``."""
+        meta = {
+            "format": MODEL_FORMAT,
+            "version": MODEL_VERSION,
+            "kind": self.kind,
+            **fields,
+            "identity": self.identity(),
+            "report": jsonable(report),
+        }
+        (out / MODEL_FILE).write_text(json.dumps(meta, indent=2))
+        return out
 
 
 def read_model_json(path: str | Path) -> dict[str, Any]:

@@ -22,7 +22,6 @@ models extend too.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
@@ -41,14 +40,10 @@ from robot_rl.agents.augment import random_shift, random_shift_features
 from robot_rl.agents.vision import PretrainedTrunk, SpatialEmbeddingHead, weights_fingerprint
 from robot_rl.data.store import EpisodeStore
 from robot_rl.rewards.base import (
-    MODEL_FILE,
-    MODEL_FORMAT,
-    MODEL_VERSION,
     WEIGHTS_FILE,
     RewardDataError,
     RewardModel,
     RewardNetConfig,
-    jsonable,
     read_model_json,
     resolve_device,
 )
@@ -312,12 +307,16 @@ def fit_binary(
 
 
 @torch.no_grad()
-def predict_logits(module: nn.Module, inputs: Mapping[str, torch.Tensor], batch: int = 512) -> torch.Tensor:
-    """``module``'s logits (N,) over cached inputs {name: (N, ...)}, ``batch`` at a time, in eval mode."""
+def predict_logits(
+    module: nn.Module, inputs: Mapping[str, torch.Tensor], batch: int = 512, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """``module``'s logits (N,) (``(N, outputs)`` with several outputs) over cached inputs {name: (N, ...)},
+    ``batch`` at a time, in eval mode; ``dtype``: what the inputs are cast to on their way to the device (None:
+    kept)."""
     module.eval()
     dev = next(module.parameters()).device
     n = next(iter(inputs.values())).shape[0]
-    out = [module({k: v[a : a + batch].to(dev) for k, v in inputs.items()}) for a in range(0, n, batch)]
+    out = [module({k: v[a : a + batch].to(dev, dtype=dtype) for k, v in inputs.items()}) for a in range(0, n, batch)]
     return torch.cat(out) if out else torch.zeros(0, device=dev)
 
 
@@ -376,6 +375,72 @@ def prepare_split(
     return train, val, info
 
 
+def cached_inputs(
+    encode: Callable[..., torch.Tensor],
+    train: StoreFrames,
+    val: StoreFrames,
+    pad: int,
+    copies: int,
+    generator: torch.Generator,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Frozen encodings of the split, computed once: ``{camera: (1 + copies, N, ...)}`` of the training frames (as
+    they are, then ``copies`` times shifted by up to ``pad`` px) and ``{camera: (M, ...)}`` of the validation frames.
+    ``encode(images, pad=0, generator=None)`` encodes uint8 ``(N, H, W, 3)`` frames (trunk maps, image tokens)."""
+    tr_in = {
+        c: torch.stack(
+            [encode(train.images[c])] + [encode(train.images[c], pad=pad, generator=generator) for _ in range(copies)]
+        )
+        for c in train.cameras
+    }
+    return tr_in, {c: encode(val.images[c]) for c in val.cameras}
+
+
+def fit_success_head(
+    module: nn.Module,
+    tr_in: Mapping[str, torch.Tensor],
+    va_in: Mapping[str, torch.Tensor],
+    train: StoreFrames,
+    val: StoreFrames,
+    cfg: ClassifierConfig,
+    seed: int,
+    log: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
+    """:func:`fit_binary` of ``module`` on the cached inputs of the split (:func:`cached_inputs`) with ``cfg``'s
+    options, then its validation probabilities and their :func:`evaluate_scores` at ``cfg.target_fpr``. Returns
+    ``(fit, p_val, validation)``."""
+    fit = fit_binary(module, tr_in, train.label == 1, va_in, val.label == 1, **cfg.fit_options(), seed=seed, log=log)
+    p_val = torch.sigmoid(predict_logits(module, va_in) + fit["prior_logit"]).double().cpu().numpy()
+    return fit, p_val, evaluate_scores(val.label == 1, p_val, cfg.target_fpr)
+
+
+def success_report(
+    kind: str,
+    store: str,
+    info: Mapping[str, Any],
+    ev: Mapping[str, Any],
+    fit: Mapping[str, Any],
+    cfg: ClassifierConfig,
+    seed: int,
+    device: torch.device,
+    t0: float,
+    t_feat: float,
+) -> dict[str, Any]:
+    """The training report of a success classifier: ``kind``, ``store``, the split's ``info``, the validation ``ev``,
+    the ``fit`` and its history, seconds (features ``t_feat``; total since ``t0``), options, seed and device."""
+    return {
+        "kind": kind,
+        "store": store,
+        **info,
+        "validation": ev,
+        "fit": {k: fit[k] for k in ("prior_logit", "best_step", "best_val_loss")},
+        "history": fit["history"],
+        "seconds": {"features": t_feat, "total": time.perf_counter() - t0},
+        "config": cfg.to_dict(),
+        "seed": seed,
+        "device": str(device),
+    }
+
+
 def train_classifier(
     store: EpisodeStore,
     cfg: ClassifierConfig,
@@ -398,45 +463,13 @@ def train_classifier(
     fshapes = {c: feat.feature_shape(shapes[c][:2]) for c in train.cameras}
     gen = torch.Generator(device=dev).manual_seed(seed)
     t1 = time.perf_counter()
-    tr_in = {
-        c: torch.stack(
-            [feat.maps(train.images[c])] + [feat.maps(train.images[c], cfg.pad, gen) for _ in range(cfg.image_copies)]
-        )
-        for c in train.cameras
-    }
-    va_in = {c: feat.maps(val.images[c]) for c in val.cameras}
+    tr_in, va_in = cached_inputs(feat.maps, train, val, cfg.pad, cfg.image_copies, gen)
     t_feat = time.perf_counter() - t1
     stride = max(1, shapes[train.cameras[0]][0] // fshapes[train.cameras[0]][1])
     fpad = cfg.feature_pad if cfg.feature_pad is not None else cfg.pad / stride
     scorer = FrameScorer(fshapes, cfg.feature_dim, cfg.num_kernels, cfg.hidden, cfg.dropout, fpad).to(dev)
-    fit = fit_binary(
-        scorer,
-        tr_in,
-        train.label == 1,
-        va_in,
-        val.label == 1,
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        eval_every=cfg.eval_every,
-        seed=seed,
-        log=log,
-    )
-    p_val = torch.sigmoid(predict_logits(scorer, va_in) + fit["prior_logit"]).double().cpu().numpy()
-    ev = evaluate_scores(val.label == 1, p_val, cfg.target_fpr)
-    report = {
-        "kind": "classifier",
-        "store": str(Path(store.root).resolve()),
-        **info,
-        "validation": ev,
-        "fit": {k: fit[k] for k in ("prior_logit", "best_step", "best_val_loss")},
-        "history": fit["history"],
-        "seconds": {"features": t_feat, "total": time.perf_counter() - t0},
-        "config": cfg.to_dict(),
-        "seed": seed,
-        "device": str(dev),
-    }
+    fit, p_val, ev = fit_success_head(scorer, tr_in, va_in, train, val, cfg, seed, log)
+    report = success_report("classifier", str(Path(store.root).resolve()), info, ev, fit, cfg, seed, dev, t0, t_feat)
     model = SuccessClassifier(feat, scorer, shapes, ev["threshold"], fit["prior_logit"], report)
     if out is not None:
         model.save(out, report)
@@ -461,12 +494,15 @@ class TrunkRewardModel(RewardModel):
     ``trunk.*`` when it is not the pretrained one) and ``reward_model.json``: format, version, kind, cameras
     (name -> image shape), what the kind adds (:meth:`saved_fields`), ``trunk`` (stage, pretrained, fingerprint,
     feature map shape per camera), ``head`` (the scorer's sizes, and ``bins`` when it has more than one output),
-    identity and report. Subclasses set ``kind`` and ``noun`` (what messages call it), add their fields and rebuild
-    themselves from them (:meth:`from_saved`); a ``pretrained_only`` kind saves no trunk of its own and leaves
-    ``pretrained`` out of its JSON."""
+    identity and report. Subclasses set ``kind`` and ``noun`` (what messages call it) and name their fields in
+    ``saved_names``: attributes written into the JSON and constructor keywords when it is read back
+    (:meth:`from_saved`), with the report unless ``keeps_report`` is off; a ``pretrained_only`` kind saves no trunk of
+    its own and leaves ``pretrained`` out of its JSON."""
 
     noun = "model"
     pretrained_only = False
+    saved_names: tuple[str, ...] = ()
+    keeps_report = True
 
     def __init__(
         self,
@@ -494,9 +530,9 @@ class TrunkRewardModel(RewardModel):
         return {"kind": self.kind, "head": weights_fingerprint(self.scorer), "trunk": self.featurizer.fingerprint()}
 
     def saved_fields(self) -> dict[str, Any]:
-        """What this kind adds to ``reward_model.json`` (threshold, calibration, ...), read back by
-        :meth:`from_saved`."""
-        return {}
+        """What this kind adds to ``reward_model.json`` (threshold, calibration, ...): its ``saved_names``, read back
+        by :meth:`from_saved`."""
+        return {k: getattr(self, k) for k in self.saved_names}
 
     @classmethod
     def from_saved(
@@ -506,8 +542,12 @@ class TrunkRewardModel(RewardModel):
         image_shapes: Mapping[str, Sequence[int]],
         saved: Mapping[str, Any],
     ) -> Self:
-        """The model from its loaded parts and its ``reward_model.json`` (``saved``)."""
-        return cls(featurizer, scorer, image_shapes, saved.get("report"))
+        """The model from its loaded parts and its ``reward_model.json`` (``saved``): the saved fields as keywords,
+        and the report when the kind keeps it."""
+        kwargs = {k: saved[k] for k in cls.saved_names}
+        if cls.keeps_report:
+            kwargs["report"] = saved.get("report")
+        return cls(featurizer, scorer, image_shapes, **kwargs)
 
     def save(self, out: str | Path, report: Mapping[str, Any] | None = None) -> Path:
         """Write ``reward_model.safetensors`` and ``reward_model.json`` into directory ``out`` (``report``: the
@@ -541,19 +581,13 @@ class TrunkRewardModel(RewardModel):
         }
         if (outputs := int(mlp[-1].out_features)) > 1:
             head["bins"] = outputs
-        meta = {
-            "format": MODEL_FORMAT,
-            "version": MODEL_VERSION,
-            "kind": self.kind,
+        fields = {
             "cameras": {c: list(s) for c, s in self.image_shapes.items()},
             **self.saved_fields(),
             "trunk": trunk,
             "head": head,
-            "identity": self.identity(),
-            "report": jsonable(report if report is not None else self.report),
         }
-        (out / MODEL_FILE).write_text(json.dumps(meta, indent=2))
-        return out
+        return self.write_model_json(out, fields, report if report is not None else self.report)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = "auto") -> Self:
@@ -594,6 +628,7 @@ class SuccessClassifier(TrunkRewardModel):
 
     kind = "classifier"
     noun = "classifier"
+    saved_names = ("threshold", "prior_logit")
 
     def __init__(
         self,
@@ -621,16 +656,3 @@ class SuccessClassifier(TrunkRewardModel):
         if self._identity is None:
             self._identity = {**super().identity(), "prior_logit": round(self.prior_logit, 9)}
         return self._identity
-
-    def saved_fields(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "prior_logit": self.prior_logit}
-
-    @classmethod
-    def from_saved(
-        cls,
-        featurizer: TrunkFeaturizer,
-        scorer: FrameScorer,
-        image_shapes: Mapping[str, Sequence[int]],
-        saved: Mapping[str, Any],
-    ) -> SuccessClassifier:
-        return cls(featurizer, scorer, image_shapes, saved["threshold"], saved["prior_logit"], saved.get("report"))

@@ -26,7 +26,13 @@ import torch.nn.functional as F
 
 from robot_rl.data.store import EpisodeStore
 from robot_rl.rewards.base import RewardDataError, RewardNetConfig, resolve_device
-from robot_rl.rewards.classifier import FrameScorer, TrunkFeaturizer, TrunkRewardModel, evaluate_scores
+from robot_rl.rewards.classifier import (
+    FrameScorer,
+    TrunkFeaturizer,
+    TrunkRewardModel,
+    evaluate_scores,
+    predict_logits,
+)
 from robot_rl.rewards.frames import LabelRule, load_frames
 from robot_rl.rewards.preference_labels import (
     DEFAULT_PROMPT,
@@ -158,6 +164,8 @@ class PreferenceReward(TrunkRewardModel):
 
     kind = "preference"
     noun = "preference model"
+    saved_names = ("threshold", "mean", "std")
+    keeps_report = False  # a loaded preference model starts with an empty report
 
     def __init__(
         self,
@@ -175,10 +183,7 @@ class PreferenceReward(TrunkRewardModel):
     @torch.no_grad()
     def raw(self, maps: Mapping[str, torch.Tensor], batch: int = 512) -> torch.Tensor:
         """Unstandardised rewards (F,) of cached maps {camera: (F, C, h, w)}."""
-        n = len(next(iter(maps.values())))
-        dev = self.device
-        out = [self.scorer({c: m[s : s + batch].to(dev) for c, m in maps.items()}) for s in range(0, n, batch)]
-        return torch.cat(out) if out else torch.zeros(0, device=dev)
+        return predict_logits(self.scorer, maps, batch)
 
     @torch.no_grad()
     def score(self, frames: Mapping[str, Any]) -> np.ndarray:
@@ -186,19 +191,6 @@ class PreferenceReward(TrunkRewardModel):
 
     def identity(self) -> dict[str, Any]:
         return {**super().identity(), "mean": round(self.mean, 9), "std": round(self.std, 9)}
-
-    def saved_fields(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "mean": self.mean, "std": self.std}
-
-    @classmethod
-    def from_saved(
-        cls,
-        featurizer: TrunkFeaturizer,
-        scorer: FrameScorer,
-        image_shapes: Mapping[str, Sequence[int]],
-        saved: Mapping[str, Any],
-    ) -> PreferenceReward:
-        return cls(featurizer, scorer, image_shapes, saved["mean"], saved["std"], saved["threshold"])
 
 
 def train_preference_reward(
@@ -233,11 +225,7 @@ def train_preference_reward(
         prefs["second"],
         prefs["answer"],
         val_fraction=cfg.val_fraction,
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        eval_every=cfg.eval_every,
+        **cfg.fit_options(),
         seed=seed,
         log=log,
     )

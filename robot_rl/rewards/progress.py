@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from robot_rl.data.store import EpisodeStore
 from robot_rl.rewards.base import RewardDataError, RewardNetConfig, resolve_device
-from robot_rl.rewards.classifier import FrameScorer, TrunkFeaturizer, TrunkRewardModel
+from robot_rl.rewards.classifier import FrameScorer, TrunkFeaturizer, TrunkRewardModel, predict_logits
 from robot_rl.rewards.frames import LabelRule, StoreFrames, load_frames, split_episodes
 
 
@@ -196,14 +196,11 @@ def _fit(
 
 @torch.no_grad()
 def _predict(scorer: Any, maps: Mapping[str, torch.Tensor], batch: int = 512) -> np.ndarray:
-    scorer.eval()
-    dev = next(scorer.parameters()).device
-    n = len(next(iter(maps.values())))
-    out = [
-        expected_progress(scorer({c: m[a : a + batch].to(dev, torch.float32) for c, m in maps.items()}))
-        for a in range(0, n, batch)
-    ]
-    return torch.cat(out).double().cpu().numpy() if out else np.zeros(0)
+    logits = predict_logits(scorer, maps, batch, dtype=torch.float32)
+    if not len(logits):
+        return np.zeros(0)
+    # the expectation per forward batch, as the logits came, so its reductions run on the same shapes on any device
+    return torch.cat([expected_progress(z) for z in logits.split(batch)]).double().cpu().numpy()
 
 
 def train_progress(

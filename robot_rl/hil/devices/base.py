@@ -6,7 +6,7 @@ sources, the gripper belief). What a device returns, and in which frame, is docu
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,3 +202,22 @@ def _check_commands(mapping: Mapping[str, Any], allowed: Sequence[str], device: 
     bad = sorted(set(mapping) - set(allowed))
     if bad:
         raise ValueError(f"{device}: unknown command(s) {bad}; valid: {', '.join(allowed)}")
+
+
+def _command_map(
+    defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None, allowed: Sequence[str], what: str
+) -> dict[str, Any]:
+    """A device's map (command -> key, button, axis source): ``defaults`` updated with a config's ``overrides``,
+    whose commands must be among ``allowed`` (``what`` names the map in the error)."""
+    merged = {**defaults, **dict(overrides or {})}
+    _check_commands(merged, allowed, what)
+    return merged
+
+
+def _axis_sources(
+    defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None, parse: Callable[[Any], Any], device: str
+) -> dict[str, Any]:
+    """Motion axis -> its source parsed by ``parse``, from ``defaults`` updated with ``overrides``; an axis whose
+    source is null or empty is left out (it stays 0)."""
+    axes = _command_map(defaults, overrides, MOTION_AXES, f"{device} axes")
+    return {a: parse(s) for a, s in axes.items() if s is not None and str(s) != ""}

@@ -18,7 +18,8 @@ from robot_rl.hil.devices.base import (
     DeviceError,
     DeviceState,
     TeleopDevice,
-    _check_commands,
+    _axis_sources,
+    _command_map,
     apply_deadzone,
 )
 
@@ -77,11 +78,8 @@ class GamepadDevice(TeleopDevice):
             raise ValueError(
                 f"gamepad: need 0 <= deadzone < 1, 0 < speed, precision <= 1; got {deadzone}, {speed}, {precision}"
             )
-        axes = {**GAMEPAD_AXES, **dict(axes or {})}
-        _check_commands(axes, MOTION_AXES, "gamepad axes")
-        self.axes = {a: _parse_pad_source(s) for a, s in axes.items() if s is not None and str(s) != ""}
-        buttons = {**GAMEPAD_BUTTONS, **dict(buttons or {})}
-        _check_commands(buttons, _GAMEPAD_BUTTON_COMMANDS, "gamepad buttons")
+        self.axes = _axis_sources(GAMEPAD_AXES, axes, _parse_pad_source, "gamepad")
+        buttons = _command_map(GAMEPAD_BUTTONS, buttons, _GAMEPAD_BUTTON_COMMANDS, "gamepad buttons")
         self.buttons: dict[str, tuple[int, ...]] = {}
         for command, idx in buttons.items():
             if idx is None:

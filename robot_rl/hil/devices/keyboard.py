@@ -19,7 +19,7 @@ from robot_rl.hil.devices.base import (
     DeviceError,
     DeviceState,
     TeleopDevice,
-    _check_commands,
+    _command_map,
 )
 
 KEYBOARD_KEYS: dict[str, str] = {
@@ -95,9 +95,8 @@ class KeyboardDevice(TeleopDevice):
         super().__init__(layout)
         if not (0 < speed <= 1 and 0 < precision <= 1):
             raise ValueError(f"keyboard: speed={speed} and precision={precision} must lie in (0, 1]")
-        keys = dict(keys or {})
-        _check_commands(keys, _KEYBOARD_COMMANDS, "keyboard keys")
-        self.keys = {c: normalize_key(k) for c, k in {**KEYBOARD_KEYS, **keys}.items()}
+        keys = _command_map(KEYBOARD_KEYS, keys, _KEYBOARD_COMMANDS, "keyboard keys")
+        self.keys = {c: normalize_key(k) for c, k in keys.items()}
         self.speed, self.precision = float(speed), float(precision)
         self._by_key: dict[str, list[str]] = {}
         for command, key in self.keys.items():

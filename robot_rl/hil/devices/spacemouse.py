@@ -4,6 +4,7 @@ and the cap -> action mapping."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,8 @@ from robot_rl.hil.devices.base import (
     DeviceError,
     DeviceState,
     TeleopDevice,
-    _check_commands,
+    _axis_sources,
+    _command_map,
     apply_deadzone,
     parse_source,
 )
@@ -108,11 +110,8 @@ class SpaceMouseDevice(TeleopDevice):
         super().__init__(layout)
         if not (0 <= deadzone < 1 and full_scale > 0 and translation_scale > 0 and rotation_scale > 0):
             raise ValueError("spacemouse: need 0 <= deadzone < 1 and full_scale, translation_scale, rotation_scale > 0")
-        axes = {**SPACEMOUSE_AXES, **dict(axes or {})}
-        _check_commands(axes, MOTION_AXES, "spacemouse axes")
-        self.axes = {a: parse_source(s, SPACEMOUSE_RAW) for a, s in axes.items() if s is not None and str(s) != ""}
-        buttons = {**SPACEMOUSE_BUTTONS, **dict(buttons or {})}
-        _check_commands(buttons, _SPACEMOUSE_BUTTON_COMMANDS, "spacemouse buttons")
+        self.axes = _axis_sources(SPACEMOUSE_AXES, axes, partial(parse_source, valid=SPACEMOUSE_RAW), "spacemouse")
+        buttons = _command_map(SPACEMOUSE_BUTTONS, buttons, _SPACEMOUSE_BUTTON_COMMANDS, "spacemouse buttons")
         self.buttons = {c: int(i) for c, i in buttons.items() if i is not None}
         self.deadzone, self.full_scale = float(deadzone), float(full_scale)
         self.gains = np.array([translation_scale] * 3 + [rotation_scale] * 3, np.float64)

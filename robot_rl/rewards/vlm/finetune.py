@@ -16,9 +16,9 @@ Saved as ``reward_model.json`` (``kind: vlm_classifier``, prompt, ``a``, ``b``, 
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +30,17 @@ from torch import nn
 from robot_rl.agents.augment import random_shift
 from robot_rl.data.store import EpisodeStore
 from robot_rl.rewards.base import (
-    MODEL_FILE,
-    MODEL_FORMAT,
-    MODEL_VERSION,
     RewardDataError,
     RewardModel,
-    jsonable,
     read_model_json,
     resolve_device,
 )
 from robot_rl.rewards.classifier import (
     ClassifierConfig,
-    evaluate_scores,
-    fit_binary,
-    predict_logits,
+    cached_inputs,
+    fit_success_head,
     prepare_split,
+    success_report,
     write_plots,
 )
 from robot_rl.rewards.vlm.model import DualEncoder, load_dual_encoder, model_fingerprint, save_dual_encoder
@@ -135,35 +131,13 @@ def train_vlm_classifier(
     layers = model.cfg.vision.layers
     start = layers - min(max(int(cfg.train_blocks), 0), layers)
     gen = torch.Generator(device=dev).manual_seed(seed)
-    tr_in = {
-        c: torch.stack(
-            [frozen_tokens(model, train.images[c], start)]
-            + [frozen_tokens(model, train.images[c], start, cfg.pad, gen) for _ in range(cfg.image_copies)]
-        )
-        for c in train.cameras
-    }
-    va_in = {c: frozen_tokens(model, val.images[c], start) for c in val.cameras}
+    tr_in, va_in = cached_inputs(partial(frozen_tokens, model, start=start), train, val, cfg.pad, cfg.image_copies, gen)
     t_feat = time.perf_counter() - t0
     head = VLMHead(model, prompt_emb, start, train.cameras).to(dev)
     with torch.no_grad():  # start the logit around 0 on the training frames
         cos = torch.stack([head.embed(tr_in[c][0][:256].to(dev)) @ head.prompt for c in head.cameras]).mean()
         head.b.fill_(-float(head.log_a.exp() * cos))
-    fit = fit_binary(
-        head,
-        tr_in,
-        train.label == 1,
-        va_in,
-        val.label == 1,
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        eval_every=cfg.eval_every,
-        seed=seed,
-        log=log,
-    )
-    p_val = torch.sigmoid(predict_logits(head, va_in) + fit["prior_logit"]).double().cpu().numpy()
-    ev = evaluate_scores(val.label == 1, p_val, cfg.target_fpr)
+    fit, p_val, ev = fit_success_head(head, tr_in, va_in, train, val, cfg, seed, log)
     head.write_back(model)
     clf = VLMClassifier(
         model,
@@ -175,19 +149,8 @@ def train_vlm_classifier(
         ev["threshold"],
         fit["prior_logit"],
     )
-    report = {
-        "kind": "vlm_classifier",
-        "store": str(store.root),
-        **info,
-        "validation": ev,
-        "fit": {k: fit[k] for k in ("prior_logit", "best_step", "best_val_loss")},
-        "history": fit["history"],
-        "seconds": {"features": t_feat, "total": time.perf_counter() - t0},
-        "config": cfg.to_dict(),
-        "seed": seed,
-        "device": str(dev),
-        "trained_blocks": layers - start,
-    }
+    report = success_report("vlm_classifier", str(store.root), info, ev, fit, cfg, seed, dev, t0, t_feat)
+    report["trained_blocks"] = layers - start
     if out is not None:
         clf.save(out, report)
         write_plots(out, val.label == 1, p_val, ev["threshold"])
@@ -249,10 +212,7 @@ class VLMClassifier(RewardModel):
         """Write ``out/vlm/`` (the fine-tuned checkpoint) and ``out/reward_model.json``."""
         out = Path(out)
         save_dual_encoder(self.model, self.tokenizer, out / "vlm")
-        meta = {
-            "format": MODEL_FORMAT,
-            "version": MODEL_VERSION,
-            "kind": self.kind,
+        fields = {
             "checkpoint": "vlm",
             "model_fingerprint": self.fingerprint,
             "prompt": self.prompt,
@@ -261,11 +221,8 @@ class VLMClassifier(RewardModel):
             "prior_logit": self.prior_logit,
             "threshold": self.threshold,
             "cameras": {c: list(s) for c, s in self.image_shapes.items()},
-            "identity": self.identity(),
-            "report": jsonable(report or {}),
         }
-        (out / MODEL_FILE).write_text(json.dumps(meta, indent=2))
-        return out
+        return self.write_model_json(out, fields, report or {})
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = "auto") -> VLMClassifier:

@@ -14,7 +14,6 @@ cameras and threshold. A checkpoint directory can also be used directly from a `
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,8 @@ import numpy as np
 import torch
 
 from robot_rl.rewards.base import (
-    MODEL_FILE,
-    MODEL_FORMAT,
-    MODEL_VERSION,
     RewardDataError,
     RewardModel,
-    jsonable,
     read_model_json,
 )
 from robot_rl.rewards.vlm.model import DualEncoder, load_dual_encoder, model_fingerprint
@@ -124,21 +119,15 @@ class ZeroShotReward(RewardModel):
         threshold and ``report``."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "format": MODEL_FORMAT,
-            "version": MODEL_VERSION,
-            "kind": self.kind,
+        fields = {
             "checkpoint": str(Path(self.checkpoint).resolve()),
             "model_fingerprint": self.fingerprint,
             "prompt": self.prompt,
             "negatives": self.negatives,
             "cameras": {c: (list(s) if s is not None else None) for c, s in self.image_shapes.items()},
             "threshold": self.threshold,
-            "identity": self.identity(),
-            "report": jsonable(report or {}),
         }
-        (out / MODEL_FILE).write_text(json.dumps(meta, indent=2))
-        return out
+        return self.write_model_json(out, fields, report or {})
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = "auto") -> ZeroShotReward:

@@ -219,14 +219,19 @@ class Trainer:
         for k, v in metrics.items():
             writer.add_scalar(f"train/{k}", float(v), self.step)
 
+    def batches(self):
+        """The endless stream of training batches: ``demo_fraction`` of each from the demo buffer (RLPD's symmetric
+        sampling), the rest from the online buffer."""
+        return mixed_batches(self.demo, self.online, self.agent.batch_size, float(self.cfg.demo_fraction), self.rng)
+
     def learn(self, batches, writer=None) -> dict[str, float] | None:
         """One agent update (the input normaliser fitted on everything collected first, once), its metrics logged
         as ``learner/<name>`` every :data:`LEARNER_LOG_EVERY` updates. None while the buffers are empty (no demos,
         and the first episode has not ended)."""
         if not len(self.online) and not len(self.demo):
             return None
-        if self.agent.num_updates == 0 and not self.agent.encoder.fitted:  # int first: no GPU sync
-            self.agent.encoder.fit(self._all_states())
+        if self.agent.num_updates == 0 and not self.agent.normalizer_fitted:  # int first: no GPU sync
+            self.agent.fit_normalizer(self._all_states())
         metrics = self.agent.update(batches)
         if writer is not None and self.agent.num_updates % LEARNER_LOG_EVERY == 1:  # from the first update on
             for k, v in metrics.items():
@@ -246,7 +251,7 @@ class Trainer:
         cfg = self.cfg
         total = int(cfg.total_steps)
         writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step if self.step else None)
-        batches = mixed_batches(self.demo, self.online, self.agent.cfg.batch_size, float(cfg.demo_fraction), self.rng)
+        batches = self.batches()
         bar = tqdm(
             total=total,
             initial=self.step,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run a command (default: the ROS2 tests) inside a private network namespace that holds only loopback, with
 # ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a random ROS_DOMAIN_ID, so no DDS traffic can leave this machine.
-#   bash scripts/ros2_test.sh                                   # pytest tests/test_ros2_*.py
+#   bash scripts/ros2_test.sh                                   # pytest tests/test_ros2_safety.py tests/test_ros2_nodes.py
 #   bash scripts/ros2_test.sh bash -c '.venv/bin/robot-rl-sim-driver --config configs/robot/sim.yaml & ...'
 # The tests confine themselves the same way (tests/ros2_netns.py); this is for trying nodes by hand.
 set -euo pipefail

@@ -26,7 +26,9 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from hw.ros_common import declare, run_node, state_qos
-from robot_rl.hil.devices import EVENTS, ActionLayout, DeviceState, TeleopDevice, make_device
+from robot_rl.hil.devices import DEVICE_CLASSES, EVENTS, ActionLayout, DeviceState, TeleopDevice, make_device
+
+HUMAN_DEVICES = tuple(name for name, cls in DEVICE_CLASSES.items() if cls.is_human)  # what a person holds
 
 JOY_BUTTONS = ("active", *EVENTS)
 
@@ -64,7 +66,7 @@ class TeleopNode(Node):
         node_name: str = "teleop",
     ):
         super().__init__(node_name, parameter_overrides=list(parameter_overrides or []))
-        name = declare(self, "device", "keyboard", "teleop device", choices=("keyboard", "gamepad", "spacemouse"))
+        name = declare(self, "device", "keyboard", "teleop device", choices=HUMAN_DEVICES)
         cfg_path = declare(
             self, "device_config", "", "device settings YAML (configs/teleop/<device>.yaml); empty: defaults"
         )

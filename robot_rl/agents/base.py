@@ -26,8 +26,7 @@ class Agent(ABC):
 
     Every agent sets ``observation_space`` (what the env gives), ``action_space``, ``action_dim`` (flat size of an
     action, as the env takes it and the buffers store it), ``device`` (where its networks and batches live), ``cfg``
-    (its config; callers read ``cfg.batch_size``, the rows per batch :meth:`update` pulls), ``encoder`` and
-    ``num_updates`` (:meth:`update` calls so far, restored by :meth:`load_state_dict`).
+    (its config), ``encoder`` and ``num_updates`` (:meth:`update` calls so far, restored by :meth:`load_state_dict`).
     """
 
     observation_space: spaces.Dict
@@ -65,6 +64,21 @@ class Agent(ABC):
     @abstractmethod
     def load_policy_weights(self, weights: Mapping[str, torch.Tensor]) -> None:
         """Load :meth:`policy_weights` of an agent with the same config: :meth:`act` then matches it."""
+
+    @property
+    def batch_size(self) -> int:
+        """Rows per batch that :meth:`update` pulls from its batch iterator."""
+        return int(self.cfg.batch_size)
+
+    @property
+    def normalizer_fitted(self) -> bool:
+        """Whether the input normaliser has its statistics (:meth:`fit_normalizer`)."""
+        return bool(self.encoder.fitted)
+
+    def fit_normalizer(self, states: np.ndarray) -> None:
+        """Fix the input normaliser's statistics from ``states`` (every state observation collected before the
+        first update); the trainer calls it once."""
+        self.encoder.fit(states)
 
     # -------------------------------------------------------------------------------------- observation path
     @property

@@ -154,7 +154,7 @@ def _run(bench: Bench) -> dict[str, Any]:
     build_s = time.perf_counter() - t0
     budget = s["budget_ms"] or 1e3 * control_dt(pix_env)
     device = pix_agent.device
-    cams = list(pix_agent.encoder.cameras) if hasattr(pix_agent.encoder, "cameras") else []
+    cams = list(pix_agent.encoder.cameras)
     shapes = {k: list(v.shape) for k, v in pix_env.observation_space.spaces.items()}
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
@@ -219,7 +219,7 @@ def _run(bench: Bench) -> dict[str, Any]:
             "cameras": cams,
             "pixel_obs": shapes,
             "state_obs": list(state_env.observation_space["state"].shape),
-            "trunk_maps": {k: list(v) for k, v in getattr(pix_agent.encoder, "feature_shapes", {}).items()},
+            "trunk_maps": {k: list(v) for k, v in pix_agent.encoder.feature_shapes.items()},
         },
         agent={
             "name": str(pix_cfg.agent.name),

@@ -145,7 +145,7 @@ def _run(bench: Bench) -> dict[str, Any]:
         )
         for buf in pair:
             fill(buf, footage, s["buffer"], s["episode_len"])
-        agent.encoder.fit(np.asarray(pool.obs["state"]))  # the trainer fits the state normaliser before updating
+        agent.fit_normalizer(np.asarray(pool.obs["state"]))  # the trainer fits the state normaliser before updating
         buffers[side] = pair  # type: ignore[assignment]
     bytes_per_transition = {side: allocated_bytes(pair[0]) / s["buffer"] for side, pair in buffers.items()}
     print(

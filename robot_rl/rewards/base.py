@@ -27,7 +27,7 @@ import torch
 
 MODEL_FILE, WEIGHTS_FILE = "reward_model.json", "reward_model.safetensors"
 MODEL_FORMAT, MODEL_VERSION = "robot_rl.reward_model", 1
-REWARD_KINDS = ("ground_truth", "classifier", "vlm_zero_shot", "preference", "progress")
+REWARD_KINDS = ("ground_truth", "classifier", "vlm_zero_shot", "preference", "progress")  # the `reward=` names
 
 
 class RewardDataError(ValueError):

@@ -33,12 +33,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from robot_rl.data.store import EpisodeStore
-from robot_rl.rewards.base import jsonable, resolve_device
+from robot_rl.rewards.base import REWARD_KINDS, jsonable, resolve_device
 from robot_rl.rewards.classifier import ClassifierConfig, evaluate_scores, train_classifier
 from robot_rl.rewards.frames import LabelRule, load_frames, store_cameras
 from robot_rl.rewards.labelling import score_store, write_relabelled_store
 
-TRAINABLE = ("classifier", "vlm_zero_shot", "preference", "progress")
+TRAINABLE = tuple(k for k in REWARD_KINDS if k != "ground_truth")
 
 
 def _log(msg: str) -> None:

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from robot_rl.envs.contract import image_keys
-from robot_rl.rewards.base import RewardDataError, RewardModel, load_reward_model, resolve_device
+from robot_rl.rewards.base import REWARD_KINDS, RewardDataError, RewardModel, load_reward_model, resolve_device
 from robot_rl.rewards.refine import ClassifierRefiner, RefineConfig
 
 REWARD_MODES = ("binary", "score", "prob")
@@ -246,10 +246,8 @@ def build_reward_model(reward_cfg: Mapping[str, Any], device: str | torch.device
     name = str(reward_cfg.get("name", "ground_truth"))
     if name == "ground_truth":
         return None
-    if name not in ("classifier", "vlm_zero_shot", "preference", "progress"):
-        raise ValueError(
-            f"unknown reward {name!r}; valid: ground_truth, classifier, vlm_zero_shot, preference, progress"
-        )
+    if name not in REWARD_KINDS:
+        raise ValueError(f"unknown reward {name!r}; valid: {', '.join(REWARD_KINDS)}")
     path = reward_cfg.get("path")
     if not path:
         raise ValueError(

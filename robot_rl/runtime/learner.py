@@ -36,7 +36,6 @@ from omegaconf import OmegaConf
 
 from robot_rl.collect import Collected, episode_source
 from robot_rl.data.episode import EpisodeBuilder
-from robot_rl.data.replay import mixed_batches
 from robot_rl.data.store import EpisodeStore, StoreError
 from robot_rl.runtime.messages import Message, MessageError, check_arrays, split_obs
 from robot_rl.runtime.rate import RateLimiter
@@ -103,7 +102,7 @@ class Learner:
         self.limiter = RateLimiter(1.0, int(self.cfg.learning_starts))
         self.weights_every = int(rt.weights_every)
         self.running = EpisodeBuilder()
-        self.batches = mixed_batches(tr.demo, tr.online, tr.agent.cfg.batch_size, float(self.cfg.demo_fraction), tr.rng)
+        self.batches = tr.batches()
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=tr.step if tr.step else None)

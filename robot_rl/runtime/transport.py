@@ -17,8 +17,9 @@ A *transport* makes channels, one role per process:
   ``<run_dir>/runtime.key`` (:class:`SocketTransport`). Both processes on one machine. Each connection's handshake
   runs in its own thread with a time limit, so a client with the wrong key (refused and logged) or one that never
   finishes the handshake cannot stop the actor from admitting the next learner.
-* ``ros2`` (``runtime=ros2``): the same message bytes on ROS2 topics, with heartbeats, session ids and per-frame
-  HMACs (:class:`hw.ros_transport.RosTransport`). The actor and the learner may run on different machines.
+* ROS2 (``runtime=ros2``, ``runtime.transport=hw.ros_transport:RosTransport``): the same message bytes on ROS2
+  topics, with heartbeats, session ids and per-frame HMACs. The actor and the learner may run on different
+  machines.
 
 The protocol on top is the same for both (:mod:`robot_rl.runtime.actor`, :mod:`robot_rl.runtime.learner`): on every
 new channel the actor sends ``hello`` {store_episodes}; the learner loads what it can read of the store and answers

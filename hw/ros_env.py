@@ -39,6 +39,7 @@ from gymnasium import spaces
 
 from hw.safety import check_joint_state, check_vector, quat_conj, quat_mul, quat_to_rotvec, rotvec_to_quat
 from hw.timesync import StampedBuffer, align, staleness_report
+from robot_rl.envs.contract import check_choice, check_range, check_vec
 
 ENV_ID = "robot_rl/Ros2Robot-v0"
 DEFAULT_TOPICS = {
@@ -130,8 +131,6 @@ class RosRobotEnv(gym.Env):
         node_name: str = "robot_rl_env",
         render_mode: str | None = None,
     ):
-        from sim.panda_env import check_choice, check_range, check_vec  # validation helpers only; no MuJoCo model
-
         check_choice("obs_mode", obs_mode, ("state", "pixels"))
         check_choice("on_stale", on_stale, ("raise", "wait"))
         check_choice("expert", expert, (None, "reach"))

@@ -16,8 +16,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from robot_rl.envs.contract import assert_finite
-from sim.panda_env import check_choice, check_range
+from robot_rl.envs.contract import assert_finite, check_choice, check_range
 
 
 class DMCEnv(gym.Env):

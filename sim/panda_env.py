@@ -36,7 +36,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
-from robot_rl.envs.contract import assert_finite
+from robot_rl.envs.contract import assert_finite, check_choice, check_range, check_vec
 from sim.controller import OpSpaceController
 from sim.model import ARM_ACTUATORS, ARM_JOINTS, FINGER_ACTUATORS, FINGER_JOINTS, FINGER_MAX, HOME_QPOS
 from sim.randomize import RandomizeConfig, VisualRandomizer, geom_groups
@@ -45,33 +45,6 @@ OBS_MODES = ("state", "pixels")
 REWARD_TYPES = ("sparse", "shaped")
 CAMERAS = ("front", "wrist")
 N_SUBSTEPS = 50  # 50 x 2 ms = 0.1 s per env step
-
-
-def check_choice(name: str, value: Any, choices: tuple) -> None:
-    """Raise ValueError unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is invalid; choose one of {list(choices)}")
-
-
-def check_range(name: str, value: float, low: float, high: float) -> float:
-    """Return ``float(value)``; raise ValueError unless ``low <= value <= high``."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={value!r} must be a number in [{low}, {high}]") from None
-    if not (low <= v <= high):
-        raise ValueError(f"{name}={value!r} is out of range; valid range is [{low}, {high}]")
-    return v
-
-
-def check_vec(name: str, value: Any, low: float, high: float, n: int = 3) -> np.ndarray:
-    """Return ``value`` as a float64 (n,) array; raise ValueError unless every entry lies in ``[low, high]``."""
-    arr = np.asarray(value, dtype=np.float64).reshape(-1)
-    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}={value!r} must be {n} finite numbers")
-    if np.any(arr < low) or np.any(arr > high):
-        raise ValueError(f"{name}={list(value)} is out of range; each entry must lie in [{low}, {high}]")
-    return arr
 
 
 @functools.lru_cache(maxsize=16)

@@ -11,8 +11,9 @@ from typing import Any
 import mujoco
 import numpy as np
 
+from robot_rl.envs.contract import check_range, check_vec
 from sim.model import FINGER_JOINTS, TCP_IN_HAND_Z, add_box_body, build_panda_spec
-from sim.panda_env import PandaEnv, check_range, check_vec
+from sim.panda_env import PandaEnv
 
 
 def _check_interval(name: str, value: Any, low: float, high: float) -> tuple[float, float]:

@@ -27,6 +27,34 @@ STATE_KEY = "state"
 ACTION_SEMANTICS = "end-effector deltas in the reset-pose frame, then the gripper; all in [-1, 1] (envs/contract.py)"
 
 
+# Validation of env settings, shared by the sim tasks and the robot client: a bad value is named with its range.
+def check_choice(name: str, value: Any, choices: tuple) -> None:
+    """Raise ValueError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is invalid; choose one of {list(choices)}")
+
+
+def check_range(name: str, value: float, low: float, high: float) -> float:
+    """Return ``float(value)``; raise ValueError unless ``low <= value <= high``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} must be a number in [{low}, {high}]") from None
+    if not (low <= v <= high):
+        raise ValueError(f"{name}={value!r} is out of range; valid range is [{low}, {high}]")
+    return v
+
+
+def check_vec(name: str, value: Any, low: float, high: float, n: int = 3) -> np.ndarray:
+    """Return ``value`` as a float64 (n,) array; raise ValueError unless every entry lies in ``[low, high]``."""
+    arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}={value!r} must be {n} finite numbers")
+    if np.any(arr < low) or np.any(arr > high):
+        raise ValueError(f"{name}={list(value)} is out of range; each entry must lie in [{low}, {high}]")
+    return arr
+
+
 class NonFiniteError(ValueError):
     """An observation or action held NaN or inf."""
 

@@ -206,18 +206,18 @@ class Collector:
         if self.keep_buffer_form:
             self._buf.add(self.fobs, executed, reward, terminated, truncated, next_fobs, human, stamp)
         step = Step(
-            self.obs,
-            next_obs,
-            self.fobs,
-            next_fobs,
-            executed,
-            proposed,
-            float(reward),
-            bool(terminated),
-            bool(truncated),
-            human,
-            stamp,
-            info,
+            obs=self.obs,
+            next_obs=next_obs,
+            fobs=self.fobs,
+            next_fobs=next_fobs,
+            action=executed,
+            policy_action=proposed,
+            reward=float(reward),
+            terminated=bool(terminated),
+            truncated=bool(truncated),
+            is_intervention=human,
+            timestamp=stamp,
+            info=info,
         )
         self.obs, self.fobs, self._last_info = next_obs, next_fobs, info
         return step
@@ -227,14 +227,14 @@ class Collector:
         :meth:`file` it, edited or not, or drop it."""
         episode = self._raw.build(cut=cut)
         out = Collected(
-            episode,
-            bool(success),
-            episode_source(episode, self.source),
-            cut,
-            notes,
-            self._buf.build(cut=cut) if self.keep_buffer_form else None,
-            self._raw.policy_actions(),
-            dict(self._last_info.get("reward_stats") or {}),
+            episode=episode,
+            success=bool(success),
+            source=episode_source(episode, self.source),
+            cut=cut,
+            notes=notes,
+            buffer_form=self._buf.build(cut=cut) if self.keep_buffer_form else None,
+            policy_action=self._raw.policy_actions(),
+            reward_stats=dict(self._last_info.get("reward_stats") or {}),
         )
         self.discard()
         return out

@@ -89,6 +89,17 @@ def cmd_train(overrides: Sequence[str]) -> int:
             f"{cfg.demos.episodes}; add demos.episodes=0 (and e.g. random_steps=1000 agent=sac)"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.runtime.name == "ray":
+        from robot_rl.runtime.fleet import run_fleet
+
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        print(
+            f"training {cfg.task.name} with {cfg.agent.name}: {cfg.runtime.actors} actors on Ray; outputs in {run_dir}/"
+        )
+        code = run_fleet(run_dir, resume=bool(resume))
+        if code == 130:
+            print(f"stopped. resume with: robot-rl train resume={run_dir}")
+        return code
     if cfg.runtime.name in ("async", "ros2"):
         from robot_rl.runtime.supervisor import run_async
 

@@ -461,27 +461,38 @@ class Trainer:
                     f"the prefill stores {paths} no longer hold the {self.prefill_episodes} episodes "
                     "this run started from; restore them to resume"
                 )
-        online = self.run_dir / "online.zarr"
         if not self.episode:
             return
-        if not online.exists():
+        paths = self.online_stores()
+        if not paths:
             raise ValueError(
-                f"{online} is missing; it holds the {self.episode} episodes this run collected, "
+                f"{self.run_dir}: online.zarr is missing; it holds the {self.episode} episodes this run collected, "
                 "which a resumed run needs in its replay buffer"
             )
-        with EpisodeStore.open(online) as store:
-            stored, steps = len(store), store.num_steps
-            interventions = int(np.count_nonzero(store.step_field("is_intervention")))
+        stored = steps = interventions = 0
+        for path in paths:
+            with EpisodeStore.open(path) as store:
+                stored, steps = stored + len(store), steps + store.num_steps
+                interventions += int(np.count_nonzero(store.step_field("is_intervention")))
         if stored < self.episode:
             raise ValueError(
-                f"{online} holds {stored} episodes, fewer than the {self.episode} the checkpoint "
-                "counted; it was truncated or replaced. Resume from a matching store"
+                f"{', '.join(map(str, paths))} hold {stored} episodes, fewer than the {self.episode} the checkpoint "
+                "counted; a store was truncated or replaced. Resume from matching stores"
             )
-        self.fill_from_store(online)
+        for path in paths:
+            self.fill_from_store(path)
         if stored > self.episode:  # collected after the last checkpoint: kept, and counted as experience
             extra = steps - self.step
             print(f"recovered {stored - self.episode} episode(s) ({extra} steps) collected after the last checkpoint")
             self.episode, self.step, self.intervention_steps = stored, steps, interventions
+
+    def online_stores(self) -> list[Path]:
+        """The stores of the episodes this run collected: ``<run_dir>/online.zarr``, or with ``runtime=ray`` one per
+        fleet actor, ``<run_dir>/fleet/actor_<i>/online.zarr``."""
+        if self.cfg.get("runtime") is not None and self.cfg.runtime.get("name") == "ray":
+            return sorted(self.run_dir.glob("fleet/actor_*/online.zarr"), key=lambda p: int(p.parent.name[6:]))
+        online = self.run_dir / "online.zarr"
+        return [online] if online.exists() else []
 
     def plot_curve(self) -> Path | None:
         """Write ``curve.png``: eval success rate and cycle time (seconds to success) against env steps."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
@@ -24,11 +26,14 @@ class PointReach(gym.Env):
         render_mode: str | None = None,
         obs_mode: str = "state",
         random_goal: bool = False,
+        crash_flag: str = "",
+        crash_at_step: int = 3,
     ):
         self.observation_space = spaces.Dict({"state": spaces.Box(-2, 2, (4,), np.float32)})
         self.action_space = spaces.Box(-1, 1, (2,), np.float32)
         self.max_episode_steps, self.nan_at_step, self.render_mode = max_episode_steps, nan_at_step, render_mode
         self.random_goal = random_goal
+        self.crash_flag, self.crash_at_step = crash_flag, crash_at_step  # a process that dies once (fleet tests)
         self.control_dt = 0.1
 
     def _obs(self):
@@ -44,6 +49,9 @@ class PointReach(gym.Env):
     def step(self, action):
         self.pos = np.clip(self.pos + 0.15 * np.clip(action, -1, 1), -1.5, 1.5)
         self.t += 1
+        if self.crash_flag and self.t == self.crash_at_step and os.path.exists(self.crash_flag):
+            os.remove(self.crash_flag)  # the first process to get here dies, mid-episode, without cleaning up
+            os._exit(3)
         success = bool(np.linalg.norm(self.pos - self.goal) < 0.2)
         obs = self._obs()
         if self.t == self.nan_at_step:

@@ -7,9 +7,10 @@ unpickled. The same bytes travel over a local socket (:class:`Channel`) or ROS2 
 
 Kinds (actor -> learner): ``hello`` (a new connection: how many episodes the store holds), ``step`` (one
 transition), ``episode_end`` (its length, store index, success, source, intervention stats), ``done`` (total steps
-reached). Learner -> actor: ``sync`` (how many episodes the learner holds and whether it wants raw observations;
-the actor replays the stored episodes it lacks and its running episode, then streams), ``weights`` (policy weights
-and their version = the learner's update count), ``stop``.
+reached). A fleet actor answers each collect call with ``collected`` (steps run, what its store holds) and one
+``episode`` per episode it filed (the whole episode's arrays). Learner -> actor: ``sync`` (how many episodes the
+learner holds and whether it wants raw observations; the actor replays the stored episodes it lacks and its running
+episode, then streams), ``weights`` (policy weights and their version = the learner's update count), ``stop``.
 
 :func:`decode` checks each kind's meta against :data:`SCHEMAS` (required keys and their types), so a handler can
 read ``msg.meta`` without guarding it; the receiver checks the arrays against what it expects (:func:`check_arrays`:
@@ -68,6 +69,9 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "sync": {"episodes": "count", "raw": "bool?"},
     "weights": {"version": "int"},
     "stop": {},
+    # a fleet actor (robot_rl/runtime/fleet.py) -> the learner: what one collect call did, then each episode it filed
+    "collected": {"steps": "count", "store_episodes": "count", "store_steps": "count", "running": "count"},
+    "episode": {"store_episodes": "count", "success": "bool", "source": "str", "cut": "bool", "stats": "numbers?"},
 }
 KINDS = tuple(SCHEMAS)
 ArraySpec = tuple[tuple[int, ...], np.dtype | None]  # a shape and a dtype (None: any)

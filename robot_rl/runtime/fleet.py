@@ -1,0 +1,413 @@
+"""``runtime=ray``: a fleet of actors on Ray feeding one learner.
+
+Each actor (:class:`FleetActor`, a Ray actor with its own process, env, seed stream and torch threads) runs the one
+collection loop (:class:`~robot_rl.collect.Collector`) and files every episode it finishes in its own store,
+``<run_dir>/fleet/actor_<i>/online.zarr``, before the learner hears of it. The learner (:class:`Fleet`, in the
+process that ran ``robot-rl train``) hands out work a call at a time: *collect ``runtime.steps_per_call`` env steps
+with these weights*. It answers each call's episodes by adding them to its buffers, counts them per actor against
+that actor's store (a store is the record of truth, so an episode is never counted twice or lost), trains at the
+update-to-data ratio over the fleet's total env steps, and gives an actor its next call only while the fleet is at
+most ``runtime.max_lead_steps`` env steps ahead of the updates. Weights go out through the Ray object store, once
+per version.
+
+Everything that crosses between processes is the project's own message bytes (:mod:`robot_rl.runtime.messages`):
+safetensors arrays and a JSON header, checked on arrival. Ray itself moves those bytes (and, between its own
+processes, pickles its control messages): run a multi-machine fleet on a network you trust.
+
+An actor that dies is restarted by Ray (``runtime.restarts`` times) and reopens its store; the learner catches up
+from the store and goes on. The learner checkpoints like every run; ``resume=`` rebuilds its buffers from the fleet's
+stores. Ctrl+C stops the actors (each files its running episode as a cut one) and the local Ray instance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robot_rl.runtime.messages import MessageError, check_arrays, decode, encode, join_obs, split_obs
+from robot_rl.utils.config import load_run_config
+
+EPISODE_FIELDS = ("action", "reward", "terminated", "truncated", "is_intervention", "timestamp")
+
+
+def actor_store(run_dir: Path, index: int) -> Path:
+    return Path(run_dir) / "fleet" / f"actor_{index}" / "online.zarr"
+
+
+def init_ray(rt: Any, actors: int) -> Any:
+    """Start (or join, with ``runtime.address``) Ray with usage statistics off; a local instance binds to 127.0.0.1
+    and runs no dashboard unless ``runtime.dashboard``. Returns the ``ray`` module."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # before the import: Ray reads it when it starts
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("runtime=ray needs Ray: pip install 'robot-rl[fleet]' (or the dev extra)") from None
+    if ray.is_initialized():
+        return ray
+    if rt.get("address"):
+        ray.init(address=str(rt.address), log_to_driver=True)
+    else:
+        ray.init(
+            num_cpus=max(int(rt.get("num_cpus") or 0), actors + 1),
+            include_dashboard=bool(rt.get("dashboard", False)),
+            _node_ip_address="127.0.0.1",
+            log_to_driver=True,
+            configure_logging=False,
+        )
+    return ray
+
+
+def episode_message(c: Any, store_episodes: int, stats: dict[str, float]) -> bytes:
+    """A filed episode (:class:`~robot_rl.collect.Collected`) as an ``episode`` message."""
+    ep = c.episode
+    arrays = {**join_obs(ep["obs"], "obs"), **join_obs(ep["final_obs"], "final_obs")}
+    arrays.update({k: ep[k] for k in EPISODE_FIELDS})
+    if c.policy_action is not None:
+        arrays["policy_action"] = c.policy_action
+    meta = {"store_episodes": store_episodes, "success": c.success, "source": c.source, "cut": c.cut, "stats": stats}
+    return encode("episode", meta, arrays)
+
+
+def check_episode(arrays: dict[str, np.ndarray], obs_space: Any, action_dim: int) -> dict[str, Any]:
+    """The episode of an ``episode`` message, after checking every array against the env's spaces (raises
+    :class:`~robot_rl.runtime.messages.MessageError` naming what does not fit)."""
+    if "action" not in arrays or arrays["action"].ndim != 2:
+        raise MessageError("episode: no (T, A) action array")
+    t = len(arrays["action"])
+    spec: dict[str, list] = {"action": [((t, action_dim), np.dtype(np.float32))]}
+    spec.update({k: [((t,), None)] for k in EPISODE_FIELDS[1:]})
+    if "policy_action" in arrays:
+        spec["policy_action"] = spec["action"]
+    for k, space in obs_space.spaces.items():
+        spec[f"obs.{k}"] = [((t, *space.shape), np.dtype(space.dtype))]
+        spec[f"final_obs.{k}"] = [(tuple(space.shape), np.dtype(space.dtype))]
+    check_arrays(arrays, spec, "episode", finite=True)
+    out = {k: arrays[k] for k in EPISODE_FIELDS}
+    out.update(obs=split_obs(arrays, "obs"), final_obs=split_obs(arrays, "final_obs"))
+    return out
+
+
+class FleetActor:
+    """One actor of the fleet: its env, a policy copy and a collector over its own store. Ray runs it in a process
+    of its own (:class:`Fleet` wraps it with ``ray.remote``); nothing here needs Ray."""
+
+    def __init__(self, run_dir: str, index: int, overrides: list[str] | None = None):
+        import torch
+        from omegaconf import OmegaConf
+
+        from robot_rl.agents.sac import SAC, SACConfig
+        from robot_rl.collect import Collector, make_training_env, open_online_store
+        from robot_rl.utils.perf import set_threads
+
+        cfg = load_run_config(Path(run_dir), overrides or [])
+        rt = cfg.runtime
+        self.index = index
+        set_threads(int(rt.actor_threads))
+        cfg.seed = int(cfg.seed) + 1000 * (index + 1)  # each actor its own streams (operator, reward model, torch)
+        torch.manual_seed(int(cfg.seed))
+        self.env = make_training_env(cfg)
+        agent_cfg = {**OmegaConf.to_container(cfg.agent, resolve=True), "device": str(rt.actor_device)}
+        self.agent = SAC(self.env.observation_space, self.env.action_space, SACConfig.from_dict(agent_cfg))
+        path = actor_store(Path(run_dir), index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.store = open_online_store(path.parent, self.env)
+        self.collector = Collector(self.env, task=str(cfg.task.name), store=self.store, featurize=self.agent.featurize)
+        self.version = -1
+        ours = decode(encode("weights", {"version": 0}, self.agent.policy_weights())).arrays
+        self._weights_spec = {k: [(v.shape, v.dtype)] for k, v in ours.items()}
+        self._next_seed = int(cfg.seed) * 1000 + len(self.store)  # a restarted actor does not replay old episodes
+        self._reset()
+
+    def hello(self) -> bytes:
+        """Who this actor is: its env spec (JSON) and what its store holds."""
+        from robot_rl.utils.specs import env_spec
+
+        meta = {"store_episodes": len(self.store), "store_steps": self.store.num_steps}
+        return encode("hello", {**meta, "spec": json.dumps(env_spec(self.env)), "index": self.index})
+
+    def _reset(self) -> None:
+        self.collector.reset(seed=self._next_seed)
+        self._next_seed += 1
+
+    def collect(self, weights: bytes | None, steps: int) -> list[bytes]:
+        """Apply ``weights`` (a ``weights`` message; None: keep the current ones), run ``steps`` env steps, filing
+        each episode that ends; return a ``collected`` message and one ``episode`` message per episode filed."""
+        from robot_rl.collect import episode_metrics
+
+        if weights is not None:
+            msg = decode(weights)
+            check_arrays(msg.arrays, self._weights_spec, "weights", finite=True)  # never drive with NaN
+            if int(msg.meta["version"]) > self.version:
+                import torch
+
+                self.agent.load_policy_weights({k: torch.from_numpy(v) for k, v in msg.arrays.items()})
+                self.version = int(msg.meta["version"])
+        if self.version < 0:
+            raise RuntimeError(f"fleet actor {self.index}: no policy weights yet")
+        t0 = time.perf_counter()
+        out = []
+        for _ in range(int(steps)):
+            step = self.collector.step(self.agent.act(self.collector.fobs))
+            if step.done:
+                c = self.collector.finish()
+                stats = episode_metrics(c.episode, c.success, c.reward_stats)
+                out.append(episode_message(c, len(self.store), {**stats, "version": float(self.version)}))
+                self._reset()
+        meta = {
+            "steps": int(steps),
+            "store_episodes": len(self.store),
+            "store_steps": self.store.num_steps,
+            "running": len(self.collector),
+            "seconds": time.perf_counter() - t0,
+        }
+        return [encode("collected", meta), *out]
+
+    def close(self) -> bytes:
+        """File the running episode as a cut one, close the store and the env; a ``collected`` message of what the
+        store holds."""
+        self.collector.close("cut short: the fleet stopped mid-episode")
+        meta = {"steps": 0, "store_episodes": len(self.store), "store_steps": self.store.num_steps, "running": 0}
+        self.store.close()
+        self.env.close()
+        return encode("collected", meta)
+
+
+class Fleet:
+    """The learner side of ``runtime=ray``: a :class:`~robot_rl.trainer.Trainer` and ``runtime.actors`` Ray actors."""
+
+    def __init__(self, run_dir: Path, resume: bool = False):
+        from robot_rl.runtime.rate import RateLimiter
+        from robot_rl.trainer import Trainer
+        from robot_rl.utils.checkpoint import checkpoint_path
+
+        self.run_dir = Path(run_dir)
+        self.cfg = cfg = load_run_config(self.run_dir)
+        rt = cfg.runtime
+        self.n = int(rt.actors)
+        if self.n < 1:
+            raise ValueError(f"runtime.actors={self.n} must be at least 1")
+        self.steps_per_call = int(rt.steps_per_call)
+        self.max_lead = int(rt.get("max_lead_steps") or self.n * self.steps_per_call)
+        self.weights_every = max(1, int(rt.weights_every))
+        cfg.threads = int(rt.learner_threads)
+        self.tr = tr = Trainer(cfg, self.run_dir)
+        latest = checkpoint_path(self.run_dir / "checkpoints" / "latest")
+        if resume and (latest / "trainer.json").exists():
+            tr.load_checkpoint(latest)
+            self.log(f"resumed from {latest} at step {tr.step} ({tr.episode} episodes)")
+        else:
+            self.log(f"starting: {tr.start_fresh()}")
+        self.held = [self._store_len(i) if resume else 0 for i in range(self.n)]  # episodes taken, per actor store
+        self.store_steps = [0] * self.n  # env steps each actor has run (its store, plus its running episode)
+        self.limiter = RateLimiter(1.0, int(cfg.learning_starts))
+        self.ray = init_ray(rt, self.n)
+        self._weights_ref, self._weights_version = None, -1
+        self.actors: list[Any] = []
+        self.alive = [True] * self.n
+        self.restarts_seen = [0] * self.n
+
+    @staticmethod
+    def log(msg: str) -> None:
+        print(f"[fleet] {msg}", flush=True)
+
+    def _store_len(self, i: int) -> int:
+        from robot_rl.data.store import EpisodeStore
+
+        path = actor_store(self.run_dir, i)
+        if not path.exists():
+            return 0
+        with EpisodeStore.open(path) as store:
+            return len(store)
+
+    # ---------------------------------------------------------------------------------------------- actors
+    def start_actors(self) -> None:
+        from robot_rl.utils.specs import check_spec, env_spec
+
+        rt = self.cfg.runtime
+        remote = self.ray.remote(num_cpus=1, max_restarts=int(rt.restarts), max_task_retries=0)(FleetActor)
+        per_actor = rt.get("actor_overrides") or {}  # e.g. {"1": ["task=ros2_reach"]}: a robot among sim actors
+        self.actors = [remote.remote(str(self.run_dir), i, list(per_actor.get(str(i), []))) for i in range(self.n)]
+        ours = env_spec(self.tr.env)
+        for i, blob in enumerate(self.ray.get([a.hello.remote() for a in self.actors])):
+            hello = decode(blob)
+            check_spec(json.loads(hello.meta["spec"]), ours, f"fleet actor {i}")  # names the mismatch
+            self._catch_up(i, int(hello.meta["store_episodes"]))
+            self.store_steps[i] = int(hello.meta["store_steps"])
+
+    def _catch_up(self, i: int, store_episodes: int) -> None:
+        """Take the episodes of actor ``i``'s store that the learner does not hold yet (filed, but their answer was
+        lost: the actor died, or the learner restarted)."""
+        if store_episodes > self.held[i]:
+            self.tr.fill_from_store(actor_store(self.run_dir, i), self.held[i], store_episodes, count=True)
+            self.log(f"actor {i}: took episodes {self.held[i]}..{store_episodes - 1} from its store")
+            self.held[i] = store_episodes
+
+    def _weights(self) -> Any:
+        """The newest weights in the Ray object store (put once per version)."""
+        n = self.tr.agent.num_updates
+        if self._weights_ref is None or n - self._weights_version >= self.weights_every:
+            self._weights_ref = self.ray.put(encode("weights", {"version": n}, self.tr.agent.policy_weights()))
+            self._weights_version = n
+        return self._weights_ref
+
+    def _may_collect(self) -> bool:
+        """Whether another call fits the update-to-data ratio: the fleet at most ``max_lead_steps`` env steps ahead
+        of the updates (and of ``learning_starts``)."""
+        done = sum(self.store_steps)
+        return done + self.steps_per_call <= self.limiter.learning_starts + self.tr.agent.num_updates + self.max_lead
+
+    # ------------------------------------------------------------------------------------------------ loop
+    def run(self) -> int:
+        from torch.utils.tensorboard import SummaryWriter
+
+        tr, total = self.tr, int(self.cfg.total_steps)
+        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=tr.step if tr.step else None)
+        batches = tr.batches()
+        pending: dict[Any, int] = {}
+        idle = set(range(self.n))
+        try:
+            self.start_actors()
+            self.log(f"{self.n} actors, {self.steps_per_call} env steps per call; outputs in {self.run_dir}/")
+            while True:
+                launch_more = sum(self.store_steps) < total
+                for i in sorted(idle):
+                    if launch_more and self.alive[i] and self._may_collect():
+                        pending[self.actors[i].collect.remote(self._weights(), self.steps_per_call)] = i
+                        idle.discard(i)
+                if not pending and (not launch_more or not any(self.alive)):
+                    break
+                learned = self._learn(batches, writer)
+                ready, _ = self.ray.wait(list(pending), num_returns=len(pending), timeout=0 if learned else 0.05)
+                for ref in ready:
+                    i = pending.pop(ref)
+                    idle.add(i)
+                    self._answer(i, ref, writer)
+                if tr.eval_due:
+                    tr.evaluate_and_checkpoint(writer)
+                    self.log(f"step {tr.step}: eval success {tr.history[-1]['success_rate']:.0%}")
+                    if tr.target_reached():
+                        self.log("eval.stop_at_success reached: stopping the fleet")
+                        break
+            self._stop(pending)
+            if not tr.history or tr.history[-1]["step"] != tr.step:
+                tr.evaluate_and_checkpoint(writer)
+            self.log(f"done at step {tr.step}: eval success {tr.history[-1]['success_rate']:.0%}")
+            return 0
+        except KeyboardInterrupt:
+            self.log("interrupted: stopping the actors")
+            self._stop(pending)
+            return 130
+        finally:
+            writer.close()
+            tr.plot_curve()
+            self.ray.shutdown()
+
+    def _learn(self, batches: Any, writer: Any) -> bool:
+        """Updates while the ratio allows (at most 20 before the next look at the actors); True if any ran."""
+        ran = 0
+        while ran < 20 and self.limiter.allowed(sum(self.store_steps), self.tr.agent.num_updates) > 0:
+            if self.tr.learn(batches, writer) is None:
+                break
+            ran += 1
+        return ran > 0
+
+    def _answer(self, i: int, ref: Any, writer: Any) -> None:
+        """Take what actor ``i``'s call returned; an actor that died is caught up from its store once Ray has
+        restarted it."""
+        tr = self.tr
+        try:
+            blobs = self.ray.get(ref)
+        except self.ray.exceptions.RayError as e:
+            self._actor_failed(i, e)
+            return
+        head = decode(blobs[0])
+        for blob in blobs[1:]:
+            msg = decode(blob)
+            k = int(msg.meta["store_episodes"])
+            if k <= self.held[i]:
+                continue  # already taken from the store
+            self._catch_up(i, k - 1)
+            episode = check_episode(msg.arrays, tr.agent.observation_space, tr.agent.action_dim)
+            from robot_rl.collect import Collected
+
+            stats = {k2: float(v) for k2, v in (msg.meta.get("stats") or {}).items()}
+            version = stats.pop("version", -1.0)
+            stats["weight_lag_steps"] = float(max(0, tr.agent.num_updates - version))  # updates ~ env steps here
+            reward_stats = {k2[len("reward_") :]: v for k2, v in stats.items() if k2.startswith("reward_")}
+            tr.take_episode(
+                Collected(
+                    episode,
+                    bool(msg.meta["success"]),
+                    str(msg.meta["source"]),
+                    bool(msg.meta["cut"]),
+                    policy_action=msg.arrays.get("policy_action"),
+                    reward_stats=reward_stats,
+                )
+            )
+            tr.log_episode(writer, stats)
+            writer.add_scalar(f"fleet/actor_{i}/weight_lag_updates", stats["weight_lag_steps"], tr.step)
+            self.held[i] = k
+        self._catch_up(i, int(head.meta["store_episodes"]))
+        self.store_steps[i] = int(head.meta["store_steps"]) + int(head.meta["running"])
+        seconds = float(head.meta.get("seconds", 0.0))
+        if seconds > 0:
+            writer.add_scalar(f"fleet/actor_{i}/env_steps_per_s", int(head.meta["steps"]) / seconds, tr.step)
+
+    def _actor_failed(self, i: int, error: Exception) -> None:
+        """Actor ``i`` died during a call: Ray restarts it (up to ``runtime.restarts`` times); catch up from its store
+        and go on, or go on without it."""
+        self.restarts_seen[i] += 1
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if self.restarts_seen[i] > int(self.cfg.runtime.restarts):
+            self.alive[i] = False
+            self.log(f"actor {i} failed ({first}) with no restarts left; going on with the others")
+            if not any(self.alive):
+                raise RuntimeError("every fleet actor failed; see the errors above") from error
+            return
+        self.log(f"actor {i} failed ({first}); Ray restarts it, the learner catches up from its store")
+        try:
+            hello = decode(self.ray.get(self.actors[i].hello.remote(), timeout=300))
+        except self.ray.exceptions.RayError as e:
+            self._actor_failed(i, e)
+            return
+        self._catch_up(i, int(hello.meta["store_episodes"]))
+        self.store_steps[i] = int(hello.meta["store_steps"])
+
+    def _stop(self, pending: dict[Any, int]) -> None:
+        """Wait for the calls under way, then close every actor (each files its running episode as a cut one) and
+        take what their stores hold."""
+        for ref, i in list(pending.items()):
+            self._answer(i, ref, _NullWriter())
+        pending.clear()
+        for i, actor in enumerate(self.actors):
+            if not self.alive[i]:
+                continue
+            try:
+                head = decode(self.ray.get(actor.close.remote(), timeout=120))
+                self._catch_up(i, int(head.meta["store_episodes"]))
+            except self.ray.exceptions.RayError as e:
+                self.log(f"actor {i} did not close cleanly ({type(e).__name__}); its store keeps what it filed")
+            self.ray.kill(actor, no_restart=True)
+
+
+class _NullWriter:
+    def add_scalar(self, *_: Any, **__: Any) -> None:
+        pass
+
+
+def run_fleet(run_dir: Path, resume: bool = False) -> int:
+    """``robot-rl train runtime=ray``: the learner here, ``runtime.actors`` actors on Ray; exit status 0 when done,
+    130 on Ctrl+C."""
+    from robot_rl.utils.signals import ctrl_c_stops
+
+    ctrl_c_stops()
+    fleet = Fleet(run_dir, resume=resume)
+    code = fleet.run()
+    print(f"fleet run finished with status {code}", file=sys.stderr if code else sys.stdout)
+    return code

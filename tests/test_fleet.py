@@ -1,0 +1,153 @@
+"""``runtime=ray``: a fleet of actors on Ray feeding one learner (robot_rl/runtime/fleet.py). Ray runs embedded on
+127.0.0.1 with usage statistics off; each run is its own process, so no Ray state outlives a test."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from robot_rl.cli import compose
+from robot_rl.data.store import EpisodeStore
+from robot_rl.utils.checkpoint import load_state
+
+pytest.importorskip("ray")
+TESTS = str(Path(__file__).parent)
+
+
+def fleet_run(tmp_path, toy_task, **over) -> Path:
+    cfg = compose(
+        "train",
+        [
+            "~task",
+            "runtime=ray",
+            "runtime.actors=2",
+            "runtime.steps_per_call=25",
+            "agent.hidden_dims=[32,32]",
+            "agent.num_critics=2",
+            "agent.batch_size=32",
+            "demos.episodes=3",
+            "eval.episodes=2",
+            "eval.every=150",
+            "learning_starts=50",
+            "total_steps=200",
+        ],
+    )
+    cfg.task = OmegaConf.create(toy_task)
+    for k, v in over.items():
+        OmegaConf.update(cfg, k, v, force_add=True)
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    return run
+
+
+def start(run: Path, resume: bool = False) -> subprocess.Popen:
+    code = f"import sys; from robot_rl.runtime.fleet import run_fleet; sys.exit(run_fleet({str(run)!r}, {resume}))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,  # its own process group: whatever Ray starts for it can be found afterwards
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return out
+
+
+def left_behind(proc: subprocess.Popen) -> bool:
+    """Whether any process of the run's group (Ray's processes included) is still alive, after a grace period."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    return True
+
+
+def stores(run: Path) -> tuple[int, int]:
+    episodes = steps = 0
+    for path in sorted(run.glob("fleet/actor_*/online.zarr")):
+        with EpisodeStore.open(path) as store:
+            assert not store.validate()
+            episodes, steps = episodes + len(store), steps + store.num_steps
+    return episodes, steps
+
+
+def test_a_fleet_counts_every_episode_once_and_leaves_nothing_running(tmp_path, toy_task):
+    run = fleet_run(tmp_path, toy_task, **{"runtime.actors": 3})
+    proc = start(run)
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    assert not left_behind(proc), out
+    assert len(list(run.glob("fleet/actor_*/online.zarr"))) == 3
+    state = load_state(run / "checkpoints/latest/trainer")
+    assert (state["episode"], state["step"]) == stores(run) and state["step"] >= 200
+    assert (run / "eval.jsonl").read_text().count("\n") >= 2
+
+
+def test_an_actor_that_dies_is_restarted_and_no_episode_is_lost_or_counted_twice(tmp_path, toy_task):
+    flag = tmp_path / "crash_once"
+    flag.write_text("")
+    crash = [f"task.env_kwargs.crash_flag={flag}", "task.env_kwargs.crash_at_step=4"]  # actor 1's env only
+    run = fleet_run(tmp_path, toy_task, **{"runtime.actor_overrides": {"1": crash}})
+    proc = start(run)
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    assert not flag.exists() and "failed" in out and "Ray restarts it" in out, out
+    state = load_state(run / "checkpoints/latest/trainer")
+    assert (state["episode"], state["step"]) == stores(run)
+
+
+def test_a_learner_resumes_from_its_checkpoint_and_the_fleets_stores(tmp_path, toy_task):
+    run = fleet_run(tmp_path, toy_task)
+    proc = start(run)
+    assert finish(proc) and proc.returncode == 0
+    first = load_state(run / "checkpoints/latest/trainer")["step"]
+    cfg = OmegaConf.load(run / "config.yaml")
+    cfg.total_steps = first + 150
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    proc = start(run, resume=True)
+    out = finish(proc)
+    assert proc.returncode == 0 and "resumed from" in out, out
+    state = load_state(run / "checkpoints/latest/trainer")
+    assert (state["episode"], state["step"]) == stores(run) and state["step"] >= first + 150
+
+
+def test_ctrl_c_stops_every_actor_and_ray_with_the_stores_whole(tmp_path, toy_task):
+    run = fleet_run(tmp_path, toy_task, **{"total_steps": 100000, "eval.every": 100000})
+    proc = start(run)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and stores(run)[0] < 4 and proc.poll() is None:
+        time.sleep(0.5)  # however slow the machine: the fleet has filed episodes
+    proc.send_signal(signal.SIGINT)
+    out = finish(proc, timeout=180)
+    assert proc.returncode == 130, out
+    assert not left_behind(proc), out
+    assert stores(run)[0] >= 4  # every store opens and validates
+
+
+def test_an_actor_whose_env_does_not_match_the_learners_is_refused(tmp_path, toy_task):
+    # actor 1 drives another env (the MuJoCo reach task: other observations and actions) than the learner's
+    other = ["task.env_id=sim:robot_rl/Reach-v0", "task.env_kwargs={}"]
+    run = fleet_run(tmp_path, toy_task, **{"runtime.actor_overrides": {"1": other}})
+    proc = start(run)
+    out = finish(proc)
+    assert proc.returncode != 0 and "fleet actor 1" in out, out
+    assert not left_behind(proc), out

@@ -211,6 +211,7 @@ class Fleet:
         self.actors: list[Any] = []
         self.alive = [True] * self.n
         self.restarts_seen = [0] * self.n
+        self._actor_rates: list[list[float]] = [[] for _ in range(self.n)]  # env steps/s of each collect call
 
     @staticmethod
     def log(msg: str) -> None:
@@ -274,6 +275,7 @@ class Fleet:
         try:
             self.start_actors()
             self.log(f"{self.n} actors, {self.steps_per_call} env steps per call; outputs in {self.run_dir}/")
+            t0, steps0, updates0 = time.perf_counter(), sum(self.store_steps), tr.agent.num_updates
             while True:
                 launch_more = sum(self.store_steps) < total
                 for i in sorted(idle):
@@ -295,6 +297,9 @@ class Fleet:
                         self.log("eval.stop_at_success reached: stopping the fleet")
                         break
             self._stop(pending)
+            self._write_throughput(
+                time.perf_counter() - t0, sum(self.store_steps) - steps0, tr.agent.num_updates - updates0
+            )
             if not tr.history or tr.history[-1]["step"] != tr.step:
                 tr.evaluate_and_checkpoint(writer)
             self.log(f"done at step {tr.step}: eval success {tr.history[-1]['success_rate']:.0%}")
@@ -307,6 +312,21 @@ class Fleet:
             writer.close()
             tr.plot_curve()
             self.ray.shutdown()
+
+    def _write_throughput(self, seconds: float, env_steps: int, updates: int) -> None:
+        """``<run_dir>/fleet.json``: the fleet's env steps and the learner's updates per second over the run (from
+        the actors' start to their stop; evaluations included), and each actor's own env steps per second."""
+        rates = {str(i): self._actor_rates[i] for i in range(self.n) if self._actor_rates[i]}
+        out = {
+            "actors": self.n,
+            "seconds": seconds,
+            "env_steps": env_steps,
+            "updates": updates,
+            "env_steps_per_s": env_steps / max(seconds, 1e-9),
+            "updates_per_s": updates / max(seconds, 1e-9),
+            "actor_env_steps_per_s": {k: float(np.median(v)) for k, v in rates.items()},
+        }
+        (self.run_dir / "fleet.json").write_text(json.dumps(out, indent=1))
 
     def _learn(self, batches: Any, writer: Any) -> bool:
         """Updates while the ratio allows (at most 20 before the next look at the actors); True if any ran."""
@@ -357,7 +377,8 @@ class Fleet:
         self.store_steps[i] = int(head.meta["store_steps"]) + int(head.meta["running"])
         seconds = float(head.meta.get("seconds", 0.0))
         if seconds > 0:
-            writer.add_scalar(f"fleet/actor_{i}/env_steps_per_s", int(head.meta["steps"]) / seconds, tr.step)
+            self._actor_rates[i].append(int(head.meta["steps"]) / seconds)
+            writer.add_scalar(f"fleet/actor_{i}/env_steps_per_s", self._actor_rates[i][-1], tr.step)
 
     def _actor_failed(self, i: int, error: Exception) -> None:
         """Actor ``i`` died during a call: Ray restarts it (up to ``runtime.restarts`` times); catch up from its store

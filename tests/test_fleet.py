@@ -96,6 +96,7 @@ def test_a_fleet_counts_every_episode_once_and_leaves_nothing_running(tmp_path, 
     out = finish(proc)
     assert proc.returncode == 0, out
     assert not left_behind(proc), out
+    assert "actors on Ray at 127.0.0.1" in out  # a local instance stays on loopback
     assert len(list(run.glob("fleet/actor_*/online.zarr"))) == 3
     state = load_state(run / "checkpoints/latest/trainer")
     assert (state["episode"], state["step"]) == stores(run) and state["step"] >= 200

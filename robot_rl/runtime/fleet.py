@@ -43,7 +43,9 @@ def actor_store(run_dir: Path, index: int) -> Path:
 def init_ray(rt: Any, actors: int) -> Any:
     """Start (or join, with ``runtime.address``) Ray with usage statistics off; a local instance binds to 127.0.0.1
     and runs no dashboard unless ``runtime.dashboard``. Returns the ``ray`` module."""
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # before the import: Ray reads it when it starts
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # before the import: Ray reads these when it starts
+    if not rt.get("address"):  # a local instance: every Ray process on 127.0.0.1 (Ray would pick the outward address)
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     try:
         import ray
     except ImportError:
@@ -274,7 +276,8 @@ class Fleet:
         idle = set(range(self.n))
         try:
             self.start_actors()
-            self.log(f"{self.n} actors, {self.steps_per_call} env steps per call; outputs in {self.run_dir}/")
+            where = self.ray.util.get_node_ip_address()
+            self.log(f"{self.n} actors on Ray at {where}, {self.steps_per_call} env steps per call")
             t0, steps0, updates0 = time.perf_counter(), sum(self.store_steps), tr.agent.num_updates
             while True:
                 launch_more = sum(self.store_steps) < total

@@ -1,6 +1,7 @@
 """``runtime=ray``: a fleet of actors on Ray feeding one learner (robot_rl/runtime/fleet.py). Ray runs embedded on
 127.0.0.1 with usage statistics off; each run is its own process, so no Ray state outlives a test."""
 
+import json
 import os
 import signal
 import subprocess
@@ -98,6 +99,8 @@ def test_a_fleet_counts_every_episode_once_and_leaves_nothing_running(tmp_path, 
     assert not left_behind(proc), out
     assert "actors on Ray at 127.0.0.1" in out  # a local instance stays on loopback
     assert len(list(run.glob("fleet/actor_*/online.zarr"))) == 3
+    with EpisodeStore.open(run / "fleet/actor_2/online.zarr") as store:  # each episode says where it came from
+        assert json.loads(store.metadata(0)["notes"]) == {"actor": 2, "origin": "sim", "task": "toy_reach"}
     state = load_state(run / "checkpoints/latest/trainer")
     assert (state["episode"], state["step"]) == stores(run) and state["step"] >= 200
     assert (run / "eval.jsonl").read_text().count("\n") >= 2

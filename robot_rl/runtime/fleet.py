@@ -114,6 +114,9 @@ class FleetActor:
         cfg.seed = int(cfg.seed) + 1000 * (index + 1)  # each actor its own streams (operator, reward model, torch)
         torch.manual_seed(int(cfg.seed))
         self.env = make_training_env(cfg)
+        # where each episode came from, in its notes: mixed fleets (sim actors and a robot) keep them apart
+        origin = "robot" if str(cfg.task.get("env_id", "")).startswith("hw.") else "sim"
+        self._notes = {"actor": index, "origin": origin, "task": str(cfg.task.name)}
         agent_cfg = {**OmegaConf.to_container(cfg.agent, resolve=True), "device": str(rt.actor_device)}
         self.agent = SAC(self.env.observation_space, self.env.action_space, SACConfig.from_dict(agent_cfg))
         path = actor_store(Path(run_dir), index)
@@ -157,7 +160,7 @@ class FleetActor:
         for _ in range(int(steps)):
             step = self.collector.step(self.agent.act(self.collector.fobs))
             if step.done:
-                c = self.collector.finish()
+                c = self.collector.finish(notes=json.dumps(self._notes))
                 stats = episode_metrics(c.episode, c.success, c.reward_stats)
                 out.append(episode_message(c, len(self.store), {**stats, "version": float(self.version)}))
                 self._reset()
@@ -173,7 +176,7 @@ class FleetActor:
     def close(self) -> bytes:
         """File the running episode as a cut one, close the store and the env; a ``collected`` message of what the
         store holds."""
-        self.collector.close("cut short: the fleet stopped mid-episode")
+        self.collector.close(json.dumps({**self._notes, "cut": "the fleet stopped mid-episode"}))
         meta = {"steps": 0, "store_episodes": len(self.store), "store_steps": self.store.num_steps, "running": 0}
         self.store.close()
         self.env.close()

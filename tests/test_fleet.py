@@ -155,3 +155,32 @@ def test_an_actor_whose_env_does_not_match_the_learners_is_refused(tmp_path, toy
     out = finish(proc)
     assert proc.returncode != 0 and "fleet actor 1" in out, out
     assert not left_behind(proc), out
+
+
+def test_episode_messages_round_trip_and_malformed_ones_are_refused(tmp_path):
+    import numpy as np
+    from toy_env import PointReach
+
+    from robot_rl.collect import Collector
+    from robot_rl.runtime.fleet import check_episode, episode_message
+    from robot_rl.runtime.messages import MessageError, decode
+
+    env = PointReach(max_episode_steps=5)
+    c = Collector(env, task="toy")
+    c.reset(seed=0)
+    while not c.step(np.ones(2, np.float32)).done:
+        pass
+    done = c.finish()
+    msg = decode(episode_message(done, 1, {"episode_return": 0.0}))
+    ep = check_episode(msg.arrays, env.observation_space, 2)
+    for k in ("action", "reward", "terminated", "truncated", "is_intervention", "timestamp"):
+        np.testing.assert_array_equal(ep[k], done.episode[k])
+    np.testing.assert_array_equal(ep["obs"]["state"], done.episode["obs"]["state"])
+    np.testing.assert_array_equal(msg.arrays["policy_action"], done.policy_action)
+    bad = dict(msg.arrays)
+    bad["obs.state"] = bad["obs.state"].copy()
+    bad["obs.state"][1, 0] = np.nan
+    with pytest.raises(MessageError, match="obs.state holds NaN"):
+        check_episode(bad, env.observation_space, 2)
+    with pytest.raises(MessageError, match="action is"):
+        check_episode(msg.arrays, env.observation_space, 3)  # another action layout

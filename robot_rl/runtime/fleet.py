@@ -199,6 +199,11 @@ class Fleet:
             raise ValueError(f"runtime.actors={self.n} must be at least 1")
         self.steps_per_call = int(rt.steps_per_call)
         self.max_lead = int(rt.get("max_lead_steps") or self.n * self.steps_per_call)
+        if self.steps_per_call < 1 or self.max_lead < self.steps_per_call:
+            raise ValueError(
+                f"runtime.steps_per_call={self.steps_per_call} must be >= 1 and runtime.max_lead_steps="
+                f"{self.max_lead} at least that (else no actor could ever be given a call)"
+            )
         self.weights_every = max(1, int(rt.weights_every))
         cfg.threads = int(rt.learner_threads)
         self.tr = tr = Trainer(cfg, self.run_dir)
@@ -265,6 +270,8 @@ class Fleet:
     def _may_collect(self) -> bool:
         """Whether another call fits the update-to-data ratio: the fleet at most ``max_lead_steps`` env steps ahead
         of the updates (and of ``learning_starts``)."""
+        if not len(self.tr.online) and not len(self.tr.demo):
+            return True  # nothing to learn from yet (no demos, no episode ended): only more data can help
         done = sum(self.store_steps)
         return done + self.steps_per_call <= self.limiter.learning_starts + self.tr.agent.num_updates + self.max_lead
 
@@ -349,17 +356,34 @@ class Fleet:
         tr = self.tr
         try:
             blobs = self.ray.get(ref)
+            head = decode(blobs[0])
+            if head.kind != "collected":
+                raise MessageError(f"a {head.kind} message where a collected one belongs")
         except self.ray.exceptions.RayError as e:
             self._actor_failed(i, e)
             return
-        head = decode(blobs[0])
+        except MessageError as e:  # an actor of another version, or damage: what its store holds still counts
+            self.log(f"actor {i}: rejected its answer ({e}); taking its episodes from its store")
+            self._catch_up(i, self._store_len(i))
+            return
         for blob in blobs[1:]:
-            msg = decode(blob)
+            try:
+                msg = decode(blob)
+                if msg.kind != "episode":
+                    raise MessageError(f"a {msg.kind} message where an episode belongs")
+            except MessageError as e:
+                self.log(f"actor {i}: rejected an episode message ({e}); its store has the episode")
+                continue
             k = int(msg.meta["store_episodes"])
             if k <= self.held[i]:
                 continue  # already taken from the store
             self._catch_up(i, k - 1)
-            episode = check_episode(msg.arrays, tr.agent.observation_space, tr.agent.action_dim)
+            try:
+                episode = check_episode(msg.arrays, tr.agent.observation_space, tr.agent.action_dim)
+            except MessageError as e:  # the store's copy was checked when it was filed
+                self.log(f"actor {i}: episode {k - 1} arrived malformed ({e}); taking it from its store")
+                self._catch_up(i, k)
+                continue
             from robot_rl.collect import Collected
 
             stats = {k2: float(v) for k2, v in (msg.meta.get("stats") or {}).items()}

@@ -91,8 +91,12 @@ def stores(run: Path) -> tuple[int, int]:
     return episodes, steps
 
 
-def test_a_fleet_counts_every_episode_once_and_leaves_nothing_running(tmp_path, toy_task):
-    run = fleet_run(tmp_path, toy_task, **{"runtime.actors": 3})
+def test_a_three_actor_fleet_learns_counts_every_episode_once_and_leaves_nothing_running(tmp_path, toy_task):
+    over = {"runtime.actors": 3, "total_steps": 3000, "eval.every": 250, "eval.episodes": 20, "demos.episodes": 5}
+    over["eval.stop_at_success"] = 0.8  # learning: reaching 80% within the budget ends the run
+    run = fleet_run(
+        tmp_path, toy_task, **over, **{"agent.num_critics": 4, "agent.batch_size": 64, "agent.utd_ratio": 2}
+    )
     proc = start(run)
     out = finish(proc)
     assert proc.returncode == 0, out
@@ -102,8 +106,9 @@ def test_a_fleet_counts_every_episode_once_and_leaves_nothing_running(tmp_path, 
     with EpisodeStore.open(run / "fleet/actor_2/online.zarr") as store:  # each episode says where it came from
         assert json.loads(store.metadata(0)["notes"]) == {"actor": 2, "origin": "sim", "task": "toy_reach"}
     state = load_state(run / "checkpoints/latest/trainer")
-    assert (state["episode"], state["step"]) == stores(run) and state["step"] >= 200
-    assert (run / "eval.jsonl").read_text().count("\n") >= 2
+    assert (state["episode"], state["step"]) == stores(run)
+    curve = [json.loads(x)["success_rate"] for x in (run / "eval.jsonl").read_text().splitlines()]
+    assert max(curve) >= 0.8, curve  # the bar of the one-process run on this task
 
 
 def test_an_actor_that_dies_is_restarted_and_no_episode_is_lost_or_counted_twice(tmp_path, toy_task):

@@ -109,6 +109,7 @@ class Learner:
         self._last_sent, self._data_at_send = -1, 0
         self.refresh_steps = max(1, int(rt.get("max_weight_lag_steps", 300)) // 3)
         self.replica: EpisodeStore | None = None  # transport sync: our copy of the actor's store
+        self._stop_sent: PeerChannel | None = None  # the connection already told to stop (eval.stop_at_success)
 
     @staticmethod
     def log(msg: str) -> None:
@@ -272,9 +273,12 @@ class Learner:
                 tr.evaluate_and_checkpoint(self.writer)
                 h = tr.history[-1]
                 self.log(f"step {tr.step}: eval success {h['success_rate']:.0%}, {tr.agent.num_updates} updates")
-                if tr.target_reached():  # eval.stop_at_success, as in the one-process loop
+                if tr.target_reached() and self._stop_sent is not ch:  # eval.stop_at_success, as in one process
+                    # once per connection: a second stop could reach the actor as the answer to its "done" and let
+                    # it leave before this learner's final evaluation and checkpoint
                     self.log("eval.stop_at_success reached: stopping the actor")
                     ch.send("stop")
+                    self._stop_sent = ch
         elif msg.kind == "done":
             if not tr.history or tr.history[-1]["step"] != tr.step:  # (the last episode may have just evaluated)
                 tr.evaluate_and_checkpoint(self.writer)

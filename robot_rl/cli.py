@@ -183,16 +183,13 @@ def _validate_train(cfg: DictConfig) -> None:
 
 
 def _find_checkpoint(path: Path, prefer: str) -> Path:
-    """Accept a checkpoint dir or a run dir (then ``checkpoints/<prefer>``, falling back to the other)."""
-    if (path / "agent.safetensors").exists():
-        return path
-    from robot_rl.utils.checkpoint import checkpoint_path
+    """:func:`~robot_rl.utils.checkpoint.find_checkpoint`, its error as a usage error."""
+    from robot_rl.utils.checkpoint import find_checkpoint
 
-    for name in (prefer, "latest" if prefer == "best" else "best"):
-        cand = checkpoint_path(path / "checkpoints" / name)
-        if (cand / "agent.safetensors").exists():
-            return cand
-    raise UsageError(f"no checkpoint at {path} (expected agent.safetensors in it or in {path}/checkpoints/{prefer})")
+    try:
+        return find_checkpoint(path, prefer)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
 
 
 def cmd_eval(overrides: Sequence[str]) -> int:

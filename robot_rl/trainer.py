@@ -37,7 +37,7 @@ from robot_rl.hil.intervention import InterventionWrapper
 from robot_rl.rewards.refine import record_refinements
 from robot_rl.rewards.shaping import PotentialShaping
 from robot_rl.rewards.wrapper import RewardWrapper
-from robot_rl.utils.checkpoint import checkpoint_path, load_state, replace_dir, save_state
+from robot_rl.utils.checkpoint import checkpoint_path, find_checkpoint, load_state, replace_dir, save_state
 from robot_rl.utils.perf import set_threads
 from robot_rl.utils.specs import check_spec, env_spec
 
@@ -407,11 +407,7 @@ class Trainer:
         """Start from another run's agent (e.g. a sim-trained policy fine-tuned on the robot with the same config):
         its weights, optimizer moments, temperature and normaliser; this run's buffers, counters and streams are
         its own. Refuses a checkpoint made for a different observation/action spec."""
-        path = Path(path)
-        if not (path / "agent.safetensors").exists():
-            path = (
-                path / "checkpoints" / ("best" if (path / "checkpoints/best/agent.safetensors").exists() else "latest")
-            )
+        path = find_checkpoint(path, prefer="best")
         check_spec(json.loads((path / "spec.json").read_text()), env_spec(self.env), str(path))
         self.agent.load_state_dict(load_state(path / "agent", self.agent.device))
         return {"init_from": str(path), "its_updates": self.agent.num_updates}

@@ -105,3 +105,18 @@ def checkpoint_path(path: str | Path) -> Path:
         os.replace(tmp if tmp.exists() else old, path)
         shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def find_checkpoint(path: str | Path, prefer: str = "best") -> Path:
+    """A checkpoint directory (one holding ``agent.safetensors``), or a run directory, then its
+    ``checkpoints/<prefer>``, falling back to the other of ``best`` and ``latest``. Raises FileNotFoundError."""
+    path = Path(path)
+    if (path / "agent.safetensors").exists():
+        return path
+    for name in (prefer, "latest" if prefer == "best" else "best"):
+        cand = checkpoint_path(path / "checkpoints" / name)
+        if (cand / "agent.safetensors").exists():
+            return cand
+    raise FileNotFoundError(
+        f"no checkpoint at {path} (expected agent.safetensors in it or in {path}/checkpoints/{prefer})"
+    )

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from robot_rl.collect import Collected
 from robot_rl.runtime.messages import MessageError, check_arrays, decode, encode, join_obs, split_obs
 from robot_rl.utils.config import load_run_config
 
@@ -309,7 +310,7 @@ class Fleet:
                     if tr.target_reached():
                         self.log("eval.stop_at_success reached: stopping the fleet")
                         break
-            self._stop(pending)
+            self._stop(pending, writer)
             self._write_throughput(
                 time.perf_counter() - t0, sum(self.store_steps) - steps0, tr.agent.num_updates - updates0
             )
@@ -319,7 +320,7 @@ class Fleet:
             return 0
         except KeyboardInterrupt:
             self.log("interrupted: stopping the actors")
-            self._stop(pending)
+            self._stop(pending, writer)
             return 130
         finally:
             writer.close()
@@ -384,8 +385,6 @@ class Fleet:
                 self.log(f"actor {i}: episode {k - 1} arrived malformed ({e}); taking it from its store")
                 self._catch_up(i, k)
                 continue
-            from robot_rl.collect import Collected
-
             stats = {k2: float(v) for k2, v in (msg.meta.get("stats") or {}).items()}
             version = stats.pop("version", -1.0)
             stats["weight_lag_steps"] = float(max(0, tr.agent.num_updates - version))  # updates ~ env steps here
@@ -430,11 +429,11 @@ class Fleet:
         self._catch_up(i, int(hello.meta["store_episodes"]))
         self.store_steps[i] = int(hello.meta["store_steps"])
 
-    def _stop(self, pending: dict[Any, int]) -> None:
+    def _stop(self, pending: dict[Any, int], writer: Any) -> None:
         """Wait for the calls under way, then close every actor (each files its running episode as a cut one) and
         take what their stores hold."""
         for ref, i in list(pending.items()):
-            self._answer(i, ref, _NullWriter())
+            self._answer(i, ref, writer)
         pending.clear()
         for i, actor in enumerate(self.actors):
             if not self.alive[i]:
@@ -445,11 +444,6 @@ class Fleet:
             except self.ray.exceptions.RayError as e:
                 self.log(f"actor {i} did not close cleanly ({type(e).__name__}); its store keeps what it filed")
             self.ray.kill(actor, no_restart=True)
-
-
-class _NullWriter:
-    def add_scalar(self, *_: Any, **__: Any) -> None:
-        pass
 
 
 def run_fleet(run_dir: Path, resume: bool = False) -> int:

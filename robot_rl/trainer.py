@@ -73,6 +73,7 @@ class Trainer:
         self.best_success = -1.0
         self._next_eval = int(cfg.eval.every)
         self._refinements_logged = 0
+        self.restored: dict[Path, int] = {}  # on resume: the episodes taken from each online store
 
     # ---------------------------------------------------------------- demos
     def collect_demos(self) -> dict[str, float]:
@@ -466,8 +467,10 @@ class Trainer:
                 "which a resumed run needs in its replay buffer"
             )
         stored = steps = interventions = 0
+        lengths = []  # read once: an actor of a live fleet may file more while this runs; those come later
         for path in paths:
             with EpisodeStore.open(path) as store:
+                lengths.append(len(store))
                 stored, steps = stored + len(store), steps + store.num_steps
                 interventions += int(np.count_nonzero(store.step_field("is_intervention")))
         if stored < self.episode:
@@ -475,8 +478,9 @@ class Trainer:
                 f"{', '.join(map(str, paths))} hold {stored} episodes, fewer than the {self.episode} the checkpoint "
                 "counted; a store was truncated or replaced. Resume from matching stores"
             )
-        for path in paths:
-            self.fill_from_store(path)
+        for path, n in zip(paths, lengths):
+            self.fill_from_store(path, 0, n)
+        self.restored = dict(zip(paths, lengths))
         if stored > self.episode:  # collected after the last checkpoint: kept, and counted as experience
             extra = steps - self.step
             print(f"recovered {stored - self.episode} episode(s) ({extra} steps) collected after the last checkpoint")

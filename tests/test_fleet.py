@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from robot_rl.cli import compose
-from robot_rl.data.store import EpisodeStore
+from robot_rl.data.store import EpisodeStore, StoreError
 from robot_rl.utils.checkpoint import load_state
 
 pytest.importorskip("ray")
@@ -82,6 +82,14 @@ def left_behind(proc: subprocess.Popen) -> bool:
     return True
 
 
+def filed(run: Path) -> int:
+    """Episodes in the fleet's stores so far (a store still being created counts none)."""
+    try:
+        return stores(run)[0]
+    except StoreError:
+        return 0
+
+
 def stores(run: Path) -> tuple[int, int]:
     episodes = steps = 0
     for path in sorted(run.glob("fleet/actor_*/online.zarr")):
@@ -101,7 +109,7 @@ def test_a_three_actor_fleet_learns_counts_every_episode_once_and_leaves_nothing
     out = finish(proc)
     assert proc.returncode == 0, out
     assert not left_behind(proc), out
-    assert "actors on Ray at 127.0.0.1" in out  # a local instance stays on loopback
+    assert "actors on Ray at 127.0.0.1 (learner on cpu)" in out  # a local instance stays on loopback
     assert len(list(run.glob("fleet/actor_*/online.zarr"))) == 3
     with EpisodeStore.open(run / "fleet/actor_2/online.zarr") as store:  # each episode says where it came from
         assert json.loads(store.metadata(0)["notes"]) == {"actor": 2, "origin": "sim", "task": "toy_reach"}
@@ -139,11 +147,33 @@ def test_a_learner_resumes_from_its_checkpoint_and_the_fleets_stores(tmp_path, t
     assert (state["episode"], state["step"]) == stores(run) and state["step"] >= first + 150
 
 
-def test_ctrl_c_stops_every_actor_and_ray_with_the_stores_whole(tmp_path, toy_task):
-    run = fleet_run(tmp_path, toy_task, **{"total_steps": 100000, "eval.every": 100000})
+def test_a_learner_actor_that_dies_is_started_again_and_resumes_with_the_same_actors(tmp_path, toy_task):
+    # runtime.learner=ray: the learner in a Ray actor of its own; SIGKILL it once it has a checkpoint
+    run = fleet_run(tmp_path, toy_task, **{"runtime.learner": "ray", "total_steps": 400})
+    proc = start(run)
+    where, latest = run / "fleet/learner.json", run / "checkpoints/latest/trainer.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (where.exists() and latest.exists()) and proc.poll() is None:
+        time.sleep(0.2)
+    first = json.loads(where.read_text())
+    assert first["device"] == "cpu" and first["pid"] != proc.pid
+    os.kill(first["pid"], signal.SIGKILL)
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    assert "the learner died" in out and "resumed from" in out, out
+    assert json.loads(where.read_text())["pid"] != first["pid"]
+    state = load_state(run / "checkpoints/latest/trainer")
+    assert (state["episode"], state["step"]) == stores(run) and state["step"] >= 400
+    assert "failed" not in out  # the actors outlived their learner: the new one took them over
+    assert not left_behind(proc), out
+
+
+@pytest.mark.parametrize("learner", ["driver", "ray"])
+def test_ctrl_c_stops_every_actor_and_ray_with_the_stores_whole(tmp_path, toy_task, learner):
+    run = fleet_run(tmp_path, toy_task, **{"total_steps": 100000, "eval.every": 100000, "runtime.learner": learner})
     proc = start(run)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and stores(run)[0] < 4 and proc.poll() is None:
+    while time.monotonic() < deadline and filed(run) < 4 and proc.poll() is None:
         time.sleep(0.5)  # however slow the machine: the fleet has filed episodes
     proc.send_signal(signal.SIGINT)
     out = finish(proc, timeout=180)
@@ -189,3 +219,20 @@ def test_episode_messages_round_trip_and_malformed_ones_are_refused(tmp_path):
         check_episode(bad, env.observation_space, 2)
     with pytest.raises(MessageError, match="action is"):
         check_episode(msg.arrays, env.observation_space, 3)  # another action layout
+
+
+def test_an_actors_overrides_swap_whole_config_groups_and_set_values(tmp_path):
+    from robot_rl.utils.config import load_run_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = compose("train", ["task=reach", "obs=pixels", "runtime=ray"])
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    actor = load_run_config(run, ["task=ros2_reach", "hil=sim_operator", "runtime.actors=3"])
+    assert actor.task.name == "ros2_reach" and actor.task.env_id.startswith("hw.")
+    assert actor.task.env_kwargs.obs_mode == "pixels"  # its ${obs} follows the run's, not the default's
+    assert actor.hil.name == "sim_operator" and actor.runtime.actors == 3 and actor.obs == "pixels"
+    with pytest.raises(ValueError, match="unknown task 'nope'; valid choices: .*ros2_reach"):
+        load_run_config(run, ["task=nope"])
+    with pytest.raises(ValueError, match="malformed override"):
+        load_run_config(run, ["task"])

@@ -184,10 +184,24 @@ class FleetActor:
         return encode("collected", meta)
 
 
+def start_fleet_actors(ray: Any, run_dir: Path, rt: Any) -> list[Any]:
+    """``rt.actors`` :class:`FleetActor` processes on Ray (restarted by Ray when they die), each placed by
+    ``rt.actor_resources`` and configured by ``rt.actor_overrides``."""
+    remote = ray.remote(num_cpus=1, max_restarts=int(rt.restarts), max_task_retries=0)(FleetActor)
+    per_actor = rt.get("actor_overrides") or {}  # e.g. {"1": ["task=ros2_reach"]}: a robot among sim actors
+    placed = rt.get("actor_resources") or {}  # e.g. {"1": {"robot_arm": 1}}: that actor runs on the robot's node
+    return [
+        remote.options(resources=dict(placed.get(str(i), {}))).remote(str(run_dir), i, list(per_actor.get(str(i), [])))
+        for i in range(int(rt.actors))
+    ]
+
+
 class Fleet:
     """The learner side of ``runtime=ray``: a :class:`~robot_rl.trainer.Trainer` and ``runtime.actors`` Ray actors."""
 
-    def __init__(self, run_dir: Path, resume: bool = False):
+    def __init__(self, run_dir: Path, resume: bool = False, owns_ray: bool = True, actors: list[Any] | None = None):
+        import threading
+
         from robot_rl.runtime.rate import RateLimiter
         from robot_rl.trainer import Trainer
         from robot_rl.utils.checkpoint import checkpoint_path
@@ -209,17 +223,21 @@ class Fleet:
         cfg.threads = int(rt.learner_threads)
         self.tr = tr = Trainer(cfg, self.run_dir)
         latest = checkpoint_path(self.run_dir / "checkpoints" / "latest")
-        if resume and (latest / "trainer.json").exists():
-            tr.load_checkpoint(latest)
+        resumed = resume and (latest / "trainer.json").exists()
+        if resumed:
+            tr.load_checkpoint(latest)  # its buffers hold every episode of the stores
             self.log(f"resumed from {latest} at step {tr.step} ({tr.episode} episodes)")
-        else:
+        else:  # no checkpoint yet: what the stores hold is taken (and counted) when each actor says hello
             self.log(f"starting: {tr.start_fresh()}")
-        self.held = [self._store_len(i) if resume else 0 for i in range(self.n)]  # episodes taken, per actor store
+        restored = {int(p.parent.name[len("actor_") :]): n for p, n in tr.restored.items()}
+        self.held = [restored.get(i, 0) for i in range(self.n)]  # episodes taken, per actor store
         self.store_steps = [0] * self.n  # env steps each actor has run (its store, plus its running episode)
         self.limiter = RateLimiter(1.0, int(cfg.learning_starts))
         self.ray = init_ray(rt, self.n)
+        self.owns_ray = owns_ray  # False where the learner runs as a Ray actor (runtime.learner=ray)
+        self.stop_asked = threading.Event()  # set from another thread: stop as on Ctrl+C
         self._weights_ref, self._weights_version = None, -1
-        self.actors: list[Any] = []
+        self.actors: list[Any] = list(actors or [])  # Ray handles of the FleetActors (started here when none)
         self.alive = [True] * self.n
         self.restarts_seen = [0] * self.n
         self._actor_rates: list[list[float]] = [[] for _ in range(self.n)]  # env steps/s of each collect call
@@ -241,10 +259,8 @@ class Fleet:
     def start_actors(self) -> None:
         from robot_rl.utils.specs import check_spec, env_spec
 
-        rt = self.cfg.runtime
-        remote = self.ray.remote(num_cpus=1, max_restarts=int(rt.restarts), max_task_retries=0)(FleetActor)
-        per_actor = rt.get("actor_overrides") or {}  # e.g. {"1": ["task=ros2_reach"]}: a robot among sim actors
-        self.actors = [remote.remote(str(self.run_dir), i, list(per_actor.get(str(i), []))) for i in range(self.n)]
+        if not self.actors:
+            self.actors = start_fleet_actors(self.ray, self.run_dir, self.cfg.runtime)
         ours = env_spec(self.tr.env)
         for i, blob in enumerate(self.ray.get([a.hello.remote() for a in self.actors])):
             hello = decode(blob)
@@ -288,9 +304,14 @@ class Fleet:
         try:
             self.start_actors()
             where = self.ray.util.get_node_ip_address()
-            self.log(f"{self.n} actors on Ray at {where}, {self.steps_per_call} env steps per call")
+            self.log(
+                f"{self.n} actors on Ray at {where} (learner on {tr.agent.device}), {self.steps_per_call} env steps "
+                "per call"
+            )
             t0, steps0, updates0 = time.perf_counter(), sum(self.store_steps), tr.agent.num_updates
             while True:
+                if self.stop_asked.is_set():
+                    raise KeyboardInterrupt
                 launch_more = sum(self.store_steps) < total
                 for i in sorted(idle):
                     if launch_more and self.alive[i] and self._may_collect():
@@ -325,7 +346,8 @@ class Fleet:
         finally:
             writer.close()
             tr.plot_curve()
-            self.ray.shutdown()
+            if self.owns_ray:
+                self.ray.shutdown()
 
     def _write_throughput(self, seconds: float, env_steps: int, updates: int) -> None:
         """``<run_dir>/fleet.json``: the fleet's env steps and the learner's updates per second over the run (from
@@ -446,13 +468,77 @@ class Fleet:
             self.ray.kill(actor, no_restart=True)
 
 
+class FleetLearner:
+    """The learner as a Ray actor (``runtime.learner=ray``): a :class:`Fleet` in a process that Ray places where a
+    GPU is (when the cluster has one), wherever ``robot-rl train`` was started. Ray runs it with two threads, so
+    :meth:`stop` reaches it while :meth:`run` is under way."""
+
+    def __init__(self, run_dir: str, resume: bool, actors: list[Any]):
+        self.fleet = Fleet(Path(run_dir), resume=resume, owns_ray=False, actors=actors)
+        where = {"pid": os.getpid(), "node": self.fleet.ray.util.get_node_ip_address()}
+        (Path(run_dir) / "fleet").mkdir(exist_ok=True)
+        (Path(run_dir) / "fleet" / "learner.json").write_text(
+            json.dumps({**where, "device": str(self.fleet.tr.agent.device)})
+        )
+
+    def run(self) -> int:
+        return self.fleet.run()
+
+    def stop(self) -> None:
+        self.fleet.stop_asked.set()
+
+
+def _run_learner_actor(run_dir: Path, resume: bool) -> int:
+    """Run the learner as a Ray actor (one GPU when the cluster has one) and wait for it. The actors are started here,
+    so they outlive a learner that dies: a new learner (``runtime.restarts`` times) resumes from its checkpoint and
+    the fleet's stores and takes the same actors over. Ctrl+C asks the learner to stop as it would."""
+    rt = load_run_config(run_dir).runtime
+    ray = init_ray(rt, int(rt.actors))
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    remote = ray.remote(num_cpus=1, num_gpus=gpus, max_concurrency=2, max_restarts=0)(FleetLearner)
+    deaths, learner, ref = 0, None, None
+    try:
+        actors = start_fleet_actors(ray, run_dir, rt)
+        while True:
+            learner = remote.remote(str(run_dir), resume, actors)
+            ref = learner.run.remote()
+            try:
+                while True:
+                    done, _ = ray.wait([ref], timeout=1.0)
+                    if done:
+                        return int(ray.get(ref))
+            except ray.exceptions.RayActorError as e:
+                deaths += 1
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                if deaths > int(rt.restarts):
+                    raise RuntimeError(f"the fleet's learner died {deaths} times; last: {first}") from e
+                Fleet.log(f"the learner died ({first}); a new one resumes from its checkpoint and the stores")
+                resume = True
+    except KeyboardInterrupt:
+        Fleet.log("interrupted: asking the learner to stop the actors")
+        if learner is not None and ref is not None:
+            learner.stop.remote()
+            try:
+                ray.get(ref, timeout=300)
+            except (ray.exceptions.RayError, KeyboardInterrupt):
+                pass
+        return 130
+    finally:
+        ray.shutdown()
+
+
 def run_fleet(run_dir: Path, resume: bool = False) -> int:
-    """``robot-rl train runtime=ray``: the learner here, ``runtime.actors`` actors on Ray; exit status 0 when done,
-    130 on Ctrl+C."""
+    """``robot-rl train runtime=ray``: ``runtime.actors`` actors on Ray and the learner here (``runtime.learner=
+    driver``) or in a Ray actor of its own (``runtime.learner=ray``); exit status 0 when done, 130 on Ctrl+C."""
     from robot_rl.utils.signals import ctrl_c_stops
 
     ctrl_c_stops()
-    fleet = Fleet(run_dir, resume=resume)
-    code = fleet.run()
+    where = str(load_run_config(Path(run_dir)).runtime.get("learner", "driver"))
+    if where not in ("driver", "ray"):
+        raise ValueError(f"runtime.learner={where!r}: use driver (this process) or ray (a Ray actor, on a GPU node)")
+    if where == "ray":
+        code = _run_learner_actor(Path(run_dir), resume)
+    else:
+        code = Fleet(Path(run_dir), resume=resume).run()
     print(f"fleet run finished with status {code}", file=sys.stderr if code else sys.stdout)
     return code

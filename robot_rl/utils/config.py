@@ -11,16 +11,39 @@ CONFIG_DIR = Path(os.environ.get("ROBOT_RL_CONFIG_DIR", Path(__file__).resolve()
 
 
 def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Any:
-    """``<run_dir>/config.yaml`` with dotlist ``overrides`` (e.g. ``runtime.topic_prefix=arm1``) applied."""
+    """``<run_dir>/config.yaml`` with ``overrides`` applied: ``group=name`` picks another config of a group
+    (``task=ros2_reach``: ``configs/task/ros2_reach.yaml``, in place of the run's task), any other ``key=value`` sets
+    one value (``runtime.topic_prefix=arm1``)."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ValueError(f"malformed override(s) {bad}: expected key=value, e.g. runtime.max_weight_lag_steps=100")
-    if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    values = []
+    for o in overrides:
+        key, name = o.split("=", 1)
+        if (CONFIG_DIR / key).is_dir():
+            cfg[key] = config_group(key, name)  # its interpolations (${obs}) resolve against this run's config
+        else:
+            values.append(o)
+    if values:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(values))
     return cfg
+
+
+def config_group(group: str, name: str) -> Any:
+    """``configs/<group>/<name>.yaml`` as a run would compose it (its defaults list applied), interpolations left
+    unresolved for the config it joins."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    choices = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    if name not in choices:
+        raise ValueError(f"unknown {group} {name!r}; valid choices: {', '.join(choices)}")
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        composed = compose("train", overrides=[f"{group}={name}"])
+    return OmegaConf.create(OmegaConf.to_container(composed[group], resolve=False))
 
 
 def run_process_args(role: str, argv: Sequence[str] | None = None) -> tuple[Path, list[str]]:

@@ -73,6 +73,11 @@ def cmd_train(overrides: Sequence[str]) -> int:
         ckpt = _find_checkpoint(Path(resume), prefer="latest")
         run_dir = ckpt.parent.parent
         saved = OmegaConf.load(ckpt / "config.yaml")
+        if "data" in saved and "steps" in saved:
+            raise UsageError(
+                f"{run_dir} is an offline run: continue it online with robot-rl train init_from={run_dir}, or run "
+                "robot-rl train-offline again"
+            )
         # The run continues with its own config; only how long it runs may change on the command line.
         saved.total_steps = (
             cfg.total_steps if any(o.startswith("total_steps=") for o in overrides) else saved.total_steps
@@ -134,6 +139,41 @@ def cmd_train(overrides: Sequence[str]) -> int:
     print(
         f"outputs: {run_dir}/  "
         "(checkpoints/best, checkpoints/latest, curve.png, eval.jsonl, demos.zarr, online.zarr, tb/)"
+    )
+    return 0
+
+
+def cmd_train_offline(overrides: Sequence[str]) -> int:
+    from robot_rl.offline import train_offline
+
+    cfg = compose("train_offline", overrides)
+    if cfg.get("resume") or cfg.get("init_from"):
+        raise UsageError("train-offline starts from its data: resume= and init_from= are for robot-rl train")
+    if str(cfg.task.get("env_id", "")).startswith("hw."):
+        raise UsageError(
+            f"task={cfg.task.name} is a robot: train-offline evaluates in simulation, so give the simulated task the "
+            "data match (e.g. task=reach for data from ros2_reach)"
+        )
+    _validate_train(cfg)
+    if not isinstance(cfg.steps, int) or isinstance(cfg.steps, bool) or cfg.steps < 1:
+        raise UsageError(f"steps={cfg.steps!r} must be a positive integer (updates)")
+    run_dir = Path(cfg.run_dir) if cfg.get("run_dir") else _default_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    from robot_rl.utils.signals import ctrl_c_stops
+
+    ctrl_c_stops()
+    try:
+        out = train_offline(cfg, run_dir)
+    except ValueError as e:  # the data: a missing, empty, mismatched or unlabelled store
+        raise UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        print(f"stopped; the last checkpoint is {run_dir / 'checkpoints/latest'}")
+        return 130
+    final = out["final"]
+    print(
+        f"final eval: success {final.get('success_rate', float('nan')):.0%} over {cfg.eval.episodes} episodes after "
+        f"{final.get('updates', 0)} updates. continue online: robot-rl train init_from={run_dir} agent={cfg.agent.name}"
     )
     return 0
 
@@ -264,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="hydra overrides key=value (see configs/train.yaml)")
     e = sub.add_parser("eval", help="evaluate a checkpoint (robot-rl eval checkpoint=PATH episodes=20 video=out.mp4)")
     e.add_argument("overrides", nargs="*", help="checkpoint=PATH [episodes=N] [video=PATH] [seed=S]")
+    o = sub.add_parser(
+        "train-offline",
+        help="train a policy from episode stores alone (robot-rl train-offline data=[demos.zarr] agent=iql)",
+    )
+    o.add_argument("overrides", nargs="*", help="hydra overrides key=value (see configs/train_offline.yaml)")
     tr = sub.add_parser(
         "train-reward",
         help="train a success classifier from a store (robot-rl train-reward data=demos.zarr out=reward_model/)",
@@ -309,6 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_train(args.overrides)
         if args.command == "eval":
             return cmd_eval(args.overrides)
+        if args.command == "train-offline":
+            return cmd_train_offline(args.overrides)
         if args.command == "train-reward":
             return cmd_train_reward(args.overrides)
         if args.command == "record":

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,28 @@ from robot_rl.rewards.refine import record_refinements
 from robot_rl.rewards.shaping import PotentialShaping
 from robot_rl.rewards.wrapper import RewardWrapper
 from robot_rl.utils.checkpoint import checkpoint_path, find_checkpoint, load_state, replace_dir, save_state
+from robot_rl.utils.config import config_group
 from robot_rl.utils.perf import set_threads
 from robot_rl.utils.specs import check_spec, env_spec
 
 REWARD_COUNTS = ("declared_episodes", "hacked_episodes", "vetoed_steps")
 LEARNER_LOG_EVERY = 100  # updates between ``learner/*`` scalars (updates 1, 101, 201, ...)
+
+
+def store_list(path: str | Path | Sequence[str | Path]) -> list[str | Path]:
+    """``demos.path``: one store or a list of them."""
+    return [path] if isinstance(path, (str, os.PathLike)) else list(path)
+
+
+def eval_task(cfg: DictConfig) -> Any:
+    """The task config evaluations run in: the run's own, or ``eval.task`` (a task of the same spec, e.g.
+    ``pick_cube_gap``, the stand-in for the real robot when training in ``pick_cube``)."""
+    name = cfg.eval.get("task")
+    if not name:
+        return cfg.task
+    other = cfg.copy()
+    other.task = config_group("task", str(name))  # its ${obs} resolves against this run's config
+    return other.task
 
 
 class Trainer:
@@ -54,7 +72,9 @@ class Trainer:
         torch.manual_seed(int(cfg.seed))
         self.rng = np.random.default_rng(int(cfg.seed))
         self.env = make_training_env(cfg)
-        self.eval_env = make_env(cfg.task)
+        self.eval_env = make_env(eval_task(cfg))
+        if cfg.eval.get("task"):  # another task: it must take the same observations and actions
+            check_spec(env_spec(self.eval_env), env_spec(self.env), f"(eval.task={cfg.eval.task})")
         self.env.reset(seed=int(cfg.seed))  # seeds the env's own stream; episodes continue from it
         self.agent = SAC(
             self.env.observation_space,
@@ -63,8 +83,9 @@ class Trainer:
         )
         adim = self.agent.action_dim
         space = self.agent.buffer_observation_space  # cameras as cached trunk maps when the encoder caches them
-        self.online = ReplayBuffer(space, adim, int(cfg.buffer_capacity), self.agent.device)
-        self.demo = ReplayBuffer(space, adim, int(cfg.buffer_capacity), self.agent.device)
+        mc = self.agent.mc_discount  # Cal-QL's lower bound
+        self.online = ReplayBuffer(space, adim, int(cfg.buffer_capacity), self.agent.device, mc_discount=mc)
+        self.demo = ReplayBuffer(space, adim, int(cfg.buffer_capacity), self.agent.device, mc_discount=mc)
         self.step, self.episode, self.demo_episodes, self.prefill_episodes = 0, 0, 0, 0
         self.intervention_steps = 0  # of the collected steps, how many a person (or the simulated operator) drove
         self.reward_counts = dict.fromkeys(REWARD_COUNTS, 0)  # a learned reward's declarations (reward_stats)
@@ -108,13 +129,13 @@ class Trainer:
             raise RuntimeError(f"the scripted expert succeeded in only {kept} of {tried} episodes; expected {n}")
         return {"demo_episodes": kept, "demo_transitions": len(self.demo), "expert_success_rate": kept / tried}
 
-    def load_demos(self, path: str | Path) -> dict[str, float]:
-        """Fill the demo buffer from an episode store (all episodes, or only successful ones if
+    def load_demos(self, path: str | Path | Sequence[str | Path]) -> dict[str, float]:
+        """Fill the demo buffer from one episode store or several (all episodes, or only successful ones if
         ``demos.only_successful``); refuses a store whose observations or actions differ from the env's."""
         only = bool(self.cfg.demos.only_successful)
-        self.demo_episodes, _ = self.fill_from_store(path, demos=True, only_successful=only)
+        self.demo_episodes = sum(self.fill_from_store(p, demos=True, only_successful=only)[0] for p in store_list(path))
         if not self.demo_episodes:
-            raise ValueError(f"demo store {path} holds no usable episode (only_successful={only})")
+            raise ValueError(f"demo store(s) {path} hold no usable episode (only_successful={only})")
         return {"demo_episodes": self.demo_episodes, "demo_transitions": len(self.demo)}
 
     def prefill(self, paths: list[str | Path]) -> dict[str, float]:
@@ -445,7 +466,8 @@ class Trainer:
         episodes' intervention segments into the demo buffer too, as in training)."""
         demos = self.cfg.demos.get("path") or (self.run_dir / "demos.zarr" if self.demo_episodes else None)
         if demos:
-            n, _ = self.fill_from_store(demos, demos=True, only_successful=bool(self.cfg.demos.only_successful))
+            only = bool(self.cfg.demos.only_successful)
+            n = sum(self.fill_from_store(p, demos=True, only_successful=only)[0] for p in store_list(demos))
             if n != self.demo_episodes:
                 raise ValueError(
                     f"demo store {demos} yields {n} episodes; the checkpoint was trained with "

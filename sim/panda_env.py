@@ -127,6 +127,11 @@ class PandaEnv(gym.Env):
             off (nominal images); True: on with the defaults; a mapping: on (unless ``enabled: false``) with those
             values over the defaults. Drawn from a generator derived from ``np_random`` without advancing it, so
             ``reset(seed=s)`` reproduces the look and states/dynamics are bit-identical to randomisation off.
+        dynamics: a deliberate dynamics gap, for a variant that stands in for the real robot (sim-to-real and H2O
+            experiments): ``action_delay`` (env steps an action waits before it acts, 0..5; zero actions fill the
+            first ones), ``action_gain`` (multiplies the commanded EE displacement, 0.2..3), ``object_mass`` and
+            ``object_friction`` (multiply the mass and sliding friction of every free body, e.g. the cube, 0.1..10).
+            None: nominal.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -162,6 +167,7 @@ class PandaEnv(gym.Env):
         kp_rot: float = 300.0,
         visual_meshes: str = "coarse",
         randomize: Any = None,
+        dynamics: Any = None,
         **build_kwargs: Any,
     ):
         check_choice("obs_mode", obs_mode, OBS_MODES)
@@ -210,6 +216,26 @@ class PandaEnv(gym.Env):
             self.model = copy.copy(self.model)
             groups = geom_groups(self.model, object_geoms=self.visual_object_geoms)
             self.visual_randomizer = VisualRandomizer(self.model, randomize_cfg, groups)
+        gap = dict(dynamics or {})
+        unknown = sorted(set(gap) - {"action_delay", "action_gain", "object_mass", "object_friction"})
+        if unknown:
+            raise ValueError(
+                f"unknown dynamics key(s) {unknown}; valid: action_delay, action_gain, object_mass, object_friction"
+            )
+        self.action_delay = int(check_range("dynamics.action_delay", gap.get("action_delay", 0), 0, 5))
+        self.action_gain = check_range("dynamics.action_gain", gap.get("action_gain", 1.0), 0.2, 3.0)
+        mass = check_range("dynamics.object_mass", gap.get("object_mass", 1.0), 0.1, 10.0)
+        friction = check_range("dynamics.object_friction", gap.get("object_friction", 1.0), 0.1, 10.0)
+        if mass != 1.0 or friction != 1.0:
+            self.model = copy.copy(self.model)  # a private copy: other envs of this task share the compiled one
+            free = {int(self.model.jnt_bodyid[j]) for j in range(self.model.njnt) if self.model.jnt_type[j] == 0}
+            for b in free:
+                self.model.body_mass[b] *= mass
+                self.model.body_inertia[b] *= mass
+            for g in range(self.model.ngeom):
+                if int(self.model.geom_bodyid[g]) in free:
+                    self.model.geom_friction[g, 0] *= friction
+        self._pending_actions: list[np.ndarray] = []
         self.data = mujoco.MjData(self.model)
         m = self.model
         self._arm_dofs = np.array([m.joint(j).dofadr[0] for j in ARM_JOINTS])
@@ -376,6 +402,7 @@ class PandaEnv(gym.Env):
         self._target_pos = self.ee_pos
         self._target_quat = self._frame_quat.copy()
         self._steps = 0
+        self._pending_actions = [np.zeros(self.action_space.shape)] * self.action_delay
         success, _, extra = self._evaluate()
         return self._observation(), {"success": bool(success), "is_intervention": False, **extra}
 
@@ -386,6 +413,9 @@ class PandaEnv(gym.Env):
             raise ValueError(f"action has shape {a.shape}, expected {self.action_space.shape}")
         assert_finite("action", a)
         a = np.clip(a, -1.0, 1.0).astype(np.float64)
+        if self.action_delay:  # the dynamics gap: this action acts action_delay steps from now
+            self._pending_actions.append(a)
+            a = self._pending_actions.pop(0)
         self._apply_action(a)
         m, d = self.model, self.data
         ctrl, target_pos, target_quat = self.controller, self._target_pos, self._target_quat
@@ -409,7 +439,8 @@ class PandaEnv(gym.Env):
         """Update the EE target (clamped to the workspace and near the EE) and the gripper command."""
         ee = self.data.site_xpos[self._tcp]
         lead = 2.0 * self.action_scale
-        target = np.clip(self._target_pos + self._frame_rot @ (a[:3] * self.action_scale), self.ws_low, self.ws_high)
+        step = a[:3] * self.action_scale * self.action_gain
+        target = np.clip(self._target_pos + self._frame_rot @ step, self.ws_low, self.ws_high)
         self._target_pos = np.clip(np.clip(target, ee - lead, ee + lead), self.ws_low, self.ws_high)
         if self.rotation:
             dq = rotvec_to_quat(self._frame_rot @ (a[3:6] * self.rotation_scale))

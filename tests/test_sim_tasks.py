@@ -267,8 +267,9 @@ def test_peg_clearance_validated():
 @pytest.mark.parametrize("config", sorted(p.name for p in CONFIG_DIR.glob("*.yaml") if not p.name.startswith("ros2_")))
 def test_task_configs_build_envs(config):  # ros2_* tasks need a robot (tests/test_ros2_nodes.py builds them)
     omegaconf = pytest.importorskip("omegaconf")
-    cfg = omegaconf.OmegaConf.load(CONFIG_DIR / config)
-    cfg = omegaconf.OmegaConf.merge({"obs": "state"}, {"task": cfg})
+    from robot_rl.utils.config import config_group
+
+    cfg = omegaconf.OmegaConf.merge({"obs": "state"}, {"task": config_group("task", config[:-5])})  # its defaults
     task = omegaconf.OmegaConf.to_container(cfg.task, resolve=True)
     assert set(task) == {"name", "env_id", "env_kwargs", "has_expert"} and task["name"] == config[:-5]
     env = make_gym_env(task["env_id"], **task["env_kwargs"])
@@ -295,3 +296,28 @@ def test_misaligned_peg_is_blocked_by_the_block():
         if terminated:
             break
     assert info["success"]
+
+
+def test_a_dynamics_gap_delays_scales_and_weighs_as_configured():
+    a = np.array([1.0, 0.0, 0.0, 0.0], np.float32)
+    nominal = make("pick_cube").unwrapped
+    gap = make("pick_cube", dynamics={"action_delay": 1, "action_gain": 0.5}).unwrapped
+    for env in (nominal, gap):
+        env.reset(seed=0)
+    start = gap._target_pos.copy()
+    nominal.step(a)
+    gap.step(a)
+    np.testing.assert_allclose(gap._target_pos, start)  # the first command waits a step (a zero one acts)
+    gap.step(np.zeros(4, np.float32))
+    moved, nominal_moved = gap._target_pos[0] - start[0], nominal._target_pos[0] - start[0]
+    assert moved == pytest.approx(0.5 * nominal_moved) and nominal_moved == pytest.approx(nominal.action_scale)
+    heavy = make("pick_cube", dynamics={"object_mass": 2.0, "object_friction": 0.5}).unwrapped
+    cube = nominal.model.body("cube").id
+    assert heavy.model.body_mass[cube] == pytest.approx(2 * nominal.model.body_mass[cube])
+    g = [i for i in range(heavy.model.ngeom) if heavy.model.geom_bodyid[i] == cube]
+    np.testing.assert_allclose(heavy.model.geom_friction[g, 0], 0.5 * nominal.model.geom_friction[g, 0])
+    assert nominal.model.body_mass[cube] == make("pick_cube").unwrapped.model.body_mass[cube]  # shared model intact
+    with pytest.raises(ValueError, match="unknown dynamics key.*'latency'"):
+        make("pick_cube", dynamics={"latency": 1})
+    with pytest.raises(ValueError, match="action_delay"):
+        make("pick_cube", dynamics={"action_delay": 9})

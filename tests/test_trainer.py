@@ -364,3 +364,11 @@ def test_init_from_starts_with_another_runs_agent_and_refuses_another_spec(toy_t
     c = Trainer(toy_cfg(toy_task, tmp_path, init_from=str(tmp_path / "other"), **{"demos.episodes": 0}), tmp_path / "c")
     with pytest.raises(ValueError, match="action shape"):
         c.start_fresh()
+
+
+def test_evaluations_run_in_eval_task_when_given_and_a_task_of_another_spec_is_refused(tmp_path):
+    base = ["task=pick_cube", "demos.episodes=0", "device=cpu", "threads=1"]
+    tr = Trainer(compose("train", [*base, "eval.task=pick_cube_gap"]), tmp_path / "a")
+    assert tr.eval_env.unwrapped.action_delay == 1 and tr.env.unwrapped.action_delay == 0
+    with pytest.raises(ValueError, match=r"eval.task=reach.*action shape"):
+        Trainer(compose("train", [*base, "eval.task=reach"]), tmp_path / "b")

@@ -36,6 +36,7 @@ class Agent(ABC):
     cfg: Any
     encoder: Encoder
     num_updates: int
+    mc_discount: float | None = None  # set: the replay buffers add each row's Monte-Carlo return (``mc_return``)
 
     # ---------------------------------------------------------------------------------------------- contract
     @abstractmethod

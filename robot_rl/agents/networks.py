@@ -121,12 +121,26 @@ class TanhGaussianActor(nn.Module):
         mu, log_std = self.net(feat).chunk(2, dim=-1)
         if deterministic:
             return torch.tanh(mu), torch.zeros(mu.shape[0], device=mu.device)
-        # Squash log_std smoothly into [min, max] (no hard clip, so gradients never vanish at the bounds).
-        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(log_std) + 1.0)
+        log_std = self._squash(log_std)
         std = log_std.exp()
         u = mu + std * torch.randn_like(mu)
-        action = torch.tanh(u)
-        # log N(u; mu, std) - sum log(1 - tanh(u)^2), the latter in the numerically stable softplus form.
+        return torch.tanh(u), self._log_prob(u, mu, log_std, std)
+
+    def mean_log_prob(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``log N(action; tanh(mu), sigma)`` ``(B,)`` of given actions ``(B, A)``: the likelihood IQL's policy
+        extraction weights (a Gaussian around the squashed mean, as the IQL reference policy). The squashed density
+        itself is degenerate at the +-1 actions that scripted and teleoperated data are full of."""
+        mu, log_std = self.net(feat).chunk(2, dim=-1)
+        log_std = self._squash(log_std)
+        z = (action - torch.tanh(mu)) / log_std.exp()
+        return (-0.5 * z.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def _squash(self, log_std: torch.Tensor) -> torch.Tensor:
+        """log_std smoothly into [min, max] (no hard clip, so gradients never vanish at the bounds)."""
+        return self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(log_std) + 1.0)
+
+    @staticmethod
+    def _log_prob(u: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """log N(u; mu, std) - sum log(1 - tanh(u)^2), the latter in the numerically stable softplus form."""
         log_prob = (-0.5 * ((u - mu) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        log_prob = log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
-        return action, log_prob
+        return log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)

@@ -29,7 +29,17 @@ from robot_rl.agents.gripper import (
     epsilon_at,
     gripper_toggles,
 )
-from robot_rl.agents.networks import EnsembleQ, TanhGaussianActor
+from robot_rl.agents.networks import EnsembleQ, TanhGaussianActor, mlp
+from robot_rl.agents.offline import (
+    awr_weights,
+    calibrate,
+    cql_penalty,
+    dynamics_log_ratio,
+    expectile_loss,
+    h2o_penalty,
+    h2o_td_weights,
+    uniform_log_density,
+)
 from robot_rl.envs.contract import STATE_KEY
 
 
@@ -75,6 +85,24 @@ class SACConfig:
     # operator) drove (``is_intervention``). 0: off. Arm dims only with the discrete gripper.
     bc_weight: float = 0.0
     bc_on_demos: bool = False  # clone the demo buffer's rows too (batch key ``from_demo``), not only the corrections
+    # What the critic and the actor optimise (robot_rl/agents/offline.py): "sac" (online; RLPD with the options above),
+    # "cql" (the SAC losses plus the conservative penalty; with cql_calibrated, Cal-QL) or "iql" (an expectile value,
+    # a critic towards r + gamma V(s'), the policy by advantage-weighted regression; no action outside the data is
+    # evaluated, and there is no temperature). All three act, checkpoint and log alike.
+    loss: str = "sac"
+    cql_alpha: float = 5.0  # weight of the penalty
+    cql_samples: int = 10  # sampled actions per state, for each of: uniform, policy at s, policy at s'
+    cql_temperature: float = 1.0
+    cql_calibrated: bool = False  # Cal-QL: the sampled actions' Q bounded below by the data's Monte-Carlo return
+    iql_expectile: float = 0.7
+    iql_beta: float = 3.0  # inverse temperature of the advantage weights
+    iql_max_weight: float = 100.0  # clip of exp(beta * advantage)
+    # "h2o" (sim + real hybrid, Niu et al. 2022): the SAC losses on batches of simulated (online) and real (the demo
+    # buffer's, ``from_demo``) rows, two real-vs-sim discriminators estimating the dynamics ratio of each simulated
+    # transition, its Bellman error weighted by that ratio and a value penalty on simulated rows with a large gap.
+    h2o_alpha: float = 1.0  # weight of the value penalty
+    h2o_ratio_clip: float = 1.0  # a simulated row's Bellman weight is at most this
+    h2o_disc_noise: float = 0.1  # Gaussian noise on the discriminators' inputs (standardised features)
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
@@ -107,6 +135,23 @@ class SACConfig:
             )
         if self.gripper_epsilon_decay_steps < 0:
             raise ValueError(f"gripper_epsilon_decay_steps={self.gripper_epsilon_decay_steps} must be >= 0")
+        if self.loss not in ("sac", "cql", "iql", "h2o"):
+            raise ValueError(f"loss={self.loss!r}; valid: 'sac', 'cql' (Cal-QL with cql_calibrated), 'iql', 'h2o'")
+        if self.h2o_alpha < 0 or self.h2o_ratio_clip <= 0 or self.h2o_disc_noise < 0:
+            raise ValueError(
+                f"h2o_alpha={self.h2o_alpha} and h2o_disc_noise={self.h2o_disc_noise} must be >= 0, h2o_ratio_clip="
+                f"{self.h2o_ratio_clip} > 0"
+            )
+        if self.cql_alpha < 0 or self.cql_samples < 1 or self.cql_temperature <= 0:
+            raise ValueError(
+                f"cql_alpha={self.cql_alpha} must be >= 0, cql_samples={self.cql_samples} >= 1 and "
+                f"cql_temperature={self.cql_temperature} > 0"
+            )
+        if not 0.0 < self.iql_expectile < 1.0 or self.iql_beta < 0 or self.iql_max_weight <= 0:
+            raise ValueError(
+                f"iql_expectile={self.iql_expectile} must lie in (0, 1), iql_beta={self.iql_beta} be >= 0 and "
+                f"iql_max_weight={self.iql_max_weight} > 0"
+            )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SACConfig:
@@ -132,17 +177,22 @@ def td_update(
     params: list[torch.Tensor],
     target_params: list[torch.Tensor],
     tau: float,
+    extra: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One TD regression step of an ensemble: the loss is the sum over members of the mean squared error of ``q``
-    ``(E, B)`` to ``target`` ``(B,)``; ``opt`` takes one step on it, then ``target_params`` move ``tau`` of the way
-    to ``params`` (Polyak). Returns the loss per member, detached."""
-    loss = F.mse_loss(q, target.unsqueeze(0).expand_as(q), reduction="none").mean(dim=1).sum()
+    ``(E, B)`` to ``target`` ``(B,)`` (each row times ``weight`` ``(B,)`` if given; plus ``extra``, e.g. a
+    conservative penalty); ``opt`` takes one step on it, then ``target_params`` move ``tau`` of the way to
+    ``params`` (Polyak). Returns the TD loss per member, detached."""
+    err = F.mse_loss(q, target.unsqueeze(0).expand_as(q), reduction="none")
+    td = (err if weight is None else err * weight).mean(dim=1).sum()
+    loss = td if extra is None else td + extra
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     with torch.no_grad():
         torch._foreach_lerp_(target_params, params, tau)
-    return loss.detach() / q.shape[0]
+    return td.detach() / q.shape[0]
 
 
 class SAC(Agent):
@@ -191,6 +241,20 @@ class SAC(Agent):
         self._target_params = list(self.critic_target.parameters())
         if self.discrete_gripper:
             self._init_gripper(feat)
+        if config.loss == "iql":  # the state value V(s), on the critic's features (detached)
+            self.value = mlp(feat, config.hidden_dims, 1, config.critic_layer_norm).to(self.device)
+            self.value_opt = torch.optim.Adam(self.value.parameters(), lr=config.critic_lr)
+        if config.loss == "h2o":  # real-vs-sim classifiers of (s, a) and (s, a, s'), on detached features
+            self.disc_sa = mlp(feat + self.arm_dim, config.hidden_dims, 1).to(self.device)
+            self.disc_sas = mlp(2 * feat + self.arm_dim, config.hidden_dims, 1).to(self.device)
+            self.disc_opt = torch.optim.Adam(
+                [*self.disc_sa.parameters(), *self.disc_sas.parameters()], lr=config.critic_lr
+            )
+
+    @property
+    def mc_discount(self) -> float | None:
+        """Cal-QL's batches carry ``mc_return`` at this discount."""
+        return self.cfg.discount if self.cfg.loss == "cql" and self.cfg.cql_calibrated else None
 
     def _init_gripper(self, feat_dim: int) -> None:
         """Build the gripper Q ensemble ``features (B, feat_dim) -> (E, B, 3)``, its Polyak target and optimizer."""
@@ -261,14 +325,28 @@ class SAC(Agent):
         feat = self.encode(batch["obs"], augment=True)
         with torch.no_grad():
             next_feat = self.encode(batch["next_obs"], augment=True)
-            next_action, next_logp = self.actor(next_feat)
-            next_q = self.critic_target(next_feat, next_action, self._target_idx()).min(dim=0).values
-            if self.cfg.backup_entropy:
-                next_q = next_q - self.alpha * next_logp
+            if self.cfg.loss == "iql":  # bootstrap from V(s'): no action outside the data
+                next_q = self.value(next_feat).squeeze(-1)
+            else:
+                next_action, next_logp = self.actor(next_feat)
+                next_q = self.critic_target(next_feat, next_action, self._target_idx()).min(dim=0).values
+                if self.cfg.backup_entropy:
+                    next_q = next_q - self.alpha * next_logp
             target = batch["reward"] + self.cfg.discount * (1.0 - batch["terminated"]) * next_q
-        q = self.critic(feat, batch["action"][:, : self.arm_dim])  # (E, B)
-        loss = td_update(q, target, self.critic_opt, self._critic_params, self._target_params, self.cfg.tau)
-        metrics = {"critic_loss": loss, "q_mean": q.detach().mean(), "target_q": target.mean()}
+        action = batch["action"][:, : self.arm_dim]
+        q = self.critic(feat, action)  # (E, B)
+        metrics: dict[str, torch.Tensor] = {}
+        penalty = weight = None
+        if self.cfg.loss == "cql":
+            penalty, metrics = self._cql_penalty(feat, next_feat, q, batch)
+        elif self.cfg.loss == "h2o":
+            weight, penalty, metrics = self._h2o_terms(feat.detach(), action, next_feat, q, batch)
+        loss = td_update(
+            q, target, self.critic_opt, self._critic_params, self._target_params, self.cfg.tau, penalty, weight
+        )
+        metrics.update({"critic_loss": loss, "q_mean": q.detach().mean(), "target_q": target.mean()})
+        if self.cfg.loss == "iql":
+            metrics.update(self._value_step(feat.detach(), action))
         if self.discrete_gripper:
             # Detached features: the encoder is shaped by the arm critic alone (as for the actor in _actor_step), the
             # penalised gripper reward does not pull the shared representation toward a 3-way decision that is a
@@ -276,6 +354,74 @@ class SAC(Agent):
             # second encoder pass (which matters once images are encoded).
             metrics.update(self._gripper_step(feat.detach(), next_feat, batch))
         return metrics
+
+    def _cql_penalty(
+        self, feat: torch.Tensor, next_feat: torch.Tensor, q_data: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """CQL(H)'s penalty (summed over members, times ``cql_alpha``) on ``cql_samples`` uniform actions, policy
+        actions at s and policy actions at s' per state, each importance-corrected by its proposal's log density;
+        with ``cql_calibrated`` the policy actions' Q first bounded below by ``batch["mc_return"]`` (Cal-QL)."""
+        cfg, n = self.cfg, self.cfg.cql_samples
+        b, e = feat.shape[0], q_data.shape[0]
+        feat_n = feat.repeat_interleave(n, dim=0)  # (B*n, F), rows of one state together
+        with torch.no_grad():
+            a_pi, logp_pi = self.actor(feat_n.detach())
+            a_next, logp_next = self.actor(next_feat.repeat_interleave(n, dim=0))
+        a_rand = torch.empty(b * n, self.arm_dim, device=feat.device).uniform_(-1.0, 1.0)
+        q_rand = self.critic(feat_n, a_rand).view(e, b, n) - uniform_log_density(self.arm_dim)
+        q_pi = self.critic(feat_n, a_pi).view(e, b, n)
+        q_next = self.critic(feat_n, a_next).view(e, b, n)
+        if cfg.cql_calibrated:
+            if "mc_return" not in batch:
+                raise ValueError(
+                    "cql_calibrated (Cal-QL) needs batches with mc_return: replay buffers built with "
+                    "mc_discount=agent.mc_discount (the trainer does this)"
+                )
+            q_pi, q_next = calibrate(q_pi, batch["mc_return"]), calibrate(q_next, batch["mc_return"])
+        sampled = torch.cat([q_rand, q_pi - logp_pi.view(1, b, n), q_next - logp_next.view(1, b, n)], dim=-1)
+        per_member = cql_penalty(q_data, sampled, cfg.cql_temperature)
+        metrics = {"cql_penalty": per_member.detach().mean(), "cql_q_policy": q_pi.detach().mean()}
+        return cfg.cql_alpha * per_member.sum(), metrics
+
+    def _h2o_terms(
+        self, feat: torch.Tensor, action: torch.Tensor, next_feat: torch.Tensor, q: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """One step of the two discriminators (real rows: ``from_demo`` 1), then per-row Bellman weights and the
+        value penalty (times ``h2o_alpha``, summed over members) from their dynamics ratio."""
+        if "from_demo" not in batch:
+            raise ValueError("loss=h2o needs batches that mark the real rows (from_demo): the trainer's mixed batches")
+        real = batch["from_demo"]
+        sa, sas = torch.cat([feat, action], -1), torch.cat([feat, action, next_feat], -1)
+        noisy = lambda x: x + self.cfg.h2o_disc_noise * torch.randn_like(x)  # noqa: E731
+        logit_sa, logit_sas = self.disc_sa(noisy(sa)).squeeze(-1), self.disc_sas(noisy(sas)).squeeze(-1)
+        disc_loss = F.binary_cross_entropy_with_logits(logit_sa, real) + F.binary_cross_entropy_with_logits(
+            logit_sas, real
+        )
+        self.disc_opt.zero_grad(set_to_none=True)
+        disc_loss.backward()
+        self.disc_opt.step()
+        with torch.no_grad():
+            log_ratio = dynamics_log_ratio(self.disc_sas(sas).squeeze(-1), self.disc_sa(sa).squeeze(-1))
+            weight = h2o_td_weights(log_ratio, real, self.cfg.h2o_ratio_clip)
+        per_member = h2o_penalty(q, log_ratio, real)
+        sim = real < 0.5
+        metrics = {
+            "h2o_disc_loss": disc_loss.detach(),
+            "h2o_penalty": per_member.detach().mean(),
+            "h2o_sim_weight": weight[sim].mean() if bool(sim.any()) else torch.ones(()),
+        }
+        return weight, self.cfg.h2o_alpha * per_member.sum(), metrics
+
+    def _value_step(self, feat: torch.Tensor, action: torch.Tensor) -> dict[str, torch.Tensor]:
+        """IQL: fit V(s) to the target critics' Q(s, a_data) by expectile regression (``iql_expectile``)."""
+        with torch.no_grad():
+            q = self.critic_target(feat, action, self._target_idx()).min(dim=0).values
+        v = self.value(feat).squeeze(-1)
+        loss = expectile_loss(q - v, self.cfg.iql_expectile)
+        self.value_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.value_opt.step()
+        return {"value_loss": loss.detach(), "v_mean": v.detach().mean()}
 
     def gripper_closed(self, batch: Batch) -> torch.Tensor | None:
         """The gripper state in effect when each batch action was chosen, ``(B,)`` bool (True = closed), or None.
@@ -332,6 +478,8 @@ class SAC(Agent):
         return metrics
 
     def _actor_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        if self.cfg.loss == "iql":
+            return self._awr_step(batch)
         with torch.no_grad():
             feat = self.encode(batch["obs"], augment=True)
         action, logp = self.actor(feat)
@@ -367,6 +515,21 @@ class SAC(Agent):
             **metrics,
         }
 
+    def _awr_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """IQL's policy extraction: maximise ``exp(beta * (Q(s, a) - V(s))) * log pi(a | s)`` over the data's
+        actions (advantage-weighted regression)."""
+        action = batch["action"][:, : self.arm_dim]
+        with torch.no_grad():
+            feat = self.encode(batch["obs"], augment=True)
+            adv = self.critic_target(feat, action, self._target_idx()).min(dim=0).values
+            adv = adv - self.value(feat).squeeze(-1)
+            weight = awr_weights(adv, self.cfg.iql_beta, self.cfg.iql_max_weight)
+        loss = -(weight * self.actor.mean_log_prob(feat, action)).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.actor_opt.step()
+        return {"actor_loss": loss.detach(), "advantage": adv.mean(), "awr_weight": weight.mean()}
+
     def update(self, batches: Iterator[Batch]) -> dict[str, float]:
         """Run ``utd_ratio`` critic (and gripper critic) updates and one actor + temperature update; return scalar
         metrics (gripper ones, from the last critic step, prefixed ``gripper_``)."""
@@ -392,6 +555,16 @@ class SAC(Agent):
             "num_updates": self.num_updates,
             "config": asdict(self.cfg),
         }
+        if self.cfg.loss == "iql":
+            state.update({"value": self.value.state_dict(), "value_opt": self.value_opt.state_dict()})
+        if self.cfg.loss == "h2o":
+            state.update(
+                {
+                    "disc_sa": self.disc_sa.state_dict(),
+                    "disc_sas": self.disc_sas.state_dict(),
+                    "disc_opt": self.disc_opt.state_dict(),
+                }
+            )
         if self.discrete_gripper:
             state.update(
                 {
@@ -421,6 +594,12 @@ class SAC(Agent):
             self.gripper_target.load_state_dict(state["gripper_target"])
             self.gripper_opt.load_state_dict(state["gripper_opt"])
             self.gripper_act_steps = int(state["gripper_act_steps"])
+        if self.cfg.loss == "iql" and "value" in state:  # (an agent of another loss starts its V afresh)
+            self.value.load_state_dict(state["value"])
+            self.value_opt.load_state_dict(state["value_opt"])
+        if self.cfg.loss == "h2o" and "disc_sa" in state:
+            for name in ("disc_sa", "disc_sas", "disc_opt"):
+                getattr(self, name).load_state_dict(state[name])
 
     def policy_weights(self) -> dict[str, torch.Tensor]:
         """The small part an actor needs: encoder + actor (+ online gripper critic) weights, flat names -> CPU

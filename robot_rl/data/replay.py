@@ -22,11 +22,19 @@ class ReplayBuffer:
 
     ``add()`` takes one transition; ``sample(n, rng)`` returns a batch of tensors on ``device``:
     ``obs``/``next_obs`` (dicts of ``(n, ...)``), ``action`` (n, A), ``reward`` (n,), ``terminated`` (n,),
-    ``truncated`` (n,), ``is_intervention`` (n,). Safe to call ``add`` and ``sample`` from different threads.
+    ``truncated`` (n,), ``is_intervention`` (n,), and with ``mc_discount`` ``mc_return`` (n,): the discounted return
+    from each step to its episode's end (Cal-QL's lower bound), known for episodes added whole
+    (:meth:`add_episode`; -inf, "no bound", for rows added one by one). Safe to call ``add`` and ``sample`` from
+    different threads.
     """
 
     def __init__(
-        self, observation_space: spaces.Dict, action_dim: int, capacity: int, device: str | torch.device = "cpu"
+        self,
+        observation_space: spaces.Dict,
+        action_dim: int,
+        capacity: int,
+        device: str | torch.device = "cpu",
+        mc_discount: float | None = None,
     ):
         if capacity < 2:
             raise ValueError(f"capacity={capacity} must be >= 2")
@@ -37,6 +45,8 @@ class ReplayBuffer:
         self.terminated = np.zeros(capacity, dtype=bool)
         self.truncated = np.zeros(capacity, dtype=bool)
         self.is_intervention = np.zeros(capacity, dtype=bool)
+        self.mc_discount = None if mc_discount is None else float(mc_discount)
+        self.mc_return = np.full(capacity, -np.inf, dtype=np.float32)
         self.final_next_obs: dict[int, dict[str, np.ndarray]] = {}  # slot -> last observation of its episode
         self._pin = self.device.type == "cuda"
         self.pos = 0  # next slot to write
@@ -76,6 +86,7 @@ class ReplayBuffer:
             self.reward[i] = reward
             self.terminated[i], self.truncated[i] = terminated, truncated
             self.is_intervention[i] = is_intervention
+            self.mc_return[i] = -np.inf
             self.final_next_obs.pop(i, None)
             if terminated or truncated:
                 self.final_next_obs[i] = {k: np.array(v, copy=True) for k, v in next_obs.items()}
@@ -92,6 +103,7 @@ class ReplayBuffer:
             return
         skip = max(0, steps - self.capacity)
         final_t = steps - 1
+        mc = returns_to_go(episode["reward"], self.mc_discount) if self.mc_discount is not None else None
         ends_here = bool(episode["terminated"][final_t]) or bool(episode["truncated"][final_t])
         with self._lock:
             start = (self.pos + skip) % self.capacity  # as if the skipped rows had been written first
@@ -108,6 +120,7 @@ class ReplayBuffer:
                 self.terminated[a:b] = episode["terminated"][rows]
                 self.truncated[a:b] = episode["truncated"][rows]
                 self.is_intervention[a:b] = episode["is_intervention"][rows]
+                self.mc_return[a:b] = mc[rows] if mc is not None else -np.inf
                 for slot in range(a, b):
                     self.final_next_obs.pop(slot, None)
             last = (start + n - 1) % self.capacity
@@ -144,6 +157,8 @@ class ReplayBuffer:
                 "truncated": torch.from_numpy(self.truncated[idx].astype(np.float32)),
                 "is_intervention": torch.from_numpy(self.is_intervention[idx].astype(np.float32)),
             }
+            if self.mc_discount is not None:
+                out["mc_return"] = self._gather(self.mc_return, idx)
         return to_device(out, self.device)
 
     def _gather(self, arr: np.ndarray, idx: np.ndarray) -> torch.Tensor:
@@ -164,6 +179,7 @@ class ReplayBuffer:
                 "terminated": self.terminated[: self.size].copy(),
                 "truncated": self.truncated[: self.size].copy(),
                 "is_intervention": self.is_intervention[: self.size].copy(),
+                "mc_return": self.mc_return[: self.size].copy(),
                 "final_slots": np.asarray(slots, dtype=np.int64),
                 "final_next_obs": {
                     k: np.stack([self.final_next_obs[s][k] for s in slots])
@@ -184,11 +200,22 @@ class ReplayBuffer:
                 v[:size] = state["obs"][k]
             for name in ("action", "reward", "terminated", "truncated", "is_intervention"):
                 getattr(self, name)[:size] = state[name]
+            self.mc_return[:size] = state["mc_return"] if "mc_return" in state else -np.inf
             self.final_next_obs = {
                 int(s): {k: np.asarray(state["final_next_obs"][k][j]) for k in self.obs}
                 for j, s in enumerate(state["final_slots"])
             }
             self.pos, self.size = int(state["pos"]), size
+
+
+def returns_to_go(reward: np.ndarray, discount: float) -> np.ndarray:
+    """``G_t = r_t + discount * G_{t+1}`` over one episode, ``G_T = 0`` after its last step: ``(T,)`` float32."""
+    out = np.empty(len(reward), dtype=np.float64)
+    g = 0.0
+    for t in range(len(reward) - 1, -1, -1):
+        g = float(reward[t]) + discount * g
+        out[t] = g
+    return out.astype(np.float32)
 
 
 def to_device(tree: Any, device: torch.device) -> Any:

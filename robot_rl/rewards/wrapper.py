@@ -55,8 +55,9 @@ def _space_shapes(space: gym.spaces.Dict, batched: bool) -> dict[str, tuple[int,
     return shapes
 
 
-class _Relabeller:
-    """The per-step logic shared by the single and the vector wrapper, over a batch of ``n`` observations."""
+class Relabeller:
+    """The per-step logic shared by the single and the vector wrapper (and offline relabelling of a store), over a
+    batch of ``n`` observations."""
 
     def __init__(
         self,
@@ -80,7 +81,10 @@ class _Relabeller:
 
     def __call__(self, obs: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Batched obs ``{camera: (n, H, W, 3)}`` -> (reward (n,), success (n,) bool, score (n,))."""
-        score = self.model.score({c: obs[c] for c in self.model.cameras})
+        return self.decide(self.model.score({c: obs[c] for c in self.model.cameras}))
+
+    def decide(self, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The model's scores ``(n,)`` of one step of each of the ``n`` streams -> (reward, success, score)."""
         above = score >= self.threshold if self.threshold is not None else np.zeros(len(score), dtype=bool)
         self.streak = np.where(above, self.streak + 1, 0)
         success = self.streak >= self.consecutive
@@ -109,7 +113,7 @@ class RewardWrapper(gym.Wrapper):
         super().__init__(env)
         model.check_frames(_space_shapes(env.observation_space, batched=False), "the env's observation space")
         self.model = model
-        self._core = _Relabeller(model, 1, reward, threshold, success_reward, consecutive, terminate_on_success)
+        self._core = Relabeller(model, 1, reward, threshold, success_reward, consecutive, terminate_on_success)
         self.refine = refine or RefineConfig(judge="none")
         judged = self.refine.judge == "ground_truth" or (self.refine.judge == "auto" and model.kind == "classifier")
         if judged and threshold is not None:  # the user's threshold holds through retraining
@@ -210,7 +214,7 @@ class RewardVectorWrapper(gym.vector.VectorWrapper):
             raise ValueError(f"RewardVectorWrapper supports next-step autoreset only, got {mode}")
         model.check_frames(_space_shapes(env.observation_space, batched=True), "the vector env's observation space")
         self.model, self.n = model, env.num_envs
-        self._core = _Relabeller(model, self.n, reward, threshold, success_reward, consecutive, terminate_on_success)
+        self._core = Relabeller(model, self.n, reward, threshold, success_reward, consecutive, terminate_on_success)
         self._was_done = np.zeros(self.n, dtype=bool)
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
@@ -306,19 +310,24 @@ def wrap_shaping(
     return env
 
 
-def _wrap_model(env: Any, cfg: dict[str, Any], device: Any, seed: int, log: Any) -> Any:
-    model = build_reward_model(cfg, resolve_device(device))
-    if model is None:
-        return env
-    if not image_keys(env.single_observation_space if isinstance(env, gym.vector.VectorEnv) else env.observation_space):
-        raise RewardDataError(f"reward={cfg.get('name')} scores camera images, but the env has none (use obs=pixels)")
-    kw = dict(
+def relabel_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """How a ``reward`` config turns the model's scores into rewards: :class:`Relabeller`'s keyword arguments."""
+    return dict(
         reward=str(cfg.get("reward", "binary")),
         threshold=cfg.get("threshold"),
         success_reward=float(cfg.get("success_reward", 1.0)),
         consecutive=int(cfg.get("consecutive", 1)),
         terminate_on_success=bool(cfg.get("terminate_on_success", True)),
     )
+
+
+def _wrap_model(env: Any, cfg: dict[str, Any], device: Any, seed: int, log: Any) -> Any:
+    model = build_reward_model(cfg, resolve_device(device))
+    if model is None:
+        return env
+    if not image_keys(env.single_observation_space if isinstance(env, gym.vector.VectorEnv) else env.observation_space):
+        raise RewardDataError(f"reward={cfg.get('name')} scores camera images, but the env has none (use obs=pixels)")
+    kw = relabel_options(cfg)
     refine = RefineConfig.from_dict(cfg.get("refine"))
     if isinstance(env, gym.vector.VectorEnv):
         if refine.judge == "ground_truth":

@@ -52,6 +52,17 @@ def store_list(path: str | Path | Sequence[str | Path]) -> list[str | Path]:
     return [path] if isinstance(path, (str, os.PathLike)) else list(path)
 
 
+def check_prior(cfg: DictConfig, optimistic: bool) -> None:
+    """``prior=`` (reward-free stores) and ``agent.optimistic_prior`` go together, and the prior data take the demo
+    buffer alone; raise naming the fix otherwise."""
+    if cfg.get("prior") and not optimistic:
+        raise ValueError("prior= stores carry no rewards: learn from them with agent=explore (agent.optimistic_prior)")
+    if optimistic and not cfg.get("prior"):
+        raise ValueError("agent.optimistic_prior relabels the demo buffer's rows: give the prior stores, prior=[...]")
+    if optimistic and (int(cfg.demos.episodes) > 0 or cfg.demos.get("path")):
+        raise ValueError("prior data take the demo buffer's half of each batch: set demos.episodes=0 and no demos.path")
+
+
 def eval_task(cfg: DictConfig) -> Any:
     """The task config evaluations run in: the run's own, or ``eval.task`` (a task of the same spec, e.g.
     ``pick_cube_gap``, the stand-in for the real robot when training in ``pick_cube``)."""
@@ -83,6 +94,7 @@ class Trainer:
         )
         adim = self.agent.action_dim
         space = self.agent.buffer_observation_space  # cameras as cached trunk maps when the encoder caches them
+        check_prior(cfg, self.agent.cfg.optimistic_prior)
         mc = self.agent.mc_discount  # Cal-QL's lower bound
         self.online = ReplayBuffer(space, adim, int(cfg.buffer_capacity), self.agent.device, mc_discount=mc)
         self.demo = ReplayBuffer(space, adim, int(cfg.buffer_capacity), self.agent.device, mc_discount=mc)
@@ -137,6 +149,14 @@ class Trainer:
         if not self.demo_episodes:
             raise ValueError(f"demo store(s) {path} hold no usable episode (only_successful={only})")
         return {"demo_episodes": self.demo_episodes, "demo_transitions": len(self.demo)}
+
+    def load_prior(self, paths: Sequence[str | Path]) -> dict[str, float]:
+        """Reward-free prior data (ExPLORe) into the demo buffer, every episode: the agent gives their rows an
+        optimistic reward (``agent.optimistic_prior``), so they take the demonstrations' half of each batch."""
+        self.demo_episodes = sum(self.fill_from_store(p, demos=True)[0] for p in store_list(paths))
+        if not self.demo_episodes:
+            raise ValueError(f"prior store(s) {list(store_list(paths))} hold no episode")
+        return {"prior_episodes": self.demo_episodes, "prior_transitions": len(self.demo)}
 
     def prefill(self, paths: list[str | Path]) -> dict[str, float]:
         """Fill the online buffer with every episode of earlier stores (e.g. ``runs/<run>/online.zarr``) before
@@ -417,7 +437,9 @@ class Trainer:
         cfg, done = self.cfg, {}
         if cfg.get("init_from"):
             done.update(self.init_from(cfg.init_from))
-        if cfg.demos.get("path"):
+        if cfg.get("prior"):
+            done.update(self.load_prior(cfg.prior))
+        elif cfg.demos.get("path"):
             done.update(self.load_demos(cfg.demos.path))
         elif int(cfg.demos.episodes) > 0:
             done.update(self.collect_demos())
@@ -464,9 +486,10 @@ class Trainer:
     def _restore_buffers(self) -> None:
         """Refill the demo and online buffers from the run's stores, in the order they were first filled (collected
         episodes' intervention segments into the demo buffer too, as in training)."""
-        demos = self.cfg.demos.get("path") or (self.run_dir / "demos.zarr" if self.demo_episodes else None)
+        prior = self.cfg.get("prior")
+        demos = prior or self.cfg.demos.get("path") or (self.run_dir / "demos.zarr" if self.demo_episodes else None)
         if demos:
-            only = bool(self.cfg.demos.only_successful)
+            only = bool(self.cfg.demos.only_successful) and not prior
             n = sum(self.fill_from_store(p, demos=True, only_successful=only)[0] for p in store_list(demos))
             if n != self.demo_episodes:
                 raise ValueError(

@@ -20,6 +20,7 @@ from robot_rl.agents.offline import (
     expectile_loss,
     h2o_penalty,
     h2o_td_weights,
+    optimistic_labels,
     uniform_log_density,
 )
 from robot_rl.agents.sac import SAC, SACConfig
@@ -142,6 +143,45 @@ def test_h2o_agent_learns_to_tell_simulated_transitions_from_real_ones():
         last = agent.update(batches)
     assert last["h2o_disc_loss"] < first["h2o_disc_loss"] - 0.2, (first, last)
     assert last["h2o_sim_weight"] < 0.7 < first["h2o_sim_weight"], (first, last)
+
+
+def test_prior_rows_get_an_optimistic_reward_and_online_rows_keep_theirs():
+    label = optimistic_labels(torch.tensor([0.2, 0.0]), torch.tensor([3.0, 0.5]), torch.tensor(0.5), bonus=2.0)
+    np.testing.assert_allclose(label.numpy(), [0.2 + 2 * 6.0, 0.0 + 2 * 1.0])
+    # in the agent: online rows near the origin train the reward model and RND; prior rows far away look novel
+    torch.manual_seed(0)
+    agent = SAC(OBS, ACT, SACConfig(optimistic_prior=True, hidden_dims=(32,), batch_size=64, device="cpu"))
+    agent.fit_normalizer(np.random.default_rng(0).uniform(-0.1, 0.1, (100, 4)).astype(np.float32))
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        online = torch.from_numpy(rng.uniform(-0.1, 0.1, (32, 4)).astype(np.float32))
+        far = torch.from_numpy(rng.uniform(0.9, 1.0, (32, 4)).astype(np.float32))
+        batch = {
+            "obs": {"state": torch.cat([online, far])},
+            "action": torch.zeros(64, 2),
+            "reward": torch.cat([torch.full((32,), 0.5), torch.full((32,), -7.0)]),  # the prior's are ignored
+            "from_demo": torch.cat([torch.zeros(32), torch.ones(32)]),
+        }
+        reward, metrics = agent._optimistic_reward(agent.encode(batch["obs"]), batch["action"], batch)
+    np.testing.assert_array_equal(reward[:32].numpy(), batch["reward"][:32].numpy())
+    assert metrics["prior_reward_loss"] < 0.05  # the reward model fits the online rewards (0.5 each; 0.25 at the start)
+    assert (reward[32:] > 1.0).all(), reward[32:]  # estimate ~0.5 plus a bonus: far rows are novel
+    with pytest.raises(ValueError, match="from_demo"):
+        agent._optimistic_reward(agent.encode(batch["obs"]), batch["action"], {"reward": batch["reward"]})
+
+
+def test_prior_stores_and_optimistic_labels_go_together(tmp_path, reach_demos):
+    from robot_rl.cli import compose
+    from robot_rl.trainer import check_prior
+
+    base = compose("train", ["task=reach", "demos.episodes=0"])
+    with pytest.raises(ValueError, match="agent=explore"):
+        check_prior(compose("train", ["task=reach", "demos.episodes=0", f"prior=[{reach_demos}]"]), False)
+    with pytest.raises(ValueError, match="prior=\\[...\\]"):
+        check_prior(base, True)
+    with pytest.raises(ValueError, match="demos.episodes=0"):
+        check_prior(compose("train", ["task=reach", f"prior=[{reach_demos}]"]), True)
+    check_prior(compose("train", ["task=reach", "demos.episodes=0", f"prior=[{reach_demos}]"]), True)
 
 
 def test_returns_to_go_and_the_buffer_carries_them_for_whole_episodes_only():

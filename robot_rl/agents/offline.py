@@ -15,6 +15,9 @@ checkpoints and metrics stay the agent's (:class:`~robot_rl.agents.sac.SAC`).
   real transitions. Two classifiers tell real from simulated ``(s, a)`` and ``(s, a, s')``; their logits give each
   simulated transition's dynamics ratio (:func:`dynamics_log_ratio`), which weighs its Bellman error
   (:func:`h2o_td_weights`) and steers a value penalty towards simulated rows with a large gap (:func:`h2o_penalty`).
+* **ExPLORe** (Li et al., 2023, "Accelerating Exploration with Unlabeled Prior Data"): reward-free prior data get an
+  optimistic reward, a reward model's estimate plus a novelty bonus (random network distillation), both learned on
+  the agent's own labelled data (:func:`optimistic_labels`); ``agent.optimistic_prior``.
 """
 
 from __future__ import annotations
@@ -82,3 +85,10 @@ def h2o_penalty(q: torch.Tensor, log_ratio: torch.Tensor, real: torch.Tensor) ->
     q_sim, q_real = q[:, sim], q[:, ~sim]
     weight = torch.softmax(q_sim.detach() + torch.log(gap[sim]).unsqueeze(0), dim=1)
     return (weight * q_sim).sum(dim=1) - q_real.mean(dim=1)
+
+
+def optimistic_labels(reward_estimate: torch.Tensor, novelty: torch.Tensor, scale: torch.Tensor, bonus: float):
+    """ExPLORe (Li et al., 2023): the reward given to a reward-free prior transition, a learned reward model's
+    estimate plus ``bonus`` times its novelty (the RND prediction error) in units of ``scale`` (the typical error
+    on the agent's own data), so the prior data the agent has not been near look worth visiting."""
+    return reward_estimate + bonus * novelty / scale.clamp(min=1e-8)

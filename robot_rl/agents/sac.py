@@ -38,6 +38,7 @@ from robot_rl.agents.offline import (
     expectile_loss,
     h2o_penalty,
     h2o_td_weights,
+    optimistic_labels,
     uniform_log_density,
 )
 from robot_rl.envs.contract import STATE_KEY
@@ -103,6 +104,10 @@ class SACConfig:
     h2o_alpha: float = 1.0  # weight of the value penalty
     h2o_ratio_clip: float = 1.0  # a simulated row's Bellman weight is at most this
     h2o_disc_noise: float = 0.1  # Gaussian noise on the discriminators' inputs (standardised features)
+    # ExPLORe: the demo buffer holds reward-free prior data (``prior=`` stores); their rows (``from_demo``) are given
+    # a learned reward estimate plus prior_bonus x an RND novelty bonus, both trained on the online rows.
+    optimistic_prior: bool = False
+    prior_bonus: float = 1.0
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
@@ -137,6 +142,8 @@ class SACConfig:
             raise ValueError(f"gripper_epsilon_decay_steps={self.gripper_epsilon_decay_steps} must be >= 0")
         if self.loss not in ("sac", "cql", "iql", "h2o"):
             raise ValueError(f"loss={self.loss!r}; valid: 'sac', 'cql' (Cal-QL with cql_calibrated), 'iql', 'h2o'")
+        if self.prior_bonus < 0:
+            raise ValueError(f"prior_bonus={self.prior_bonus} must be >= 0 (0: the reward estimate alone)")
         if self.h2o_alpha < 0 or self.h2o_ratio_clip <= 0 or self.h2o_disc_noise < 0:
             raise ValueError(
                 f"h2o_alpha={self.h2o_alpha} and h2o_disc_noise={self.h2o_disc_noise} must be >= 0, h2o_ratio_clip="
@@ -244,6 +251,14 @@ class SAC(Agent):
         if config.loss == "iql":  # the state value V(s), on the critic's features (detached)
             self.value = mlp(feat, config.hidden_dims, 1, config.critic_layer_norm).to(self.device)
             self.value_opt = torch.optim.Adam(self.value.parameters(), lr=config.critic_lr)
+        if config.optimistic_prior:  # ExPLORe: a reward model and RND (a fixed random net and its predictor)
+            self.prior_reward = mlp(feat + self.arm_dim, config.hidden_dims, 1).to(self.device)
+            self.rnd_target = mlp(feat + self.arm_dim, config.hidden_dims, 32).to(self.device).requires_grad_(False)
+            self.rnd_predictor = mlp(feat + self.arm_dim, config.hidden_dims, 32).to(self.device)
+            self.prior_opt = torch.optim.Adam(
+                [*self.prior_reward.parameters(), *self.rnd_predictor.parameters()], lr=config.critic_lr
+            )
+            self.rnd_scale = torch.ones((), device=self.device)  # running mean of the novelty on online rows
         if config.loss == "h2o":  # real-vs-sim classifiers of (s, a) and (s, a, s'), on detached features
             self.disc_sa = mlp(feat + self.arm_dim, config.hidden_dims, 1).to(self.device)
             self.disc_sas = mlp(2 * feat + self.arm_dim, config.hidden_dims, 1).to(self.device)
@@ -332,15 +347,21 @@ class SAC(Agent):
                 next_q = self.critic_target(next_feat, next_action, self._target_idx()).min(dim=0).values
                 if self.cfg.backup_entropy:
                     next_q = next_q - self.alpha * next_logp
-            target = batch["reward"] + self.cfg.discount * (1.0 - batch["terminated"]) * next_q
         action = batch["action"][:, : self.arm_dim]
-        q = self.critic(feat, action)  # (E, B)
         metrics: dict[str, torch.Tensor] = {}
+        if self.cfg.optimistic_prior:  # the prior rows' rewards, for this critic and the gripper critic below
+            reward, metrics = self._optimistic_reward(feat.detach(), action, batch)
+            batch = {**batch, "reward": reward}
+        with torch.no_grad():
+            target = batch["reward"] + self.cfg.discount * (1.0 - batch["terminated"]) * next_q
+        q = self.critic(feat, action)  # (E, B)
         penalty = weight = None
         if self.cfg.loss == "cql":
-            penalty, metrics = self._cql_penalty(feat, next_feat, q, batch)
+            penalty, extra = self._cql_penalty(feat, next_feat, q, batch)
+            metrics.update(extra)
         elif self.cfg.loss == "h2o":
-            weight, penalty, metrics = self._h2o_terms(feat.detach(), action, next_feat, q, batch)
+            weight, penalty, extra = self._h2o_terms(feat.detach(), action, next_feat, q, batch)
+            metrics.update(extra)
         loss = td_update(
             q, target, self.critic_opt, self._critic_params, self._target_params, self.cfg.tau, penalty, weight
         )
@@ -382,6 +403,34 @@ class SAC(Agent):
         per_member = cql_penalty(q_data, sampled, cfg.cql_temperature)
         metrics = {"cql_penalty": per_member.detach().mean(), "cql_q_policy": q_pi.detach().mean()}
         return cfg.cql_alpha * per_member.sum(), metrics
+
+    def _optimistic_reward(
+        self, feat: torch.Tensor, action: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """ExPLORe: train the reward model and the RND predictor on the online rows, then give the prior rows
+        (``from_demo``) their optimistic reward; the online rows keep theirs."""
+        if "from_demo" not in batch:
+            raise ValueError("agent.optimistic_prior needs batches that mark the prior rows (from_demo)")
+        prior = batch["from_demo"] > 0.5
+        x = torch.cat([feat, action], -1)
+        online = ~prior
+        metrics: dict[str, torch.Tensor] = {}
+        if bool(online.any()):
+            err = (self.rnd_predictor(x[online]) - self.rnd_target(x[online])).square().mean(-1)
+            fit = F.mse_loss(self.prior_reward(x[online]).squeeze(-1), batch["reward"][online])
+            self.prior_opt.zero_grad(set_to_none=True)
+            (fit + err.mean()).backward()
+            self.prior_opt.step()
+            with torch.no_grad():
+                self.rnd_scale.lerp_(err.detach().mean(), 0.01)
+            metrics = {"prior_reward_loss": fit.detach(), "rnd_online": err.detach().mean()}
+        with torch.no_grad():
+            novelty = (self.rnd_predictor(x) - self.rnd_target(x)).square().mean(-1)
+            label = optimistic_labels(self.prior_reward(x).squeeze(-1), novelty, self.rnd_scale, self.cfg.prior_bonus)
+            reward = torch.where(prior, label, batch["reward"])
+        if bool(prior.any()):
+            metrics["prior_label"] = label[prior].mean()
+        return reward, metrics
 
     def _h2o_terms(
         self, feat: torch.Tensor, action: torch.Tensor, next_feat: torch.Tensor, q: torch.Tensor, batch: Batch
@@ -557,6 +606,10 @@ class SAC(Agent):
         }
         if self.cfg.loss == "iql":
             state.update({"value": self.value.state_dict(), "value_opt": self.value_opt.state_dict()})
+        if self.cfg.optimistic_prior:
+            for name in ("prior_reward", "rnd_target", "rnd_predictor", "prior_opt"):
+                state[name] = getattr(self, name).state_dict()
+            state["rnd_scale"] = self.rnd_scale.detach().clone()
         if self.cfg.loss == "h2o":
             state.update(
                 {
@@ -597,6 +650,10 @@ class SAC(Agent):
         if self.cfg.loss == "iql" and "value" in state:  # (an agent of another loss starts its V afresh)
             self.value.load_state_dict(state["value"])
             self.value_opt.load_state_dict(state["value_opt"])
+        if self.cfg.optimistic_prior and "prior_reward" in state:
+            for name in ("prior_reward", "rnd_target", "rnd_predictor", "prior_opt"):
+                getattr(self, name).load_state_dict(state[name])
+            self.rnd_scale.copy_(state["rnd_scale"])
         if self.cfg.loss == "h2o" and "disc_sa" in state:
             for name in ("disc_sa", "disc_sas", "disc_opt"):
                 getattr(self, name).load_state_dict(state[name])

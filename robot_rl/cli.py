@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robot_rl.utils.config import CONFIG_DIR
 
-BENCHES = ("learner", "sample-efficiency", "data", "act", "encoder", "hil", "reward", "ros2", "fleet")
+BENCHES = ("learner", "sample-efficiency", "data", "act", "encoder", "hil", "reward", "ros2", "fleet", "offline")
 
 
 class UsageError(Exception):

@@ -101,13 +101,15 @@ def record_store(
     noise: float,
     seed: int,
     max_attempts: int | None = None,
+    obs_mode: str = "pixels",
+    terminate_on_success: bool = False,
 ) -> dict[str, Any]:
     """Record ``successes`` expert episodes and ``failures`` noisy episodes that end in failure (noisy ones that end
     in success are kept as successes too) into a new store at ``path``; the per-step ground truth goes into the
     label set ``gt_success``. Returns counts and seconds."""
     from robot_rl.envs.make import control_dt, make_env
 
-    env = make_env(task, obs_mode="pixels", image_size=image_size, terminate_on_success=False)
+    env = make_env(task, obs_mode=obs_mode, image_size=image_size, terminate_on_success=terminate_on_success)
     t0 = time.perf_counter()
     try:
         schema = StoreSchema.from_spaces(

@@ -233,10 +233,8 @@ class Actor:
                 try:
                     step = collector.step(self.agent.act(collector.fobs))
                 except self.recoverable as e:  # the robot's data stopped: cut the episode, wait for it, reset
-                    self.log(
-                        f"the env stalled ({type(e).__name__}: {str(e).splitlines()[0]}); cutting the episode "
-                        "and resetting"
-                    )
+                    cut = f"cutting the episode ({len(collector)} steps)" if len(collector) else "nothing to cut"
+                    self.log(f"the env stalled ({type(e).__name__}: {str(e).splitlines()[0]}); {cut}; resetting")
                     if len(collector):
                         self._finish(False, cut=True, notes=f"cut short: the env stalled ({type(e).__name__})")
                     self._reset()

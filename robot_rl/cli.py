@@ -13,17 +13,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from robot_rl.utils.config import CONFIG_DIR
+from robot_rl.utils.config import CONFIG_DIR, group_choices
 
 BENCHES = ("learner", "sample-efficiency", "data", "act", "encoder", "hil", "reward", "ros2", "fleet", "offline")
 
 
 class UsageError(Exception):
     """A bad command line or config: printed as one line, exit status 2."""
-
-
-def group_choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
 def compose(config_name: str, overrides: Sequence[str]) -> DictConfig:

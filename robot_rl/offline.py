@@ -67,7 +67,6 @@ def offline_episodes(
 def load_offline_data(trainer: Any, paths: Sequence[str | Path], log: Any = None) -> dict[str, Any]:
     """Every episode of ``paths`` into ``trainer``'s demo buffer (see :func:`offline_episodes`); refuses a store
     whose observations or actions do not match the task. Returns counts."""
-    from robot_rl.collect import store_schema
     from robot_rl.rewards.wrapper import build_reward_model
 
     if not paths:
@@ -79,11 +78,9 @@ def load_offline_data(trainer: Any, paths: Sequence[str | Path], log: Any = None
         if not Path(path).exists():
             raise ValueError(f"data store {path} does not exist")
         with EpisodeStore.open(path) as store:
-            problems = store_schema(trainer.env, store.schema.action_semantics).mismatches(store.schema)
-        if problems:
-            raise ValueError(f"data store {path} does not match task {trainer.cfg.task.name}: " + "; ".join(problems))
+            trainer.check_store(store, path)
         for ep in offline_episodes(path, reward_cfg, model, log):
-            trainer.demo.add_episode(trainer.agent.featurize_episode(ep))
+            trainer.add_demo(ep)
             episodes, steps = episodes + 1, steps + len(ep["action"])
             successes += bool(np.any(ep["reward"] > 0)) if model is not None else bool(ep["metadata"]["success"])
     return {"episodes": episodes, "transitions": steps, "successes": successes, "relabelled_by": reward_cfg.get("name")}

@@ -145,7 +145,7 @@ class Trainer:
         """Fill the demo buffer from one episode store or several (all episodes, or only successful ones if
         ``demos.only_successful``); refuses a store whose observations or actions differ from the env's."""
         only = bool(self.cfg.demos.only_successful)
-        self.demo_episodes = sum(self.fill_from_store(p, demos=True, only_successful=only)[0] for p in store_list(path))
+        self.demo_episodes = self._fill_demos(path, only)
         if not self.demo_episodes:
             raise ValueError(f"demo store(s) {path} hold no usable episode (only_successful={only})")
         return {"demo_episodes": self.demo_episodes, "demo_transitions": len(self.demo)}
@@ -153,7 +153,7 @@ class Trainer:
     def load_prior(self, paths: Sequence[str | Path]) -> dict[str, float]:
         """Reward-free prior data (ExPLORe) into the demo buffer, every episode: the agent gives their rows an
         optimistic reward (``agent.optimistic_prior``), so they take the demonstrations' half of each batch."""
-        self.demo_episodes = sum(self.fill_from_store(p, demos=True)[0] for p in store_list(paths))
+        self.demo_episodes = self._fill_demos(paths, only_successful=False)
         if not self.demo_episodes:
             raise ValueError(f"prior store(s) {list(store_list(paths))} hold no episode")
         return {"prior_episodes": self.demo_episodes, "prior_transitions": len(self.demo)}
@@ -186,20 +186,32 @@ class Trainer:
         differ from the env's."""
         episodes = steps = 0
         with EpisodeStore.open(path) as store:
-            problems = store_schema(self.env, store.schema.action_semantics).mismatches(store.schema)
-            if problems:
-                raise ValueError(f"store {path} does not match task {self.cfg.task.name}: " + "; ".join(problems))
+            self.check_store(store, path)
             for ep in store.iter_episodes(start, stop):
                 if not demos:
                     self.add_collected(ep)
                     if count:
                         self.count_collected(ep)
                 elif ep["metadata"]["success"] or not only_successful:
-                    self.demo.add_episode(self.agent.featurize_episode(self._as_demo(ep)))
+                    self.add_demo(ep)
                 else:
                     continue
                 episodes, steps = episodes + 1, steps + len(ep["action"])
         return episodes, steps
+
+    def check_store(self, store: EpisodeStore, path: str | Path) -> None:
+        """Refuse a store whose observations or actions differ from the env's, naming every difference."""
+        problems = store_schema(self.env, store.schema.action_semantics).mismatches(store.schema)
+        if problems:
+            raise ValueError(f"store {path} does not match task {self.cfg.task.name}: " + "; ".join(problems))
+
+    def add_demo(self, episode: Mapping[str, Any]) -> None:
+        """One episode, whole, into the demo buffer, as a demonstration (:meth:`_as_demo`)."""
+        self.demo.add_episode(self.agent.featurize_episode(self._as_demo(episode)))
+
+    def _fill_demos(self, paths: str | Path | Sequence[str | Path], only_successful: bool) -> int:
+        """The episodes of one store or several into the demo buffer; returns how many."""
+        return sum(self.fill_from_store(p, demos=True, only_successful=only_successful)[0] for p in store_list(paths))
 
     def _as_demo(self, episode: Mapping[str, Any]) -> Mapping[str, Any]:
         """A demonstration as the demo buffer takes it: with the reward shaping the training env adds (if any), so
@@ -490,7 +502,7 @@ class Trainer:
         demos = prior or self.cfg.demos.get("path") or (self.run_dir / "demos.zarr" if self.demo_episodes else None)
         if demos:
             only = bool(self.cfg.demos.only_successful) and not prior
-            n = sum(self.fill_from_store(p, demos=True, only_successful=only)[0] for p in store_list(demos))
+            n = self._fill_demos(demos, only)
             if n != self.demo_episodes:
                 raise ValueError(
                     f"demo store {demos} yields {n} episodes; the checkpoint was trained with "

@@ -86,7 +86,8 @@ class ReplayBuffer:
             self.reward[i] = reward
             self.terminated[i], self.truncated[i] = terminated, truncated
             self.is_intervention[i] = is_intervention
-            self.mc_return[i] = -np.inf
+            if self.mc_discount is not None:
+                self.mc_return[i] = -np.inf  # no return known for a row added alone
             self.final_next_obs.pop(i, None)
             if terminated or truncated:
                 self.final_next_obs[i] = {k: np.array(v, copy=True) for k, v in next_obs.items()}
@@ -120,7 +121,8 @@ class ReplayBuffer:
                 self.terminated[a:b] = episode["terminated"][rows]
                 self.truncated[a:b] = episode["truncated"][rows]
                 self.is_intervention[a:b] = episode["is_intervention"][rows]
-                self.mc_return[a:b] = mc[rows] if mc is not None else -np.inf
+                if mc is not None:
+                    self.mc_return[a:b] = mc[rows]
                 for slot in range(a, b):
                     self.final_next_obs.pop(slot, None)
             last = (start + n - 1) % self.capacity

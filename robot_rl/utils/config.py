@@ -32,13 +32,18 @@ def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Any:
     return cfg
 
 
+def group_choices(group: str) -> list[str]:
+    """The config names of a group (``configs/<group>/*.yaml``), sorted."""
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
 def config_group(group: str, name: str) -> Any:
     """``configs/<group>/<name>.yaml`` as a run would compose it (its defaults list applied), interpolations left
     unresolved for the config it joins."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    choices = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    choices = group_choices(group)
     if name not in choices:
         raise ValueError(f"unknown {group} {name!r}; valid choices: {', '.join(choices)}")
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from robot_rl.bench.hil import DEFAULT_ROWS, _finished_with, run, settings, train_overrides
+from robot_rl.bench.common import finished_run
+from robot_rl.bench.hil import DEFAULT_ROWS, run, settings, train_overrides
 
 
 def test_quick_bench_compares_with_and_without_corrections_and_reuses_finished_runs(tmp_path, capsys):
@@ -43,17 +44,17 @@ def test_reuse_only_when_the_config_is_the_same(tmp_path):
     s, rows, _ = settings(True, ["task=reach", "budget=150", "eval_every=150", "eval_episodes=2", "demos=2"])
     run_dir = tmp_path / "corrections" / "s0"
     ov = train_overrides(s, rows["corrections"], 0, run_dir, True)
-    assert not _finished_with(run_dir, ov)  # nothing there
+    assert finished_run(run_dir, "train", ov) is None  # nothing there
     from omegaconf import OmegaConf
 
     from robot_rl.cli import compose
 
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(compose("train", ov)))
-    (run_dir / "bench_done.json").write_text("{}")
-    assert _finished_with(run_dir, ov)
-    assert _finished_with(run_dir, [o if not o.startswith("threads=") else "threads=2" for o in ov])
-    assert not _finished_with(run_dir, ov + ["agent.bc_weight=3"])
+    (run_dir / "bench_done.json").write_text('{"final": 0.5}')
+    assert finished_run(run_dir, "train", ov) == {"final": 0.5}
+    assert finished_run(run_dir, "train", [o if not o.startswith("threads=") else "threads=2" for o in ov]) is not None
+    assert finished_run(run_dir, "train", ov + ["agent.bc_weight=3"]) is None
 
 
 def test_bad_rows_are_named():

@@ -18,12 +18,19 @@ def _check(res, out, task, rows):
     return got
 
 
-def test_quick_offline_bench_runs_offline_and_prior_rows(tmp_path):
+def test_quick_offline_bench_runs_offline_and_prior_rows(tmp_path, capsys):
     from robot_rl.bench.offline import run
 
     over = ["tasks=reach", "groups=offline,prior", "demos=8", "failures=8", "noise=3", f"out={tmp_path}"]
-    res = run(quick=True, overrides=[*over, "offline_steps=100", "online_steps=200"])
+    over += ["offline_steps=100", "online_steps=200", "reuse=true"]
+    res = run(quick=True, overrides=over)
     got = _check(res, tmp_path, "reach", ["iql_offline", "calql_offline", "no_prior", "prior"])
+    assert "reused" not in capsys.readouterr().out
+    # an interrupted sweep loses nothing: the finished rows are read back; a changed setting reruns its rows
+    again = run(quick=True, overrides=[*over, "groups=offline"])["rows"]["reach"]
+    assert capsys.readouterr().out.count("reused") == 2 and again["iql_offline"] == got["iql_offline"]
+    again = run(quick=True, overrides=[*over, "groups=offline", "offline_steps=50"])["rows"]["reach"]
+    assert "reused" not in capsys.readouterr().out and again["iql_offline"]["curve"][-1][0] == 50
     assert got["data_store"]["successes"] == 8 and got["data_store"]["failures"] == 8
     ratio = got["prior"]["vs_no_prior_steps_to_90"]
     both = got["prior"]["steps_to_90"] and got["no_prior"]["steps_to_90"]

@@ -303,3 +303,34 @@ class Bench:
             **fields,
             "notes": self.notes,
         }
+
+
+# ----------------------------------------------------------------------------- reusing finished runs
+DONE_FILE = "bench_done.json"
+
+
+def finished_run(run_dir: Path, config_name: str, overrides: Sequence[str]) -> dict[str, Any] | None:
+    """The summary a bench left in ``run_dir`` (:data:`DONE_FILE`) when that run finished with the config that
+    ``configs/<config_name>.yaml`` and ``overrides`` give now, the code's defaults included; else None.
+
+    Torch threads aside (they change speed and rounding, not what is trained), and keys whose value is null: a switch
+    added later whose default is null (off) does not change what an earlier run trained. An interrupted sweep loses
+    nothing this way, and a changed default reruns what it changes."""
+    from omegaconf import OmegaConf
+
+    from robot_rl.cli import compose
+
+    if not (run_dir / DONE_FILE).exists() or not (run_dir / "config.yaml").exists():
+        return None
+    now, then = compose(config_name, list(overrides)), OmegaConf.load(run_dir / "config.yaml")
+    for cfg in (now, then):
+        cfg.threads = 0
+    if _set_keys(OmegaConf.to_container(now)) != _set_keys(OmegaConf.to_container(then)):
+        return None
+    return json.loads((run_dir / DONE_FILE).read_text())
+
+
+def _set_keys(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _set_keys(v) for k, v in x.items() if v is not None}
+    return x

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from robot_rl.bench.common import parse_overrides, print_table, write_json
+from robot_rl.bench.common import finished_run, parse_overrides, print_table, write_json
 from robot_rl.bench.sample_efficiency import MILESTONE, TARGET, steps_to_target
 
 OPERATOR = ["hil=sim_operator"]
@@ -183,29 +183,6 @@ def run_summary(run_dir: Path, budget: int, eval_every: int) -> dict[str, Any]:
     }
 
 
-def _finished_with(run_dir: Path, overrides: list[str]) -> bool:
-    """Whether ``run_dir`` holds a finished bench run whose config is the one ``overrides`` give now (the code's
-    defaults included; torch threads aside: they change speed and rounding, not what is trained)."""
-    from omegaconf import OmegaConf
-
-    from robot_rl.cli import compose
-
-    if not (run_dir / "bench_done.json").exists() or not (run_dir / "config.yaml").exists():
-        return False
-    now, then = compose("train", overrides), OmegaConf.load(run_dir / "config.yaml")
-    for cfg in (now, then):
-        cfg.threads = 0
-    return _set_keys(OmegaConf.to_container(now)) == _set_keys(OmegaConf.to_container(then))
-
-
-def _set_keys(x: Any) -> Any:
-    """``x`` without its null-valued keys: a switch added later whose default is null (off) does not change what an
-    earlier run trained."""
-    if isinstance(x, dict):
-        return {k: _set_keys(v) for k, v in x.items() if v is not None}
-    return x
-
-
 def _launch(cmd: list[str], log: Path) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
@@ -224,8 +201,8 @@ def run_all(s: dict[str, Any], rows: dict[str, list[str]], extra: list[str], qui
         for seed in s["seeds"]:
             run_dir = out / row / f"s{seed}"
             train_ov = [*train_overrides(s, ovs, seed, run_dir, quick), *extra]
-            if s["reuse"] and _finished_with(run_dir, train_ov):
-                done[(row, seed)] = json.loads((run_dir / "bench_done.json").read_text())
+            if s["reuse"] and (summary := finished_run(run_dir, "train", train_ov)) is not None:
+                done[(row, seed)] = summary
                 continue
             shutil.rmtree(run_dir, ignore_errors=True)
             todo.append((row, seed, run_dir, [sys.executable, "-m", "robot_rl.cli", "train", *train_ov]))

@@ -24,6 +24,7 @@ Prints a table per task, writes ``offline.json`` (every curve and ratio) and ``o
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from robot_rl.bench.common import Bench, parse_overrides, print_table, write_json
+from robot_rl.bench.common import DONE_FILE, Bench, finished_run, parse_overrides, print_table, write_json
 
 DEFAULTS: dict[str, Any] = {
     "threads": 1,
@@ -48,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "eval_episodes": 0,  # 0: 3 quick, 20 full
     "seed": 0,
     "out": "",  # where the runs go (empty: a temp dir)
+    "reuse": False,  # a row that finished with the same resolved config is read back, not rerun
 }
 AUTO = {
     "offline_steps": (200, 5000),
@@ -70,8 +72,14 @@ def _split(text: str) -> list[str]:
     return [x.strip() for x in str(text).split(",") if x.strip()]
 
 
-def _robot_rl(run_dir: Path, *args: str) -> dict[str, Any]:
-    """One ``robot-rl`` command (its output in ``<run_dir>.log``) -> its exit status and evaluation history."""
+def _robot_rl(run_dir: Path, *args: str, reuse: bool = False) -> dict[str, Any]:
+    """One ``robot-rl`` command (its output in ``<run_dir>.log``) -> its exit status and evaluation history; with
+    ``reuse``, a run that finished with the same resolved config is read back instead of rerun."""
+    config_name, overrides = args[0].replace("-", "_"), [*args[1:], f"run_dir={run_dir}"]
+    if reuse and (done := finished_run(run_dir, config_name, overrides)) is not None:
+        print(f"  reused {run_dir}", flush=True)
+        return done
+    shutil.rmtree(run_dir, ignore_errors=True)  # no stale evaluations from an interrupted run
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(run_dir.with_suffix(".log"), "w") as log:
@@ -91,6 +99,8 @@ def _robot_rl(run_dir: Path, *args: str) -> dict[str, Any]:
     }
     if code != 0:
         out["error"] = f"exit {code}; see {out['log']}"
+    else:
+        (run_dir / DONE_FILE).write_text(json.dumps(out))
     return out
 
 
@@ -136,7 +146,7 @@ def _task_rows(task: str, s: dict[str, Any], base: Path) -> dict[str, Any]:
 
     def row(name: str, *args: str) -> dict[str, Any]:
         print(f"offline bench: {task}: {name} ...", flush=True)
-        r[name] = _robot_rl(base / name, *args, *common)
+        r[name] = _robot_rl(base / name, *args, *common, reuse=s["reuse"])
         return r[name]
 
     data = base / "data.zarr"

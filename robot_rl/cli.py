@@ -190,6 +190,12 @@ def _validate_train(cfg: DictConfig) -> None:
         val = OmegaConf.select(cfg, key)
         if not isinstance(val, int) or isinstance(val, bool) or (val < 0 and key != "seed"):
             raise UsageError(f"{key}={val!r} must be a non-negative integer")
+    from robot_rl.agents.residual import check_base_policy
+
+    try:
+        check_base_policy(cfg)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if not isinstance(cfg.demo_fraction, (int, float)) or not 0 <= cfg.demo_fraction <= 1:
         raise UsageError(f"demo_fraction={cfg.demo_fraction!r} must be a number in [0, 1]")
     if cfg.eval.every < 1 or cfg.eval.episodes < 1:
@@ -229,7 +235,9 @@ def _find_checkpoint(path: Path, prefer: str) -> Path:
 
 
 def cmd_eval(overrides: Sequence[str]) -> int:
+    from robot_rl.agents.residual import wrap_base_policy
     from robot_rl.agents.sac import SAC, SACConfig
+    from robot_rl.bc import is_bc_run, load_policy
     from robot_rl.envs.make import make_env
     from robot_rl.evaluate import evaluate
     from robot_rl.trainer import set_threads
@@ -241,11 +249,18 @@ def cmd_eval(overrides: Sequence[str]) -> int:
     train_cfg = OmegaConf.load(ckpt / "config.yaml")
     set_threads(int(cfg.threads))
     env = make_env(train_cfg.task, render_mode="rgb_array" if cfg.video else None)
-    check_spec(json.loads((ckpt / "spec.json").read_text()), env_spec(env), str(ckpt))
-    agent_cfg = SACConfig.from_dict({**OmegaConf.to_container(train_cfg.agent), "device": cfg.device})
-    agent = SAC(env.observation_space, env.action_space, agent_cfg)
-    agent.load_state_dict(load_state(ckpt / "agent", agent.device))
-    res = evaluate(lambda o: agent.act(o, deterministic=True), env, int(cfg.episodes), int(cfg.seed), cfg.video)
+    if is_bc_run(train_cfg):  # a train-bc policy: checks its spec, its chunk executor resets with each episode
+        agent, _ = load_policy(ckpt, env, str(cfg.device))
+    else:
+        env = wrap_base_policy(env, train_cfg)  # a residual run's base policy proposes, the agent corrects
+        check_spec(json.loads((ckpt / "spec.json").read_text()), env_spec(env), str(ckpt))
+        agent_cfg = SACConfig.from_dict({**OmegaConf.to_container(train_cfg.agent), "device": cfg.device})
+        agent = SAC(env.observation_space, env.action_space, agent_cfg)
+        agent.load_state_dict(load_state(ckpt / "agent", agent.device))
+    res = evaluate(
+        lambda o: agent.act(o, deterministic=True), env, int(cfg.episodes), int(cfg.seed), cfg.video,
+        reset=getattr(agent, "reset", None),
+    )  # fmt: skip
     cyc = res["cycle_time_s"]
     print(f"{train_cfg.task.name} | checkpoint {ckpt}")
     print(
@@ -293,6 +308,41 @@ def cmd_bench(name: str, quick: bool, json_path: str | None, overrides: Sequence
     return 0
 
 
+def cmd_train_bc(overrides: Sequence[str]) -> int:
+    from robot_rl.bc import train_bc
+
+    cfg = compose("train_bc", overrides)
+    if str(cfg.task.get("env_id", "")).startswith("hw."):
+        raise UsageError(
+            f"task={cfg.task.name} is a robot: train-bc evaluates in simulation, so give the simulated task the data "
+            "match (e.g. task=reach for data from ros2_reach)"
+        )
+    for key in ("steps", "chunk"):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
+            raise UsageError(f"{key}={cfg[key]!r} must be a positive integer")
+    if not cfg.get("run_dir"):
+        stamp = time.strftime("%Y%m%d_%H%M%S")
+        cfg.run_dir = str(Path("runs") / str(cfg.task.name) / f"{stamp}_bc-{cfg.policy}_s{cfg.seed}")
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    from robot_rl.utils.signals import ctrl_c_stops
+
+    ctrl_c_stops()
+    try:
+        out = train_bc(cfg, run_dir)
+    except KeyboardInterrupt:
+        print(f"stopped; the last checkpoint is {run_dir / 'checkpoints/latest'}")
+        return 130
+    final = out["final"]
+    print(
+        f"final eval: success {final.get('success_rate', float('nan')):.0%} over {cfg.eval.episodes} episodes after "
+        f"{final.get('updates', 0)} updates. refine it with RL: robot-rl train task={cfg.task.name} "
+        f"base_policy={run_dir} agent=residual"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="robot-rl", description="Real-world robot RL: train in sim, fine-tune on the arm.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -305,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a policy from episode stores alone (robot-rl train-offline data=[demos.zarr] agent=iql)",
     )
     o.add_argument("overrides", nargs="*", help="hydra overrides key=value (see configs/train_offline.yaml)")
+    bc = sub.add_parser(
+        "train-bc",
+        help="clone stores into a policy predicting action chunks (robot-rl train-bc data=[demos.zarr] policy=flow)",
+    )
+    bc.add_argument("overrides", nargs="*", help="hydra overrides key=value (see configs/train_bc.yaml)")
     tr = sub.add_parser(
         "train-reward",
         help="train a success classifier from a store (robot-rl train-reward data=demos.zarr out=reward_model/)",
@@ -352,6 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_eval(args.overrides)
         if args.command == "train-offline":
             return cmd_train_offline(args.overrides)
+        if args.command == "train-bc":
+            return cmd_train_bc(args.overrides)
         if args.command == "train-reward":
             return cmd_train_reward(args.overrides)
         if args.command == "record":

@@ -34,10 +34,12 @@ Obs = Mapping[str, np.ndarray]
 def make_training_env(cfg: Any) -> Any:
     """The env the policy collects experience in: the task's env, its reward and success from a learned model when
     ``reward`` names one (the evaluation env keeps the task's own success signal), wrapped for human (or simulated)
-    interventions when ``hil`` names a device, and reward shaping outermost (``reward.shaping``), so it shapes the
-    final reward and end flags, an operator's success mark included."""
+    interventions when ``hil`` names a device, reward shaping (``reward.shaping``), so it shapes the final reward and
+    end flags, an operator's success mark included, and outermost a residual agent's base policy, whose proposal
+    (``base_action``) only the agent sees."""
     from omegaconf import OmegaConf
 
+    from robot_rl.agents.residual import wrap_base_policy
     from robot_rl.hil.intervention import make_intervention_env
     from robot_rl.rewards.wrapper import wrap_reward, wrap_shaping
 
@@ -46,7 +48,7 @@ def make_training_env(cfg: Any) -> Any:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     env = wrap_reward(make_env(cfg.task), reward, device=device, seed=int(cfg.seed), log=log, shape=False)
     env = make_intervention_env(env, cfg.get("hil"), seed=int(cfg.seed))  # marks reach the learned reward inside
-    return wrap_shaping(env, reward, device=device, gamma=gamma)
+    return wrap_base_policy(wrap_shaping(env, reward, device=device, gamma=gamma), cfg)
 
 
 def store_schema(env: Any, action_semantics: str = ACTION_SEMANTICS) -> StoreSchema:

@@ -20,18 +20,22 @@ def evaluate(
     seed: int,
     video_path: str | Path | None = None,
     fps: float | None = None,
+    reset: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """Run ``episodes`` episodes with seeds ``seed, seed+1, ...``.
 
     Returns ``success_rate`` (0-1), ``return_mean``, ``length_mean`` (steps), ``cycle_time_s`` (mean seconds to
     success over successful episodes; NaN if none succeeded). With ``video_path`` the env must have been made with
-    ``render_mode="rgb_array"``; frames of all episodes are written to one MP4.
+    ``render_mode="rgb_array"``; frames of all episodes are written to one MP4. ``reset`` is called at each
+    episode start (a policy with memory, such as a chunk executor).
     """
     dt = control_dt(env)
     successes, returns, lengths, cycle_times = [], [], [], []
     frames: list[np.ndarray] = []
     for ep in range(episodes):
         obs, info = env.reset(seed=seed + ep)
+        if reset is not None:
+            reset()
         ret, steps, success = 0.0, 0, False
         if video_path:
             frames.append(env.render())

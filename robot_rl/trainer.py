@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from robot_rl.agents.residual import wrap_base_policy
 from robot_rl.agents.sac import SAC, SACConfig
 from robot_rl.collect import Collected, Collector, episode_metrics, make_training_env, open_online_store, store_schema
 from robot_rl.data.episode import intervention_segments, penalize_takeovers, trigger_transitions
@@ -83,7 +84,7 @@ class Trainer:
         torch.manual_seed(int(cfg.seed))
         self.rng = np.random.default_rng(int(cfg.seed))
         self.env = make_training_env(cfg)
-        self.eval_env = make_env(eval_task(cfg))
+        self.eval_env = wrap_base_policy(make_env(eval_task(cfg)), cfg)
         if cfg.eval.get("task"):  # another task: it must take the same observations and actions
             check_spec(env_spec(self.eval_env), env_spec(self.env), f"(eval.task={cfg.eval.task})")
         self.env.reset(seed=int(cfg.seed))  # seeds the env's own stream; episodes continue from it
@@ -114,7 +115,7 @@ class Trainer:
         and keep them in ``<run_dir>/demos.zarr`` (reusable with ``demos.path=``)."""
         n = int(self.cfg.demos.episodes)
         kept = tried = 0
-        env = make_env(self.cfg.task)
+        env = wrap_base_policy(make_env(self.cfg.task), self.cfg)  # a residual agent's demos carry the base's actions
         seed = int(self.cfg.seed) + 1_000_000  # disjoint from training and evaluation seeds
         store = EpisodeStore.create(self.run_dir / "demos.zarr", store_schema(self.env), overwrite=True)
         collector = Collector(env, task=str(self.cfg.task.name), source="scripted", store=store)

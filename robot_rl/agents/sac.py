@@ -31,6 +31,7 @@ from robot_rl.agents.gripper import (
 )
 from robot_rl.agents.networks import EnsembleQ, TanhGaussianActor
 from robot_rl.agents.offline import OfflineSteps
+from robot_rl.agents.residual import BASE_KEY, ResidualActor, residual_gain
 from robot_rl.envs.contract import STATE_KEY
 
 
@@ -98,6 +99,11 @@ class SACConfig:
     # a learned reward estimate plus prior_bonus x an RND novelty bonus, both trained on the online rows.
     optimistic_prior: bool = False
     prior_bonus: float = 1.0
+    # Residual RL (robot_rl/agents/residual.py): the actor corrects a frozen base policy's action (``base_policy=``):
+    # executed = clip(base + residual_scale x gain x a, -1, 1), gain rising from 0 to 1 over residual_phase_in updates.
+    residual: bool = False
+    residual_scale: float = 0.3
+    residual_phase_in: int = 0
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
@@ -132,6 +138,14 @@ class SACConfig:
             raise ValueError(f"gripper_epsilon_decay_steps={self.gripper_epsilon_decay_steps} must be >= 0")
         if self.loss not in ("sac", "cql", "iql", "h2o"):
             raise ValueError(f"loss={self.loss!r}; valid: 'sac', 'cql' (Cal-QL with cql_calibrated), 'iql', 'h2o'")
+        if self.residual and not (0.0 < self.residual_scale <= 2.0 and self.residual_phase_in >= 0):
+            raise ValueError(
+                f"residual_scale={self.residual_scale} must lie in (0, 2] and residual_phase_in="
+                f"{self.residual_phase_in} be >= 0"
+            )
+        if self.residual and (self.gripper != "continuous" or self.loss == "iql"):
+            raise ValueError("a residual actor corrects continuous actions with loss sac, cql or h2o (not "
+                             f"gripper={self.gripper!r} with loss={self.loss!r})")  # fmt: skip
         if self.prior_bonus < 0:
             raise ValueError(f"prior_bonus={self.prior_bonus} must be >= 0 (0: the reward estimate alone)")
         if self.h2o_alpha < 0 or self.h2o_ratio_clip <= 0 or self.h2o_disc_noise < 0:
@@ -214,8 +228,14 @@ class SAC(OfflineSteps, Agent):
             )
         self.arm_dim = self.action_dim - 1 if self.discrete_gripper else self.action_dim  # actor / critic dims
         self.encoder = build_encoder(observation_space, config.encoder).to(self.device)
-        feat = self.encoder.out_dim
-        self.actor = TanhGaussianActor(feat, self.arm_dim, config.hidden_dims, config.actor_layer_norm).to(self.device)
+        feat = self.encoder.out_dim + (self.action_dim if config.residual else 0)  # residual: + the base action
+        self.actor = TanhGaussianActor(feat, self.arm_dim, config.hidden_dims, config.actor_layer_norm)
+        if config.residual:
+            if BASE_KEY not in observation_space.spaces:
+                raise ValueError(f"a residual agent needs {BASE_KEY!r} in its observations (base_policy=<bc run>)")
+            self.actor = ResidualActor(self.actor, self.action_dim, config.residual_scale)
+            self.actor.gain.fill_(residual_gain(0, config.residual_phase_in))
+        self.actor.to(self.device)
         self.critic = EnsembleQ(
             config.num_critics, feat + self.arm_dim, config.hidden_dims, config.critic_layer_norm
         ).to(self.device)
@@ -300,6 +320,11 @@ class SAC(OfflineSteps, Agent):
             self.gripper_act_steps += 1
         gripper = self._gripper_commands[choice.to(self.device)].view(1)
         return torch.cat([action[0], gripper]).cpu().numpy().astype(np.float32)
+
+    def encode(self, obs: Mapping[str, torch.Tensor], augment: bool = False) -> torch.Tensor:
+        """The encoder's features; a residual agent's end with the base action (what its actor corrects)."""
+        feat = super().encode(obs, augment)
+        return torch.cat([feat, obs[BASE_KEY].to(feat.dtype)], dim=-1) if self.cfg.residual else feat
 
     # ---------------------------------------------------------------- learning
     @property
@@ -450,6 +475,9 @@ class SAC(OfflineSteps, Agent):
             metrics = self._critic_step(batch)
         metrics.update(self._actor_step(batch))
         self.num_updates += 1
+        if self.cfg.residual:
+            self.actor.gain.fill_(residual_gain(self.num_updates, self.cfg.residual_phase_in))
+            metrics["residual_gain"] = self.actor.gain
         return {k: float(v) for k, v in metrics.items()}
 
     # ------------------------------------------------------------- checkpoints

@@ -16,3 +16,17 @@ TOY_TASK = {"name": "toy_reach", "env_id": "toy_env:toy/PointReach-v0", "env_kwa
 @pytest.fixture
 def toy_task():
     return dict(TOY_TASK, env_kwargs={})
+
+
+@pytest.fixture(scope="session")
+def reach_demos(tmp_path_factory):
+    """A store of 30 scripted-expert reach episodes and 5 noisy failed ones (state observations)."""
+    from omegaconf import OmegaConf
+
+    from robot_rl.bench.reward import record_store
+    from robot_rl.utils.config import config_group
+
+    path = tmp_path_factory.mktemp("demos") / "reach.zarr"
+    spec = OmegaConf.to_container(OmegaConf.merge({"obs": "state"}, {"task": config_group("task", "reach")}).task)
+    record_store(path, spec, 128, 30, 5, 3.0, 0, obs_mode="state", terminate_on_success=True)
+    return path

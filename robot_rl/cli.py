@@ -15,7 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from robot_rl.utils.config import CONFIG_DIR, group_choices
 
-BENCHES = ("learner", "sample-efficiency", "data", "act", "encoder", "hil", "reward", "ros2", "fleet", "offline")
+BENCHES = (
+    "learner", "sample-efficiency", "data", "act", "encoder", "hil", "reward", "ros2", "fleet", "offline", "residual"
+)
 
 
 class UsageError(Exception):

@@ -51,9 +51,11 @@ def make_training_env(cfg: Any) -> Any:
     return wrap_base_policy(wrap_shaping(env, reward, device=device, gamma=gamma), cfg)
 
 
-def store_schema(env: Any, action_semantics: str = ACTION_SEMANTICS) -> StoreSchema:
-    """The schema of a store holding ``env``'s episodes."""
-    return StoreSchema.from_spaces(env.observation_space, env.action_space, 1.0 / control_dt(env), action_semantics)
+def store_schema(env: Any, action_semantics: str | None = None) -> StoreSchema:
+    """The schema of a store holding ``env``'s episodes; the actions mean what the env's outermost wrapper that says
+    (``action_semantics``) says, else :data:`ACTION_SEMANTICS`."""
+    semantics = action_semantics or getattr(env, "action_semantics", ACTION_SEMANTICS)
+    return StoreSchema.from_spaces(env.observation_space, env.action_space, 1.0 / control_dt(env), semantics)
 
 
 def open_online_store(run_dir: Path, env: Any) -> EpisodeStore:

@@ -35,7 +35,7 @@ def test_receding_horizon_executes_replan_actions_of_each_chunk():
     actions, at = _run(ChunkExecutor(4, "receding", replan=2), 7)
     assert at == [0, 2, 4, 6]
     assert actions == [0, 1, 200, 201, 400, 401, 600]
-    actions, at = _run(ChunkExecutor(3, "receding", replan=0), 7)  # 0: the whole chunk, open loop
+    actions, at = _run(ChunkExecutor(3, "receding", replan=3), 7)  # the whole chunk, open loop
     assert at == [0, 3, 6] and actions == [0, 1, 2, 300, 301, 302, 600]
 
 
@@ -84,6 +84,7 @@ def test_config_errors_name_the_bad_value():
         BCConfig(execute="sometimes")
     with pytest.raises(ValueError, match="replan"):
         BCConfig(chunk=4, replan=5)
+    assert BCConfig(chunk=1).replan == 1 and BCConfig(chunk=8).replan == 4  # default: half the chunk
     with pytest.raises(ValueError, match="unknown BC option"):
         BCConfig.from_dict({"chunks": 3})
 

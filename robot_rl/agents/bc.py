@@ -9,8 +9,8 @@ same ``act()`` serves evaluation, the actors and the ROS2 node, and a residual a
 
 Chunk execution (:class:`ChunkExecutor`):
 
-* ``receding``: predict a chunk, execute its first ``replan`` actions, predict again (``replan = chunk``: open loop
-  over whole chunks, as Diffusion Policy executes them);
+* ``receding``: predict a chunk, execute its first ``replan`` actions, predict again (by default half the chunk, as
+  Diffusion Policy executes 8 of 16; ``replan = chunk``: open loop over whole chunks);
 * ``ensemble``: predict a chunk every step; the action at step t averages every chunk's prediction for t, weighted
   ``exp(-decay * i)`` with i = 0 for the oldest prediction (ACT's temporal ensembling, Zhao et al. 2023).
 """
@@ -44,7 +44,7 @@ class BCConfig:
     policy: str = "mlp"  # head: "mlp" (regression) or "flow" (flow matching)
     chunk: int = 8  # actions predicted per observation (H)
     execute: str = "receding"  # how chunks become actions: "receding" or "ensemble" (see the module docstring)
-    replan: int = 0  # receding: actions executed per chunk before predicting again (0: the whole chunk)
+    replan: int | None = None  # receding: actions executed per chunk before predicting again (None: half the chunk)
     ensemble_decay: float = 0.01  # ensemble: weight exp(-decay * i), i = 0 for the oldest prediction
     hidden_dims: tuple[int, ...] = (256, 256)
     flow_steps: int = 10  # flow: Euler steps from noise to a chunk
@@ -62,8 +62,10 @@ class BCConfig:
             raise ValueError(f"policy={self.policy!r}; valid: {', '.join(HEADS)}{hint}")
         if self.execute not in EXECUTION:
             raise ValueError(f"execute={self.execute!r}; valid: {', '.join(EXECUTION)}")
-        if self.chunk < 1 or not 0 <= self.replan <= self.chunk:
-            raise ValueError(f"need chunk >= 1 and 0 <= replan <= chunk; got chunk={self.chunk}, replan={self.replan}")
+        if self.replan is None:
+            self.replan = max(1, self.chunk // 2)
+        if self.chunk < 1 or not 1 <= self.replan <= self.chunk:
+            raise ValueError(f"need chunk >= 1 and 1 <= replan <= chunk; got chunk={self.chunk}, replan={self.replan}")
         if self.ensemble_decay < 0 or self.flow_steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError(
                 f"need ensemble_decay >= 0 ({self.ensemble_decay}), flow_steps >= 1 ({self.flow_steps}), "
@@ -94,11 +96,11 @@ class ChunkExecutor:
     """Turns predicted chunks ``(H, A)`` into one action per step (see the module docstring). Call :meth:`reset` at
     each episode start; each step, :meth:`push` a new chunk when :attr:`wants_chunk`, then take :meth:`next`."""
 
-    def __init__(self, horizon: int, mode: str = "receding", replan: int = 0, decay: float = 0.01):
+    def __init__(self, horizon: int, mode: str = "receding", replan: int | None = None, decay: float = 0.01):
         if mode not in EXECUTION:
             raise ValueError(f"execute={mode!r}; valid: {', '.join(EXECUTION)}")
         self.horizon, self.mode, self.decay = int(horizon), mode, float(decay)
-        self.replan = int(replan) or self.horizon
+        self.replan = max(1, self.horizon // 2) if replan is None else int(replan)
         self.reset()
 
     def reset(self) -> None:

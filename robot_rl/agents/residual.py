@@ -13,6 +13,12 @@ correction to it. An algorithm here is config plus its parts, not a copied agent
 * The critic scores the executed action and the buffers store it, so a person's take-over (``hil=teleop``) is
   stored as what was executed, like any step, and the residual learns from it (the critic, and ``bc_weight``
   pulls the executed mean towards it).
+
+DSRL (Wagenmaker et al. 2025) is the other way to steer a frozen base: :class:`NoiseActionWrapper` makes the base's
+latent noise the action. The agent is plain SAC/RLPD whose actions ``w`` in [-1, 1]^(H x A) give the noise
+``dsrl_noise_bound x w`` of a flow-matching base's chunk, of which the env executes the first action (one env step
+per agent step, so env-step counts compare with every other run). The stores then hold the noise as the action;
+a person's take-over has no noise to store, so DSRL runs without ``hil``.
 """
 
 from __future__ import annotations
@@ -84,14 +90,57 @@ class BaseActionWrapper(gym.Wrapper):
         return self._with_base(obs), reward, terminated, truncated, info
 
 
+class NoiseActionWrapper(gym.Wrapper):
+    """The agent's action is the latent noise of a flow-matching base's next chunk (see the module docstring); the
+    env executes the chunk's first action. ``info["executed_action"]`` is not passed on: the stores keep the noise,
+    the agent's action."""
+
+    action_semantics = "latent noise of a flow-matching base policy's action chunk / dsrl_noise_bound, in [-1, 1]"
+
+    def __init__(self, env: gym.Env, base: Any, bound: float):
+        from robot_rl.agents.bc import FlowHead
+
+        super().__init__(env)
+        if not isinstance(base.head, FlowHead):
+            raise ValueError("agent=dsrl steers a flow-matching base policy: train it with robot-rl train-bc policy=flow")
+        self.base, self.bound = base, float(bound)
+        self.action_space = spaces.Box(-1.0, 1.0, (base.head.dim,), np.float32)
+
+    def step(self, action: np.ndarray):
+        noise = self.bound * np.clip(np.asarray(action, np.float32), -1.0, 1.0)
+        chunk = self.base.predict_chunk(self._obs, noise=noise)
+        obs, reward, terminated, truncated, info = self.env.step(chunk[0])
+        self._obs = obs
+        info = {k: v for k, v in info.items() if k != "executed_action"}
+        return obs, reward, terminated, truncated, info
+
+    def reset(self, **kwargs: Any):
+        self._obs, info = self.env.reset(**kwargs)
+        return self._obs, info
+
+
 def check_base_policy(cfg: Any) -> str | None:
-    """The run's ``base_policy``, or None; raises ``ValueError`` naming what to pass when the agent is residual and
-    no base policy is given, or the other way round."""
+    """The run's ``base_policy``, or None; raises ``ValueError`` naming what to pass when the agent steers a base
+    (``residual``, or DSRL's ``dsrl_noise_bound``) and no base policy is given, or the other way round, and for what
+    DSRL cannot take (demonstrations and take-overs in the env's action space)."""
     agent, path = cfg.get("agent") or {}, cfg.get("base_policy")
-    if bool(agent.get("residual", False)) != bool(path):
+    residual, dsrl = bool(agent.get("residual", False)), float(agent.get("dsrl_noise_bound", 0.0) or 0.0) > 0
+    if residual and dsrl:
+        raise ValueError("an agent is residual or DSRL (dsrl_noise_bound > 0), not both")
+    if (residual or dsrl) != bool(path):
         if path:
-            raise ValueError(f"base_policy={path} needs a residual agent: add agent=residual")
-        raise ValueError("agent=residual corrects a base policy: pass base_policy=<a robot-rl train-bc run directory>")
+            raise ValueError(f"base_policy={path} needs an agent that steers it: add agent=residual (or agent=dsrl)")
+        raise ValueError(
+            f"agent={agent.get('name', '?')} steers a base policy: pass base_policy=<a robot-rl train-bc run directory>"
+        )
+    if dsrl:
+        demos = cfg.get("demos") or {}
+        hil = (cfg.get("hil") or {}).get("name", "none")
+        if int(demos.get("episodes", 0) or 0) > 0 or demos.get("path") or hil != "none" or cfg.get("prefill"):
+            raise ValueError(
+                "agent=dsrl acts in the base policy's noise space, which demonstrations and take-overs have no value "
+                "in: set demos.episodes=0, no demos.path or prefill, and hil=none (agent=residual takes them)"
+            )
     return str(path) if path else None
 
 
@@ -105,4 +154,5 @@ def wrap_base_policy(env: gym.Env, cfg: Any) -> gym.Env:
     from robot_rl.bc import load_policy
 
     base, _ = load_policy(path, env, device="cpu")
-    return BaseActionWrapper(env, base)
+    bound = float(cfg.agent.get("dsrl_noise_bound", 0.0) or 0.0)
+    return NoiseActionWrapper(env, base, bound) if bound > 0 else BaseActionWrapper(env, base)

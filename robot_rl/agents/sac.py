@@ -104,6 +104,8 @@ class SACConfig:
     residual: bool = False
     residual_scale: float = 0.3
     residual_phase_in: int = 0
+    # DSRL (robot_rl/agents/residual.py): > 0: the actions are a flow-matching base policy's latent noise / this bound
+    dsrl_noise_bound: float = 0.0
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)

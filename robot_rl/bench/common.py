@@ -15,7 +15,10 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -334,3 +337,51 @@ def _set_keys(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _set_keys(v) for k, v in x.items() if v is not None}
     return x
+
+
+# ----------------------------------------------------------------------------- benches of whole runs
+def split_list(text: str) -> list[str]:
+    """A comma-separated setting (``tasks=pick_cube,peg_insert``) as a list."""
+    return [x.strip() for x in str(text).split(",") if x.strip()]
+
+
+def cli_run(run_dir: Path, *args: str, reuse: bool = False) -> dict[str, Any]:
+    """One ``robot-rl`` command (its output in ``<run_dir>.log``) -> its exit status and evaluation history; with
+    ``reuse``, a run that finished with the same resolved config is read back instead of rerun."""
+    config_name, overrides = args[0].replace("-", "_"), [*args[1:], f"run_dir={run_dir}"]
+    if reuse and (done := finished_run(run_dir, config_name, overrides)) is not None:
+        print(f"  reused {run_dir}", flush=True)
+        return done
+    shutil.rmtree(run_dir, ignore_errors=True)  # no stale evaluations from an interrupted run
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(run_dir.with_suffix(".log"), "w") as log:
+        cmd = [sys.executable, "-m", "robot_rl.cli", *args, f"run_dir={run_dir}"]
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+    lines = (run_dir / "eval.jsonl").read_text().splitlines() if (run_dir / "eval.jsonl").exists() else []
+    history = [json.loads(x) for x in lines if x.strip()]
+    curve = [[int(h["step"]), float(h["success_rate"])] for h in history]
+    out = {
+        "exit": code,
+        "curve": curve,
+        "final": curve[-1][1] if curve else None,
+        "best": max((c[1] for c in curve), default=None),
+        "steps_to_90": steps_to(curve, 0.9),
+        "seconds": time.perf_counter() - t0,
+        "log": str(run_dir.with_suffix(".log")),
+    }
+    if code != 0:
+        out["error"] = f"exit {code}; see {out['log']}"
+    else:
+        (run_dir / DONE_FILE).write_text(json.dumps(out))
+    return out
+
+
+def steps_to(curve: Sequence[Sequence[float]], target: float) -> int | None:
+    """The first step of a ``[[step, success], ...]`` curve at or above ``target``; None: not reached."""
+    return next((int(c[0]) for c in curve if c[1] >= target), None)
+
+
+def ratio(a: Any, b: Any) -> float | None:
+    """``a / b``, or None (unknown) when either is missing or zero."""
+    return a / b if a and b else None

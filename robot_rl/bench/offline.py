@@ -23,16 +23,11 @@ Prints a table per task, writes ``offline.json`` (every curve and ratio) and ``o
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from robot_rl.bench.common import DONE_FILE, Bench, finished_run, parse_overrides, print_table, write_json
+from robot_rl.bench.common import Bench, cli_run, parse_overrides, print_table, ratio, split_list, write_json
 
 DEFAULTS: dict[str, Any] = {
     "threads": 1,
@@ -62,55 +57,15 @@ AUTO = {
 
 def run(quick: bool = False, overrides: list[str] | None = None) -> dict[str, Any]:
     s = parse_overrides(overrides or [], DEFAULTS, quick, AUTO)
-    unknown = set(_split(s["groups"])) - {"offline", "online", "gap", "prior"}
+    unknown = set(split_list(s["groups"])) - {"offline", "online", "gap", "prior"}
     if unknown:
         raise ValueError(f"groups: unknown {sorted(unknown)}; valid: offline, online, gap, prior")
     return Bench("offline", quick, s).run(_measure, s)
 
 
-def _split(text: str) -> list[str]:
-    return [x.strip() for x in str(text).split(",") if x.strip()]
-
-
-def _robot_rl(run_dir: Path, *args: str, reuse: bool = False) -> dict[str, Any]:
-    """One ``robot-rl`` command (its output in ``<run_dir>.log``) -> its exit status and evaluation history; with
-    ``reuse``, a run that finished with the same resolved config is read back instead of rerun."""
-    config_name, overrides = args[0].replace("-", "_"), [*args[1:], f"run_dir={run_dir}"]
-    if reuse and (done := finished_run(run_dir, config_name, overrides)) is not None:
-        print(f"  reused {run_dir}", flush=True)
-        return done
-    shutil.rmtree(run_dir, ignore_errors=True)  # no stale evaluations from an interrupted run
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with open(run_dir.with_suffix(".log"), "w") as log:
-        cmd = [sys.executable, "-m", "robot_rl.cli", *args, f"run_dir={run_dir}"]
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-    lines = (run_dir / "eval.jsonl").read_text().splitlines() if (run_dir / "eval.jsonl").exists() else []
-    history = [json.loads(x) for x in lines if x.strip()]
-    curve = [[int(h["step"]), float(h["success_rate"])] for h in history]
-    out = {
-        "exit": code,
-        "curve": curve,
-        "final": curve[-1][1] if curve else None,
-        "best": max((c[1] for c in curve), default=None),
-        "steps_to_90": next((c[0] for c in curve if c[1] >= 0.9), None),
-        "seconds": time.perf_counter() - t0,
-        "log": str(run_dir.with_suffix(".log")),
-    }
-    if code != 0:
-        out["error"] = f"exit {code}; see {out['log']}"
-    else:
-        (run_dir / DONE_FILE).write_text(json.dumps(out))
-    return out
-
-
-def _ratio(a: Any, b: Any) -> float | None:
-    return a / b if a and b else None
-
-
 def _measure(bench: Bench, s: dict[str, Any]) -> dict[str, Any]:
     out = Path(s["out"] or tempfile.mkdtemp(prefix="robot_rl_offline_"))
-    rows = {task: _task_rows(task, s, out / task) for task in _split(s["tasks"])}
+    rows = {task: _task_rows(task, s, out / task) for task in split_list(s["tasks"])}
     result = bench.result(rows, out=str(out))
     write_json(out / "offline.json", result)
     _plot(rows, out / "offline.png")
@@ -139,14 +94,14 @@ def _task_rows(task: str, s: dict[str, Any], base: Path) -> dict[str, Any]:
     """Every row of one task (see the module docstring)."""
     from robot_rl.utils.config import CONFIG_DIR
 
-    groups = set(_split(s["groups"]))
+    groups = set(split_list(s["groups"]))
     common = [f"obs={s['obs']}", f"seed={s['seed']}", f"threads={s['threads']}", f"eval.episodes={s['eval_episodes']}"]
     common.append(f"eval.every={s['eval_every']}")
     r: dict[str, Any] = {"data_store": _record(base / "data.zarr", task, s)}
 
     def row(name: str, *args: str) -> dict[str, Any]:
         print(f"offline bench: {task}: {name} ...", flush=True)
-        r[name] = _robot_rl(base / name, *args, *common, reuse=s["reuse"])
+        r[name] = cli_run(base / name, *args, *common, reuse=s["reuse"])
         return r[name]
 
     data = base / "data.zarr"
@@ -164,7 +119,7 @@ def _task_rows(task: str, s: dict[str, Any], base: Path) -> dict[str, Any]:
             f"learning_starts={s['warmup']}")  # fmt: skip
         for name in ("calql_online", "wsrl"):
             curve, before = r[name]["curve"], r["calql_offline"]["final"]
-            r[name]["vs_rlpd_steps_to_90"] = _ratio(r[name]["steps_to_90"], r["rlpd_same_data"]["steps_to_90"])
+            r[name]["vs_rlpd_steps_to_90"] = ratio(r[name]["steps_to_90"], r["rlpd_same_data"]["steps_to_90"])
             early = min((c[1] for c in curve[:3]), default=None)  # the first three online evaluations
             r[name].update(offline_final=before, early_online_min=early)
             r[name]["dips"] = None if early is None or before is None else early < before - 0.1
@@ -180,7 +135,7 @@ def _task_rows(task: str, s: dict[str, Any], base: Path) -> dict[str, Any]:
     if "prior" in groups:
         row("no_prior", *online, "agent=rlpd", "demos.episodes=0")
         row("prior", *online, "agent=explore", f"prior=[{data}]", "demos.episodes=0")
-        r["prior"]["vs_no_prior_steps_to_90"] = _ratio(r["prior"]["steps_to_90"], r["no_prior"]["steps_to_90"])
+        r["prior"]["vs_no_prior_steps_to_90"] = ratio(r["prior"]["steps_to_90"], r["no_prior"]["steps_to_90"])
     _print(task, r)
     return r
 

@@ -103,10 +103,12 @@ def record_store(
     max_attempts: int | None = None,
     obs_mode: str = "pixels",
     terminate_on_success: bool = False,
+    expert_noise: float = 0.0,
 ) -> dict[str, Any]:
     """Record ``successes`` expert episodes and ``failures`` noisy episodes that end in failure (noisy ones that end
     in success are kept as successes too) into a new store at ``path``; the per-step ground truth goes into the
-    label set ``gt_success``. Returns counts and seconds."""
+    label set ``gt_success``. ``expert_noise``: the expert's own episodes are noisy too (only its successes are
+    kept), demonstrations a cloned policy learns imperfectly from. Returns counts and seconds."""
     from robot_rl.envs.make import control_dt, make_env
 
     env = make_env(task, obs_mode=obs_mode, image_size=image_size, terminate_on_success=terminate_on_success)
@@ -126,7 +128,7 @@ def record_store(
             ep, marks = EpisodeBuilder(), []
             while True:
                 base = env.unwrapped
-                action = base.expert_action() if expert else base.expert_action(noise=noise)
+                action = base.expert_action(noise=expert_noise) if expert else base.expert_action(noise=noise)
                 nxt, r, term, trunc, info = env.step(action)
                 ep.add(obs, action, r, term, trunc, nxt, timestamp=0.1 * len(ep))
                 marks.append(bool(info.get("success", False)))
@@ -143,7 +145,7 @@ def record_store(
                 success=ok,
                 source="scripted",
                 task=str(task.get("name", "")),
-                notes=json.dumps({"seed": seed + attempts - 1, "noise": 0.0 if expert else noise}),
+                notes=json.dumps({"seed": seed + attempts - 1, "noise": expert_noise if expert else noise}),
             )
             gt.append(np.asarray(marks, dtype=bool))
         store.append_labels(

@@ -16,7 +16,17 @@ from omegaconf import DictConfig, OmegaConf
 from robot_rl.utils.config import CONFIG_DIR, group_choices
 
 BENCHES = (
-    "learner", "sample-efficiency", "data", "act", "encoder", "hil", "reward", "ros2", "fleet", "offline", "residual"
+    "learner",
+    "sample-efficiency",
+    "data",
+    "act",
+    "encoder",
+    "hil",
+    "reward",
+    "ros2",
+    "fleet",
+    "offline",
+    "residual",
 )
 
 

@@ -102,7 +102,7 @@ class NoiseActionWrapper(gym.Wrapper):
 
         super().__init__(env)
         if not isinstance(base.head, FlowHead):
-            raise ValueError("agent=dsrl steers a flow-matching base policy: train it with robot-rl train-bc policy=flow")
+            raise ValueError("agent=dsrl steers a flow-matching base: train it with robot-rl train-bc policy=flow")
         self.base, self.bound = base, float(bound)
         self.action_space = spaces.Box(-1.0, 1.0, (base.head.dim,), np.float32)
 

@@ -38,6 +38,9 @@ def test_run_tiny_reports_every_row_and_margin(tmp_path, capsys):
         rows["step_pixels_trainer"]["mean_ms"]
         >= rows["act_pixels_maps"]["mean_ms"] + rows["featurize_pixels"]["mean_ms"] - 1e-6
     )
+    assert rows["act_residual"]["mean_ms"] >= rows["act_base"]["mean_ms"] - 1e-6  # base + residual holds the base
+    assert rows["step_residual"]["mean_ms"] >= rows["act_residual"]["mean_ms"] - 1e-6
+    assert "residual actor: base + residual" in out
     assert res["task"]["cameras"] == ["front", "wrist"] and res["task"]["pixel_obs"]["front"] == [64, 64, 3]
     assert res["agent"]["cached_cameras"] == ["front", "wrist"]
     assert res["machine"]["threads"] == 1 and res["machine"]["torch_threads"] == 1

@@ -14,7 +14,12 @@ background load hits every row alike; each loop times its parts per step after `
 * pixel trainer loop, as :class:`robot_rl.trainer.Trainer` steps: ``act_pixels_maps`` (``act`` on the cached
   float16 trunk maps: heads + actor only), the env step, and ``featurize_pixels`` (the frozen trunk on the new frame
   pair, once per env step, for the buffer); ``step_pixels_trainer`` = all three (the learner's update is not in it:
-  see ``robot-rl bench learner`` / ``bench encoder``).
+  see ``robot-rl bench learner`` / ``bench encoder``);
+* residual loop (state observations): a cloned base policy (``robot-rl train-bc``'s flow-matching head, ``chunk``
+  actions predicted every ``chunk // 2`` steps, untrained) and the residual agent on top (``agent=residual``):
+  ``act_base`` (the base's act: a chunk prediction on some steps, the next stored action on others),
+  ``act_residual`` (base + residual: what a residual actor computes per step) and ``step_residual`` (with the env
+  step).
 
 Every row reports p50 / p99 / mean / max in ms over ``calls`` steps and its margin against the control period
 (``budget_ms``, 100 ms at the tasks' 10 Hz): ``budget / p99`` (x, > 1 fits) and ``budget - p99`` (ms of headroom).
@@ -30,6 +35,7 @@ from typing import Any
 
 import torch
 
+from robot_rl.agents.residual import BASE_KEY
 from robot_rl.bench.common import NOISY_LATENCIES, Bench, device_sync, latency_stats, parse_overrides, print_table
 
 DEFAULTS: dict[str, Any] = {
@@ -57,6 +63,9 @@ ROW_LABELS: dict[str, str] = {
     "act_pixels_maps": "act(), cached trunk maps (heads + actor)",
     "featurize_pixels": "featurize(), one frame pair (frozen trunk)",
     "step_pixels_trainer": "trainer step: act(maps) + env step + featurize",
+    "act_base": "act(), cloned base (flow head, chunked), state obs",
+    "act_residual": "act(), base + residual, state obs",
+    "step_residual": "control step, residual: base + residual + env step",
 }
 
 # row -> loop that measures it
@@ -70,16 +79,21 @@ LOOP_OF: dict[str, str] = {
     "act_pixels_maps": "pixel_trainer",
     "featurize_pixels": "pixel_trainer",
     "step_pixels_trainer": "pixel_trainer",
+    "act_base": "residual",
+    "act_residual": "residual",
+    "step_residual": "residual",
 }
 
 
 class _Loop:
     """One control loop: ``step()`` runs one env step with its agent calls and returns ``{part: ms}``."""
 
-    def __init__(self, env: Any, agent: Any, kind: str, deterministic: bool, seed: int):
-        self.env, self.agent, self.kind, self.deterministic = env, agent, kind, deterministic
+    def __init__(self, env: Any, agent: Any, kind: str, deterministic: bool, seed: int, base: Any = None):
+        self.env, self.agent, self.kind, self.deterministic, self.base = env, agent, kind, deterministic, base
         self.sync = device_sync(agent.device)
         self.obs, _ = env.reset(seed=seed)
+        if base is not None:
+            base.reset()
         self.fobs = agent.featurize(self.obs) if kind == "pixel_trainer" else None
         self.episodes = 1
 
@@ -88,12 +102,21 @@ class _Loop:
         out: dict[str, float] = {}
         sync()
         t0 = clock()
-        action = agent.act(self.fobs if self.kind == "pixel_trainer" else self.obs, deterministic=self.deterministic)
+        if self.kind == "residual":  # the base's proposal, then the residual agent on top of it
+            proposal = self.base.act(self.obs, deterministic=True)
+            sync()
+            tb = clock()
+            action = agent.act({**self.obs, BASE_KEY: proposal}, deterministic=self.deterministic)
+        else:
+            obs_in = self.fobs if self.kind == "pixel_trainer" else self.obs
+            action = agent.act(obs_in, deterministic=self.deterministic)
         sync()
         t1 = clock()
         obs, _, terminated, truncated, _ = self.env.step(action)
         t2 = clock()
-        if self.kind == "pixel_trainer":
+        if self.kind == "residual":
+            out.update(act_base=(tb - t0) * 1e3, act_residual=(t1 - t0) * 1e3, step_residual=(t2 - t0) * 1e3)
+        elif self.kind == "pixel_trainer":
             self.fobs = agent.featurize(obs)
             sync()
             t3 = clock()
@@ -109,6 +132,8 @@ class _Loop:
             self.obs, _ = self.env.reset()
             if self.kind == "pixel_trainer":
                 self.fobs = agent.featurize(self.obs)
+            if self.base is not None:
+                self.base.reset()
             self.episodes += 1
         return out
 
@@ -136,6 +161,10 @@ def run(quick: bool, overrides: list[str]) -> dict[str, Any]:
 
 
 def _run(bench: Bench) -> dict[str, Any]:
+    import numpy as np
+
+    from robot_rl.agents.bc import BCAgent, BCConfig
+    from robot_rl.agents.residual import BaseActionWrapper
     from robot_rl.agents.sac import SAC, SACConfig
     from robot_rl.envs.make import control_dt, make_env
 
@@ -149,7 +178,15 @@ def _run(bench: Bench) -> dict[str, Any]:
     state_env = make_env(state_cfg.task)
     pix_env = make_env(pix_cfg.task)
     trainer_env = make_env(pix_cfg.task)  # the trainer loop steps its own env, not the actor loop's
+    residual_env = make_env(state_cfg.task)
     state_agent = SAC(state_env.observation_space, state_env.action_space, SACConfig.from_dict(state_agent_cfg))
+    base_policy = BCAgent(
+        residual_env.observation_space, residual_env.action_space, BCConfig(policy="flow", device=s["device"])
+    )
+    base_policy.fit_normalizer(np.stack([residual_env.observation_space["state"].sample() for _ in range(8)]))
+    _, residual_agent_cfg = _agent_config(base + ["obs=state", "agent=residual"])
+    with_base = BaseActionWrapper(residual_env, base_policy).observation_space
+    residual_agent = SAC(with_base, residual_env.action_space, SACConfig.from_dict(residual_agent_cfg))
     pix_agent = SAC(pix_env.observation_space, pix_env.action_space, SACConfig.from_dict(pix_agent_cfg))
     build_s = time.perf_counter() - t0
     budget = s["budget_ms"] or 1e3 * control_dt(pix_env)
@@ -177,6 +214,9 @@ def _run(bench: Bench) -> dict[str, Any]:
             "pixel_actor": _Loop(pix_env, pix_agent, "pixel_actor", s["deterministic"], s["seed"]),
         }
         loops["pixel_trainer"] = _Loop(trainer_env, pix_agent, "pixel_trainer", s["deterministic"], s["seed"] + 1)
+        loops["residual"] = _Loop(
+            residual_env, residual_agent, "residual", s["deterministic"], s["seed"] + 2, base=base_policy
+        )
         for loop in loops.values():
             for _ in range(s["warmup"]):
                 loop.step()
@@ -195,7 +235,7 @@ def _run(bench: Bench) -> dict[str, Any]:
                 done[name] += n
         episodes = {k: v.episodes for k, v in loops.items()}
     finally:
-        for env in (state_env, pix_env, trainer_env):
+        for env in (state_env, pix_env, trainer_env, residual_env):
             env.close()
 
     rows: dict[str, dict[str, Any]] = {}
@@ -242,6 +282,7 @@ def _print(rows: dict[str, dict[str, Any]], budget: float, calls: int) -> None:
         ("state loop", ("act_state", "env_step_state", "step_state")),
         ("pixel actor loop", ("act_pixels", "env_step_pixels", "step_pixels_actor")),
         ("pixel trainer loop", ("act_pixels_maps", "featurize_pixels", "step_pixels_trainer")),
+        ("residual loop", ("act_base", "act_residual", "step_residual")),
     )
     table = []
     for title, keys in groups:
@@ -271,4 +312,9 @@ def _print(rows: dict[str, dict[str, Any]], budget: float, calls: int) -> None:
         f"env step {e['p50_ms']:.1f} ms + featurize {rows['featurize_pixels']['p50_ms']:.1f} ms (p50) = "
         f"{rows['step_pixels_trainer']['p50_ms']:.1f} ms; the cached-maps act saves "
         f"{a['p50_ms'] - rows['act_pixels_maps']['p50_ms']:.1f} ms of trunk only because featurize pays it"
+    )
+    r = rows["act_residual"]
+    print(
+        f"residual actor: base + residual act p99 {r['p99_ms']:.1f} ms (the base alone {rows['act_base']['p99_ms']:.1f}"
+        f" ms) = {100 * r['p99_ms'] / budget:.0f}% of the {budget:g} ms budget (margin {r['budget_over_p99']:.1f}x)"
     )

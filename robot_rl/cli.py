@@ -197,9 +197,12 @@ def _validate_train(cfg: DictConfig) -> None:
         "demos.episodes",
         "eval.every",
         "eval.episodes",
+        "eval.confirm",
     ]
     for key in ints:
         val = OmegaConf.select(cfg, key)
+        if val is None and key == "eval.confirm":  # a run saved before confirmations existed: off
+            continue
         if not isinstance(val, int) or isinstance(val, bool) or (val < 0 and key != "seed"):
             raise UsageError(f"{key}={val!r} must be a non-negative integer")
     from robot_rl.agents.residual import check_base_policy
@@ -212,6 +215,9 @@ def _validate_train(cfg: DictConfig) -> None:
         raise UsageError(f"demo_fraction={cfg.demo_fraction!r} must be a number in [0, 1]")
     if cfg.eval.every < 1 or cfg.eval.episodes < 1:
         raise UsageError("eval.every and eval.episodes must be >= 1")
+    frm = cfg.eval.get("confirm_from", 0.5)
+    if isinstance(frm, bool) or not isinstance(frm, (int, float)) or not 0 <= frm <= 1:
+        raise UsageError(f"eval.confirm_from={frm!r} must be a success rate in [0, 1]")
     corr = cfg.get("corrections") or {}
     unknown = sorted(set(corr) - {"demo_buffer", "takeover_reward", "trigger_reward"})
     if unknown:
@@ -269,19 +275,32 @@ def cmd_eval(overrides: Sequence[str]) -> int:
         agent_cfg = SACConfig.from_dict({**OmegaConf.to_container(train_cfg.agent), "device": cfg.device})
         agent = SAC(env.observation_space, env.action_space, agent_cfg)
         agent.load_state_dict(load_state(ckpt / "agent", agent.device))
-    res = evaluate(
-        lambda o: agent.act(o, deterministic=True), env, int(cfg.episodes), int(cfg.seed), cfg.video,
-        reset=getattr(agent, "reset", None),
-    )  # fmt: skip
+    policy, reset = (lambda o: agent.act(o, deterministic=True)), getattr(agent, "reset", None)
+    n = int(cfg.episodes)
+    res = evaluate(policy, env, n, int(cfg.seed), cfg.video, reset=reset, progress=n >= 100)
     cyc = res["cycle_time_s"]
     print(f"{train_cfg.task.name} | checkpoint {ckpt}")
     print(
-        f"success rate {res['success_rate']:.0%} over {cfg.episodes} episodes | mean cycle time "
-        f"{'n/a' if math.isnan(cyc) else f'{cyc:.2f} s'} | return {res['return_mean']:.2f} | "
-        f"length {res['length_mean']:.1f} steps"
+        f"success rate {res['success_rate']:.1%} (95% CI {res['success_ci_low']:.1%}-{res['success_ci_high']:.1%}) "
+        f"over {n} episodes | mean cycle time {'n/a' if math.isnan(cyc) else f'{cyc:.2f} s'} | return "
+        f"{res['return_mean']:.2f} | length {res['length_mean']:.1f} steps"
     )
+    failed = res["failed_seeds"]
+    if failed:
+        print(f"{len(failed)} failed episode(s), seeds {failed[:20]}{' ...' if len(failed) > 20 else ''}")
     if cfg.video:
         print(f"video: {cfg.video}")
+    if cfg.get("failures_video") and failed:  # the failures again, rendered: a deterministic policy repeats them
+        shown = failed[: int(cfg.failures_max)]
+        render_env = make_env(train_cfg.task, render_mode="rgb_array")
+        if not is_bc_run(train_cfg):
+            render_env = wrap_base_policy(render_env, train_cfg)
+        again = evaluate(policy, render_env, len(shown), 0, cfg.failures_video, reset=reset, seeds=shown)
+        print(f"video of {len(shown)} failed episode(s): {cfg.failures_video}")
+        if len(again["failed_seeds"]) != len(shown):
+            print(f"note: {len(shown) - len(again['failed_seeds'])} of them succeeded on replay: not deterministic")
+    if cfg.get("json"):
+        Path(str(cfg.json)).write_text(json.dumps({"checkpoint": str(ckpt), "task": str(train_cfg.task.name), **res}))
     return 0
 
 

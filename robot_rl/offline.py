@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from robot_rl.data.store import EpisodeStore
+from robot_rl.evaluate import eval_summary
 
 
 def offline_episodes(
@@ -111,7 +112,7 @@ def train_offline(cfg: Any, run_dir: Path, progress: bool = True) -> dict[str, A
             if tr.eval_due or tr.step >= total:
                 tr.evaluate_and_checkpoint(writer)
                 rate = tr.step / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix_str(f"eval success {tr.history[-1]['success_rate']:.0%}, {rate:.0f} updates/s")
+                bar.set_postfix_str(f"{eval_summary(tr.history[-1])}, {rate:.0f} updates/s")
                 if tr.target_reached():
                     break
     finally:

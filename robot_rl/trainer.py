@@ -34,7 +34,7 @@ from robot_rl.data.episode import intervention_segments, penalize_takeovers, tri
 from robot_rl.data.replay import ReplayBuffer, mixed_batches
 from robot_rl.data.store import EpisodeStore
 from robot_rl.envs.make import expert_action, find_wrapper, make_env
-from robot_rl.evaluate import evaluate
+from robot_rl.evaluate import eval_summary, evaluate
 from robot_rl.hil.intervention import InterventionWrapper
 from robot_rl.rewards.refine import record_refinements
 from robot_rl.rewards.shaping import PotentialShaping
@@ -335,8 +335,8 @@ class Trainer:
                 bar.update(1)
                 if self.step % 50 == 0:
                     rate = (self.step - steps0) / max(time.perf_counter() - t0, 1e-9)
-                    last = self.history[-1]["success_rate"] if self.history else float("nan")
-                    bar.set_postfix_str(f"eval success {last:.0%}, {rate:.1f} steps/s", refresh=False)
+                    last = eval_summary(self.history[-1]) if self.history else "no eval yet"
+                    bar.set_postfix_str(f"{last}, {rate:.1f} steps/s", refresh=False)
                 if not step.done:
                     continue
                 c = collector.finish()
@@ -366,9 +366,13 @@ class Trainer:
         self._refinements_logged = record_refinements(refiner, self.run_dir, self._refinements_logged, writer)
 
     def target_reached(self) -> bool:
-        """True once an evaluation reached ``eval.stop_at_success`` (null: never stop early)."""
+        """True once an evaluation reached ``eval.stop_at_success`` (null: never stop early), confirmed on
+        ``eval.confirm`` x more episodes when that is on."""
         target = self.cfg.eval.get("stop_at_success")
-        return target is not None and bool(self.history) and self.history[-1]["success_rate"] >= float(target)
+        if target is None or not self.history:
+            return False
+        last = self.history[-1]
+        return last.get("score", last["success_rate"]) >= float(target)
 
     def _all_states(self) -> np.ndarray:
         """Every state observation collected so far (demos and online), for fitting the input normaliser."""
@@ -380,12 +384,13 @@ class Trainer:
         ``eval.jsonl`` and tensorboard, and write ``checkpoints/latest`` (and ``best`` when it is the best yet)."""
         cfg = self.cfg
         start = time.perf_counter()
-        result = evaluate(
-            lambda o: self.agent.act(o, deterministic=True),
-            self.eval_env,
-            int(cfg.eval.episodes),
-            seed=int(cfg.seed) + 100_000,
-        )
+        policy = lambda o: self.agent.act(o, deterministic=True)  # noqa: E731
+        result = evaluate(policy, self.eval_env, int(cfg.eval.episodes), seed=int(cfg.seed) + 100_000)
+        if self._needs_confirmation(result["success_rate"]):  # the same episodes for every candidate: paired
+            more = evaluate(policy, self.eval_env, self._confirm_episodes, seed=int(cfg.seed) + 200_000)
+            result.update({f"confirm_{k}": more[k] for k in ("success_rate", "success_ci_low", "success_ci_high")})
+            result.update(confirm_episodes=more["episodes"], confirm_failed_seeds=more["failed_seeds"])
+        result["score"] = result.get("confirm_success_rate", result["success_rate"])
         result.update(
             step=self.step,
             episode=self.episode,
@@ -400,18 +405,32 @@ class Trainer:
                 reward_threshold=self.reward_wrapper.model.threshold,
             )
         self.history.append(result)
-        for k in ("success_rate", "return_mean", "length_mean", "cycle_time_s"):
-            if not math.isnan(result[k]):
+        for k in ("success_rate", "return_mean", "length_mean", "cycle_time_s", "confirm_success_rate"):
+            if k in result and not math.isnan(result[k]):
                 writer.add_scalar(f"eval/{k}", result[k], self.step)
         with open(self.run_dir / "eval.jsonl", "a") as f:
             f.write(json.dumps(result) + "\n")
         while self._next_eval <= self.step:
             self._next_eval += int(cfg.eval.every)
         self.save_checkpoint(self.run_dir / "checkpoints" / "latest")
-        if result["success_rate"] > self.best_success:
-            self.best_success = result["success_rate"]
+        if result["score"] > self.best_success:
+            self.best_success = result["score"]
             self.save_checkpoint(self.run_dir / "checkpoints" / "best", with_trainer_state=False)
         self.plot_curve()
+
+    @property
+    def _confirm_episodes(self) -> int:
+        """Episodes of a confirmation: ``eval.confirm`` x ``eval.episodes`` (0: off)."""
+        return int(self.cfg.eval.get("confirm", 0) or 0) * int(self.cfg.eval.episodes)
+
+    def _needs_confirmation(self, success: float) -> bool:
+        """Whether an evaluation's ``success`` would make a new best checkpoint or stop the run, at
+        ``eval.confirm_from`` or above: such a claim is checked on a larger, fixed set of episodes
+        (:meth:`evaluate_and_checkpoint`), so that "best" is really better and a stop is earned, not a lucky draw of
+        ``eval.episodes``."""
+        target = self.cfg.eval.get("stop_at_success")
+        claims = success >= self.best_success or (target is not None and success >= float(target))
+        return self._confirm_episodes > 0 and claims and success >= float(self.cfg.eval.get("confirm_from", 0.5))
 
     # ----------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: Path, with_trainer_state: bool = True) -> None:

@@ -64,8 +64,30 @@ def test_stop_at_success_ends_the_run_early(toy_task, tmp_path):
     tr = Trainer(cfg, tmp_path)
     tr.collect_demos()
     tr.train(progress=False)
-    assert tr.history[-1]["success_rate"] >= 0.4 and tr.step < 5000
-    assert all(h["success_rate"] < 0.4 for h in tr.history[:-1])
+    assert tr.history[-1]["score"] >= 0.4 and tr.step < 5000
+    assert all(h["score"] < 0.4 for h in tr.history[:-1])
+
+
+def test_best_and_stop_claims_are_confirmed_on_the_same_larger_set(toy_task, tmp_path):
+    over = {"eval.every": 250, "eval.confirm": 2, "eval.confirm_from": 0.0, "eval.stop_at_success": 0.95}
+    tr = Trainer(toy_cfg(toy_task, tmp_path, total_steps=1500, **over), tmp_path)
+    tr.collect_demos()
+    tr.train(progress=False)
+    best = -1.0
+    for h in tr.history:
+        claims = h["success_rate"] >= best or h["success_rate"] >= 0.95
+        assert ("confirm_success_rate" in h) == claims, h  # every claim confirmed, nothing else
+        if claims:
+            assert h["confirm_episodes"] == 10 and h["score"] == h["confirm_success_rate"]
+            assert h["confirm_success_ci_low"] <= h["confirm_success_rate"] <= h["confirm_success_ci_high"]
+        else:
+            assert h["score"] == h["success_rate"]
+        best = max(best, h["score"])
+    assert tr.best_success == best
+    winner = next(h for h in tr.history if h["score"] == best)  # the first to reach it: ties keep the older
+    assert load_state(tmp_path / "checkpoints/best/agent")["num_updates"] == winner["updates"]
+    if tr.step < 1500:  # stopped early: only on a confirmed rate
+        assert tr.history[-1]["score"] >= 0.95
 
 
 def test_demos_are_kept_in_a_store_and_load_back(toy_task, tmp_path):

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from robot_rl.collect import Collected
+from robot_rl.evaluate import eval_summary
 from robot_rl.runtime.messages import MessageError, check_arrays, decode, encode, join_obs, split_obs
 from robot_rl.utils.config import load_run_config
 
@@ -327,7 +328,7 @@ class Fleet:
                     self._answer(i, ref, writer)
                 if tr.eval_due:
                     tr.evaluate_and_checkpoint(writer)
-                    self.log(f"step {tr.step}: eval success {tr.history[-1]['success_rate']:.0%}")
+                    self.log(f"step {tr.step}: {eval_summary(tr.history[-1])}")
                     if tr.target_reached():
                         self.log("eval.stop_at_success reached: stopping the fleet")
                         break
@@ -337,7 +338,7 @@ class Fleet:
             )
             if not tr.history or tr.history[-1]["step"] != tr.step:
                 tr.evaluate_and_checkpoint(writer)
-            self.log(f"done at step {tr.step}: eval success {tr.history[-1]['success_rate']:.0%}")
+            self.log(f"done at step {tr.step}: {eval_summary(tr.history[-1])}")
             return 0
         except KeyboardInterrupt:
             self.log("interrupted: stopping the actors")

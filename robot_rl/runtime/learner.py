@@ -37,6 +37,7 @@ from omegaconf import OmegaConf
 from robot_rl.collect import Collected, episode_source
 from robot_rl.data.episode import EpisodeBuilder
 from robot_rl.data.store import EpisodeStore, StoreError
+from robot_rl.evaluate import eval_summary
 from robot_rl.runtime.messages import Message, MessageError, check_arrays, split_obs
 from robot_rl.runtime.rate import RateLimiter
 from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
@@ -272,7 +273,7 @@ class Learner:
             if tr.eval_due:
                 tr.evaluate_and_checkpoint(self.writer)
                 h = tr.history[-1]
-                self.log(f"step {tr.step}: eval success {h['success_rate']:.0%}, {tr.agent.num_updates} updates")
+                self.log(f"step {tr.step}: {eval_summary(h)}, {tr.agent.num_updates} updates")
                 if tr.target_reached() and self._stop_sent is not ch:  # eval.stop_at_success, as in one process
                     # once per connection: a second stop could reach the actor as the answer to its "done" and let
                     # it leave before this learner's final evaluation and checkpoint
@@ -282,7 +283,7 @@ class Learner:
         elif msg.kind == "done":
             if not tr.history or tr.history[-1]["step"] != tr.step:  # (the last episode may have just evaluated)
                 tr.evaluate_and_checkpoint(self.writer)
-            self.log(f"done at step {tr.step}: eval success {tr.history[-1]['success_rate']:.0%}")
+            self.log(f"done at step {tr.step}: {eval_summary(tr.history[-1])}")
             ch.send("stop")
             ch.flush()
             return True

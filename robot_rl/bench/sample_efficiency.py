@@ -4,7 +4,9 @@ Rows, all on the same task, seeds, step budget, evaluation schedule and evaluati
 
 * ``rlpd+demos``: our RLPD with scripted demonstrations (``demos`` episodes, default 10);
 * ``sac``: our SAC, no demonstrations;
-* ``sb3_sac``: Stable-Baselines3 SAC (its defaults), no demonstrations;
+* ``sb3_sac``: Stable-Baselines3 SAC (its defaults), no demonstrations, on the raw state;
+* ``sb3_sac_std``: the same on the state standardised as ours is (statistics fitted once, here from SB3's own
+  warm-up of uniform random actions, then fixed; clipped at 10 standard deviations): our rows get that for free;
 * ``rlpd+demos_pixels`` (opt-in: ``pixels=true``, or name it in ``rows``): ``rlpd+demos`` from the "front" and
   "wrist" camera images plus proprioception (``obs=pixels``: frozen pretrained trunk with cached features, trainable
   heads, DrQ shift), same demos, seeds, budget and evaluation. Pixel training runs ~3-10 env steps/s on a 2-core
@@ -12,7 +14,8 @@ Rows, all on the same task, seeds, step budget, evaluation schedule and evaluati
 
 Every run stops at its first evaluation at or above 90% (that is the figure measured) or at the budget. Prints a
 table, writes ``curves.png`` and returns every figure; ``ratio`` is SB3's steps-to-90% over ours (RLPD +
-demos), with a row that never reached 90% counted at the budget (so the ratio is then a lower bound, and says so).
+demos), with a row that never reached 90% counted at the budget: the ratio is then a lower or an upper bound, and
+says which; when neither row reached 90% it is unknown and no figure is given.
 With the pixels row, ``pixels_over_state`` is its steps-to-90% over ``rlpd+demos``'s (what learning from images
 costs in env steps) and ``ratio_pixels`` is SB3's (from state) over it.
 """
@@ -20,7 +23,6 @@ costs in env steps) and ``ratio_pixels`` is SB3's (from state) over it.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ def _settings(quick: bool, overrides: list[str]) -> tuple[dict[str, Any], list[s
         "eval_episodes": 20,
         "demos": 10,
         "out": "bench_out/sample_efficiency",
-        "rows": ["rlpd+demos", "sac", "sb3_sac"],
+        "rows": ["rlpd+demos", "sac", "sb3_sac", "sb3_sac_std"],
         "threads": 0,
         "pixels": False,
     }
@@ -105,7 +107,30 @@ def _train_ours(row: str, seed: int, s: dict[str, Any], extra: list[str], quick:
     return trainer.history
 
 
-def _train_sb3(seed: int, s: dict[str, Any], extra: list[str], quick: bool) -> list[dict[str, float]]:
+def _standardiser(task: Any, steps: int, seed: int) -> Any:
+    """``state -> clip((state - loc) / scale, -10, 10)`` with loc and scale (at least 0.01, as the StateEncoder's)
+    from ``steps`` env steps of uniform random actions: what SB3's warm-up sees."""
+    from robot_rl.envs.make import make_env
+
+    env = make_env(task)
+    env.action_space.seed(seed)
+    obs, _ = env.reset(seed=seed)
+    states = [obs["state"]]
+    for _ in range(steps):
+        obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        states.append(obs["state"])
+        if terminated or truncated:
+            obs, _ = env.reset()
+            states.append(obs["state"])
+    env.close()
+    x = np.asarray(states, np.float64)
+    loc, scale = x.mean(0), np.maximum(x.std(0), 1e-2)
+    return lambda state: np.clip((np.asarray(state) - loc) / scale, -10.0, 10.0).astype(np.float32)
+
+
+def _train_sb3(
+    seed: int, s: dict[str, Any], extra: list[str], quick: bool, standardise: bool = False
+) -> list[dict[str, float]]:
     import gymnasium as gym
     import torch
     from stable_baselines3 import SAC as SB3SAC
@@ -119,6 +144,11 @@ def _train_sb3(seed: int, s: dict[str, Any], extra: list[str], quick: bool) -> l
     cfg = compose("train", [f"task={s['task']}", f"seed={seed}"] + extra)
     env = gym.wrappers.FilterObservation(make_env(cfg.task), ["state"])
     env = gym.wrappers.FlattenObservation(env)
+    warmup = min(1000, s["budget"] // 4)
+    prep = _standardiser(cfg.task, warmup, seed) if standardise else (lambda state: state)
+    if standardise:
+        space = gym.spaces.Box(-10.0, 10.0, env.observation_space.shape, np.float32)
+        env = gym.wrappers.TransformObservation(env, prep, space)
     eval_env = make_env(cfg.task)
     set_threads(int(s["threads"]))
     kwargs = {"policy_kwargs": {"net_arch": [64, 64]}} if quick else {}
@@ -128,7 +158,7 @@ def _train_sb3(seed: int, s: dict[str, Any], extra: list[str], quick: bool) -> l
         seed=seed,
         device="cpu",
         batch_size=256,
-        learning_starts=min(1000, s["budget"] // 4),
+        learning_starts=warmup,
         verbose=0,
         **kwargs,
     )
@@ -142,7 +172,7 @@ def _train_sb3(seed: int, s: dict[str, Any], extra: list[str], quick: bool) -> l
 
         def _on_step(self) -> bool:
             if self.num_timesteps >= self.next_eval and bool(self.locals["dones"][0]):
-                policy = lambda o: model.predict(o["state"], deterministic=True)[0]  # noqa: E731
+                policy = lambda o: model.predict(prep(o["state"]), deterministic=True)[0]  # noqa: E731
                 res = evaluate(policy, eval_env, s["eval_episodes"], seed=seed + 100_000)
                 history.append(dict(res, step=self.num_timesteps))
                 while self.next_eval <= self.num_timesteps:
@@ -156,7 +186,7 @@ def _train_sb3(seed: int, s: dict[str, Any], extra: list[str], quick: bool) -> l
         history.append(
             dict(
                 evaluate(
-                    lambda o: model.predict(o["state"], deterministic=True)[0],
+                    lambda o: model.predict(prep(o["state"]), deterministic=True)[0],
                     eval_env,
                     s["eval_episodes"],
                     seed=seed + 100_000,
@@ -193,9 +223,10 @@ def run(quick: bool = False, overrides: list[str] | None = None) -> dict[str, An
         for seed in s["seeds"]:
             t0 = time.perf_counter()
             with torch_threads(None):  # a run sets torch threads from threads=; the caller's count comes back after
-                history = (
-                    _train_sb3(seed, s, extra, quick) if row == "sb3_sac" else _train_ours(row, seed, s, extra, quick)
-                )
+                if row.startswith("sb3_sac"):
+                    history = _train_sb3(seed, s, extra, quick, standardise=row == "sb3_sac_std")
+                else:
+                    history = _train_ours(row, seed, s, extra, quick)
             per_seed.append(
                 {
                     "seed": seed,
@@ -230,36 +261,44 @@ def run(quick: bool = False, overrides: list[str] | None = None) -> dict[str, An
 
 
 def _ratio(results: dict[str, Any]) -> None:
-    rows = results["rows"]
+    rows, n = results["rows"], len(results["seeds"])
+
+    def ratio(num: dict[str, Any], den: dict[str, Any], target: int = 90) -> tuple[float | None, str]:
+        """Steps to ``target``% of ``num`` over ``den`` (medians over seeds) and what that figure is."""
+        key, reached = ("median_steps_to_90", "reached") if target == 90 else ("median_steps_to_50", "reached_50")
+        bound = _bound(num[reached] < n, den[reached] < n, target)
+        return (None if bound.startswith("unknown") else num[key] / max(den[key], 1.0)), bound
+
+    results["ratio"] = None
     if "rlpd+demos" in rows and "sb3_sac" in rows:
         ours, theirs = rows["rlpd+demos"], rows["sb3_sac"]
-        results["ratio"] = theirs["median_steps_to_90"] / max(ours["median_steps_to_90"], 1.0)
-        results["ratio_is_lower_bound"] = theirs["reached"] < len(results["seeds"])
+        results["ratio"], results["ratio_bound"] = ratio(theirs, ours)
+        results["ratio_50"], results["ratio_50_bound"] = ratio(theirs, ours, 50)
         results["ratio_meaning"] = "SB3 SAC env steps to 90% / ours (RLPD + demos); > 1 means we need fewer steps"
-        results["ratio_50"] = theirs["median_steps_to_50"] / max(ours["median_steps_to_50"], 1.0)
-        results["ratio_50_is_lower_bound"] = theirs["reached_50"] < len(results["seeds"])
-    else:
-        results["ratio"] = float("nan")
+    if "rlpd+demos" in rows and "sb3_sac_std" in rows:
+        results["ratio_std"], results["ratio_std_bound"] = ratio(rows["sb3_sac_std"], rows["rlpd+demos"])
     if PIXEL_ROW in rows:
-        px, n = rows[PIXEL_ROW], len(results["seeds"])
+        px = rows[PIXEL_ROW]
         if "rlpd+demos" in rows:
-            st = rows["rlpd+demos"]
-            results["pixels_over_state"] = px["median_steps_to_90"] / max(st["median_steps_to_90"], 1.0)
-            results["pixels_over_state_bound"] = _bound(px["reached"] < n, st["reached"] < n)
+            results["pixels_over_state"], results["pixels_over_state_bound"] = ratio(px, rows["rlpd+demos"])
             results["pixels_over_state_meaning"] = (
                 f"{PIXEL_ROW} env steps to 90% / rlpd+demos (state); > 1 means images need more steps"
             )
         if "sb3_sac" in rows:
-            results["ratio_pixels"] = rows["sb3_sac"]["median_steps_to_90"] / max(px["median_steps_to_90"], 1.0)
-            results["ratio_pixels_bound"] = _bound(rows["sb3_sac"]["reached"] < n, px["reached"] < n)
+            results["ratio_pixels"], results["ratio_pixels_bound"] = ratio(rows["sb3_sac"], px)
             results["ratio_pixels_meaning"] = f"SB3 SAC (state) env steps to 90% / ours from pixels ({PIXEL_ROW})"
 
 
-def _bound(numerator_capped: bool, denominator_capped: bool) -> str:
-    """What a steps-to-90% ratio is when rows that missed 90% count at the budget (below their true figure)."""
+def _bound(numerator_capped: bool, denominator_capped: bool, target: int = 90) -> str:
+    """What a steps-to-target ratio is when rows that missed the target count at the budget (below their true
+    figure): unknown when neither reached it (no figure then)."""
     if numerator_capped and denominator_capped:
-        return "unknown (neither row reached 90%)"
+        return f"unknown (neither row reached {target}%)"
     return "lower bound" if numerator_capped else "upper bound" if denominator_capped else "exact"
+
+
+def _figure(value: float | None, bound: str) -> str:
+    return bound if value is None else f"{value:.2f}x" + ("" if bound == "exact" else f" ({bound})")
 
 
 def _print_table(results: dict[str, Any]) -> None:
@@ -281,18 +320,18 @@ def _print_table(results: dict[str, Any]) -> None:
             ]
         )
     print_table(["row", "steps to 90% (median)", "reached", "steps to 50%", "final success", "wall s"], table)
-    if not math.isnan(results.get("ratio", float("nan"))):
-        lb = " (lower bound: SB3 did not reach 90%)" if results["ratio_is_lower_bound"] else ""
-        print(f"ratio SB3 / ours (steps to 90%): {results['ratio']:.2f}x{lb}")
-        lb50 = " (lower bound)" if results["ratio_50_is_lower_bound"] else ""
-        print(f"ratio SB3 / ours (steps to 50%): {results['ratio_50']:.2f}x{lb50}")
+    for key, target in (("ratio", 90), ("ratio_50", 50)):
+        if f"{key}_bound" in results:
+            print(f"ratio SB3 / ours (steps to {target}%): {_figure(results[key], results[f'{key}_bound'])}")
+    if "ratio_std_bound" in results:
+        figure = _figure(results["ratio_std"], results["ratio_std_bound"])
+        print(f"ratio SB3 on the standardised state / ours (steps to 90%): {figure}")
     for key, what in (
         ("pixels_over_state", "pixels / state, ours RLPD + demos"),
         ("ratio_pixels", "ratio SB3 (state) / ours (pixels)"),
     ):
         if key in results:
-            bound = results[f"{key}_bound"]
-            print(f"{what} (steps to 90%): {results[key]:.2f}x{'' if bound == 'exact' else f' ({bound})'}")
+            print(f"{what} (steps to 90%): {_figure(results[key], results[f'{key}_bound'])}")
 
 
 def _plot(results: dict[str, Any], path: Path) -> Path:

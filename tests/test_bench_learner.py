@@ -34,6 +34,8 @@ def test_run_tiny_reports_every_row_and_ratio():
         assert row["ms_per_update"] == pytest.approx(1e3 / row["updates_per_s"])
     assert result["ratio"] == pytest.approx(rows["rlpd_utd1"]["updates_per_s"] / rows["sb3"]["updates_per_s"])
     assert all(v is not None and v > 0 for v in result["ratios"].values())
+    per_env_step = rows["rlpd_utd4"]["updates_per_s"] / 4 / rows["sb3"]["updates_per_s"]  # 4 critic steps per env step
+    assert result["ratios"]["rlpd_utd4_per_env_step/sb3"] == pytest.approx(per_env_step)
     assert result["machine"]["threads"] == 1 and result["machine"]["torch_threads"] == 1
     assert result["settings"]["hidden"] == [16, 16]
     json.loads(json.dumps(result))

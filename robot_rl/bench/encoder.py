@@ -100,7 +100,8 @@ def run(quick: bool, overrides: list[str]) -> dict[str, Any]:
 
     Returns a JSON-serialisable dict: ``settings``, ``machine``, ``task``, ``rows`` (per row ``updates_per_s``,
     ``critic_steps_per_s``, ``ms_per_update``, per-repeat rates, trunk frames per update, buffer bytes per
-    transition), ``ratio`` (``cache / recompute`` updates/s), ``ratios``, ``notes``.
+    transition), ``ratio`` (the headline: ``cache_featurize / recompute`` updates/s, the cache's per-frame trunk
+    cost included), ``ratios``, ``notes``.
     """
     s = parse_overrides(overrides, DEFAULTS, quick, AUTO)
     if s["batch_size"] < 1 or s["buffer"] < 2 or s["episode_len"] < 1 or s["warmup"] < 0:
@@ -226,8 +227,10 @@ def _run(bench: Bench) -> dict[str, Any]:
         f"(recompute - cache = {trunk_ms_per_frame:.1f} ms per trunk frame; batch {b}, UTD {utd}, "
         f"{threads} thread(s); the ratio aims at >= 5x)"
     )
-    if ratios["cache/recompute"] < 5:
-        notes.append(f"cache/recompute = {ratios['cache/recompute']:.1f}x, below the 5x aim")
+    headline = ratios["cache_featurize/recompute"]  # the cache's own cost (the trunk once per new frame) included
+    print(f"headline: {headline:.1f}x learner updates/s with the feature cache, its per-frame featurize included")
+    if headline < 5:
+        notes.append(f"cache_featurize/recompute = {headline:.1f}x, below the 5x aim")
     bench.print_notes()
     machine = {"device": str(cached.device)}
     if cached.device.type == "cuda":
@@ -244,7 +247,7 @@ def _run(bench: Bench) -> dict[str, Any]:
             "footage_rows": len(pool),
             "footage_episodes": pool.episodes,
         },
-        ratio=ratios["cache/recompute"],
+        ratio=headline,
         ratios=ratios,
         ratio_defs={
             k: {"measured": m, "baseline": base, "metric": "updates_per_s", "better": "higher"}

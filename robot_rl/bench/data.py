@@ -10,8 +10,9 @@ for the 10 Hz need, computed from the env) in the same run, and every ratio is `
    adds Gaussian sensor noise (``noise_sigma`` 8-bit levels) because real cameras compress far worse than flat-shaded
    sim frames. ``write_state`` is the state-only store built for row 4. Also bytes on disk per transition.
 2. Replay sampling (``sample_*``): batches/s at ``batch_size`` from our :class:`ReplayBuffer` holding the env's
-   pixel observations (uint8 cameras, each observation stored once), against the same transitions in a float32
-   buffer that stores obs and next_obs separately (the LeRobot HIL-SERL port's layout, images CHW in [0, 1]); and
+   pixel observations (uint8 cameras, each observation stored once), against the same transitions in an in-repo
+   float32 buffer that stores obs and next_obs separately (:class:`Float32TransitionBuffer`, written here to the LeRobot
+   HIL-SERL port's layout, images CHW in [0, 1]; it is not LeRobot's code, whose speed may differ); and
    against our buffer with the task's state-only observations (what pixels cost).
 3. Memory (``memory_*``): bytes per transition of those two pixel buffers, from the numpy arrays they allocated.
 4. Load (``load_*`` vs ``read_*``): seconds to open a store and fill a fresh :class:`ReplayBuffer` the way the
@@ -73,10 +74,10 @@ ROW_LABELS: dict[str, str] = {
     "write_pixels_noisy": "store append, sim frames + sensor noise",
     "write_state": "store append, state only",
     "sample_pixels": "ours, uint8 cameras + state",
-    "sample_float32": "float32 obs + next_obs (LeRobot port layout)",
+    "sample_float32": "in-repo float32 buffer, obs + next_obs (LeRobot port's layout, not its code)",
     "sample_state": "ours, state only",
     "memory_ours": "ours, uint8, each observation once",
-    "memory_float32": "float32 obs + next_obs (LeRobot port layout)",
+    "memory_float32": "in-repo float32 buffer, obs + next_obs (LeRobot port's layout, not its code)",
     "read_state": "open + read_all (raw arrays), state",
     "load_state": "open + iter_episodes + add_episode, state",
     "read_pixels": "open + read_all (raw arrays), pixels",

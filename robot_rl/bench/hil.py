@@ -286,8 +286,9 @@ def run(quick: bool = False, overrides: list[str] | None = None) -> dict[str, An
             continue
         base = results["rows"][base_name]
         r["baseline"] = base_name
-        r["ratio"] = base["mean_steps_to_90"] / max(r["mean_steps_to_90"], 1.0)
         r["ratio_bound"] = _ratio_bound(base["reached"] < n, r["reached"] < n)
+        known = not r["ratio_bound"].startswith("unknown")  # no figure when neither reached 90%
+        r["ratio"] = base["mean_steps_to_90"] / max(r["mean_steps_to_90"], 1.0) if known else None
         exact_or_low = r["ratio_bound"] in ("exact", "lower bound")
         r["aim_met"] = bool(exact_or_low and r["ratio"] >= AIM_RATIO and r["intervention_share"] <= AIM_INTERVENTION)
     _print(results)
@@ -320,7 +321,7 @@ def _print(results: dict[str, Any]) -> None:
                 f"{r['mean_steps_to_90']:.0f}",
                 f"{r['intervention_share']:.1%}",
                 f"{r['final_success_mean']:.0%}",
-                f"{r['ratio']:.2f}" if "ratio" in r else "-",
+                "-" if "ratio_bound" not in r else "unknown" if r["ratio"] is None else f"{r['ratio']:.2f}",
                 r.get("baseline", "-"),
                 aim,
             ]

@@ -40,6 +40,8 @@ def test_tiny_run_reports_heldout_metrics(capsys):
         assert k in held["frame"]
     assert 0 <= held["roc_auc"] <= 1 and isinstance(held["meets_aim"], bool)
     assert result["rl"]["status"].startswith("not requested")
+    assert row["labels"] == "operator" and set(row["by_labels"]) == {"operator", "last_k"}  # both label sources
+    assert row["by_labels"]["operator"]["heldout"] == held and "roc_auc" in row["by_labels"]["last_k"]["heldout"]
     assert "held-out FPR" in capsys.readouterr().out
     with pytest.raises(ValueError, match="bad benchmark override"):
         run(quick=True, overrides=["taks=pick_cube"])

@@ -11,7 +11,8 @@
    positives (HIL-SERL); each step's ground truth ``info["success"]`` goes into the store as the per-step label set
    ``gt_success`` (labels API), never into training.
 2. Train the classifier (:mod:`robot_rl.rewards.classifier`) on the training store, the threshold chosen for
-   ``target_fpr`` on its episode-level validation split. Labels (``labels``): ``operator`` (default) marks every
+   ``target_fpr`` on its episode-level validation split, once per label source in ``labels`` (default both, reported
+   side by side; the first is the task's row and the RL rows' classifier): ``operator`` marks every
    frame in which the success state is held as positive, as an operator holding a success key while holding the
    success pose would (HIL-SERL collects its positives that way); in sim the training store's ``gt_success`` stands
    in for the key (the held-out store's never reaches training). ``last_k`` uses the store-only rule (the last
@@ -62,7 +63,8 @@ DEFAULTS: dict[str, Any] = {
     "failure_episodes": 0,  # noisy episodes ending in failure per store (train); 0: 8 quick, 30 full
     "heldout_episodes": 0,  # of each kind in the held-out store; 0: 6 quick, 20 full
     "noise": 1.0,  # std of the expert's action noise for the failure episodes (action units)
-    "labels": "operator",  # operator: success frames marked while held (sim: gt_success stands in) | last_k: rule only
+    "labels": "operator,last_k",  # each trains its own classifier, reported side by side: operator (success frames
+    # marked while held; sim: the per-frame gt_success stands in) | last_k (episode-level success marks: the rule)
     "positive_last_k": 3,  # labelling rule (see robot_rl/rewards/frames.py)
     "margin": 2,
     "target_fpr": 0.01,
@@ -340,6 +342,49 @@ def run(quick: bool, overrides: list[str]) -> dict[str, Any]:
         return bench.run(_run, Path(tmp))
 
 
+LABEL_MODES = {
+    "operator": "per-frame sim success (an operator's held key)",
+    "last_k": "episode-level success marks",
+}
+
+
+def _label_modes(s: Mapping[str, Any]) -> list[str]:
+    modes = [m.strip() for m in str(s["labels"]).split(",") if m.strip()]
+    bad = [m for m in modes if m not in LABEL_MODES]
+    if bad or not modes:
+        raise ValueError(f"labels={s['labels']!r}: each of {', '.join(LABEL_MODES)}, comma-separated")
+    return modes
+
+
+def _train_and_score(tmp: Path, task_name: str, mode: str, s: Mapping[str, Any], out: Path) -> dict[str, Any]:
+    """Train the classifier on the task's training store with ``mode``'s labels; score the held-out store."""
+    cfg = ClassifierConfig.from_dict(
+        {
+            "positive_last_k": s["positive_last_k"],
+            "margin": s["margin"],
+            "marks": "gt_success" if mode == "operator" else None,
+            "target_fpr": s["target_fpr"],
+            "steps": s["steps"],
+            "image_copies": s["image_copies"],
+            "pretrained": s["pretrained"],
+            "relabel": False,
+            "min_positives": s["min_examples"],
+            "min_negatives": s["min_examples"],
+        }
+    )
+    model, rep = train_classifier(
+        EpisodeStore.open(tmp / f"{task_name}_train.zarr"), cfg, seed=s["seed"], device="auto", out=out
+    )
+    return {
+        "validation": rep["validation"],
+        "train_counts": rep["train"],
+        "val_counts": rep["val"],
+        "heldout": evaluate_heldout(model, EpisodeStore.open(tmp / f"{task_name}_heldout.zarr")),
+        "threshold": model.threshold,
+        "seconds": {"features": rep["seconds"]["features"], "train_total": rep["seconds"]["total"]},
+    }
+
+
 def _run(bench: Bench, tmp: Path) -> dict[str, Any]:
     from robot_rl.bench.data import _task_config
 
@@ -367,47 +412,21 @@ def _run(bench: Bench, tmp: Path) -> dict[str, Any]:
             s["noise"],
             seed=s["seed"] * 100_000 + 50_000,
         )
-        if s["labels"] not in ("operator", "last_k"):
-            raise ValueError(f"labels={s['labels']!r} must be operator or last_k")
-        cfg = ClassifierConfig.from_dict(
-            {
-                "positive_last_k": s["positive_last_k"],
-                "margin": s["margin"],
-                "marks": "gt_success" if s["labels"] == "operator" else None,
-                "target_fpr": s["target_fpr"],
-                "steps": s["steps"],
-                "image_copies": s["image_copies"],
-                "pretrained": s["pretrained"],
-                "relabel": False,
-                "min_positives": s["min_examples"],
-                "min_negatives": s["min_examples"],
-            }
-        )
-        train_store = EpisodeStore.open(tmp / f"{task_name}_train.zarr")
-        model, rep = train_classifier(
-            train_store, cfg, seed=s["seed"], device="auto", out=tmp / f"{task_name}_classifier"
-        )
-        held = evaluate_heldout(model, EpisodeStore.open(tmp / f"{task_name}_heldout.zarr"))
-        rows[task_name] = {
-            "recorded_train": rec_train,
-            "recorded_heldout": rec_held,
-            "validation": rep["validation"],
-            "train_counts": rep["train"],
-            "val_counts": rep["val"],
-            "heldout": held,
-            "threshold": model.threshold,
-            "seconds": {
-                "features": rep["seconds"]["features"],
-                "train_total": rep["seconds"]["total"],
-                "record": rec_train["seconds"] + rec_held["seconds"],
-            },
-        }
-        f, e = held["frame"], held["episode"]
-        print(
-            f"  {task_name}: held-out frames FPR {f['fpr']:.4f} recall {f['recall']:.3f} accuracy "
-            f"{f['accuracy']:.3f} AUC {held['roc_auc']:.4f}; episodes FPR {e['fpr']:.3f} recall {e['recall']:.3f}",
-            flush=True,
-        )
+        rows[task_name] = {"recorded_train": rec_train, "recorded_heldout": rec_held, "by_labels": {}}
+        for i, mode in enumerate(_label_modes(s)):  # the first is the task's row (and the RL rows' classifier)
+            out = tmp / (f"{task_name}_classifier" if i == 0 else f"{task_name}_classifier_{mode}")
+            got = _train_and_score(tmp, task_name, mode, s, out)
+            got["seconds"]["record"] = rec_train["seconds"] + rec_held["seconds"]
+            rows[task_name]["by_labels"][mode] = got
+            if i == 0:
+                rows[task_name].update(got, labels=mode)
+            f, e, held = got["heldout"]["frame"], got["heldout"]["episode"], got["heldout"]
+            print(
+                f"  {task_name} [{LABEL_MODES[mode]}]: held-out frames FPR {f['fpr']:.4f} recall {f['recall']:.3f} "
+                f"accuracy {f['accuracy']:.3f} AUC {held['roc_auc']:.4f}; episodes FPR {e['fpr']:.3f} recall "
+                f"{e['recall']:.3f}",
+                flush=True,
+            )
     rl: dict[str, Any] = {"status": "not requested (rl=true to run it)"}
     if s["rl"]:
         from robot_rl.rewards.progress import ProgressConfig, train_progress
@@ -432,11 +451,12 @@ def _run(bench: Bench, tmp: Path) -> dict[str, Any]:
             }
             _print_rl(task_name, rl[task_name]["rows"], s)
     table = []
-    for name, r in rows.items():
+    for name, mode, r in ((n, m, x) for n, row in rows.items() for m, x in row["by_labels"].items()):
         f, e, v = r["heldout"]["frame"], r["heldout"]["episode"], r["validation"]["at_threshold"]
         table.append(
             [
                 name,
+                LABEL_MODES[mode],
                 f"{v['fpr']:.4f}",
                 f"{v['recall']:.3f}",
                 f"{f['fpr']:.4f}",
@@ -452,6 +472,7 @@ def _run(bench: Bench, tmp: Path) -> dict[str, Any]:
     print_table(
         [
             "task",
+            "trained on",
             "val FPR",
             "val recall",
             "held-out FPR",

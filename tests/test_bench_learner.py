@@ -28,7 +28,8 @@ def test_run_tiny_reports_every_row_and_ratio():
     result = run(quick=True, overrides=TINY)
     assert torch.get_num_threads() == threads_before  # the benchmark restores the caller's thread count
     rows = result["rows"]
-    assert set(rows) == {"rlpd_utd1", "rlpd_utd4", "sac2", "sb3", "rlpd_utd1_sampling", "sac2_sampling", "rlpd_loop"}
+    fp32 = {"rlpd_utd1", "rlpd_utd4", "sac2", "sb3", "rlpd_utd1_sampling", "sac2_sampling", "rlpd_loop"}
+    assert set(rows) == fp32 | {"rlpd_utd1_bf16", "rlpd_utd4_bf16", "sac2_bf16"}
     for name, row in rows.items():
         assert row["updates_per_s"] > 0, name
         assert row["ms_per_update"] == pytest.approx(1e3 / row["updates_per_s"])

@@ -84,7 +84,7 @@ class EnsembleQ(EnsembleMLP):
         super().__init__(ensemble_size, in_dim, hidden_dims, 1, layer_norm)
 
     def forward(self, feat: torch.Tensor, action: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-        return super().forward(torch.cat([feat, action], dim=-1), idx).squeeze(-1)
+        return super().forward(torch.cat([feat, action], dim=-1), idx).squeeze(-1).float()  # float32 under autocast
 
 
 def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, layer_norm: bool = False) -> nn.Sequential:
@@ -118,7 +118,7 @@ class TanhGaussianActor(nn.Module):
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
     def forward(self, feat: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, log_std = self.net(feat).chunk(2, dim=-1)
+        mu, log_std = self.net(feat).float().chunk(2, dim=-1)  # the distribution in float32, also under autocast
         if deterministic:
             return torch.tanh(mu), torch.zeros(mu.shape[0], device=mu.device)
         log_std = self._squash(log_std)
@@ -130,7 +130,7 @@ class TanhGaussianActor(nn.Module):
         """``log N(action; tanh(mu), sigma)`` ``(B,)`` of given actions ``(B, A)``: the likelihood IQL's policy
         extraction weights (a Gaussian around the squashed mean, as the IQL reference policy). The squashed density
         itself is degenerate at the +-1 actions that scripted and teleoperated data are full of."""
-        mu, log_std = self.net(feat).chunk(2, dim=-1)
+        mu, log_std = self.net(feat).float().chunk(2, dim=-1)
         log_std = self._squash(log_std)
         z = (action - torch.tanh(mu)) / log_std.exp()
         return (-0.5 * z.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)

@@ -56,6 +56,10 @@ class SACConfig:
     target_entropy: float | None = None  # None: -(continuous action dims) / 2
     backup_entropy: bool = True  # subtract alpha * log pi in the critic target
     device: str = "auto"
+    # Learner arithmetic: "fp32", or "bf16" (autocast of the update's matrix products to bfloat16, CPU with AVX-512
+    # BF16 / AMX or CUDA; the weights, optimizer state, targets and losses stay float32). act() is always float32.
+    precision: str = "fp32"
+    fused_optimizer: bool = False  # Adam's fused kernel (one kernel for all parameters; CPU and CUDA)
     # Observation encoder (robot_rl.agents.encoders.EncoderConfig): null picks by observation space (state: the
     # standardiser; cameras: frozen pretrained trunk + trainable heads with the feature cache). Image features train
     # with the critic loss (DrQ); the actor and the gripper critic see them detached.
@@ -138,6 +142,8 @@ class SACConfig:
             )
         if self.gripper_epsilon_decay_steps < 0:
             raise ValueError(f"gripper_epsilon_decay_steps={self.gripper_epsilon_decay_steps} must be >= 0")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision={self.precision!r}; valid: 'fp32', 'bf16'")
         if self.loss not in ("sac", "cql", "iql", "h2o"):
             raise ValueError(f"loss={self.loss!r}; valid: 'sac', 'cql' (Cal-QL with cql_calibrated), 'iql', 'h2o'")
         if self.residual and not (0.0 < self.residual_scale <= 2.0 and self.residual_phase_in >= 0):
@@ -250,11 +256,12 @@ class SAC(OfflineSteps, Agent):
             np.log(config.init_temperature), dtype=torch.float32, device=self.device, requires_grad=True
         )
         self.target_entropy = -self.arm_dim / 2.0 if config.target_entropy is None else float(config.target_entropy)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        fused = {"fused": True} if config.fused_optimizer else {}
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr, **fused)
         self.critic_opt = torch.optim.Adam(
-            [*self.critic.parameters(), *self.encoder.trainable_parameters()], lr=config.critic_lr
+            [*self.critic.parameters(), *self.encoder.trainable_parameters()], lr=config.critic_lr, **fused
         )
-        self.temp_opt = torch.optim.Adam([self.log_alpha], lr=config.temperature_lr)
+        self.temp_opt = torch.optim.Adam([self.log_alpha], lr=config.temperature_lr, **fused)
         self.num_updates = 0
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
@@ -329,6 +336,12 @@ class SAC(OfflineSteps, Agent):
         return torch.cat([feat, obs[BASE_KEY].to(feat.dtype)], dim=-1) if self.cfg.residual else feat
 
     # ---------------------------------------------------------------- learning
+    def autocast(self) -> torch.autocast:
+        """The update's arithmetic (``precision``): bfloat16 matrix products under autocast, or float32 (a no-op).
+        The networks return float32 (:class:`~robot_rl.agents.networks.EnsembleQ`, the actor's distribution), so
+        targets, log-probabilities and losses are computed in float32 either way."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+
     @property
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.detach().exp()
@@ -472,10 +485,11 @@ class SAC(OfflineSteps, Agent):
     def update(self, batches: Iterator[Batch]) -> dict[str, float]:
         """Run ``utd_ratio`` critic (and gripper critic) updates and one actor + temperature update; return scalar
         metrics (gripper ones, from the last critic step, prefixed ``gripper_``)."""
-        for _ in range(self.cfg.utd_ratio):
-            batch = next(batches)
-            metrics = self._critic_step(batch)
-        metrics.update(self._actor_step(batch))
+        with self.autocast():
+            for _ in range(self.cfg.utd_ratio):
+                batch = next(batches)
+                metrics = self._critic_step(batch)
+            metrics.update(self._actor_step(batch))
         self.num_updates += 1
         if self.cfg.residual:
             self.actor.gain.fill_(residual_gain(self.num_updates, self.cfg.residual_phase_in))

@@ -14,6 +14,8 @@ background load hits every row alike, and each row reports the median over repea
   its replay buffer inside ``train()``, so that cost is in its figure.
 * ``rlpd_utd1_sampling`` / ``sac2_sampling``: ours including ``mixed_batches`` sampling (demo fraction 0.5) from two
   :class:`~robot_rl.data.replay.ReplayBuffer` s, to compare with SB3 like for like.
+* ``rlpd_utd1_bf16`` / ``rlpd_utd4_bf16`` / ``sac2_bf16``: those rows with ``precision=bf16`` (bfloat16 autocast
+  of the update's products; float32 weights, targets and losses) and Adam's fused kernel.
 * ``rlpd_loop``: ``rlpd_utd1`` with the critic ensemble as a Python loop over separate ``nn.Sequential`` MLPs
   (:class:`LoopEnsembleQ`), to show what the batched :class:`~robot_rl.agents.networks.EnsembleQ` buys.
 """
@@ -64,6 +66,9 @@ ROW_LABELS: dict[str, str] = {
     "rlpd_utd1_sampling": "ours RLPD UTD=1 + replay sampling",
     "sac2_sampling": "ours SAC (2 critics) + replay sampling",
     "rlpd_loop": "ours RLPD UTD=1, per-critic loop",
+    "rlpd_utd1_bf16": "ours RLPD (10 critics), UTD=1, bf16 + fused Adam",
+    "rlpd_utd4_bf16": "ours RLPD, UTD=4 [critic steps], bf16 + fused Adam",
+    "sac2_bf16": "ours SAC (2 critics), UTD=1, bf16 + fused Adam",
 }
 
 
@@ -128,7 +133,7 @@ def _spaces(state_dim: int, action_dim: int) -> tuple[spaces.Dict, spaces.Box]:
     return obs, spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
 
 
-def _make_agent(s: dict[str, Any], num_critics: int, utd: int) -> SAC:
+def _make_agent(s: dict[str, Any], num_critics: int, utd: int, mixed: bool = False) -> SAC:
     rlpd = num_critics > 2
     cfg = SACConfig(
         hidden_dims=s["hidden"],
@@ -139,6 +144,8 @@ def _make_agent(s: dict[str, Any], num_critics: int, utd: int) -> SAC:
         utd_ratio=utd,
         batch_size=s["batch_size"],
         device="cpu",
+        precision="bf16" if mixed else "fp32",
+        fused_optimizer=mixed,
     )
     return SAC(*_spaces(s["state_dim"], s["action_dim"]), cfg)
 
@@ -298,8 +305,9 @@ def _run(bench: Bench) -> dict[str, Any]:
     steps: dict[str, Callable[[], int]] = {}
     agents: dict[str, SAC] = {}
     for key, critics, utd in (("rlpd_utd1", s["num_critics"], 1), ("rlpd_utd4", s["num_critics"], 4), ("sac2", 2, 1)):
-        agents[key] = _make_agent(s, critics, utd)
-        steps[key] = _agent_step(agents[key], itertools.cycle(fixed), utd)
+        for name, mixed in ((key, False), (f"{key}_bf16", True)):
+            agents[name] = _make_agent(s, critics, utd, mixed)
+            steps[name] = _agent_step(agents[name], itertools.cycle(fixed), utd)
 
     sb3_version = None
     try:
@@ -345,9 +353,10 @@ def _run(bench: Bench) -> dict[str, Any]:
             "ms_per_update": 1e3 / ups,
             "per_repeat_updates_per_s": rs,
             "page_faults_per_update": median(faults[key]),
-            "unit": "critic step" if key == "rlpd_utd4" else "update (critic + actor + temperature step)",
+            "unit": "critic step" if key.startswith("rlpd_utd4") else "update (critic + actor + temperature step)",
         }
-    rows["rlpd_utd4"]["update_calls_per_s"] = rows["rlpd_utd4"]["updates_per_s"] / 4
+    for key in ("rlpd_utd4", "rlpd_utd4_bf16"):
+        rows[key]["update_calls_per_s"] = rows[key]["updates_per_s"] / 4
 
     def ratio(a: str, b: str) -> float | None:
         return rows[a]["updates_per_s"] / rows[b]["updates_per_s"] if a in rows and b in rows else None
@@ -361,6 +370,11 @@ def _run(bench: Bench) -> dict[str, Any]:
         "sac2/sb3": ratio("sac2", "sb3"),
         "sac2_sampling/sb3": ratio("sac2_sampling", "sb3"),
         "batched/loop": ratio("rlpd_utd1", "rlpd_loop"),
+        "rlpd_utd1_bf16/sb3": ratio("rlpd_utd1_bf16", "sb3"),
+        "sac2_bf16/sb3": ratio("sac2_bf16", "sb3"),
+        "bf16/fp32 rlpd_utd1": ratio("rlpd_utd1_bf16", "rlpd_utd1"),
+        "bf16/fp32 rlpd_utd4": ratio("rlpd_utd4_bf16", "rlpd_utd4"),
+        "bf16/fp32 sac2": ratio("sac2_bf16", "sac2"),
     }
 
     print()

@@ -1,0 +1,69 @@
+"""Mixed precision in the learner: bf16 autocast keeps float32 master weights, optimizer state, targets and losses,
+and its losses stay within tolerance of float32 on a fixed batch."""
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from robot_rl.agents.sac import SAC, SACConfig
+
+OBS = spaces.Dict({"state": spaces.Box(-np.inf, np.inf, (18,), np.float32)})
+ACT = spaces.Box(-1.0, 1.0, (4,), np.float32)
+
+
+def _batch(seed: int = 0, n: int = 256) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    obs = {"state": torch.randn(n, 18, generator=g)}
+    return {
+        "obs": obs,
+        "next_obs": {"state": obs["state"] + 0.1 * torch.randn(n, 18, generator=g)},
+        "action": torch.rand(n, 4, generator=g) * 2 - 1,
+        "reward": (torch.rand(n, generator=g) < 0.2).float(),
+        "terminated": (torch.rand(n, generator=g) < 0.05).float(),
+    }
+
+
+def _agent(precision: str, **over) -> SAC:
+    torch.manual_seed(0)
+    cfg = SACConfig(num_critics=10, num_target_critics=2, critic_layer_norm=True, actor_q_reduce="mean",
+                    device="cpu", precision=precision, **over)  # fmt: skip
+    agent = SAC(OBS, ACT, cfg)
+    agent.fit_normalizer(_batch(1)["obs"]["state"].numpy())
+    return agent
+
+
+def _first_update(agent: SAC) -> dict[str, float]:
+    torch.manual_seed(1)  # the same target subset and policy noise for both precisions
+    batch = _batch()
+    return agent.update(iter([batch] * agent.cfg.utd_ratio))
+
+
+def test_bf16_losses_match_fp32_on_a_fixed_batch():
+    """The first update from the same weights on the same batch: each loss within 3% (bf16 keeps 8 bits of mantissa
+    in the products; the sums and the losses are float32)."""
+    full, mixed = _first_update(_agent("fp32")), _first_update(_agent("bf16"))
+    for key in ("critic_loss", "q_mean", "target_q", "actor_loss", "entropy"):
+        assert mixed[key] == pytest.approx(full[key], rel=0.03, abs=2e-3), key
+
+
+def test_bf16_keeps_float32_weights_optimizer_state_and_outputs():
+    agent = _agent("bf16", fused_optimizer=True)
+    for _ in range(3):
+        _first_update(agent)
+    for module in (agent.critic, agent.actor, agent.critic_target):
+        assert all(p.dtype == torch.float32 for p in module.parameters())
+    for opt in (agent.critic_opt, agent.actor_opt):
+        for state in opt.state.values():
+            assert all(v.dtype == torch.float32 for v in state.values() if torch.is_tensor(v) and v.ndim)
+    with agent.autocast():
+        feat = agent.encode(_batch()["obs"])
+        assert agent.critic(feat, _batch()["action"]).dtype == torch.float32  # targets and losses in float32
+        assert agent.actor(feat)[1].dtype == torch.float32
+    action = agent.act({"state": np.zeros(18, np.float32)})
+    assert action.dtype == np.float32 and np.all(np.abs(action) <= 1)
+
+
+def test_unknown_precision_is_named():
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        SACConfig(precision="fp8")

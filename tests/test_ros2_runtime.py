@@ -472,3 +472,52 @@ def test_robot_stall_then_ctrl_c_over_ros2_leave_the_store_consistent():
     exit status 130 and a consistent store."""
     out = run_in_netns(__name__, "_ctrl_c_body", timeout=240)
     assert "ctrl-c ok (130, 130)" in out.stdout
+
+
+def _residual_body():
+    """A cloned reach policy as the base of a residual run over ROS2: the robot actor runs base + residual at the
+    lockstep control rate, and its store keeps each step's base proposal and the executed action within the bound."""
+    import tempfile
+
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from robot_rl.bench.reward import record_store
+    from robot_rl.cli import main
+    from robot_rl.data.store import EpisodeStore
+    from robot_rl.utils.config import config_group
+
+    with tempfile.TemporaryDirectory(dir=os.environ.get("ROS_HOME")) as tmp:
+        spec = OmegaConf.to_container(OmegaConf.merge({"obs": "state"}, {"task": config_group("task", "reach")}).task)
+        record_store(Path(tmp) / "demos.zarr", spec, 128, 20, 0, 0.0, 0, obs_mode="state", terminate_on_success=True)
+        base = Path(tmp) / "bc"
+        args = ["train-bc", "task=reach", f"data=[{Path(tmp) / 'demos.zarr'}]", "steps=300", "eval.every=300"]
+        assert main([*args, "eval.episodes=2", "threads=1", f"run_dir={base}"]) == 0
+        actor_dir, learner_dir = _make_runs(
+            Path(tmp) / "runs",
+            150,
+            "agent=residual",
+            f"base_policy={base}",
+            "agent.residual_phase_in=0",
+            "demos.episodes=0",
+            "learning_starts=30",
+            "eval.every=150",
+            "eval.episodes=1",
+            "agent.hidden_dims=[32,32]",
+            "agent.num_critics=2",
+            "agent.batch_size=32",
+            "runtime.weights_every=5",
+            "runtime.max_weight_lag_steps=60",
+        )
+        _run_stack(actor_dir, learner_dir, timeout=180)
+        with EpisodeStore.open(actor_dir / "online.zarr") as store:
+            eps = list(store.iter_episodes())
+        gap = np.concatenate([np.abs(e["action"] - e["obs"]["base_action"]).max(-1) for e in eps])
+        assert sum(len(e["action"]) for e in eps) >= 150 and gap.max() <= 0.3 + 1e-5 and gap.max() > 0.01, gap.max()
+        print(f"residual e2e ok: {len(eps)} episodes, largest correction {gap.max():.3f}")
+
+
+@pytest.mark.slow
+def test_a_residual_policy_acts_over_ros2():
+    out = run_in_netns(__name__, "_residual_body", timeout=300)
+    assert "residual e2e ok" in out.stdout

@@ -5,6 +5,21 @@ import json
 import pytest
 
 
+def test_quick_residual_bench_rows_and_ratio(tmp_path):
+    """The default suite's share: a cloned base, the residual over it and RLPD with the same demos, on reach."""
+    from robot_rl.bench.residual import run
+
+    over = ["tasks=reach", "rows=bc,residual,rlpd", "demos=4", "bc_steps=50", "online_steps=60", "eval_every=60"]
+    got = run(quick=True, overrides=[*over, "eval_episodes=1", "bc_episodes=1", f"out={tmp_path}"])["rows"]["reach"]
+    assert set(got) == {"data", "bc", "residual", "rlpd"}
+    assert all(got[k]["exit"] == 0 for k in ("bc", "residual", "rlpd"))
+    a, b = got["residual"]["steps_to_target"], got["rlpd"]["steps_to_target"]
+    assert got["residual"]["vs_rlpd_steps"] == (a / b if a and b else None)
+    with pytest.raises(ValueError, match="rows: unknown"):
+        run(quick=True, overrides=["rows=bc,typo"])
+
+
+@pytest.mark.slow
 def test_quick_residual_bench_on_reach(tmp_path):
     from robot_rl.bench.residual import run
 
@@ -20,5 +35,3 @@ def test_quick_residual_bench_on_reach(tmp_path):
         assert got[name]["vs_rlpd_steps"] == (a / b if a and b else None)  # None (unknown) unless both reached it
     assert json.loads((tmp_path / "residual.json").read_text())["rows"]["reach"].keys() == got.keys()
     assert (tmp_path / "residual.png").stat().st_size > 0
-    with pytest.raises(ValueError, match="rows: unknown"):
-        run(quick=True, overrides=["rows=bc,typo"])

@@ -125,7 +125,7 @@ def train_bc(cfg: Any, run_dir: Path, progress: bool = True) -> dict[str, Any]:
 
     from robot_rl.collect import store_schema
     from robot_rl.envs.make import make_env
-    from robot_rl.evaluate import evaluate
+    from robot_rl.evaluate import evaluate, plot_history
     from robot_rl.utils.perf import set_threads
     from robot_rl.utils.specs import env_spec
 
@@ -168,6 +168,8 @@ def train_bc(cfg: Any, run_dir: Path, progress: bool = True) -> dict[str, Any]:
                 best = res["success_rate"]
                 save_policy(agent, cfg, spec, run_dir / "checkpoints" / "best")
             bar.set_postfix_str(f"eval success {res['success_rate']:.0%}, loss {metrics['bc_loss']:.4f}")
+            plot_history(history, run_dir / "curve.png", str(cfg.task.name), f"bc-{cfg.policy}, chunk {cfg.chunk}",
+                         xlabel="updates")  # fmt: skip
     finally:
         bar.close()
         writer.close()

@@ -105,3 +105,41 @@ def write_video(path: str | Path, frames: list[np.ndarray], fps: float) -> None:
     with imageio.get_writer(str(path), fps=fps, codec="libx264", macro_block_size=1, quality=7) as writer:
         for frame in frames:
             writer.append_data(frame)
+
+
+def plot_history(
+    history: list[dict[str, Any]], out: Path, task: str, title: str, xlabel: str = "env steps"
+) -> Path | None:
+    """Write ``out`` (PNG): eval success against ``xlabel`` (with the confirmed rates where an evaluation was
+    confirmed, and the operator's share of steps per interval when anyone took over) and the cycle time."""
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.plot(steps, [100 * h["success_rate"] for h in history], marker="o", label="eval success")
+    confirmed = [(h["step"], 100 * h["confirm_success_rate"]) for h in history if "confirm_success_rate" in h]
+    if confirmed:
+        ax1.scatter(*zip(*confirmed), marker="s", color="tab:green", zorder=3, label="confirmed on more episodes")
+    ax1.set(xlabel=xlabel, ylabel="eval success (%)", ylim=(-3, 103), title=f"{task}: success")
+    ax1.axhline(90, color="grey", lw=0.8, ls="--")
+    if any(h.get("intervention_steps") for h in history):  # corrections: the operator's share per interval
+        prev = [(0, 0)] + [(h["step"], h.get("intervention_steps", 0)) for h in history[:-1]]
+        share = [
+            100 * (h.get("intervention_steps", 0) - n0) / max(h["step"] - s0, 1) for h, (s0, n0) in zip(history, prev)
+        ]
+        ax1.plot(steps, share, ls="--", color="tab:red", label="steps the operator drove (%)")
+    ax1.legend(fontsize=8)
+    ax2.plot(steps, [h["cycle_time_s"] for h in history], marker="o", color="tab:orange")
+    ax2.set(xlabel=xlabel, ylabel="seconds", title="cycle time (mean time to success)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)

@@ -34,7 +34,7 @@ from robot_rl.data.episode import intervention_segments, penalize_takeovers, tri
 from robot_rl.data.replay import ReplayBuffer, mixed_batches
 from robot_rl.data.store import EpisodeStore
 from robot_rl.envs.make import expert_action, find_wrapper, make_env
-from robot_rl.evaluate import eval_summary, evaluate
+from robot_rl.evaluate import eval_summary, evaluate, plot_history
 from robot_rl.hil.intervention import InterventionWrapper
 from robot_rl.rewards.refine import record_refinements
 from robot_rl.rewards.shaping import PotentialShaping
@@ -572,34 +572,6 @@ class Trainer:
         return [online] if online.exists() else []
 
     def plot_curve(self) -> Path | None:
-        """Write ``curve.png``: eval success rate and cycle time (seconds to success) against env steps."""
-        if not self.history:
-            return None
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        steps = [h["step"] for h in self.history]
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-        ax1.plot(steps, [100 * h["success_rate"] for h in self.history], marker="o")
-        ax1.set(xlabel="env steps", ylabel="eval success (%)", ylim=(-3, 103), title=f"{self.cfg.task.name}: success")
-        ax1.axhline(90, color="grey", lw=0.8, ls="--")
-        if any(h.get("intervention_steps") for h in self.history):  # corrections: the operator's share per interval
-            prev = [(0, 0)] + [(h["step"], h.get("intervention_steps", 0)) for h in self.history[:-1]]
-            share = [
-                100 * (h.get("intervention_steps", 0) - n0) / max(h["step"] - s0, 1)
-                for h, (s0, n0) in zip(self.history, prev)
-            ]
-            ax1.plot(steps, share, ls="--", color="tab:red", label="steps the operator drove (%)")
-            ax1.legend(fontsize=8)
-        ax2.plot(steps, [h["cycle_time_s"] for h in self.history], marker="o", color="tab:orange")
-        ax2.set(xlabel="env steps", ylabel="seconds", title="cycle time (mean time to success)")
-        for ax in (ax1, ax2):
-            ax.grid(alpha=0.3)
-        fig.suptitle(f"{self.cfg.agent.name}, seed {self.cfg.seed}")
-        fig.tight_layout()
-        out = self.run_dir / "curve.png"
-        fig.savefig(out, dpi=100)
-        plt.close(fig)
-        return out
+        """Write ``curve.png`` (:func:`~robot_rl.evaluate.plot_history`)."""
+        title = f"{self.cfg.agent.name}, seed {self.cfg.seed}"
+        return plot_history(self.history, self.run_dir / "curve.png", str(self.cfg.task.name), title)

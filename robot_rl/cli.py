@@ -198,10 +198,11 @@ def _validate_train(cfg: DictConfig) -> None:
         "eval.every",
         "eval.episodes",
         "eval.confirm",
+        "demo_warmup_updates",
     ]
     for key in ints:
         val = OmegaConf.select(cfg, key)
-        if val is None and key == "eval.confirm":  # a run saved before confirmations existed: off
+        if val is None and key in ("eval.confirm", "demo_warmup_updates"):  # a run saved before these existed: off
             continue
         if not isinstance(val, int) or isinstance(val, bool) or (val < 0 and key != "seed"):
             raise UsageError(f"{key}={val!r} must be a non-negative integer")

@@ -280,13 +280,20 @@ class Trainer:
         return mixed_batches(self.demo, self.online, self.agent.batch_size, float(self.cfg.demo_fraction), self.rng)
 
     def learn(self, batches, writer=None) -> dict[str, float] | None:
-        """One agent update (the input normaliser fitted on everything collected first, once), its metrics logged
+        """One agent update (the input normaliser fitted on everything collected first, once, and before the first
+        update ``demo_warmup_updates`` on demonstration batches alone), its metrics logged
         as ``learner/<name>`` every :data:`LEARNER_LOG_EVERY` updates. None while the buffers are empty (no demos,
         and the first episode has not ended)."""
         if not len(self.online) and not len(self.demo):
             return None
-        if self.agent.num_updates == 0 and not self.agent.normalizer_fitted:  # int first: no GPU sync
-            self.agent.fit_normalizer(self._all_states())
+        if self.agent.num_updates == 0:  # int first: no GPU sync
+            if not self.agent.normalizer_fitted:
+                self.agent.fit_normalizer(self._all_states())
+            warm = int(self.cfg.get("demo_warmup_updates", 0) or 0)
+            if warm and len(self.demo):  # the critic and actor first learn the demonstrations alone
+                demo_only = mixed_batches(self.demo, self.demo, self.agent.batch_size, 1.0, self.rng)
+                for _ in range(warm):
+                    self.agent.update(demo_only)
         metrics = self.agent.update(batches)
         if writer is not None and self.agent.num_updates % LEARNER_LOG_EVERY == 1:  # from the first update on
             for k, v in metrics.items():

@@ -394,3 +394,11 @@ def test_evaluations_run_in_eval_task_when_given_and_a_task_of_another_spec_is_r
     assert tr.eval_env.unwrapped.action_delay == 1 and tr.env.unwrapped.action_delay == 0
     with pytest.raises(ValueError, match=r"eval.task=reach.*action shape"):
         Trainer(compose("train", [*base, "eval.task=reach"]), tmp_path / "b")
+
+
+def test_demo_warmup_updates_run_on_demonstrations_before_the_first_online_update(toy_task, tmp_path):
+    tr = Trainer(toy_cfg(toy_task, tmp_path, total_steps=100, demo_warmup_updates=30), tmp_path)
+    tr.collect_demos()
+    assert tr.learn(tr.batches()) is not None and tr.agent.num_updates == 31  # 30 warm-up + the update itself
+    tr.learn(tr.batches())
+    assert tr.agent.num_updates == 32  # once only

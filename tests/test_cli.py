@@ -30,7 +30,10 @@ def test_help_lists_subcommands():
             ["task=pick_cub"],
             "unknown task 'pick_cub'; valid choices: dmc_cartpole_swingup, peg_insert, pick_cube, pick_cube_gap, reach",
         ),
-        (["agent=ppo"], "unknown agent 'ppo'; valid choices: calql, dsrl, explore, h2o, iql, residual, rlpd, rlpd_gripper, sac"),
+        (
+            ["agent=ppo"],
+            "unknown agent 'ppo'; valid choices: calql, dsrl, explore, h2o, iql, residual, rlpd, rlpd_gripper, sac",
+        ),
         (["seed"], "malformed override 'seed'"),
         (["learning_rate=1"], "unknown config key 'learning_rate'"),
         (["seed=abc"], "seed='abc' must be a non-negative integer"),

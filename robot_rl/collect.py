@@ -54,7 +54,7 @@ def make_training_env(cfg: Any) -> Any:
 def store_schema(env: Any, action_semantics: str | None = None) -> StoreSchema:
     """The schema of a store holding ``env``'s episodes; the actions mean what the env's outermost wrapper that says
     (``action_semantics``) says, else :data:`ACTION_SEMANTICS`."""
-    semantics = action_semantics or getattr(env, "action_semantics", ACTION_SEMANTICS)
+    semantics = action_semantics if action_semantics is not None else getattr(env, "action_semantics", ACTION_SEMANTICS)
     return StoreSchema.from_spaces(env.observation_space, env.action_space, 1.0 / control_dt(env), semantics)
 
 

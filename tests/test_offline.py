@@ -227,11 +227,13 @@ def test_offline_agents_update_checkpoint_and_restore_exactly(loss):
         SACConfig(loss="bc")
 
 
-def test_iql_policy_extraction_prefers_the_higher_advantage_action():
+@pytest.mark.parametrize("extraction", ["regression", "likelihood"])
+def test_iql_policy_extraction_prefers_the_higher_advantage_action(extraction):
     # one state, two actions in the data, +0.8 and -0.8; the critic says the first is better (Q = sum(a), V = 0)
     def extracted(beta: float) -> np.ndarray:
         torch.manual_seed(0)
-        cfg = SACConfig(loss="iql", iql_beta=beta, hidden_dims=(32,), batch_size=64, actor_lr=1e-2, device="cpu")
+        cfg = SACConfig(loss="iql", iql_beta=beta, hidden_dims=(32,), batch_size=64, actor_lr=1e-2, device="cpu",
+                        iql_extraction=extraction)  # fmt: skip
         agent = SAC(OBS, ACT, cfg)
         agent.fit_normalizer(np.zeros((2, 4), np.float32))
         agent.critic_target.forward = lambda feat, action, idx=None: action.sum(-1).expand(2, -1)  # type: ignore

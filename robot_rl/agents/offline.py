@@ -247,15 +247,20 @@ class OfflineSteps:
         return {"value_loss": loss.detach(), "v_mean": v.detach().mean()}
 
     def _awr_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """IQL's policy extraction: maximise ``exp(beta * (Q(s, a) - V(s))) * log pi(a | s)`` over the data's
-        actions (advantage-weighted regression)."""
+        """IQL's policy extraction, advantage-weighted regression over the data's actions with weights
+        ``exp(beta * (Q(s, a) - V(s)))``: of the mean action's squared error (``iql_extraction=regression``), or of
+        ``-log pi(a | s)`` under a Gaussian around the squashed mean with a learned std (``likelihood``)."""
         action = batch["action"][:, : self.arm_dim]
         with torch.no_grad():
             feat = self.encode(batch["obs"], augment=True)
             adv = self.critic_target(feat, action, self._target_idx()).min(dim=0).values
             adv = adv - self.value(feat).squeeze(-1)
             weight = awr_weights(adv, self.cfg.iql_beta, self.cfg.iql_max_weight)
-        loss = -(weight * self.actor.mean_log_prob(feat, action)).mean()
+        if self.cfg.iql_extraction == "regression":  # weighted squared error of the mean action (a unit Gaussian)
+            mean_action, _ = self.actor(feat, deterministic=True)
+            loss = (weight * (mean_action - action).square().sum(-1)).mean()
+        else:
+            loss = -(weight * self.actor.mean_log_prob(feat, action)).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.actor_opt.step()

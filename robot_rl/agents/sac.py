@@ -93,6 +93,9 @@ class SACConfig:
     iql_expectile: float = 0.7
     iql_beta: float = 3.0  # inverse temperature of the advantage weights
     iql_max_weight: float = 100.0  # clip of exp(beta * advantage)
+    # how the policy is fitted to the weighted data actions: "likelihood" (a Gaussian around tanh(mu) with a learned
+    # std: its mean learns as slowly as the std is wide) or "regression" (weighted squared error of the mean action)
+    iql_extraction: str = "regression"
     # "h2o" (sim + real hybrid, Niu et al. 2022): the SAC losses on batches of simulated (online) and real (the demo
     # buffer's, ``from_demo``) rows, two real-vs-sim discriminators estimating the dynamics ratio of each simulated
     # transition, its Bellman error weighted by that ratio and a value penalty on simulated rows with a large gap.
@@ -142,6 +145,8 @@ class SACConfig:
             )
         if self.gripper_epsilon_decay_steps < 0:
             raise ValueError(f"gripper_epsilon_decay_steps={self.gripper_epsilon_decay_steps} must be >= 0")
+        if self.iql_extraction not in ("likelihood", "regression"):
+            raise ValueError(f"iql_extraction={self.iql_extraction!r}; valid: 'likelihood', 'regression'")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision={self.precision!r}; valid: 'fp32', 'bf16'")
         if self.loss not in ("sac", "cql", "iql", "h2o"):

@@ -55,7 +55,7 @@ def degraded_base(reach_demos, tmp_path_factory):
     from robot_rl.cli import main
 
     run = tmp_path_factory.mktemp("base") / "bc"
-    args = ["train-bc", "task=reach", f"data=[{reach_demos}]", "steps=800", "eval.every=800", "eval.episodes=20"]
+    args = ["train-bc", "task=reach", f"data=[{reach_demos}]", "steps=400", "eval.every=400", "eval.episodes=5"]
     assert main([*args, "chunk=8", "replan=8", "threads=1", f"run_dir={run}"]) == 0
     return run
 
@@ -74,7 +74,7 @@ def test_stored_actions_are_the_executed_ones(degraded_base, tmp_path):
 
     run = tmp_path / "res"
     args = ["train", "task=reach", "agent=residual", f"base_policy={degraded_base}", "agent.residual_phase_in=0"]
-    args += ["total_steps=300", "learning_starts=50", "eval.every=300", "eval.episodes=2", "demos.episodes=3"]
+    args += ["total_steps=200", "learning_starts=40", "eval.every=200", "eval.episodes=2", "demos.episodes=3"]
     assert main([*args, "hil=sim_operator_heavy", "threads=1", f"run_dir={run}"]) == 0
     eps = _online(run)
     policy = np.concatenate([~e["is_intervention"] for e in eps])

@@ -95,7 +95,7 @@ def _record(path: Path, task: str, s: dict[str, Any], noise: float) -> dict[str,
     spec = OmegaConf.merge({"obs": s["obs"]}, {"task": config_group("task", task)}).task
     return record_store(
         path, OmegaConf.to_container(spec, resolve=True), 128, s["demos"], 0, 0.0, s["seed"], obs_mode=s["obs"],
-        terminate_on_success=True, expert_noise=noise,
+        terminate_on_success=True, expert_noise=noise, max_attempts=20 * s["demos"] + 10,  # noisy experts fail often
     )  # fmt: skip
 
 

@@ -5,8 +5,9 @@ import json
 import pytest
 
 
+@pytest.mark.slow
 def test_quick_residual_bench_rows_and_ratio(tmp_path):
-    """The default suite's share: a cloned base, the residual over it and RLPD with the same demos, on reach."""
+    """Three rows on reach: a cloned base, the residual over it and RLPD with the same demos."""
     from robot_rl.bench.residual import run
 
     over = ["tasks=reach", "rows=bc,residual,rlpd", "demos=4", "bc_steps=50", "online_steps=60", "eval_every=60"]

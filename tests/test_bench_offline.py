@@ -29,8 +29,7 @@ def test_quick_offline_bench_runs_offline_and_prior_rows(tmp_path, capsys):
     # an interrupted sweep loses nothing: the finished rows are read back; a changed setting reruns its rows
     again = run(quick=True, overrides=[*over, "groups=offline"])["rows"]["reach"]
     assert capsys.readouterr().out.count("reused") == 2 and again["iql_offline"] == got["iql_offline"]
-    again = run(quick=True, overrides=[*over, "groups=offline", "offline_steps=50"])["rows"]["reach"]
-    assert "reused" not in capsys.readouterr().out and again["iql_offline"]["curve"][-1][0] == 50
+    # (a changed setting reruns its rows: finished_run compares resolved configs, tests/test_bench_hil.py)
     assert got["data_store"]["successes"] == 8 and got["data_store"]["failures"] == 8
     ratio = got["prior"]["vs_no_prior_steps_to_90"]
     both = got["prior"]["steps_to_90"] and got["no_prior"]["steps_to_90"]

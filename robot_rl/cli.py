@@ -151,17 +151,22 @@ def cmd_train(overrides: Sequence[str]) -> int:
     return 0
 
 
+def _refuse_robot_task(cfg: DictConfig, command: str) -> None:
+    """A command that learns from stores evaluates in simulation: a robot task gets the fix named."""
+    if str(cfg.task.get("env_id", "")).startswith("hw."):
+        raise UsageError(
+            f"task={cfg.task.name} is a robot: {command} evaluates in simulation, so give the simulated task the data "
+            "match (e.g. task=reach for data from ros2_reach)"
+        )
+
+
 def cmd_train_offline(overrides: Sequence[str]) -> int:
     from robot_rl.offline import train_offline
 
     cfg = compose("train_offline", overrides)
     if cfg.get("resume") or cfg.get("init_from"):
         raise UsageError("train-offline starts from its data: resume= and init_from= are for robot-rl train")
-    if str(cfg.task.get("env_id", "")).startswith("hw."):
-        raise UsageError(
-            f"task={cfg.task.name} is a robot: train-offline evaluates in simulation, so give the simulated task the "
-            "data match (e.g. task=reach for data from ros2_reach)"
-        )
+    _refuse_robot_task(cfg, "train-offline")
     _validate_train(cfg)
     if not isinstance(cfg.steps, int) or isinstance(cfg.steps, bool) or cfg.steps < 1:
         raise UsageError(f"steps={cfg.steps!r} must be a positive integer (updates)")
@@ -344,11 +349,7 @@ def cmd_train_bc(overrides: Sequence[str]) -> int:
     from robot_rl.bc import train_bc
 
     cfg = compose("train_bc", overrides)
-    if str(cfg.task.get("env_id", "")).startswith("hw."):
-        raise UsageError(
-            f"task={cfg.task.name} is a robot: train-bc evaluates in simulation, so give the simulated task the data "
-            "match (e.g. task=reach for data from ros2_reach)"
-        )
+    _refuse_robot_task(cfg, "train-bc")
     for key in ("steps", "chunk"):
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
             raise UsageError(f"{key}={cfg[key]!r} must be a positive integer")

@@ -21,6 +21,18 @@ from robot_rl.agents.encoders import Encoder
 Batch = dict[str, Any]
 
 
+def config_from_dict(cls: type, d: Mapping[str, Any], what: str = "agent") -> Any:
+    """The dataclass ``cls`` built from a (hydra) mapping, naming unknown keys instead of ignoring them (``name``,
+    the config's label, is not an option)."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known - {"name"})
+    if unknown:
+        raise ValueError(f"unknown {what} option(s) {unknown}; valid: {sorted(known)}")
+    return cls(**{k: v for k, v in d.items() if k in known})
+
+
 class Agent(ABC):
     """A learning agent over a dict observation space and a box action space in [-1, 1].
 

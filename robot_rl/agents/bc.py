@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from torch import nn
 
-from robot_rl.agents.base import Agent, Batch
+from robot_rl.agents.base import Agent, Batch, config_from_dict
 from robot_rl.agents.encoders import build_encoder
 from robot_rl.agents.networks import mlp
 
@@ -74,11 +74,7 @@ class BCConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BCConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known - {"name"})
-        if unknown:
-            raise ValueError(f"unknown BC option(s) {unknown}; valid: {sorted(known)}")
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return config_from_dict(cls, d, "BC")
 
 
 # ----------------------------------------------------------------------------------------------- chunk targets

@@ -9,7 +9,7 @@ data layer mixed from demonstrations and online data, and ``update()`` returns m
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
-from robot_rl.agents.base import Agent, Batch
+from robot_rl.agents.base import Agent, Batch, config_from_dict
 from robot_rl.agents.encoders import build_encoder
 from robot_rl.agents.gripper import (
     CLOSED_STATE_THRESHOLD,
@@ -180,11 +180,7 @@ class SACConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SACConfig:
         """Build from a (hydra) mapping, naming unknown keys instead of ignoring them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known - {"name"})
-        if unknown:
-            raise ValueError(f"unknown agent option(s) {unknown}; valid: {sorted(known)}")
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return config_from_dict(cls, d, "agent")
 
 
 def resolve_device(device: str) -> torch.device:

@@ -248,6 +248,30 @@ def test_iql_policy_extraction_prefers_the_higher_advantage_action(extraction):
     assert (np.abs(extracted(0.0)) < 0.2).all()  # beta 0: behaviour cloning, the mean of the two
 
 
+@pytest.mark.parametrize("max_backup", [True, False])
+def test_cql_max_target_backup_takes_the_best_of_the_sampled_next_actions(max_backup):
+    # the target critic says Q(s', a) = sum(a): the max backup's value is the best of cql_samples policy actions
+    cfg = SACConfig(loss="cql", cql_samples=16, cql_max_target_backup=max_backup, hidden_dims=(16,), device="cpu")
+    torch.manual_seed(0)
+    agent = SAC(OBS, ACT, cfg)
+    agent.critic_target.forward = lambda feat, action, idx=None: action.sum(-1).expand(2, -1)  # type: ignore
+    sampled = []
+    actor = agent.actor
+
+    def recording_actor(f, deterministic=False):
+        a, logp = actor(f, deterministic)
+        sampled.append((a, logp))
+        return a, logp
+
+    agent.actor = recording_actor  # type: ignore
+    value, logp = agent._next_value(agent.encode({"state": torch.rand(64, 4)}))
+    (a, all_logp), n = sampled[0], (16 if max_backup else 1)
+    assert a.shape[0] == 64 * n and value.shape == logp.shape == (64,)
+    best = a.sum(-1).view(64, n).argmax(-1)
+    torch.testing.assert_close(value, a.sum(-1).view(64, n).max(-1).values)
+    torch.testing.assert_close(logp, all_logp.view(64, n).gather(-1, best[:, None]).squeeze(-1))
+
+
 # ----------------------------------------------------------------------------------------- data and CLI
 def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(

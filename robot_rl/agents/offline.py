@@ -150,6 +150,18 @@ class OfflineSteps:
         if "rnd_scale" in state and self.cfg.optimistic_prior:
             self.rnd_scale.copy_(state["rnd_scale"])
 
+    def _next_value(self, next_feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The critic target's value of s' and the log-probability of the action it was taken at: one policy action,
+        or with ``loss=cql`` and ``cql_max_target_backup`` the best of ``cql_samples`` (CQL's max backup, used by
+        Cal-QL: against a penalty that pushes down every action off the data, one sampled action's value would pull
+        the targets below the data's own)."""
+        n = self.cfg.cql_samples if self.cfg.loss == "cql" and self.cfg.cql_max_target_backup else 1
+        feat = next_feat.repeat_interleave(n, dim=0) if n > 1 else next_feat
+        action, logp = self.actor(feat)
+        q = self.critic_target(feat, action, self._target_idx()).min(dim=0).values.view(-1, n)
+        best = q.argmax(dim=-1, keepdim=True)
+        return q.gather(-1, best).squeeze(-1), logp.view(-1, n).gather(-1, best).squeeze(-1)
+
     def _cql_penalty(
         self, feat: torch.Tensor, next_feat: torch.Tensor, q_data: torch.Tensor, batch: Batch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -90,6 +90,7 @@ class SACConfig:
     cql_samples: int = 10  # sampled actions per state, for each of: uniform, policy at s, policy at s'
     cql_temperature: float = 1.0
     cql_calibrated: bool = False  # Cal-QL: the sampled actions' Q bounded below by the data's Monte-Carlo return
+    cql_max_target_backup: bool = False  # the critic target from the best of cql_samples policy actions at s'
     iql_expectile: float = 0.7
     iql_beta: float = 3.0  # inverse temperature of the advantage weights
     iql_max_weight: float = 100.0  # clip of exp(beta * advantage)
@@ -358,8 +359,7 @@ class SAC(OfflineSteps, Agent):
             if self.cfg.loss == "iql":  # bootstrap from V(s'): no action outside the data
                 next_q = self.value(next_feat).squeeze(-1)
             else:
-                next_action, next_logp = self.actor(next_feat)
-                next_q = self.critic_target(next_feat, next_action, self._target_idx()).min(dim=0).values
+                next_q, next_logp = self._next_value(next_feat)
                 if self.cfg.backup_entropy:
                     next_q = next_q - self.alpha * next_logp
         action = batch["action"][:, : self.arm_dim]

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from robot_rl.agents.residual import wrap_base_policy
+from robot_rl.agents.residual import BASE_KEY, BaseActionWrapper, wrap_base_policy
 from robot_rl.agents.sac import SAC, SACConfig
 from robot_rl.collect import Collected, Collector, episode_metrics, make_training_env, open_online_store, store_schema
 from robot_rl.data.episode import intervention_segments, penalize_takeovers, trigger_transitions
@@ -187,8 +187,10 @@ class Trainer:
         differ from the env's."""
         episodes = steps = 0
         with EpisodeStore.open(path) as store:
-            self.check_store(store, path)
+            propose = self.check_store(store, path)
             for ep in store.iter_episodes(start, stop):
+                if propose:
+                    ep = self.env.propose_episode(ep)
                 if not demos:
                     self.add_collected(ep)
                     if count:
@@ -200,11 +202,21 @@ class Trainer:
                 episodes, steps = episodes + 1, steps + len(ep["action"])
         return episodes, steps
 
-    def check_store(self, store: EpisodeStore, path: str | Path) -> None:
-        """Refuse a store whose observations or actions differ from the env's, naming every difference."""
-        problems = store_schema(self.env, store.schema.action_semantics).mismatches(store.schema)
-        if problems:
+    def check_store(self, store: EpisodeStore, path: str | Path) -> bool:
+        """Refuse a store whose observations or actions differ from the env's, naming every difference. Returns
+        whether its episodes lack only the base policy's proposals of a residual run (a store recorded without the
+        base, e.g. teleop demos): :meth:`BaseActionWrapper.propose_episode` then fills them in."""
+        semantics = store.schema.action_semantics
+        problems = store_schema(self.env, semantics).mismatches(store.schema)
+        propose = (
+            bool(problems)
+            and isinstance(self.env, BaseActionWrapper)
+            and BASE_KEY not in store.schema.obs
+            and not store_schema(self.env.env, semantics).mismatches(store.schema)
+        )
+        if problems and not propose:
             raise ValueError(f"store {path} does not match task {self.cfg.task.name}: " + "; ".join(problems))
+        return propose
 
     def add_demo(self, episode: Mapping[str, Any]) -> None:
         """One episode, whole, into the demo buffer, as a demonstration (:meth:`_as_demo`)."""

@@ -118,6 +118,33 @@ def test_a_residual_run_names_what_its_base_policy_lacks(degraded_base, tmp_path
     assert "robot-rl train-bc run" in capsys.readouterr().err
 
 
+def test_stores_recorded_without_the_base_get_its_proposals_replayed(degraded_base, reach_demos, tmp_path):
+    """Teleop demos (or any store recorded without the base policy) join a residual run: the base is replayed over
+    each episode's observations, proposing what it would have proposed live."""
+    from robot_rl.bc import load_policy
+    from robot_rl.cli import compose as compose_cfg
+    from robot_rl.data.store import EpisodeStore
+    from robot_rl.trainer import Trainer
+
+    over = ["task=reach", "agent=residual", f"base_policy={degraded_base}", f"demos.path={reach_demos}", "threads=1"]
+    tr = Trainer(compose_cfg("train", over), tmp_path / "run")
+    loaded = tr.start_fresh()["demo_episodes"]
+    with EpisodeStore.open(reach_demos) as store:
+        ok = [e for e in store.iter_episodes() if e["metadata"]["success"]]  # the demos taken (only_successful)
+    assert loaded == len(ok) > 1
+    ep = ok[1]
+    assert "base_action" not in ep["obs"]
+    base, _ = load_policy(degraded_base, tr.env.env, device="cpu")  # a second copy, stepped live
+    base.reset()
+    live = [base.act({k: v[i] for k, v in ep["obs"].items()}, deterministic=True) for i in range(len(ep["action"]))]
+    live.append(base.act(ep["final_obs"], deterministic=True))
+    got = tr.env.propose_episode(ep)
+    np.testing.assert_allclose(got["obs"]["base_action"], np.stack(live[:-1]), atol=1e-6)
+    np.testing.assert_allclose(got["final_obs"]["base_action"], live[-1], atol=1e-6)
+    ep0 = tr.env.propose_episode(ok[0])
+    np.testing.assert_allclose(tr.demo.obs["base_action"][: len(ep0["action"])], ep0["obs"]["base_action"], atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def flow_base(reach_demos, tmp_path_factory):
     from robot_rl.cli import main

@@ -89,6 +89,17 @@ class BaseActionWrapper(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         return self._with_base(obs), reward, terminated, truncated, info
 
+    def propose_episode(self, episode: dict[str, Any]) -> dict[str, Any]:
+        """A stored episode recorded without the base (teleop demos, a plain run's store) with the base's proposals
+        added as this wrapper would have: the base replayed over its observations from a reset, the final one
+        included. Leaves the base reset for the next episode."""
+        obs, final, t = episode["obs"], episode["final_obs"], len(episode["action"])
+        self.base.reset()
+        proposed = np.stack([self._with_base({k: v[i] for k, v in obs.items()})[BASE_KEY] for i in range(t)])
+        last = self._with_base(final)[BASE_KEY]
+        self.base.reset()
+        return {**episode, "obs": {**obs, BASE_KEY: proposed}, "final_obs": {**final, BASE_KEY: last}}
+
 
 class NoiseActionWrapper(gym.Wrapper):
     """The agent's action is the latent noise of a flow-matching base's next chunk (see the module docstring); the

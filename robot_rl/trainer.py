@@ -96,9 +96,10 @@ class Trainer:
         adim = self.agent.action_dim
         space = self.agent.buffer_observation_space  # cameras as cached trunk maps when the encoder caches them
         check_prior(cfg, self.agent.cfg.optimistic_prior)
-        mc = self.agent.mc_discount  # Cal-QL's lower bound
-        self.online = ReplayBuffer(space, adim, int(cfg.buffer_capacity), self.agent.device, mc_discount=mc)
-        self.demo = ReplayBuffer(space, adim, int(cfg.buffer_capacity), self.agent.device, mc_discount=mc)
+        ac = self.agent.cfg  # Cal-QL's lower bound (mc_discount) and n-step returns
+        buf = dict(mc_discount=self.agent.mc_discount, n_step=ac.n_step, discount=ac.discount)
+        self.online = ReplayBuffer(space, adim, int(cfg.buffer_capacity), self.agent.device, **buf)
+        self.demo = ReplayBuffer(space, adim, int(cfg.buffer_capacity), self.agent.device, **buf)
         self.step, self.episode, self.demo_episodes, self.prefill_episodes = 0, 0, 0, 0
         self.intervention_steps = 0  # of the collected steps, how many a person (or the simulated operator) drove
         self.reward_counts = dict.fromkeys(REWARD_COUNTS, 0)  # a learned reward's declarations (reward_stats)

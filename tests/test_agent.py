@@ -142,6 +142,29 @@ def test_fits_q_to_known_values():
     assert (q - b["reward"]).abs().mean() < 0.1
 
 
+@pytest.mark.parametrize("gripper", ["continuous", "discrete"])
+def test_n_step_rows_bootstrap_with_their_own_discount(gripper):
+    """A batch's per-row ``discount`` (n-step rows: gamma ** k) replaces the config's in every critic target: with
+    0 the target is the reward alone, with the config's own it equals the plain target."""
+
+    def target(batch: dict) -> float:
+        torch.manual_seed(0)
+        agent = SAC(OBS, ACT, SACConfig(hidden_dims=(16,), batch_size=32, device="cpu", gripper=gripper))
+        agent.fit_normalizer(np.zeros((2, 5), np.float32))
+        if gripper == "discrete":
+            return float(agent.gripper_td_target(batch)[2].mean())
+        return float(agent._critic_step(batch)["target_q"])
+
+    b = next(batches())
+    b["terminated"] = torch.zeros(32)
+    reward = b["reward"]
+    if gripper == "discrete":  # the gripper critic's reward: the env's less the penalty on each toggle
+        reward = reward - 0.1 * (b["action"][:, -1].abs() > 0.5).float()  # no gripper state: each command toggles
+    assert target({**b, "discount": torch.zeros(32)}) == pytest.approx(float(reward.mean()), abs=1e-6)
+    assert target({**b, "discount": torch.full((32,), 0.99)}) == pytest.approx(target(b), abs=1e-6)
+    assert target({**b, "discount": torch.full((32,), 0.5)}) != pytest.approx(target(b), abs=1e-4)
+
+
 def test_checkpoint_round_trip_is_exact(tmp_path):
     torch.manual_seed(0)
     cfg = SACConfig(hidden_dims=(32,), num_critics=4, num_target_critics=2, batch_size=16, device="cpu")

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from robot_rl.data.replay import ReplayBuffer, mixed_batches
 
@@ -188,3 +190,41 @@ def test_intervention_segments_become_episodes_that_bootstrap_at_their_cut():
         buf.add_episode(seg)
     check_all(buf)  # every next observation is the true successor
     assert intervention_segments(_episode(1, 4, "trunc")) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    episodes=st.lists(st.tuples(st.integers(1, 8), st.sampled_from(["term", "trunc"])), min_size=1, max_size=6),
+    running=st.integers(0, 4),
+    capacity=st.integers(4, 40),
+    n_step=st.integers(1, 4),
+)
+def test_n_step_rows_sum_the_rewards_up_to_n_steps_ahead_within_their_episode(episodes, running, capacity, n_step):
+    """Against a reference walk over every transition ever added (g: its global index, the observation's value;
+    an episode's final observation g + 0.5), through ring wrap-around and a running episode at the end."""
+    gamma = 0.9
+    buf = ReplayBuffer(SPACE, 1, capacity, n_step=n_step, discount=gamma)
+    steps = [(length, end) for length, end in episodes] + ([(running, None)] if running else [])
+    trans = []  # (reward, terminated, truncated) per global index
+    for length, end in steps:
+        for t in range(length):
+            g, last = len(trans), t == length - 1
+            term, trunc = last and end == "term", last and end == "trunc"
+            buf.add(obs(g), np.zeros(1), float(g % 7) + 0.5, term, trunc, obs(g + (0.5 if last else 1)))
+            trans.append((float(g % 7) + 0.5, term, trunc))
+    if buf.num_sampleable == 0:
+        return
+    b = buf.sample(256, np.random.default_rng(0))
+    assert ("discount" in b) == (n_step > 1)
+    pending = len(trans) - 1 if running else None
+    for i, g in enumerate(b["obs"]["state"][:, 0].int().tolist()):
+        ret, k, ended = 0.0, 0, False
+        while k < n_step and not ended and g + k != pending:
+            r, term, trunc = trans[g + k]
+            ret, k, ended = ret + gamma**k * r, k + 1, term or trunc
+        end = g + k - 1
+        assert b["reward"][i] == pytest.approx(ret, rel=1e-5)
+        assert b["next_obs"]["state"][i, 0] == end + (0.5 if ended else 1)
+        assert b["terminated"][i] == trans[end][1] and b["truncated"][i] == trans[end][2]
+        if n_step > 1:
+            assert b["discount"][i] == pytest.approx(gamma**k, rel=1e-5)

@@ -56,7 +56,7 @@ def double_dqn_target(
     terminated: torch.Tensor,
     next_q_online: torch.Tensor,
     next_q_target: torch.Tensor,
-    discount: float,
+    discount: float | torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Double-DQN target with an ensemble: ``y = r + discount * (1 - terminated) * min_e Q'_e(s', a*)``.
 
@@ -67,7 +67,7 @@ def double_dqn_target(
         next_q_online: ``(E, B, 3)`` online ensemble at the next observation; picks
             ``a* = argmax_a min_e Q_e(s', a)``.
         next_q_target: ``(E', B, 3)`` target (Polyak) ensemble at the next observation; evaluates ``a*``.
-        discount: per-step discount in (0, 1].
+        discount: per-step discount in (0, 1], or ``(B,)`` per row (n-step rows: ``discount ** k``).
 
     Returns:
         ``(target (B,), a* (B,) int64)``.

@@ -48,6 +48,7 @@ class SACConfig:
     utd_ratio: int = 1  # critic updates per update() call (per env step)
     batch_size: int = 256
     discount: float = 0.99
+    n_step: int = 1  # bootstrap n env steps ahead within an episode (the replay buffers sum the rewards between)
     tau: float = 0.005
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
@@ -124,7 +125,7 @@ class SACConfig:
             )
         if self.actor_q_reduce not in ("min", "mean"):
             raise ValueError(f"actor_q_reduce={self.actor_q_reduce!r}; valid: 'min', 'mean'")
-        for name in ("utd_ratio", "batch_size", "num_critics"):
+        for name in ("utd_ratio", "batch_size", "num_critics", "n_step"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if not 0.0 < self.discount <= 1.0 or not 0.0 < self.tau <= 1.0:
@@ -271,6 +272,10 @@ class SAC(OfflineSteps, Agent):
             self._init_gripper(feat)
         self._init_offline(feat)
 
+    def discount(self, batch: Batch) -> float | torch.Tensor:
+        """What the bootstrap is discounted by: ``discount``, or per row ``discount ** k`` for n-step rows."""
+        return batch["discount"] if "discount" in batch else self.cfg.discount
+
     @property
     def mc_discount(self) -> float | None:
         """Cal-QL's batches carry ``mc_return`` at this discount."""
@@ -368,7 +373,7 @@ class SAC(OfflineSteps, Agent):
             reward, metrics = self._optimistic_reward(feat.detach(), action, batch)
             batch = {**batch, "reward": reward}
         with torch.no_grad():
-            target = batch["reward"] + self.cfg.discount * (1.0 - batch["terminated"]) * next_q
+            target = batch["reward"] + self.discount(batch) * (1.0 - batch["terminated"]) * next_q
         q = self.critic(feat, action)  # (E, B)
         penalty = weight = None
         if self.cfg.loss == "cql":
@@ -422,7 +427,7 @@ class SAC(OfflineSteps, Agent):
                 batch["terminated"],
                 self.gripper_critic(next_feat),
                 self.gripper_target(next_feat),
-                self.cfg.discount,
+                self.discount(batch),
             )
         return taken, toggled, target
 

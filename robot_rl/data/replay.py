@@ -26,6 +26,11 @@ class ReplayBuffer:
     from each step to its episode's end (Cal-QL's lower bound), known for episodes added whole
     (:meth:`add_episode`; -inf, "no bound", for rows added one by one). Safe to call ``add`` and ``sample`` from
     different threads.
+
+    With ``n_step`` > 1 each row looks up to ``n_step`` steps ahead within its episode (and no further than the
+    newest complete step): ``reward`` is the ``discount``-discounted sum of the ``k`` rewards, ``next_obs`` the
+    observation ``k`` steps on, ``terminated``/``truncated`` whether the episode ended so within them, and the batch
+    gains ``discount`` (n,), ``discount ** k``, to bootstrap with.
     """
 
     def __init__(
@@ -35,9 +40,14 @@ class ReplayBuffer:
         capacity: int,
         device: str | torch.device = "cpu",
         mc_discount: float | None = None,
+        n_step: int = 1,
+        discount: float = 0.99,
     ):
         if capacity < 2:
             raise ValueError(f"capacity={capacity} must be >= 2")
+        if n_step < 1:
+            raise ValueError(f"n_step={n_step} must be >= 1")
+        self.n_step, self.discount = int(n_step), float(discount)
         self.capacity, self.device = int(capacity), torch.device(device)
         self.obs = {k: np.zeros((capacity, *s.shape), dtype=s.dtype) for k, s in observation_space.spaces.items()}
         self.action = np.zeros((capacity, action_dim), dtype=np.float32)
@@ -142,26 +152,45 @@ class ReplayBuffer:
             if pending is not None:
                 # Skip the pending slot: valid slots are every slot of [0, size) but `pending`.
                 idx = idx + (idx >= pending)
-            done = np.flatnonzero(self.terminated[idx] | self.truncated[idx])
-            nxt = (idx + 1) % self.capacity
+            last, reward, discount = (idx, None, None) if self.n_step == 1 else self._look_ahead(idx, pending)
+            done = np.flatnonzero(self.terminated[last] | self.truncated[last])
+            nxt = (last + 1) % self.capacity
             batch_obs = {k: self._gather(arr, idx) for k, arr in self.obs.items()}
             next_obs = {k: self._gather(arr, nxt) for k, arr in self.obs.items()}
             for j in done:
-                final = self.final_next_obs[int(idx[j])]
+                final = self.final_next_obs[int(last[j])]
                 for k in next_obs:
                     next_obs[k].numpy()[j] = final[k]  # a numpy copy: torch would split a 48 KiB copy over threads
             out = {
                 "obs": batch_obs,
                 "next_obs": next_obs,
                 "action": self._gather(self.action, idx),
-                "reward": self._gather(self.reward, idx),
-                "terminated": torch.from_numpy(self.terminated[idx].astype(np.float32)),
-                "truncated": torch.from_numpy(self.truncated[idx].astype(np.float32)),
+                "reward": self._gather(self.reward, idx) if reward is None else torch.from_numpy(reward),
+                "terminated": torch.from_numpy(self.terminated[last].astype(np.float32)),
+                "truncated": torch.from_numpy(self.truncated[last].astype(np.float32)),
                 "is_intervention": torch.from_numpy(self.is_intervention[idx].astype(np.float32)),
             }
+            if discount is not None:
+                out["discount"] = torch.from_numpy(discount)
             if self.mc_discount is not None:
                 out["mc_return"] = self._gather(self.mc_return, idx)
         return to_device(out, self.device)
+
+    def _look_ahead(self, idx: np.ndarray, pending: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For rows ``idx``: the last slot of each one's ``n_step`` window (its episode's end, or the step before
+        the pending one, cut it short), the discounted reward sum over the window and ``discount ** k``."""
+        last = idx.copy()
+        reward = self.reward[idx].astype(np.float64)
+        k = np.ones(len(idx))
+        open_ = ~(self.terminated[idx] | self.truncated[idx])  # the window may go on past this step
+        for j in range(1, self.n_step):
+            cur = (idx + j) % self.capacity
+            open_ &= cur != (-1 if pending is None else pending)  # its successor is not known yet
+            reward += np.where(open_, self.discount**j * self.reward[cur], 0.0)
+            last = np.where(open_, cur, last)
+            k += open_
+            open_ &= ~(self.terminated[cur] | self.truncated[cur])
+        return last, reward.astype(np.float32), (self.discount**k).astype(np.float32)
 
     def _gather(self, arr: np.ndarray, idx: np.ndarray) -> torch.Tensor:
         """``arr[idx]`` as a CPU tensor; page-locked when the buffer feeds a GPU, so the copy to it is asynchronous.

@@ -71,6 +71,10 @@ def test_config_validation_names_bad_values():
         SACConfig.from_dict({"hiden_dims": [4]})
     with pytest.raises(ValueError, match="actor_q_reduce"):
         SACConfig(actor_q_reduce="max")
+    with pytest.raises(ValueError, match="n_step=0 must be >= 1"):
+        SACConfig(n_step=0)
+    with pytest.raises(ValueError, match="set n_step=1 .not 3. with it"):
+        SACConfig(n_step=3, optimistic_prior=True)
 
 
 def test_update_trains_critics_moves_targets_by_tau_and_reports_metrics():

@@ -128,6 +128,8 @@ class SACConfig:
         for name in ("utd_ratio", "batch_size", "num_critics", "n_step"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.optimistic_prior and self.n_step > 1:
+            raise ValueError(f"optimistic_prior labels one step at a time: set n_step=1 (not {self.n_step}) with it")
         if not 0.0 < self.discount <= 1.0 or not 0.0 < self.tau <= 1.0:
             raise ValueError(f"discount={self.discount} and tau={self.tau} must lie in (0, 1]")
         if self.gripper not in ("continuous", "discrete"):

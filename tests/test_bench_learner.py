@@ -29,7 +29,14 @@ def test_run_tiny_reports_every_row_and_ratio():
     assert torch.get_num_threads() == threads_before  # the benchmark restores the caller's thread count
     rows = result["rows"]
     fp32 = {"rlpd_utd1", "rlpd_utd4", "sac2", "sb3", "rlpd_utd1_sampling", "sac2_sampling", "rlpd_loop"}
-    assert set(rows) == fp32 | {"rlpd_utd1_bf16", "rlpd_utd4_bf16", "sac2_bf16"}
+    cpu = fp32 | {"rlpd_utd1_bf16", "rlpd_utd4_bf16", "sac2_bf16"}
+    if torch.cuda.is_available():  # GPU rows beside the CPU's, the device named
+        gpu = {f"{k}_cuda{m}" for k in ("rlpd_utd1", "rlpd_utd4") for m in ("", "_bf16")} | {"sac2_cuda"}
+        assert set(rows) == cpu | gpu and result["machine"]["cuda_device"]
+        assert all(result["machine"]["cuda_device"] in rows[k]["label"] for k in gpu)
+    else:  # none, and never made up from the CPU's figures
+        assert set(rows) == cpu and result["machine"]["cuda_device"] is None
+        assert any("no CUDA device" in n for n in result["notes"])
     for name, row in rows.items():
         assert row["updates_per_s"] > 0, name
         assert row["ms_per_update"] == pytest.approx(1e3 / row["updates_per_s"])

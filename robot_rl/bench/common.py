@@ -130,9 +130,11 @@ def cpu_model() -> str:
 
 
 def machine_info(threads: int) -> dict[str, Any]:
-    """What a figure was measured on: CPU model, cores, torch threads, library versions, load average."""
+    """What a figure was measured on: CPU model, cores, the CUDA device (None without one: whole-run benches train
+    on it with ``device=auto``), torch threads, library versions, load average."""
     info: dict[str, Any] = {
         "cpu": cpu_model(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cores": os.cpu_count(),
         "threads": threads,
         "torch_threads": torch.get_num_threads(),
@@ -235,6 +237,9 @@ class Bench:
         """Check the machine for load (:meth:`warn_if_busy`), then return ``body(self, *args)`` run with the run's
         torch threads; the caller's thread count comes back afterwards."""
         with torch_threads(self.threads):
+            info = machine_info(self.threads)
+            gpu = f"CUDA device {info['gpu']}" if info["gpu"] else "no CUDA device"
+            print(f"{self.name} bench on {info['cpu']} ({info['cores']} cores), {gpu}", flush=True)
             self.warn_if_busy()
             return body(self, *args)
 

@@ -18,6 +18,9 @@ background load hits every row alike, and each row reports the median over repea
   of the update's products; float32 weights, targets and losses) and Adam's fused kernel.
 * ``rlpd_loop``: ``rlpd_utd1`` with the critic ensemble as a Python loop over separate ``nn.Sequential`` MLPs
   (:class:`LoopEnsembleQ`), to show what the batched :class:`~robot_rl.agents.networks.EnsembleQ` buys.
+* ``<row>_cuda`` / ``<row>_cuda_bf16`` (``rlpd_utd1``, ``rlpd_utd4``, ``sac2``), only where a CUDA device is present
+  (named in the labels and ``machine.cuda_device``): the same updates on the GPU, batches already there, each
+  timed call ended by ``torch.cuda.synchronize``. Without one there are no GPU rows, and a note says so.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ from torch import nn
 
 from robot_rl.agents.networks import EnsembleQ, mlp
 from robot_rl.agents.sac import SAC, SACConfig
-from robot_rl.bench.common import NOISY_RATES, Bench, median, parse_overrides, print_table
-from robot_rl.data.replay import ReplayBuffer, mixed_batches
+from robot_rl.bench.common import NOISY_RATES, Bench, device_sync, median, parse_overrides, print_table
+from robot_rl.data.replay import ReplayBuffer, mixed_batches, to_device
 from robot_rl.utils.perf import tune_malloc
 
 DEFAULTS: dict[str, Any] = {
@@ -133,7 +136,7 @@ def _spaces(state_dim: int, action_dim: int) -> tuple[spaces.Dict, spaces.Box]:
     return obs, spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
 
 
-def _make_agent(s: dict[str, Any], num_critics: int, utd: int, mixed: bool = False) -> SAC:
+def _make_agent(s: dict[str, Any], num_critics: int, utd: int, mixed: bool = False, device: str = "cpu") -> SAC:
     rlpd = num_critics > 2
     cfg = SACConfig(
         hidden_dims=s["hidden"],
@@ -143,7 +146,7 @@ def _make_agent(s: dict[str, Any], num_critics: int, utd: int, mixed: bool = Fal
         actor_q_reduce="mean" if rlpd else "min",
         utd_ratio=utd,
         batch_size=s["batch_size"],
-        device="cpu",
+        device=device,
         precision="bf16" if mixed else "fp32",
         fused_optimizer=mixed,
     )
@@ -219,8 +222,11 @@ def _make_sb3(s: dict[str, Any], rng: np.random.Generator) -> Any:
 
 # ----------------------------------------------------------------------------- the benchmark
 def _agent_step(agent: SAC, batches: Iterator[dict[str, Any]], units_per_call: int) -> Callable[[], int]:
+    sync = device_sync(agent.device)  # a GPU's queued work is finished inside the timed call
+
     def step() -> int:
         agent.update(batches)
+        sync()
         return units_per_call
 
     return step
@@ -337,6 +343,21 @@ def _run(bench: Bench) -> dict[str, Any]:
     use_loop_critic(agents["rlpd_loop"])
     steps["rlpd_loop"] = _agent_step(agents["rlpd_loop"], itertools.cycle(fixed), 1)
 
+    labels, gpu = dict(ROW_LABELS), None
+    if torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name(0)
+        on_gpu = [to_device(b, torch.device("cuda")) for b in fixed]
+        for key, critics, utd in (("rlpd_utd1", s["num_critics"], 1), ("rlpd_utd4", s["num_critics"], 4)):
+            for name, mixed in ((f"{key}_cuda", False), (f"{key}_cuda_bf16", True)):
+                agents[name] = _make_agent(s, critics, utd, mixed, device="cuda")
+                steps[name] = _agent_step(agents[name], itertools.cycle(on_gpu), utd)
+                labels[name] = f"{ROW_LABELS[key + ('_bf16' if mixed else '')]} [CUDA: {gpu}]"
+        agents["sac2_cuda"] = _make_agent(s, 2, 1, device="cuda")
+        steps["sac2_cuda"] = _agent_step(agents["sac2_cuda"], itertools.cycle(on_gpu), 1)
+        labels["sac2_cuda"] = f"{ROW_LABELS['sac2']} [CUDA: {gpu}]"
+    else:
+        notes.append("no CUDA device: no GPU rows (none are estimated from the CPU's)")
+
     # Warm up (at most ~seconds/3 of wall time per row), then time round-robin.
     for step in steps.values():
         done, t0 = 0, time.perf_counter()
@@ -348,15 +369,16 @@ def _run(bench: Bench) -> dict[str, Any]:
     for key, rs in rates.items():
         ups = median(rs)
         rows[key] = {
-            "label": ROW_LABELS[key],
+            "label": labels[key],
             "updates_per_s": ups,
             "ms_per_update": 1e3 / ups,
             "per_repeat_updates_per_s": rs,
             "page_faults_per_update": median(faults[key]),
             "unit": "critic step" if key.startswith("rlpd_utd4") else "update (critic + actor + temperature step)",
         }
-    for key in ("rlpd_utd4", "rlpd_utd4_bf16"):
-        rows[key]["update_calls_per_s"] = rows[key]["updates_per_s"] / 4
+    for key in ("rlpd_utd4", "rlpd_utd4_bf16", "rlpd_utd4_cuda", "rlpd_utd4_cuda_bf16"):
+        if key in rows:
+            rows[key]["update_calls_per_s"] = rows[key]["updates_per_s"] / 4
 
     def ratio(a: str, b: str) -> float | None:
         return rows[a]["updates_per_s"] / rows[b]["updates_per_s"] if a in rows and b in rows else None
@@ -376,6 +398,13 @@ def _run(bench: Bench) -> dict[str, Any]:
         "bf16/fp32 rlpd_utd4": ratio("rlpd_utd4_bf16", "rlpd_utd4"),
         "bf16/fp32 sac2": ratio("sac2_bf16", "sac2"),
     }
+    if gpu is not None:  # the GPU's rows against this CPU's and against SB3 (on the CPU)
+        ratios.update({
+            "cuda/cpu rlpd_utd1": ratio("rlpd_utd1_cuda", "rlpd_utd1"),
+            "cuda bf16/cpu fp32 rlpd_utd1": ratio("rlpd_utd1_cuda_bf16", "rlpd_utd1"),
+            "rlpd_utd1_cuda/sb3 (cpu)": ratio("rlpd_utd1_cuda", "sb3"),
+            "rlpd_utd1_cuda_bf16/sb3 (cpu)": ratio("rlpd_utd1_cuda_bf16", "sb3"),
+        })  # fmt: skip
 
     print()
     print_table(
@@ -391,7 +420,7 @@ def _run(bench: Bench) -> dict[str, Any]:
     result = bench.result(
         rows,
         settings={**s, "hidden": list(s["hidden"])},
-        machine={"sb3": sb3_version},
+        machine={"sb3": sb3_version, "cuda_device": gpu},
         ratio=ratios["rlpd_utd1/sb3"],
         ratios=ratios,
     )

@@ -67,3 +67,24 @@ def test_bf16_keeps_float32_weights_optimizer_state_and_outputs():
 def test_unknown_precision_is_named():
     with pytest.raises(ValueError, match="precision='fp8'"):
         SACConfig(precision="fp8")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, native):
+    import robot_rl.agents.sac as sac
+
+    monkeypatch.setattr(sac, "cpu_has_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert sac.resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert sac.resolve_precision("fp32", cpu) == "fp32" and sac.resolve_precision("bf16", cpu) == "bf16"
+    agent = _agent("auto")
+    assert agent.precision == ("bf16" if native else "fp32")
+    with agent.autocast():  # the update runs under autocast exactly when bf16 was picked
+        assert torch.is_autocast_enabled("cpu") == native
+
+
+def test_runs_default_to_auto_precision():
+    from robot_rl.cli import compose
+
+    assert compose("train", []).agent.precision == "auto"
+    assert SACConfig().precision == "fp32"  # the library's own default: plain float32, as before

@@ -228,6 +228,7 @@ def test_pixel_training_caches_trunk_maps_in_the_buffer_and_keeps_images_in_the_
         "agent.num_critics=2",
         "agent.batch_size=16",
         "agent.utd_ratio=1",
+        "agent.precision=bf16",  # float16 cached maps under bf16 autocast (what precision=auto picks on a GPU)
         "+agent.encoder.feature_dim=16",
         "demos.episodes=2",
         "total_steps=60",

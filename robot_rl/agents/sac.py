@@ -58,7 +58,8 @@ class SACConfig:
     backup_entropy: bool = True  # subtract alpha * log pi in the critic target
     device: str = "auto"
     # Learner arithmetic: "fp32", or "bf16" (autocast of the update's matrix products to bfloat16, CPU with AVX-512
-    # BF16 / AMX or CUDA; the weights, optimizer state, targets and losses stay float32). act() is always float32.
+    # BF16 / AMX or CUDA; the weights, optimizer state, targets and losses stay float32), or "auto": bf16 where the
+    # device computes it natively (resolve_precision), else fp32. act() is always float32.
     precision: str = "fp32"
     fused_optimizer: bool = False  # Adam's fused kernel (one kernel for all parameters; CPU and CUDA)
     # Observation encoder (robot_rl.agents.encoders.EncoderConfig): null picks by observation space (state: the
@@ -151,8 +152,8 @@ class SACConfig:
             raise ValueError(f"gripper_epsilon_decay_steps={self.gripper_epsilon_decay_steps} must be >= 0")
         if self.iql_extraction not in ("likelihood", "regression"):
             raise ValueError(f"iql_extraction={self.iql_extraction!r}; valid: 'likelihood', 'regression'")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision={self.precision!r}; valid: 'fp32', 'bf16'")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision={self.precision!r}; valid: 'fp32', 'bf16', 'auto'")
         if self.loss not in ("sac", "cql", "iql", "h2o"):
             raise ValueError(f"loss={self.loss!r}; valid: 'sac', 'cql' (Cal-QL with cql_calibrated), 'iql', 'h2o'")
         if self.residual and not (0.0 < self.residual_scale <= 2.0 and self.residual_phase_in >= 0):
@@ -194,6 +195,27 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"``: ``"bf16"`` where ``device`` has native bfloat16 arithmetic (a CUDA device that supports it, or a
+    CPU with AVX-512 BF16 or AMX), else ``"fp32"``; any other value as given."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (``avx512_bf16`` or ``amx_bf16`` in /proc/cpuinfo; False where
+    that file is missing)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def td_update(
     q: torch.Tensor,
     target: torch.Tensor,
@@ -230,6 +252,7 @@ class SAC(OfflineSteps, Agent):
     def __init__(self, observation_space: spaces.Dict, action_space: spaces.Box, config: SACConfig):
         self.cfg = config
         self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)  # what the update computes in
         self.observation_space, self.action_space = observation_space, action_space
         self.action_dim = int(np.prod(action_space.shape))  # what the env takes and the buffers store
         self.discrete_gripper = config.gripper == "discrete"
@@ -349,7 +372,7 @@ class SAC(OfflineSteps, Agent):
         """The update's arithmetic (``precision``): bfloat16 matrix products under autocast, or float32 (a no-op).
         The networks return float32 (:class:`~robot_rl.agents.networks.EnsembleQ`, the actor's distribution), so
         targets, log-probabilities and losses are computed in float32 either way."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -493,10 +516,11 @@ class SAC(OfflineSteps, Agent):
     def update(self, batches: Iterator[Batch]) -> dict[str, float]:
         """Run ``utd_ratio`` critic (and gripper critic) updates and one actor + temperature update; return scalar
         metrics (gripper ones, from the last critic step, prefixed ``gripper_``)."""
-        with self.autocast():
-            for _ in range(self.cfg.utd_ratio):
-                batch = next(batches)
+        for _ in range(self.cfg.utd_ratio):
+            batch = next(batches)  # drawn outside autocast: it would refuse to concatenate float16 image features
+            with self.autocast():
                 metrics = self._critic_step(batch)
+        with self.autocast():
             metrics.update(self._actor_step(batch))
         self.num_updates += 1
         if self.cfg.residual:

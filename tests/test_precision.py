@@ -74,6 +74,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypa
     import robot_rl.agents.sac as sac
 
     monkeypatch.setattr(sac, "cpu_has_bf16", lambda: native)
+    monkeypatch.delenv("ROBOT_RL_AUTO_PRECISION", raising=False)  # the suite fixes auto to fp32 (conftest.py)
     cpu = torch.device("cpu")
     assert sac.resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
     assert sac.resolve_precision("fp32", cpu) == "fp32" and sac.resolve_precision("bf16", cpu) == "bf16"
@@ -88,3 +89,15 @@ def test_runs_default_to_auto_precision():
 
     assert compose("train", []).agent.precision == "auto"
     assert SACConfig().precision == "fp32"  # the library's own default: plain float32, as before
+
+
+def test_the_environment_can_fix_what_auto_means(monkeypatch):
+    import robot_rl.agents.sac as sac
+
+    monkeypatch.setattr(sac, "cpu_has_bf16", lambda: True)
+    monkeypatch.setenv("ROBOT_RL_AUTO_PRECISION", "fp32")
+    assert sac.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert sac.resolve_precision("bf16", torch.device("cpu")) == "bf16"  # an explicit choice stays
+    monkeypatch.setenv("ROBOT_RL_AUTO_PRECISION", "fp16")
+    with pytest.raises(ValueError, match="ROBOT_RL_AUTO_PRECISION='fp16'"):
+        sac.resolve_precision("auto", torch.device("cpu"))

@@ -8,6 +8,7 @@ data layer mixed from demonstrations and online data, and ``update()`` returns m
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -197,9 +198,16 @@ def resolve_device(device: str) -> torch.device:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``"auto"``: ``"bf16"`` where ``device`` has native bfloat16 arithmetic (a CUDA device that supports it, or a
-    CPU with AVX-512 BF16 or AMX), else ``"fp32"``; any other value as given."""
+    CPU with AVX-512 BF16 or AMX), else ``"fp32"``; any other value as given. The environment variable
+    ``ROBOT_RL_AUTO_PRECISION`` (fp32 | bf16) fixes what ``"auto"`` means, so runs compare across machines (the test
+    suite sets fp32)."""
     if precision != "auto":
         return precision
+    forced = os.environ.get("ROBOT_RL_AUTO_PRECISION", "")
+    if forced:
+        if forced not in ("fp32", "bf16"):
+            raise ValueError(f"ROBOT_RL_AUTO_PRECISION={forced!r}; valid: 'fp32', 'bf16' (or unset: by the device)")
+        return forced
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"

@@ -31,7 +31,7 @@ def test_run_tiny_reports_every_row_and_ratio():
     fp32 = {"rlpd_utd1", "rlpd_utd4", "sac2", "sb3", "rlpd_utd1_sampling", "sac2_sampling", "rlpd_loop"}
     cpu = fp32 | {"rlpd_utd1_bf16", "rlpd_utd4_bf16", "sac2_bf16"}
     if torch.cuda.is_available():  # GPU rows beside the CPU's, the device named
-        gpu = {f"{k}_cuda{m}" for k in ("rlpd_utd1", "rlpd_utd4") for m in ("", "_bf16")} | {"sac2_cuda"}
+        gpu = {f"{k}_cuda{m}" for k in ("rlpd_utd1", "rlpd_utd4", "sac2") for m in ("", "_bf16")}
         assert set(rows) == cpu | gpu and result["machine"]["cuda_device"]
         assert all(result["machine"]["cuda_device"] in rows[k]["label"] for k in gpu)
     else:  # none, and never made up from the CPU's figures

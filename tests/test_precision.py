@@ -71,13 +71,13 @@ def test_unknown_precision_is_named():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, native):
-    import robot_rl.agents.sac as sac
+    import robot_rl.utils.perf as perf
 
-    monkeypatch.setattr(sac, "cpu_has_bf16", lambda: native)
+    monkeypatch.setattr(perf, "cpu_has_bf16", lambda: native)
     monkeypatch.delenv("ROBOT_RL_AUTO_PRECISION", raising=False)  # the suite fixes auto to fp32 (conftest.py)
     cpu = torch.device("cpu")
-    assert sac.resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
-    assert sac.resolve_precision("fp32", cpu) == "fp32" and sac.resolve_precision("bf16", cpu) == "bf16"
+    assert perf.resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert perf.resolve_precision("fp32", cpu) == "fp32" and perf.resolve_precision("bf16", cpu) == "bf16"
     agent = _agent("auto")
     assert agent.precision == ("bf16" if native else "fp32")
     with agent.autocast():  # the update runs under autocast exactly when bf16 was picked
@@ -92,12 +92,12 @@ def test_runs_default_to_auto_precision():
 
 
 def test_the_environment_can_fix_what_auto_means(monkeypatch):
-    import robot_rl.agents.sac as sac
+    import robot_rl.utils.perf as perf
 
-    monkeypatch.setattr(sac, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(perf, "cpu_has_bf16", lambda: True)
     monkeypatch.setenv("ROBOT_RL_AUTO_PRECISION", "fp32")
-    assert sac.resolve_precision("auto", torch.device("cpu")) == "fp32"
-    assert sac.resolve_precision("bf16", torch.device("cpu")) == "bf16"  # an explicit choice stays
+    assert perf.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert perf.resolve_precision("bf16", torch.device("cpu")) == "bf16"  # an explicit choice stays
     monkeypatch.setenv("ROBOT_RL_AUTO_PRECISION", "fp16")
     with pytest.raises(ValueError, match="ROBOT_RL_AUTO_PRECISION='fp16'"):
-        sac.resolve_precision("auto", torch.device("cpu"))
+        perf.resolve_precision("auto", torch.device("cpu"))

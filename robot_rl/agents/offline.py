@@ -158,9 +158,11 @@ class OfflineSteps:
         n = self.cfg.cql_samples if self.cfg.loss == "cql" and self.cfg.cql_max_target_backup else 1
         feat = next_feat.repeat_interleave(n, dim=0) if n > 1 else next_feat
         action, logp = self.actor(feat)
-        q = self.critic_target(feat, action, self._target_idx()).min(dim=0).values.view(-1, n)
-        best = q.argmax(dim=-1, keepdim=True)
-        return q.gather(-1, best).squeeze(-1), logp.view(-1, n).gather(-1, best).squeeze(-1)
+        q = self.critic_target(feat, action, self._target_idx()).min(dim=0).values
+        if n == 1:
+            return q, logp
+        best = q.view(-1, n).argmax(dim=-1, keepdim=True)
+        return q.view(-1, n).gather(-1, best).squeeze(-1), logp.view(-1, n).gather(-1, best).squeeze(-1)
 
     def _cql_penalty(
         self, feat: torch.Tensor, next_feat: torch.Tensor, q_data: torch.Tensor, batch: Batch

@@ -8,7 +8,6 @@ data layer mixed from demonstrations and online data, and ``update()`` returns m
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -34,6 +33,7 @@ from robot_rl.agents.networks import EnsembleQ, TanhGaussianActor
 from robot_rl.agents.offline import OfflineSteps
 from robot_rl.agents.residual import BASE_KEY, ResidualActor, residual_gain
 from robot_rl.envs.contract import STATE_KEY
+from robot_rl.utils.perf import resolve_precision
 
 
 @dataclass
@@ -194,34 +194,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"``: ``"bf16"`` where ``device`` has native bfloat16 arithmetic (a CUDA device that supports it, or a
-    CPU with AVX-512 BF16 or AMX), else ``"fp32"``; any other value as given. The environment variable
-    ``ROBOT_RL_AUTO_PRECISION`` (fp32 | bf16) fixes what ``"auto"`` means, so runs compare across machines (the test
-    suite sets fp32)."""
-    if precision != "auto":
-        return precision
-    forced = os.environ.get("ROBOT_RL_AUTO_PRECISION", "")
-    if forced:
-        if forced not in ("fp32", "bf16"):
-            raise ValueError(f"ROBOT_RL_AUTO_PRECISION={forced!r}; valid: 'fp32', 'bf16' (or unset: by the device)")
-        return forced
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has bfloat16 instructions (``avx512_bf16`` or ``amx_bf16`` in /proc/cpuinfo; False where
-    that file is missing)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def td_update(

@@ -310,10 +310,21 @@ def _run(bench: Bench) -> dict[str, Any]:
     fixed = _random_batches(s, gen)
     steps: dict[str, Callable[[], int]] = {}
     agents: dict[str, SAC] = {}
-    for key, critics, utd in (("rlpd_utd1", s["num_critics"], 1), ("rlpd_utd4", s["num_critics"], 4), ("sac2", 2, 1)):
-        for name, mixed in ((key, False), (f"{key}_bf16", True)):
-            agents[name] = _make_agent(s, critics, utd, mixed)
-            steps[name] = _agent_step(agents[name], itertools.cycle(fixed), utd)
+    labels, gpu = dict(ROW_LABELS), torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    devices = [("", "cpu", fixed)]  # (row suffix, device, its batches): the GPU's rows where there is one
+    if gpu is not None:
+        devices.append(("_cuda", "cuda", [to_device(b, torch.device("cuda")) for b in fixed]))
+    else:
+        notes.append("no CUDA device: no GPU rows (none are estimated from the CPU's)")
+    rows_of = (("rlpd_utd1", s["num_critics"], 1), ("rlpd_utd4", s["num_critics"], 4), ("sac2", 2, 1))
+    for suffix, device, batches in devices:
+        for key, critics, utd in rows_of:
+            for mixed in (False, True):
+                bf16 = "_bf16" if mixed else ""
+                name = f"{key}{suffix}{bf16}"
+                agents[name] = _make_agent(s, critics, utd, mixed, device)
+                steps[name] = _agent_step(agents[name], itertools.cycle(batches), utd)
+                labels[name] = ROW_LABELS[key + bf16] + (f" [CUDA: {gpu}]" if suffix else "")
 
     sb3_version = None
     try:
@@ -342,21 +353,6 @@ def _run(bench: Bench) -> dict[str, Any]:
     agents["rlpd_loop"] = _make_agent(s, s["num_critics"], 1)
     use_loop_critic(agents["rlpd_loop"])
     steps["rlpd_loop"] = _agent_step(agents["rlpd_loop"], itertools.cycle(fixed), 1)
-
-    labels, gpu = dict(ROW_LABELS), None
-    if torch.cuda.is_available():
-        gpu = torch.cuda.get_device_name(0)
-        on_gpu = [to_device(b, torch.device("cuda")) for b in fixed]
-        for key, critics, utd in (("rlpd_utd1", s["num_critics"], 1), ("rlpd_utd4", s["num_critics"], 4)):
-            for name, mixed in ((f"{key}_cuda", False), (f"{key}_cuda_bf16", True)):
-                agents[name] = _make_agent(s, critics, utd, mixed, device="cuda")
-                steps[name] = _agent_step(agents[name], itertools.cycle(on_gpu), utd)
-                labels[name] = f"{ROW_LABELS[key + ('_bf16' if mixed else '')]} [CUDA: {gpu}]"
-        agents["sac2_cuda"] = _make_agent(s, 2, 1, device="cuda")
-        steps["sac2_cuda"] = _agent_step(agents["sac2_cuda"], itertools.cycle(on_gpu), 1)
-        labels["sac2_cuda"] = f"{ROW_LABELS['sac2']} [CUDA: {gpu}]"
-    else:
-        notes.append("no CUDA device: no GPU rows (none are estimated from the CPU's)")
 
     # Warm up (at most ~seconds/3 of wall time per row), then time round-robin.
     for step in steps.values():

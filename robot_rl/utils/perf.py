@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
@@ -29,8 +34,36 @@ def set_threads(threads: int) -> None:
     """Give this process ``threads`` torch threads (0: one per core). On a small machine, processes that share
     the cores (an actor and a learner, parallel runs) each want their own few threads: more threads than cores
     slow every one of them down."""
-    import os
-
     import torch
 
     torch.set_num_threads(threads if threads > 0 else max(1, os.cpu_count() or 1))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"``: ``"bf16"`` where ``device`` has native bfloat16 arithmetic (a CUDA device that supports it, or a
+    CPU with AVX-512 BF16 or AMX), else ``"fp32"``; any other value as given. The environment variable
+    ``ROBOT_RL_AUTO_PRECISION`` (fp32 | bf16) fixes what ``"auto"`` means, so runs compare across machines (the test
+    suite sets fp32)."""
+    import torch
+
+    if precision != "auto":
+        return precision
+    forced = os.environ.get("ROBOT_RL_AUTO_PRECISION", "")
+    if forced:
+        if forced not in ("fp32", "bf16"):
+            raise ValueError(f"ROBOT_RL_AUTO_PRECISION={forced!r}; valid: 'fp32', 'bf16' (or unset: by the device)")
+        return forced
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (``avx512_bf16`` or ``amx_bf16`` in /proc/cpuinfo; False where
+    that file is missing)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

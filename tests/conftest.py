@@ -9,6 +9,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 # precision=auto picks bf16 on CPUs with native bf16 and fp32 on others: the suite's learning bars are set in fp32, so
 # every machine runs the same arithmetic (subprocesses and Ray workers inherit this); the bf16 paths have their tests.
 os.environ.setdefault("ROBOT_RL_AUTO_PRECISION", "fp32")
+os.environ.setdefault("ROBOT_RL_AUTO_COMPILE", "0")  # compiling every agent the tests build would take minutes
 # Tiny test networks gain nothing from intra-op threads, and more threads than free cores slow every process on a
 # loaded 2-core machine; tests that exercise threads set them explicitly.
 torch.set_num_threads(1)

@@ -29,9 +29,12 @@ def test_run_tiny_reports_every_row_and_ratio():
     assert torch.get_num_threads() == threads_before  # the benchmark restores the caller's thread count
     rows = result["rows"]
     fp32 = {"rlpd_utd1", "rlpd_utd4", "sac2", "sb3", "rlpd_utd1_sampling", "sac2_sampling", "rlpd_loop"}
-    cpu = fp32 | {"rlpd_utd1_bf16", "rlpd_utd4_bf16", "sac2_bf16"}
+    from robot_rl.utils.perf import compile_works
+
+    fast = ("", "_bf16", "_bf16_compile") if compile_works("cpu") else ("", "_bf16")
+    cpu = fp32 | {f"{k}{m}" for k in ("rlpd_utd1", "rlpd_utd4", "sac2") for m in fast}
     if torch.cuda.is_available():  # GPU rows beside the CPU's, the device named
-        gpu = {f"{k}_cuda{m}" for k in ("rlpd_utd1", "rlpd_utd4", "sac2") for m in ("", "_bf16")}
+        gpu = {f"{k}_cuda{m}" for k in ("rlpd_utd1", "rlpd_utd4", "sac2") for m in fast}
         assert set(rows) == cpu | gpu and result["machine"]["cuda_device"]
         assert all(result["machine"]["cuda_device"] in rows[k]["label"] for k in gpu)
     else:  # none, and never made up from the CPU's figures
@@ -44,6 +47,7 @@ def test_run_tiny_reports_every_row_and_ratio():
     assert all(v is not None and v > 0 for v in result["ratios"].values())
     per_env_step = rows["rlpd_utd4"]["updates_per_s"] / 4 / rows["sb3"]["updates_per_s"]  # 4 critic steps per env step
     assert result["ratios"]["rlpd_utd4_per_env_step/sb3"] == pytest.approx(per_env_step)
+    assert sum("to compile and warm up (not timed)" in n for n in result["notes"]) == (3 if len(fast) == 3 else 0)
     assert result["machine"]["threads"] == 1 and result["machine"]["torch_threads"] == 1
     assert result["settings"]["hidden"] == [16, 16]
     json.loads(json.dumps(result))

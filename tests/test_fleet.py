@@ -102,6 +102,11 @@ def stores(run: Path) -> tuple[int, int]:
 def test_a_three_actor_fleet_learns_counts_every_episode_once_and_leaves_nothing_running(tmp_path, toy_task):
     over = {"runtime.actors": 3, "total_steps": 3000, "eval.every": 250, "eval.episodes": 20, "demos.episodes": 5}
     over["eval.stop_at_success"] = 0.8  # learning: reaching 80% within the budget ends the run
+    # A discount for the toy's 25-step horizon. At 0.99 every Q lies within 0.87-0.99, and critic errors of that size
+    # turned the policy away from the goal once it first succeeded (to 5% for up to 2,000 steps, in 6 of 14 runs
+    # measured with one process or three), so a run could miss 80% within the budget (CI did). At 0.9, 14 of 14 fleet
+    # runs on a loaded machine stopped at a confirmed 80% by 1,500 env steps, half the budget.
+    over["agent.discount"] = 0.9
     run = fleet_run(
         tmp_path, toy_task, **over, **{"agent.num_critics": 4, "agent.batch_size": 64, "agent.utd_ratio": 2}
     )
@@ -115,7 +120,8 @@ def test_a_three_actor_fleet_learns_counts_every_episode_once_and_leaves_nothing
         assert json.loads(store.metadata(0)["notes"]) == {"actor": 2, "origin": "sim", "task": "toy_reach"}
     state = load_state(run / "checkpoints/latest/trainer")
     assert (state["episode"], state["step"]) == stores(run)
-    curve = [json.loads(x)["success_rate"] for x in (run / "eval.jsonl").read_text().splitlines()]
+    # the figure the stop rule reads: the evaluation, confirmed on 5x more episodes where it made a new best
+    curve = [json.loads(x)["score"] for x in (run / "eval.jsonl").read_text().splitlines()]
     assert max(curve) >= 0.8, curve  # the bar of the one-process run on this task
 
 

@@ -101,3 +101,48 @@ def test_the_environment_can_fix_what_auto_means(monkeypatch):
     monkeypatch.setenv("ROBOT_RL_AUTO_PRECISION", "fp16")
     with pytest.raises(ValueError, match="ROBOT_RL_AUTO_PRECISION='fp16'"):
         perf.resolve_precision("auto", torch.device("cpu"))
+
+
+def _compiles() -> bool:
+    from robot_rl.utils.perf import compile_works
+
+    return compile_works("cpu")
+
+
+@pytest.mark.skipif(not _compiles(), reason="torch.compile does not work on this machine (no C++ compiler?)")
+def test_compiled_update_matches_eager_keeps_parameter_names_and_act_stays_eager():
+    """``compile=True``: three updates from the same weights on the same batches give the same losses as eager
+    (float32: within 1e-4), the checkpoint's parameter names are unchanged, and act() never compiles."""
+    import torch._inductor.config
+
+    eager, compiled = _agent("fp32"), _agent("fp32", compile=True)
+    assert compiled.compiled and not eager.compiled
+    with torch._inductor.config.patch(fallback_random=True):  # eager's random stream: the same noise
+        for _ in range(3):
+            a, b = _first_update(eager), _first_update(compiled)
+            for key in ("critic_loss", "q_mean", "target_q", "actor_loss", "entropy"):
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
+    assert list(compiled.state_dict()["critic"]) == list(eager.state_dict()["critic"])
+    obs = {"state": np.full(18, 0.3, np.float32)}
+    frames = dict(torch._dynamo.utils.counters["frames"])
+    np.testing.assert_allclose(compiled.act(obs, deterministic=True), eager.act(obs, deterministic=True), atol=1e-5)
+    compiled.act(obs)
+    assert dict(torch._dynamo.utils.counters["frames"]) == frames  # nothing compiled for act()
+
+
+def test_auto_compile_follows_the_probe_and_the_environment(monkeypatch):
+    import robot_rl.utils.perf as perf
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("ROBOT_RL_AUTO_COMPILE", raising=False)  # the suite fixes auto to off (conftest.py)
+    for works in (True, False):
+        monkeypatch.setattr(perf, "compile_works", lambda device_type, works=works: works)
+        assert perf.resolve_compile("auto", cpu) is works
+    assert perf.resolve_compile(True, cpu) is True and perf.resolve_compile(False, cpu) is False
+    monkeypatch.setenv("ROBOT_RL_AUTO_COMPILE", "0")
+    assert perf.resolve_compile("auto", cpu) is False
+    monkeypatch.setenv("ROBOT_RL_AUTO_COMPILE", "yes")
+    with pytest.raises(ValueError, match="ROBOT_RL_AUTO_COMPILE='yes'"):
+        perf.resolve_compile("auto", cpu)
+    with pytest.raises(ValueError, match="compile='sometimes'"):
+        SACConfig(compile="sometimes")

@@ -33,7 +33,7 @@ from robot_rl.agents.networks import EnsembleQ, TanhGaussianActor
 from robot_rl.agents.offline import OfflineSteps
 from robot_rl.agents.residual import BASE_KEY, ResidualActor, residual_gain
 from robot_rl.envs.contract import STATE_KEY
-from robot_rl.utils.perf import resolve_precision
+from robot_rl.utils.perf import resolve_compile, resolve_precision
 
 
 @dataclass
@@ -63,6 +63,9 @@ class SACConfig:
     # device computes it natively (resolve_precision), else fp32. act() is always float32.
     precision: str = "fp32"
     fused_optimizer: bool = False  # Adam's fused kernel (one kernel for all parameters; CPU and CUDA)
+    # torch.compile of the critic ensembles and the actor for the update (act() stays eager): True, False, or
+    # "auto": on where a probe compiles here (resolve_compile). The first updates take seconds to compile.
+    compile: bool | str = False
     # Observation encoder (robot_rl.agents.encoders.EncoderConfig): null picks by observation space (state: the
     # standardiser; cameras: frozen pretrained trunk + trainable heads with the feature cache). Image features train
     # with the critic loss (DrQ); the actor and the gripper critic see them detached.
@@ -155,6 +158,8 @@ class SACConfig:
             raise ValueError(f"iql_extraction={self.iql_extraction!r}; valid: 'likelihood', 'regression'")
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ValueError(f"precision={self.precision!r}; valid: 'fp32', 'bf16', 'auto'")
+        if self.compile not in (True, False, "auto"):
+            raise ValueError(f"compile={self.compile!r}; valid: true, false, 'auto'")
         if self.loss not in ("sac", "cql", "iql", "h2o"):
             raise ValueError(f"loss={self.loss!r}; valid: 'sac', 'cql' (Cal-QL with cql_calibrated), 'iql', 'h2o'")
         if self.residual and not (0.0 < self.residual_scale <= 2.0 and self.residual_phase_in >= 0):
@@ -260,6 +265,10 @@ class SAC(OfflineSteps, Agent):
         ).to(self.device)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
+        self.compiled = resolve_compile(config.compile, self.device)
+        if self.compiled:  # in place: parameter names (checkpoints) unchanged; compiled at the first update
+            for module in (self.actor, self.critic, self.critic_target):
+                module.compile()
         self.log_alpha = torch.tensor(
             np.log(config.init_temperature), dtype=torch.float32, device=self.device, requires_grad=True
         )
@@ -330,7 +339,7 @@ class SAC(OfflineSteps, Agent):
         """
         batch = {k: torch.as_tensor(v, device=self.device).unsqueeze(0) for k, v in obs.items()}
         feat = self.encode(batch)
-        action, _ = self.actor(feat, deterministic=deterministic)
+        action, _ = self.actor.forward(feat, deterministic=deterministic)  # eager even when the update is compiled
         if not self.discrete_gripper:
             return action[0].cpu().numpy().astype(np.float32)
         choice = self.gripper_critic(feat).min(dim=0).values[0].argmax()

@@ -16,6 +16,8 @@ background load hits every row alike, and each row reports the median over repea
   :class:`~robot_rl.data.replay.ReplayBuffer` s, to compare with SB3 like for like.
 * ``rlpd_utd1_bf16`` / ``rlpd_utd4_bf16`` / ``sac2_bf16``: those rows with ``precision=bf16`` (bfloat16 autocast
   of the update's products; float32 weights, targets and losses) and Adam's fused kernel.
+* ``<row>_bf16_compile``: the bf16 rows with ``compile=True`` (``torch.compile`` of the critic ensembles and the
+  actor); the time its first updates take to compile is printed, not timed.
 * ``rlpd_loop``: ``rlpd_utd1`` with the critic ensemble as a Python loop over separate ``nn.Sequential`` MLPs
   (:class:`LoopEnsembleQ`), to show what the batched :class:`~robot_rl.agents.networks.EnsembleQ` buys.
 * ``<row>_cuda`` / ``<row>_cuda_bf16`` (``rlpd_utd1``, ``rlpd_utd4``, ``sac2``), only where a CUDA device is present
@@ -40,7 +42,7 @@ from robot_rl.agents.networks import EnsembleQ, mlp
 from robot_rl.agents.sac import SAC, SACConfig
 from robot_rl.bench.common import NOISY_RATES, Bench, device_sync, median, parse_overrides, print_table
 from robot_rl.data.replay import ReplayBuffer, mixed_batches, to_device
-from robot_rl.utils.perf import tune_malloc
+from robot_rl.utils.perf import compile_works, tune_malloc
 
 DEFAULTS: dict[str, Any] = {
     "threads": os.cpu_count() or 1,  # torch threads for every row
@@ -72,6 +74,9 @@ ROW_LABELS: dict[str, str] = {
     "rlpd_utd1_bf16": "ours RLPD (10 critics), UTD=1, bf16 + fused Adam",
     "rlpd_utd4_bf16": "ours RLPD, UTD=4 [critic steps], bf16 + fused Adam",
     "sac2_bf16": "ours SAC (2 critics), UTD=1, bf16 + fused Adam",
+    "rlpd_utd1_bf16_compile": "ours RLPD (10 critics), UTD=1, bf16 + fused Adam + torch.compile",
+    "rlpd_utd4_bf16_compile": "ours RLPD, UTD=4 [critic steps], bf16 + fused Adam + torch.compile",
+    "sac2_bf16_compile": "ours SAC (2 critics), UTD=1, bf16 + fused Adam + torch.compile",
 }
 
 
@@ -136,7 +141,9 @@ def _spaces(state_dim: int, action_dim: int) -> tuple[spaces.Dict, spaces.Box]:
     return obs, spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
 
 
-def _make_agent(s: dict[str, Any], num_critics: int, utd: int, mixed: bool = False, device: str = "cpu") -> SAC:
+def _make_agent(
+    s: dict[str, Any], num_critics: int, utd: int, mixed: bool = False, device: str = "cpu", compile: bool = False
+) -> SAC:
     rlpd = num_critics > 2
     cfg = SACConfig(
         hidden_dims=s["hidden"],
@@ -149,6 +156,7 @@ def _make_agent(s: dict[str, Any], num_critics: int, utd: int, mixed: bool = Fal
         device=device,
         precision="bf16" if mixed else "fp32",
         fused_optimizer=mixed,
+        compile=compile,
     )
     return SAC(*_spaces(s["state_dim"], s["action_dim"]), cfg)
 
@@ -318,13 +326,16 @@ def _run(bench: Bench) -> dict[str, Any]:
         notes.append("no CUDA device: no GPU rows (none are estimated from the CPU's)")
     rows_of = (("rlpd_utd1", s["num_critics"], 1), ("rlpd_utd4", s["num_critics"], 4), ("sac2", 2, 1))
     for suffix, device, batches in devices:
+        variants = [(False, False), (True, False)] + ([(True, True)] if compile_works(device) else [])
+        if len(variants) == 2:
+            notes.append(f"torch.compile does not work on {device} here: no _compile rows")
         for key, critics, utd in rows_of:
-            for mixed in (False, True):
-                bf16 = "_bf16" if mixed else ""
-                name = f"{key}{suffix}{bf16}"
-                agents[name] = _make_agent(s, critics, utd, mixed, device)
+            for mixed, compile in variants:
+                fast = ("_bf16" if mixed else "") + ("_compile" if compile else "")
+                name = f"{key}{suffix}{fast}"
+                agents[name] = _make_agent(s, critics, utd, mixed, device, compile)
                 steps[name] = _agent_step(agents[name], itertools.cycle(batches), utd)
-                labels[name] = ROW_LABELS[key + bf16] + (f" [CUDA: {gpu}]" if suffix else "")
+                labels[name] = ROW_LABELS[key + fast] + (f" [CUDA: {gpu}]" if suffix else "")
 
     sb3_version = None
     try:
@@ -355,10 +366,12 @@ def _run(bench: Bench) -> dict[str, Any]:
     steps["rlpd_loop"] = _agent_step(agents["rlpd_loop"], itertools.cycle(fixed), 1)
 
     # Warm up (at most ~seconds/3 of wall time per row), then time round-robin.
-    for step in steps.values():
-        done, t0 = 0, time.perf_counter()
-        while done < warmup and (done == 0 or time.perf_counter() - t0 < seconds / 3):
-            done += step()
+    for name, step in steps.items():
+        done, calls, t0 = 0, 0, time.perf_counter()
+        while done < warmup and (calls < 3 or time.perf_counter() - t0 < seconds / 3):
+            done, calls = done + step(), calls + 1
+        if name.endswith("_compile"):
+            notes.append(f"{name}: {time.perf_counter() - t0:.1f} s to compile and warm up (not timed)")
     rates, faults = bench.round_robin(steps, repeats, seconds, s["updates"], show=".1f")
 
     rows: dict[str, dict[str, Any]] = {}
@@ -372,18 +385,19 @@ def _run(bench: Bench) -> dict[str, Any]:
             "page_faults_per_update": median(faults[key]),
             "unit": "critic step" if key.startswith("rlpd_utd4") else "update (critic + actor + temperature step)",
         }
-    for key in ("rlpd_utd4", "rlpd_utd4_bf16", "rlpd_utd4_cuda", "rlpd_utd4_cuda_bf16"):
-        if key in rows:
+    for key in rows:
+        if key.startswith("rlpd_utd4"):
             rows[key]["update_calls_per_s"] = rows[key]["updates_per_s"] / 4
 
     def ratio(a: str, b: str) -> float | None:
         return rows[a]["updates_per_s"] / rows[b]["updates_per_s"] if a in rows and b in rows else None
 
+    def per_env_step(a: str) -> float | None:  # UTD 4: 4 critic steps + 1 actor step per env step, vs SB3's 1 + 1
+        return rows[a]["update_calls_per_s"] / rows["sb3"]["updates_per_s"] if a in rows and "sb3" in rows else None
+
     ratios = {
         "rlpd_utd1/sb3": ratio("rlpd_utd1", "sb3"),
-        "rlpd_utd4_per_env_step/sb3": (
-            rows["rlpd_utd4"]["update_calls_per_s"] / rows["sb3"]["updates_per_s"] if "sb3" in rows else None
-        ),
+        "rlpd_utd4_per_env_step/sb3": per_env_step("rlpd_utd4"),
         "rlpd_utd1_sampling/sb3": ratio("rlpd_utd1_sampling", "sb3"),
         "sac2/sb3": ratio("sac2", "sb3"),
         "sac2_sampling/sb3": ratio("sac2_sampling", "sb3"),
@@ -393,6 +407,11 @@ def _run(bench: Bench) -> dict[str, Any]:
         "bf16/fp32 rlpd_utd1": ratio("rlpd_utd1_bf16", "rlpd_utd1"),
         "bf16/fp32 rlpd_utd4": ratio("rlpd_utd4_bf16", "rlpd_utd4"),
         "bf16/fp32 sac2": ratio("sac2_bf16", "sac2"),
+        "rlpd_utd1_bf16_compile/sb3": ratio("rlpd_utd1_bf16_compile", "sb3"),
+        "rlpd_utd4_bf16_compile_per_env_step/sb3": per_env_step("rlpd_utd4_bf16_compile"),
+        "sac2_bf16_compile/sb3": ratio("sac2_bf16_compile", "sb3"),
+        "compile/eager rlpd_utd1_bf16": ratio("rlpd_utd1_bf16_compile", "rlpd_utd1_bf16"),
+        "compile/eager rlpd_utd4_bf16": ratio("rlpd_utd4_bf16_compile", "rlpd_utd4_bf16"),
     }
     if gpu is not None:  # the GPU's rows against this CPU's and against SB3 (on the CPU)
         ratios.update({

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -67,3 +68,32 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_compile(setting: bool | str, device: torch.device) -> bool:
+    """``"auto"``: whether ``torch.compile`` works on ``device`` here (a tiny function compiles and runs: inductor
+    needs a C++ compiler for the CPU and Triton for CUDA), probed once per process and device type; True/False as
+    given. The environment variable ``ROBOT_RL_AUTO_COMPILE`` (0 | 1) fixes what ``"auto"`` means (the test suite
+    sets 0: every agent it builds would compile)."""
+    if setting != "auto":
+        return bool(setting)
+    forced = os.environ.get("ROBOT_RL_AUTO_COMPILE", "")
+    if forced:
+        if forced not in ("0", "1"):
+            raise ValueError(f"ROBOT_RL_AUTO_COMPILE={forced!r}; valid: '0', '1' (or unset: probe the device)")
+        return forced == "1"
+    return compile_works(device.type)
+
+
+@functools.cache
+def compile_works(device_type: str) -> bool:
+    """Whether a tiny function compiles and runs on ``device_type`` (``"cpu"`` | ``"cuda"``) here."""
+    import torch
+
+    try:
+        fn = torch.compile(lambda x: torch.relu(x) * 2.0 + 1.0, dynamic=False)
+        ok = bool(fn(torch.ones(4, device=device_type)).sum().item() == 12.0)
+    except Exception as e:  # noqa: BLE001 - any failure means: run eager
+        print(f"torch.compile unavailable on {device_type} ({type(e).__name__}: {str(e)[:200]}); updates run eager")
+        return False
+    return ok

@@ -130,7 +130,8 @@ def cmd_train(overrides: Sequence[str]) -> int:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
         print("starting:", json.dumps(trainer.start_fresh()))
     a = trainer.agent
-    print(f"training {cfg.task.name} with {cfg.agent.name} on {a.device} ({a.precision}); outputs in {run_dir}/")
+    fast = a.precision + (", compiled" if hasattr(a, "prepare_update") and a.prepare_update() else "")
+    print(f"training {cfg.task.name} with {cfg.agent.name} on {a.device} ({fast}); outputs in {run_dir}/")
     from robot_rl.utils.signals import ctrl_c_stops
 
     ctrl_c_stops()  # also when started in the background or stopped with kill / timeout

@@ -265,10 +265,7 @@ class SAC(OfflineSteps, Agent):
         ).to(self.device)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
-        self.compiled = resolve_compile(config.compile, self.device)
-        if self.compiled:  # in place: parameter names (checkpoints) unchanged; compiled at the first update
-            for module in (self.actor, self.critic, self.critic_target):
-                module.compile()
+        self.compiled: bool | None = None  # decided by prepare_update (actors that never update never probe)
         self.log_alpha = torch.tensor(
             np.log(config.init_temperature), dtype=torch.float32, device=self.device, requires_grad=True
         )
@@ -357,6 +354,17 @@ class SAC(OfflineSteps, Agent):
         return torch.cat([feat, obs[BASE_KEY].to(feat.dtype)], dim=-1) if self.cfg.residual else feat
 
     # ---------------------------------------------------------------- learning
+    def prepare_update(self) -> bool:
+        """Settle ``compile`` once, in the process that updates (an ``"auto"`` probe takes seconds): with it on, the
+        actor and critics compile in place (parameter names, so checkpoints, unchanged) at the next update. Returns
+        whether the update runs compiled."""
+        if self.compiled is None:
+            self.compiled = resolve_compile(self.cfg.compile, self.device)
+            if self.compiled:
+                for module in (self.actor, self.critic, self.critic_target):
+                    module.compile()
+        return self.compiled
+
     def autocast(self) -> torch.autocast:
         """The update's arithmetic (``precision``): bfloat16 matrix products under autocast, or float32 (a no-op).
         The networks return float32 (:class:`~robot_rl.agents.networks.EnsembleQ`, the actor's distribution), so
@@ -505,6 +513,7 @@ class SAC(OfflineSteps, Agent):
     def update(self, batches: Iterator[Batch]) -> dict[str, float]:
         """Run ``utd_ratio`` critic (and gripper critic) updates and one actor + temperature update; return scalar
         metrics (gripper ones, from the last critic step, prefixed ``gripper_``)."""
+        self.prepare_update()
         for _ in range(self.cfg.utd_ratio):
             batch = next(batches)  # drawn outside autocast: it would refuse to concatenate float16 image features
             with self.autocast():

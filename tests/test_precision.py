@@ -87,8 +87,9 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypa
 def test_runs_default_to_auto_precision_and_compile():
     from robot_rl.cli import compose
 
-    agent = compose("train", []).agent
+    agent = compose("train", []).agent  # RLPD
     assert agent.precision == "auto" and agent.compile == "auto"
+    assert compose("train", ["agent=sac"]).agent.compile is False  # compiled, 2 critics updated slower (README)
     assert SACConfig().precision == "fp32" and SACConfig().compile is False  # the library's own: eager float32
 
 

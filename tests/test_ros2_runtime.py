@@ -18,13 +18,14 @@ from ros2_netns import node_log, run_in_netns, skip_reason, start_node, stop_nod
 pytestmark = pytest.mark.skipif(bool(skip_reason()), reason=skip_reason() or "")
 
 
-def _wait(cond, timeout, what, every=0.05):
+def _wait(cond, timeout, what, every=0.05, logs=None):
+    """Poll ``cond`` until it holds; on time-out, fail naming ``what`` and showing ``logs()`` (the nodes' logs)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
             return
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f"; logs:\n{logs()}" if logs else ""))
 
 
 def _recv(ch, timeout=5.0, kind=None):
@@ -444,7 +445,11 @@ def _ctrl_c_body():
             # the robot's data stops for longer than the env's step_timeout (5 s): the actor files the running
             # episode as cut and keeps trying to reset; when the robot is back, it goes on
             driver.send_signal(signal.SIGSTOP)
-            _wait(lambda: "the env stalled" in node_log(actor), 30, "the actor to notice the stall", every=0.2)
+
+            def logs():
+                return "\n".join(f"[{n}] ...{node_log(p)[-2500:]}" for n, p in (("actor", actor), ("learner", learner)))
+
+            _wait(lambda: "the env stalled" in node_log(actor), 30, "the actor to notice the stall", 0.2, logs)
             time.sleep(3.0)  # the reset waits for the robot
             driver.send_signal(signal.SIGCONT)
             before = steps(actor_dir)

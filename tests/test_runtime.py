@@ -318,3 +318,24 @@ def test_async_run_stops_once_the_evaluation_reaches_stop_at_success(tmp_path):
     with EpisodeStore.open(run / "online.zarr") as store:
         assert store.num_steps < 1000  # far short of total_steps: stopped at (about) the first evaluation
     assert load_state(run / "checkpoints/latest/trainer")["history"][0]["step"] >= 100
+
+
+def test_a_stop_request_holds_ctrl_c_until_checked_and_a_second_one_raises_at_once():
+    """The actor's Ctrl+C: recorded by the handler (never raised inside a native call), raised by check(); a second
+    Ctrl+C raises at once; the handlers before it are back afterwards."""
+    import os
+    import signal
+
+    from robot_rl.utils.signals import StopRequest
+
+    before = signal.getsignal(signal.SIGINT)
+    stop = StopRequest()
+    with stop.installed():
+        stop.check()  # nothing asked yet
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.asked.is_set()  # recorded, not raised
+        with pytest.raises(KeyboardInterrupt):
+            stop.check()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # the second one (Python runs the handler right after the call)
+    assert signal.getsignal(signal.SIGINT) is before

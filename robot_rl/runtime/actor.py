@@ -37,7 +37,7 @@ from robot_rl.rewards.refine import record_refinements
 from robot_rl.runtime.messages import MessageError, check_arrays, decode, encode, join_obs
 from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
 from robot_rl.utils.config import load_run_config, run_process_args
-from robot_rl.utils.signals import ctrl_c_stops
+from robot_rl.utils.signals import StopRequest, ctrl_c_stops
 
 
 class Actor:
@@ -54,6 +54,7 @@ class Actor:
         from robot_rl.utils.perf import set_threads
 
         self.run_dir = Path(run_dir)
+        self.stop = StopRequest()
         self.cfg = cfg = load_run_config(self.run_dir, overrides)
         rt = cfg.runtime
         set_threads(int(rt.actor_threads))
@@ -213,12 +214,20 @@ class Actor:
 
     # ------------------------------------------------------------------------------------------------ loop
     def run(self) -> int:
+        """Collect until ``total_steps``; 0 when done, 130 when stopped. Ctrl+C and SIGTERM stop it between control
+        steps and in its waits (:class:`~robot_rl.utils.signals.StopRequest`), never in the middle of a call into the
+        env or the transport."""
+        with self.stop.installed():
+            return self._run()
+
+    def _run(self) -> int:
         self.transport.listen()
         self.log(f"listening for the learner on {self.transport.describe()}")
         collector = self.collector  # cameras go through the frozen trunk once per frame there: to act and to send
         try:
             self._reset()
             while self.steps < self.total or len(collector):  # ends with an episode, like the one-process loop
+                self.stop.check()
                 self._poll_connection()
                 if self._poll_messages():
                     break
@@ -295,6 +304,7 @@ class Actor:
                 self.log(f"the env did not reset ({type(e).__name__}: {str(e).splitlines()[0]}); retrying in 2 s")
                 self._poll_connection()
                 time.sleep(2.0)
+                self.stop.check()
 
     def _finish(self, success: bool, cut: bool = False, notes: str = "") -> None:
         """File the running episode (``cut``: stopped early, its last step marked truncated) and tell the learner,
@@ -328,6 +338,7 @@ class Actor:
         deadline = time.monotonic() + timeout
         told = None
         while time.monotonic() < deadline:
+            self.stop.check()
             self._poll_connection()
             ch = self.ch
             if ch is None:

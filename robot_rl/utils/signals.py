@@ -33,3 +33,37 @@ def signals_deferred() -> Iterator[None]:
             signal.signal(s, handler)
     if caught:
         raise KeyboardInterrupt
+
+
+class StopRequest:
+    """Ctrl+C and SIGTERM recorded rather than raised, for a loop whose blocking calls run in native code (rclpy
+    spinning, DDS reads). A KeyboardInterrupt raised by a signal handler in the middle of such a call comes out as an
+    unrelated error (pybind11's "Unable to convert call argument"), which skipped the clean exit. The loop calls
+    :meth:`check` between steps and in its waits; it raises KeyboardInterrupt once a stop was asked. A second Ctrl+C
+    raises at once, for a loop stuck where it never checks."""
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        """Route SIGINT and SIGTERM here for the block, then restore the handlers before it (main thread only;
+        elsewhere :meth:`check` still works)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.asked.is_set():
+            raise KeyboardInterrupt
+        self.asked.set()
+
+    def check(self) -> None:
+        if self.asked.is_set():
+            raise KeyboardInterrupt

@@ -74,9 +74,6 @@ ROW_LABELS: dict[str, str] = {
     "rlpd_utd1_bf16": "ours RLPD (10 critics), UTD=1, bf16 + fused Adam",
     "rlpd_utd4_bf16": "ours RLPD, UTD=4 [critic steps], bf16 + fused Adam",
     "sac2_bf16": "ours SAC (2 critics), UTD=1, bf16 + fused Adam",
-    "rlpd_utd1_bf16_compile": "ours RLPD (10 critics), UTD=1, bf16 + fused Adam + torch.compile",
-    "rlpd_utd4_bf16_compile": "ours RLPD, UTD=4 [critic steps], bf16 + fused Adam + torch.compile",
-    "sac2_bf16_compile": "ours SAC (2 critics), UTD=1, bf16 + fused Adam + torch.compile",
 }
 
 
@@ -335,7 +332,8 @@ def _run(bench: Bench) -> dict[str, Any]:
                 name = f"{key}{suffix}{fast}"
                 agents[name] = _make_agent(s, critics, utd, mixed, device, compile)
                 steps[name] = _agent_step(agents[name], itertools.cycle(batches), utd)
-                labels[name] = ROW_LABELS[key + fast] + (f" [CUDA: {gpu}]" if suffix else "")
+                label = ROW_LABELS[key + ("_bf16" if mixed else "")] + (" + torch.compile" if compile else "")
+                labels[name] = label + (f" [CUDA: {gpu}]" if suffix else "")
 
     sb3_version = None
     try:

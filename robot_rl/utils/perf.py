@@ -49,14 +49,21 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
     if precision != "auto":
         return precision
-    forced = os.environ.get("ROBOT_RL_AUTO_PRECISION", "")
+    forced = _fixed_auto("ROBOT_RL_AUTO_PRECISION", ("fp32", "bf16"))
     if forced:
-        if forced not in ("fp32", "bf16"):
-            raise ValueError(f"ROBOT_RL_AUTO_PRECISION={forced!r}; valid: 'fp32', 'bf16' (or unset: by the device)")
         return forced
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+
+def _fixed_auto(var: str, valid: tuple[str, ...]) -> str:
+    """What the environment variable ``var`` fixes ``"auto"`` to ("" when unset); a value outside ``valid`` is
+    refused, naming it."""
+    value = os.environ.get(var, "")
+    if value and value not in valid:
+        raise ValueError(f"{var}={value!r}; valid: {', '.join(map(repr, valid))} (or unset: decided by the device)")
+    return value
 
 
 def cpu_has_bf16() -> bool:
@@ -77,10 +84,8 @@ def resolve_compile(setting: bool | str, device: torch.device) -> bool:
     sets 0: every agent it builds would compile)."""
     if setting != "auto":
         return bool(setting)
-    forced = os.environ.get("ROBOT_RL_AUTO_COMPILE", "")
+    forced = _fixed_auto("ROBOT_RL_AUTO_COMPILE", ("0", "1"))
     if forced:
-        if forced not in ("0", "1"):
-            raise ValueError(f"ROBOT_RL_AUTO_COMPILE={forced!r}; valid: '0', '1' (or unset: probe the device)")
         return forced == "1"
     return compile_works(device.type)
 

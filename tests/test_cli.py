@@ -113,7 +113,12 @@ def test_eval_without_checkpoint_is_a_clear_error(capsys, tmp_path):
 
 def test_rlpd_solves_reach_in_a_short_run(tmp_path):
     """Sparse-reward reach to 2 cm from 40 scripted demos: solved within 4000 env steps, confirmed on 100 more
-    episodes (the run stops there: ``eval.stop_at_success``)."""
+    episodes (the run stops there: ``eval.stop_at_success``).
+
+    ``discount=0.9``: reach's episodes last at most 20 steps (the expert needs about 5), and at 0.99 every Q lies
+    within a few hundredths, so critic noise decides the direction. Seed 0 at 0.99 passed on one CPU and stopped at a
+    confirmed 77% on another (the arithmetic differs by instruction set); at 0.9 seeds 0-3 were confirmed at
+    97-100% by 3,000 steps on the second. The bar is about the pipeline learning, not about one seed's luck."""
     from robot_rl.cli import compose
     from robot_rl.trainer import Trainer
 
@@ -127,6 +132,7 @@ def test_rlpd_solves_reach_in_a_short_run(tmp_path):
             "demos.episodes=40",
             "agent.utd_ratio=4",
             "eval.stop_at_success=0.9",
+            "agent.discount=0.9",
             *SMALL,
         ],
     )

@@ -296,6 +296,8 @@ def cmd_eval(overrides: Sequence[str]) -> int:
     failed = res["failed_seeds"]
     if failed:
         print(f"{len(failed)} failed episode(s), seeds {failed[:20]}{' ...' if len(failed) > 20 else ''}")
+        ends = ", ".join(f"{k} {v:.3g}" for k, v in res["failure_endings"].items())
+        print(f"how they ended (means over the failed episodes): {ends}")
     if cfg.video:
         print(f"video: {cfg.video}")
     if cfg.get("failures_video") and failed:  # the failures again, rendered: a deterministic policy repeats them

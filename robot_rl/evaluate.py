@@ -31,15 +31,18 @@ def evaluate(
 
     Returns ``success_rate`` (0-1) with ``success_ci_low`` / ``success_ci_high`` (the 95% Wilson score interval),
     ``episodes``, ``return_mean``, ``length_mean`` (steps), ``cycle_time_s`` (mean seconds to success over successful
-    episodes; NaN if none succeeded) and ``failed_seeds`` (replay one with ``seeds=[s]``: a deterministic policy
-    repeats it). With ``video_path`` the env must have been made with ``render_mode="rgb_array"``; frames of all
-    episodes are written to one MP4. ``reset`` is called at each episode start (a policy with memory, such as a chunk
-    executor). ``progress``: a progress bar.
+    episodes; NaN if none succeeded), ``failed_seeds`` (replay one with ``seeds=[s]``: a deterministic policy
+    repeats it) and ``failure_endings``: how the failed episodes ended, as the mean over them of each number or flag
+    in the env's last ``info`` (``pick_cube``: ``is_grasped``, ``lift``), plus ``time_limit``, the share cut off by
+    the time limit rather than terminated. With ``video_path`` the env must have been made with
+    ``render_mode="rgb_array"``; frames of all episodes are written to one MP4. ``reset`` is called at each episode
+    start (a policy with memory, such as a chunk executor). ``progress``: a progress bar.
     """
     from tqdm import tqdm
 
     dt = control_dt(env)
     successes, returns, lengths, cycle_times = [], [], [], []
+    endings: list[dict[str, float]] = []  # of the failed episodes
     frames: list[np.ndarray] = []
     seeds = list(seeds) if seeds is not None else [seed + ep for ep in range(episodes)]
     for ep_seed in tqdm(seeds, disable=not progress, unit="episode", desc="evaluating"):
@@ -59,6 +62,8 @@ def evaluate(
             if terminated or truncated:
                 break
         successes.append(success)
+        if not success:
+            endings.append({**_numbers(info), "time_limit": float(truncated and not terminated)})
         returns.append(ret)
         lengths.append(steps)
         if success:
@@ -72,10 +77,22 @@ def evaluate(
         "success_ci_high": high,
         "episodes": len(successes),
         "failed_seeds": [s for s, ok in zip(seeds, successes) if not ok],
+        "failure_endings": {k: float(np.mean([e[k] for e in endings])) for k in endings[0]} if endings else {},
         "return_mean": float(np.mean(returns)),
         "length_mean": float(np.mean(lengths)),
         "cycle_time_s": float(np.mean(cycle_times)) if cycle_times else float("nan"),
     }
+
+
+def _numbers(info: dict[str, Any]) -> dict[str, float]:
+    """The finite scalar numbers and flags of an ``info`` dict, other than what the evaluation reports itself."""
+    out = {}
+    for k, v in info.items():
+        if k in ("success", "is_intervention") or not isinstance(v, (bool, int, float, np.number, np.bool_)):
+            continue
+        if math.isfinite(float(v)):
+            out[k] = float(v)
+    return out
 
 
 def eval_summary(result: dict[str, Any]) -> str:

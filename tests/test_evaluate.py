@@ -1,4 +1,4 @@
-"""Evaluation statistics: the Wilson interval, the failed episodes' seeds and their replay."""
+"""Evaluation statistics: the Wilson interval, the failed episodes' seeds, how they ended, and their replay."""
 
 import numpy as np
 import pytest
@@ -42,3 +42,17 @@ def test_failed_seeds_replay_the_same_episodes(toy_task):
     assert res["success_ci_low"] < res["success_rate"] < res["success_ci_high"]
     again = evaluate(wobbly, env, 0, seed=0, seeds=res["failed_seeds"])
     assert again["success_rate"] == 0.0 and again["failed_seeds"] == res["failed_seeds"]
+    # how the failures ended: all at the time limit, short of the goal; the info's text entry is left out
+    assert res["failure_endings"]["time_limit"] == 1.0 and set(res["failure_endings"]) == {"time_limit", "distance"}
+    assert res["failure_endings"]["distance"] >= 0.2
+
+
+def test_failure_endings_are_empty_without_failures(toy_task):
+    env = make_env(toy_task)
+
+    def straight(obs):
+        x, y, gx, gy = obs["state"]
+        return np.clip(np.array([gx - x, gy - y], np.float32) / 0.15, -1, 1)
+
+    res = evaluate(straight, env, 5, seed=0)
+    assert res["success_rate"] == 1.0 and res["failure_endings"] == {}

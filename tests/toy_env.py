@@ -52,7 +52,8 @@ class PointReach(gym.Env):
         if self.crash_flag and self.t == self.crash_at_step and os.path.exists(self.crash_flag):
             os.remove(self.crash_flag)  # the first process to get here dies, mid-episode, without cleaning up
             os._exit(3)
-        success = bool(np.linalg.norm(self.pos - self.goal) < 0.2)
+        distance = float(np.linalg.norm(self.pos - self.goal))
+        success = distance < 0.2
         obs = self._obs()
         if self.t == self.nan_at_step:
             obs["state"][0] = np.nan
@@ -61,7 +62,7 @@ class PointReach(gym.Env):
             float(success),
             success,
             (not success) and self.t >= self.max_episode_steps,
-            {"success": success, "is_intervention": False},
+            {"success": success, "is_intervention": False, "distance": distance, "note": "toy"},
         )
 
     def expert_action(self):

@@ -77,7 +77,7 @@ def evaluate(
         "success_ci_high": high,
         "episodes": len(successes),
         "failed_seeds": [s for s, ok in zip(seeds, successes) if not ok],
-        "failure_endings": {k: float(np.mean([e[k] for e in endings])) for k in endings[0]} if endings else {},
+        "failure_endings": _means(endings),
         "return_mean": float(np.mean(returns)),
         "length_mean": float(np.mean(lengths)),
         "cycle_time_s": float(np.mean(cycle_times)) if cycle_times else float("nan"),
@@ -93,6 +93,12 @@ def _numbers(info: dict[str, Any]) -> dict[str, float]:
         if math.isfinite(float(v)):
             out[k] = float(v)
     return out
+
+
+def _means(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Per key, the mean over the rows that have it (an env may report some entries only in some episodes)."""
+    keys = dict.fromkeys(k for row in rows for k in row)
+    return {k: float(np.mean([row[k] for row in rows if k in row])) for k in keys}
 
 
 def eval_summary(result: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from robot_rl.envs.make import make_env
-from robot_rl.evaluate import evaluate, wilson_interval
+from robot_rl.evaluate import _means, evaluate, wilson_interval
 
 
 def test_wilson_interval_closed_forms():
@@ -56,3 +56,9 @@ def test_failure_endings_are_empty_without_failures(toy_task):
 
     res = evaluate(straight, env, 5, seed=0)
     assert res["success_rate"] == 1.0 and res["failure_endings"] == {}
+
+
+def test_failure_endings_average_each_entry_over_the_episodes_that_report_it():
+    rows = [{"lift": 0.0, "time_limit": 1.0}, {"lift": 0.02, "time_limit": 0.0, "slipped": 1.0}]
+    assert _means(rows) == pytest.approx({"lift": 0.01, "time_limit": 0.5, "slipped": 1.0})
+    assert _means([]) == {}

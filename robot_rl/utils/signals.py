@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
 def ctrl_c_stops() -> None:
@@ -18,19 +19,27 @@ def ctrl_c_stops() -> None:
 
 
 @contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold Ctrl+C and SIGTERM until the block ends (then raise KeyboardInterrupt), so an episode and its
-    bookkeeping land together or not at all. A no-op outside the main thread."""
+def _routed(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to ``handler`` for the block, then restore the handlers before it. Signals reach only
+    the main thread, so elsewhere this changes nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught: list[int] = []
-    old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+        for s, previous in old.items():
+            signal.signal(s, previous)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl+C and SIGTERM until the block ends (then raise KeyboardInterrupt), so an episode and its
+    bookkeeping land together or not at all. A no-op outside the main thread."""
+    caught: list[int] = []
+    with _routed(lambda signum, frame: caught.append(signum)):
+        yield
     if caught:
         raise KeyboardInterrupt
 
@@ -49,15 +58,8 @@ class StopRequest:
     def installed(self) -> Iterator[StopRequest]:
         """Route SIGINT and SIGTERM here for the block, then restore the handlers before it (main thread only;
         elsewhere :meth:`check` still works)."""
-        if threading.current_thread() is not threading.main_thread():
+        with _routed(self._handle):
             yield self
-            return
-        old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, handler in old.items():
-                signal.signal(s, handler)
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.asked.is_set():

@@ -31,7 +31,7 @@ def test_run_tiny_reports_every_row_and_ratio():
     fp32 = {"rlpd_utd1", "rlpd_utd4", "sac2", "sb3", "rlpd_utd1_sampling", "sac2_sampling", "rlpd_loop"}
     from robot_rl.utils.perf import compile_works
 
-    fast = ("", "_bf16", "_bf16_compile") if compile_works("cpu") else ("", "_bf16")
+    fast = ("", "_bf16", "_bf16_joint") + (("_bf16_compile", "_bf16_compile_joint") if compile_works("cpu") else ())
     cpu = fp32 | {f"{k}{m}" for k in ("rlpd_utd1", "rlpd_utd4", "sac2") for m in fast}
     if torch.cuda.is_available():  # GPU rows beside the CPU's, the device named
         gpu = {f"{k}_cuda{m}" for k in ("rlpd_utd1", "rlpd_utd4", "sac2") for m in fast}
@@ -47,7 +47,7 @@ def test_run_tiny_reports_every_row_and_ratio():
     assert all(v is not None and v > 0 for v in result["ratios"].values())
     per_env_step = rows["rlpd_utd4"]["updates_per_s"] / 4 / rows["sb3"]["updates_per_s"]  # 4 critic steps per env step
     assert result["ratios"]["rlpd_utd4_per_env_step/sb3"] == pytest.approx(per_env_step)
-    assert sum("to compile and warm up (not timed)" in n for n in result["notes"]) == (3 if len(fast) == 3 else 0)
+    assert sum("to compile and warm up (not timed)" in n for n in result["notes"]) == (6 if len(fast) == 5 else 0)
     assert result["machine"]["threads"] == 1 and result["machine"]["torch_threads"] == 1
     assert result["settings"]["hidden"] == [16, 16]
     json.loads(json.dumps(result))
@@ -70,6 +70,9 @@ def test_loop_ensemble_matches_batched_ensemble(layer_norm):
     ens(feat, a1).mean(0).sum().backward()
     loop(feat, a2).mean(0).sum().backward()
     torch.testing.assert_close(a1.grad, a2.grad)
+    frozen = loop(feat, act, frozen=True)  # the actor's pass: the same values, no gradient to the members
+    torch.testing.assert_close(frozen, ens(feat, act, frozen=True))
+    assert not frozen.requires_grad
 
 
 def test_swapped_loop_agent_updates_like_batched_agent():

@@ -39,10 +39,11 @@ def _first_update(agent: SAC) -> dict[str, float]:
     return agent.update(iter([batch] * agent.cfg.utd_ratio))
 
 
-def test_bf16_losses_match_fp32_on_a_fixed_batch():
+@pytest.mark.parametrize("joint", [False, True])
+def test_bf16_losses_match_fp32_on_a_fixed_batch(joint):
     """The first update from the same weights on the same batch: each loss within 3% (bf16 keeps 8 bits of mantissa
-    in the products; the sums and the losses are float32)."""
-    full, mixed = _first_update(_agent("fp32")), _first_update(_agent("bf16"))
+    in the products; the sums and the losses are float32), in two steps or in one joint pass."""
+    full, mixed = _first_update(_agent("fp32", joint_update=joint)), _first_update(_agent("bf16", joint_update=joint))
     for key in ("critic_loss", "q_mean", "target_q", "actor_loss", "entropy"):
         assert mixed[key] == pytest.approx(full[key], rel=0.03, abs=2e-3), key
 
@@ -112,12 +113,14 @@ def _compiles() -> bool:
 
 
 @pytest.mark.skipif(not _compiles(), reason="torch.compile does not work on this machine (no C++ compiler?)")
-def test_compiled_update_matches_eager_keeps_parameter_names_and_act_stays_eager():
+@pytest.mark.parametrize("joint", [False, True])
+def test_compiled_update_matches_eager_keeps_parameter_names_and_act_stays_eager(joint):
     """``compile=True``: three updates from the same weights on the same batches give the same losses as eager
-    (float32: within 1e-4), the checkpoint's parameter names are unchanged, and act() never compiles."""
+    (float32: within 1e-4), the checkpoint's parameter names are unchanged, and act() never compiles; in two steps
+    or in one joint pass (``joint_update``, compiled as one graph)."""
     import torch._inductor.config
 
-    eager, compiled = _agent("fp32"), _agent("fp32", compile=True)
+    eager, compiled = _agent("fp32", joint_update=joint), _agent("fp32", compile=True, joint_update=joint)
     assert compiled.compiled is None and compiled.prepare_update() and not eager.prepare_update()
     with torch._inductor.config.patch(fallback_random=True):  # eager's random stream: the same noise
         for _ in range(3):

@@ -75,6 +75,7 @@ def test_stored_actions_are_the_executed_ones(degraded_base, tmp_path):
     run = tmp_path / "res"
     args = ["train", "task=reach", "agent=residual", f"base_policy={degraded_base}", "agent.residual_phase_in=0"]
     args += ["total_steps=200", "learning_starts=40", "eval.every=200", "eval.episodes=2", "demos.episodes=3"]
+    args += ["agent.hidden_dims=[32,32]", "agent.num_critics=2", "agent.utd_ratio=1"]  # what is stored, not learning
     assert main([*args, "hil=sim_operator_heavy", "threads=1", f"run_dir={run}"]) == 0
     eps = _online(run)
     policy = np.concatenate([~e["is_intervention"] for e in eps])

@@ -14,11 +14,21 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _members(
+    weight: torch.Tensor, bias: torch.Tensor, idx: torch.Tensor | None, frozen: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The parameters of the members ``idx`` selects (all for None), detached if ``frozen``."""
+    if idx is not None:
+        weight, bias = weight[idx], bias[idx]
+    return (weight.detach(), bias.detach()) if frozen else (weight, bias)
+
+
 class EnsembleLinear(nn.Module):
     """``E`` independent linear layers evaluated as one batched matmul.
 
     Input ``(B, in)`` (shared by all members) or ``(E', B, in)``; output ``(E', B, out)`` where ``E'`` is ``E`` or
-    ``len(idx)`` when ``idx`` selects a subset of members.
+    ``len(idx)`` when ``idx`` selects a subset of members. ``frozen``: the parameters enter detached, so gradients
+    reach the input only (an actor's loss through a critic it must not train).
     """
 
     def __init__(self, ensemble_size: int, in_features: int, out_features: int):
@@ -29,15 +39,16 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-        w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
+    def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None, frozen: bool = False) -> torch.Tensor:
+        w, b = _members(self.weight, self.bias, idx, frozen)
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(w.shape[0], -1, -1)
         return torch.baddbmm(b, x, w)
 
 
 class EnsembleLayerNorm(nn.Module):
-    """LayerNorm over the feature axis with per-member affine parameters; input ``(E', B, F)``."""
+    """LayerNorm over the feature axis with per-member affine parameters; input ``(E', B, F)``; ``idx`` and ``frozen``
+    as for :class:`EnsembleLinear`."""
 
     def __init__(self, ensemble_size: int, features: int, eps: float = 1e-5):
         super().__init__()
@@ -45,15 +56,16 @@ class EnsembleLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, features))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-        w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
+    def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None, frozen: bool = False) -> torch.Tensor:
+        w, b = _members(self.weight, self.bias, idx, frozen)
         return torch.addcmul(b, F.layer_norm(x, x.shape[-1:], eps=self.eps), w)
 
 
 class EnsembleMLP(nn.Module):
     """``E`` MLPs ``(B, in) -> (E', B, out)``: ``Linear -> [LayerNorm] -> ReLU`` per hidden layer, then a linear head.
 
-    All members run in one batched matmul per layer; ``idx`` selects a subset of members (``E'`` of them).
+    All members run in one batched matmul per layer; ``idx`` selects a subset of members (``E'`` of them);
+    ``frozen`` detaches the parameters (gradients reach ``x`` only).
     """
 
     def __init__(self, ensemble_size: int, in_dim: int, hidden_dims: Sequence[int], out_dim: int, layer_norm: bool):
@@ -65,26 +77,29 @@ class EnsembleMLP(nn.Module):
         self.head = EnsembleLinear(ensemble_size, dims[-1], out_dim)
         self.ensemble_size = ensemble_size
 
-    def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None, frozen: bool = False) -> torch.Tensor:
         for i, linear in enumerate(self.linears):
-            x = linear(x, idx)
+            x = linear(x, idx, frozen)
             if self.norms is not None:
-                x = self.norms[i](x, idx)
+                x = self.norms[i](x, idx, frozen)
             x = F.relu(x)
-        return self.head(x, idx)
+        return self.head(x, idx, frozen)
 
 
 class EnsembleQ(EnsembleMLP):
     """``E`` Q-functions ``Q_i(feature, action)``: MLP with optional LayerNorm (RLPD) after each hidden layer.
 
-    ``forward(feat (B, F), action (B, A), idx)`` returns Q-values ``(E', B)``.
+    ``forward(feat (B, F), action (B, A), idx, frozen)`` returns Q-values ``(E', B)``.
     """
 
     def __init__(self, ensemble_size: int, in_dim: int, hidden_dims: Sequence[int], layer_norm: bool):
         super().__init__(ensemble_size, in_dim, hidden_dims, 1, layer_norm)
 
-    def forward(self, feat: torch.Tensor, action: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-        return super().forward(torch.cat([feat, action], dim=-1), idx).squeeze(-1).float()  # float32 under autocast
+    def forward(
+        self, feat: torch.Tensor, action: torch.Tensor, idx: torch.Tensor | None = None, frozen: bool = False
+    ) -> torch.Tensor:
+        x = torch.cat([feat, action], dim=-1)
+        return super().forward(x, idx, frozen).squeeze(-1).float()  # float32 under autocast  # float32 under autocast
 
 
 def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, layer_norm: bool = False) -> nn.Sequential:

@@ -66,6 +66,11 @@ class SACConfig:
     # torch.compile of the critic ensembles and the actor for the update (act() stays eager): True, False, or
     # "auto": on where a probe compiles here (resolve_compile). The first updates take seconds to compile.
     compile: bool | str = False
+    # The last critic step of each update() and the actor + temperature step as one pass: one forward, one backward,
+    # then the three optimizer steps. The actor is then scored by the critic from before that critic step (the
+    # two-step order scores it after). Fewer, larger compiled graphs: faster on the CPU measured (robot-rl bench
+    # learner). loss="sac" only: the other losses add terms to the critic step that this pass does not compute.
+    joint_update: bool = False
     # Observation encoder (robot_rl.agents.encoders.EncoderConfig): null picks by observation space (state: the
     # standardiser; cameras: frozen pretrained trunk + trainable heads with the feature cache). Image features train
     # with the critic loss (DrQ); the actor and the gripper critic see them detached.
@@ -162,6 +167,8 @@ class SACConfig:
             raise ValueError(f"compile={self.compile!r}; valid: true, false, 'auto'")
         if self.loss not in ("sac", "cql", "iql", "h2o"):
             raise ValueError(f"loss={self.loss!r}; valid: 'sac', 'cql' (Cal-QL with cql_calibrated), 'iql', 'h2o'")
+        if self.joint_update and self.loss != "sac":
+            raise ValueError(f"joint_update=true needs loss='sac' (not {self.loss!r}): set joint_update=false")
         if self.residual and not (0.0 < self.residual_scale <= 2.0 and self.residual_phase_in >= 0):
             raise ValueError(
                 f"residual_scale={self.residual_scale} must lie in (0, 2] and residual_phase_in="
@@ -215,8 +222,7 @@ def td_update(
     ``(E, B)`` to ``target`` ``(B,)`` (each row times ``weight`` ``(B,)`` if given; plus ``extra``, e.g. a
     conservative penalty); ``opt`` takes one step on it, then ``target_params`` move ``tau`` of the way to
     ``params`` (Polyak). Returns the TD loss per member, detached."""
-    err = F.mse_loss(q, target.unsqueeze(0).expand_as(q), reduction="none")
-    td = (err if weight is None else err * weight).mean(dim=1).sum()
+    td = td_loss(q, target, weight)
     loss = td if extra is None else td + extra
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -224,6 +230,13 @@ def td_update(
     with torch.no_grad():
         torch._foreach_lerp_(target_params, params, tau)
     return td.detach() / q.shape[0]
+
+
+def td_loss(q: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum over the members of the mean squared error of ``q`` ``(E, B)`` to ``target`` ``(B,)`` (rows times
+    ``weight`` ``(B,)`` if given)."""
+    err = F.mse_loss(q, target.unsqueeze(0).expand_as(q), reduction="none")
+    return (err if weight is None else err * weight).mean(dim=1).sum()
 
 
 class SAC(OfflineSteps, Agent):
@@ -363,6 +376,8 @@ class SAC(OfflineSteps, Agent):
             if self.compiled:
                 for module in (self.actor, self.critic, self.critic_target):
                     module.compile()
+                if self.cfg.joint_update:  # the whole joint pass as one graph: one compiled backward
+                    self._joint_losses = torch.compile(self._joint_losses)
         return self.compiled
 
     def autocast(self) -> torch.autocast:
@@ -379,23 +394,37 @@ class SAC(OfflineSteps, Agent):
         e, m = self.cfg.num_critics, self.cfg.num_target_critics
         return None if m == e else torch.randperm(e, device=self.device)[:m]
 
-    def _critic_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def _critic_inputs(
+        self, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Batch, dict[str, torch.Tensor]]:
+        """What a critic step starts from: features of s (with gradients for a trainable encoder) and of s'
+        (without), the batch's arm actions, the batch (with ``optimistic_prior``, the prior rows' rewards
+        relabelled, for this critic and the gripper critic) and the relabel's metrics."""
         feat = self.encode(batch["obs"], augment=True)
         with torch.no_grad():
             next_feat = self.encode(batch["next_obs"], augment=True)
-            if self.cfg.loss == "iql":  # bootstrap from V(s'): no action outside the data
-                next_q = self.value(next_feat).squeeze(-1)
-            else:
-                next_q, next_logp = self._next_value(next_feat)
-                if self.cfg.backup_entropy:
-                    next_q = next_q - self.alpha * next_logp
         action = batch["action"][:, : self.arm_dim]
         metrics: dict[str, torch.Tensor] = {}
-        if self.cfg.optimistic_prior:  # the prior rows' rewards, for this critic and the gripper critic below
+        if self.cfg.optimistic_prior:
             reward, metrics = self._optimistic_reward(feat.detach(), action, batch)
             batch = {**batch, "reward": reward}
-        with torch.no_grad():
-            target = batch["reward"] + self.discount(batch) * (1.0 - batch["terminated"]) * next_q
+        return feat, next_feat, action, batch, metrics
+
+    @torch.no_grad()
+    def _td_target(self, next_feat: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """``r + discount * (1 - terminated) * V(s')`` ``(B,)``: V from the target critics at a policy action (minus
+        the entropy term with ``backup_entropy``), or IQL's V(s') (no action outside the data)."""
+        if self.cfg.loss == "iql":
+            next_q = self.value(next_feat).squeeze(-1)
+        else:
+            next_q, next_logp = self._next_value(next_feat)
+            if self.cfg.backup_entropy:
+                next_q = next_q - self.alpha * next_logp
+        return batch["reward"] + self.discount(batch) * (1.0 - batch["terminated"]) * next_q
+
+    def _critic_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        feat, next_feat, action, batch, metrics = self._critic_inputs(batch)
+        target = self._td_target(next_feat, batch)
         q = self.critic(feat, action)  # (E, B)
         penalty = weight = None
         if self.cfg.loss == "cql":
@@ -410,13 +439,47 @@ class SAC(OfflineSteps, Agent):
         metrics.update({"critic_loss": loss, "q_mean": q.detach().mean(), "target_q": target.mean()})
         if self.cfg.loss == "iql":
             metrics.update(self._value_step(feat.detach(), action))
+        return self._after_critic_step(feat, next_feat, batch, metrics)
+
+    def _after_critic_step(
+        self, feat: torch.Tensor, next_feat: torch.Tensor, batch: Batch, metrics: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The gripper critic's step on this critic step's features, if there is one; returns ``metrics`` with its."""
         if self.discrete_gripper:
-            # Detached features: the encoder is shaped by the arm critic alone (as for the actor in _actor_step), the
-            # penalised gripper reward does not pull the shared representation toward a 3-way decision that is a
-            # small part of the task, and the features of this critic step are reused, so the gripper costs no
-            # second encoder pass (which matters once images are encoded).
+            # Detached features: the encoder is shaped by the arm critic alone (as for the actor), the penalised
+            # gripper reward does not pull the shared representation toward a 3-way decision that is a small part
+            # of the task, and the features of this critic step are reused, so the gripper costs no second encoder
+            # pass (which matters once images are encoded).
             metrics.update(self._gripper_step(feat.detach(), next_feat, batch))
         return metrics
+
+    def _joint_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """A critic step and the actor + temperature step in one pass (``joint_update``): the actor's loss goes
+        through the critic with its parameters detached, so each loss trains only its own parameters, and one
+        backward gives the three optimizers their gradients."""
+        feat, next_feat, action, batch, metrics = self._critic_inputs(batch)
+        td, q, target, actor_loss, temp_loss, actor_metrics = self._joint_losses(feat, next_feat, action, batch)
+        opts = (self.critic_opt, self.actor_opt, self.temp_opt)
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        (td + actor_loss + temp_loss).backward()
+        for opt in opts:
+            opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(self._target_params, self._critic_params, self.cfg.tau)
+        metrics.update(critic_loss=td.detach() / q.shape[0], q_mean=q.detach().mean(), target_q=target.mean())
+        metrics.update(actor_metrics)
+        return self._after_critic_step(feat, next_feat, batch, metrics)
+
+    def _joint_losses(
+        self, feat: torch.Tensor, next_feat: torch.Tensor, action: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The TD loss, Q ``(E, B)``, targets, actor and temperature losses and the actor's metrics of a joint step:
+        the part that runs as one compiled graph."""
+        target = self._td_target(next_feat, batch)
+        q = self.critic(feat, action)
+        actor_loss, temp_loss, actor_metrics = self._actor_losses(feat.detach(), batch)
+        return td_loss(q, target), q, target, actor_loss, temp_loss, actor_metrics
 
     def gripper_closed(self, batch: Batch) -> torch.Tensor | None:
         """The gripper state in effect when each batch action was chosen, ``(B,)`` bool (True = closed), or None.
@@ -477,10 +540,21 @@ class SAC(OfflineSteps, Agent):
             return self._awr_step(batch)
         with torch.no_grad():
             feat = self.encode(batch["obs"], augment=True)
+        actor_loss, temp_loss, metrics = self._actor_losses(feat, batch)
+        self.actor_opt.zero_grad(set_to_none=True)
+        self.temp_opt.zero_grad(set_to_none=True)
+        (actor_loss + temp_loss).backward()  # disjoint parameters: the same gradients as two backward passes
+        self.actor_opt.step()
+        self.temp_opt.step()
+        return metrics
+
+    def _actor_losses(
+        self, feat: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The actor's loss (through the critic with its parameters detached: the actor needs dQ/da, not
+        dQ/dtheta), the temperature's loss and their metrics, on features ``feat`` ``(B, F)`` without gradients."""
         action, logp = self.actor(feat)
-        self.critic.requires_grad_(False)  # the actor loss needs dQ/da, not dQ/dtheta
-        q = self.critic(feat, action)
-        self.critic.requires_grad_(True)
+        q = self.critic(feat, action, frozen=True)
         q = q.mean(dim=0) if self.cfg.actor_q_reduce == "mean" else q.min(dim=0).values
         actor_loss = (self.alpha * logp - q).mean()
         metrics = {}
@@ -488,38 +562,35 @@ class SAC(OfflineSteps, Agent):
             mask = batch["is_intervention"]
             if self.cfg.bc_on_demos and "from_demo" in batch:
                 mask = torch.maximum(mask, batch["from_demo"])
-            bc = torch.zeros((), device=mask.device)
-            if bool(mask.any()):  # most batches of a run without take-overs have no row to clone: no second pass
-                mean_action, _ = self.actor(feat, deterministic=True)
-                err = (mean_action - batch["action"][:, : self.arm_dim]).square().mean(dim=-1)
-                bc = (err * mask).sum() / mask.sum()
-                actor_loss = actor_loss + self.cfg.bc_weight * bc
+            # A batch without a row to clone adds 0. No branch on the data: it would split a compiled graph.
+            mean_action, _ = self.actor(feat, deterministic=True)
+            err = (mean_action - batch["action"][:, : self.arm_dim]).square().mean(dim=-1)
+            bc = (err * mask).sum() / mask.sum().clamp_min(1.0)
+            actor_loss = actor_loss + self.cfg.bc_weight * bc
             metrics = {"bc_loss": bc.detach(), "bc_rows": mask.sum()}
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_opt.step()
         temp_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
-        self.temp_opt.zero_grad(set_to_none=True)
-        temp_loss.backward()
-        self.temp_opt.step()
-        return {
+        metrics.update({
             "actor_loss": actor_loss.detach(),
             "entropy": -logp.detach().mean(),
             "alpha": self.alpha,
             "temperature_loss": temp_loss.detach(),
-            **metrics,
-        }
+        })  # fmt: skip
+        return actor_loss, temp_loss, metrics
 
     def update(self, batches: Iterator[Batch]) -> dict[str, float]:
         """Run ``utd_ratio`` critic (and gripper critic) updates and one actor + temperature update; return scalar
         metrics (gripper ones, from the last critic step, prefixed ``gripper_``)."""
         self.prepare_update()
-        for _ in range(self.cfg.utd_ratio):
+        for i in range(self.cfg.utd_ratio):
             batch = next(batches)  # drawn outside autocast: it would refuse to concatenate float16 image features
             with self.autocast():
-                metrics = self._critic_step(batch)
-        with self.autocast():
-            metrics.update(self._actor_step(batch))
+                if self.cfg.joint_update and i == self.cfg.utd_ratio - 1:
+                    metrics = self._joint_step(batch)
+                else:
+                    metrics = self._critic_step(batch)
+        if not self.cfg.joint_update:
+            with self.autocast():
+                metrics.update(self._actor_step(batch))
         self.num_updates += 1
         if self.cfg.residual:
             self.actor.gain.fill_(residual_gain(self.num_updates, self.cfg.residual_phase_in))

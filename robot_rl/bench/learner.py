@@ -18,6 +18,8 @@ background load hits every row alike, and each row reports the median over repea
   of the update's products; float32 weights, targets and losses) and Adam's fused kernel.
 * ``<row>_bf16_compile``: the bf16 rows with ``compile=True`` (``torch.compile`` of the critic ensembles and the
   actor); the time its first updates take to compile is printed, not timed.
+* ``<row>_bf16_joint`` / ``<row>_bf16_compile_joint``: those with ``joint_update=True``: the last critic step and
+  the actor + temperature step as one forward and one backward (compiled, one graph).
 * ``rlpd_loop``: ``rlpd_utd1`` with the critic ensemble as a Python loop over separate ``nn.Sequential`` MLPs
   (:class:`LoopEnsembleQ`), to show what the batched :class:`~robot_rl.agents.networks.EnsembleQ` buys.
 * ``<row>_cuda`` / ``<row>_cuda_bf16`` (``rlpd_utd1``, ``rlpd_utd4``, ``sac2``), only where a CUDA device is present
@@ -81,7 +83,7 @@ ROW_LABELS: dict[str, str] = {
 class LoopEnsembleQ(nn.Module):
     """``E`` separate ``nn.Sequential`` Q-MLPs (Linear -> [LayerNorm] -> ReLU per hidden layer -> Linear) run in a
     Python loop: the unbatched equivalent of :class:`EnsembleQ`, with the same ``forward(feat (B, F),
-    action (B, A), idx) -> (E', B)`` signature.
+    action (B, A), idx, frozen) -> (E', B)`` signature.
     """
 
     def __init__(self, ensemble_size: int, in_dim: int, hidden_dims: Sequence[int], layer_norm: bool):
@@ -89,10 +91,18 @@ class LoopEnsembleQ(nn.Module):
         self.members = nn.ModuleList(mlp(in_dim, hidden_dims, 1, layer_norm) for _ in range(ensemble_size))
         self.ensemble_size = ensemble_size
 
-    def forward(self, feat: torch.Tensor, action: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, feat: torch.Tensor, action: torch.Tensor, idx: torch.Tensor | None = None, frozen: bool = False
+    ) -> torch.Tensor:
         x = torch.cat([feat, action], dim=-1)
         members = self.members if idx is None else [self.members[i] for i in idx.tolist()]
-        return torch.stack([m(x).squeeze(-1) for m in members])
+
+        def run(m: nn.Module) -> torch.Tensor:
+            if not frozen:
+                return m(x)
+            return torch.func.functional_call(m, {k: v.detach() for k, v in m.named_parameters()}, (x,))
+
+        return torch.stack([run(m).squeeze(-1) for m in members])
 
     @torch.no_grad()
     def load_from_ensemble(self, ens: EnsembleQ) -> LoopEnsembleQ:
@@ -139,7 +149,13 @@ def _spaces(state_dim: int, action_dim: int) -> tuple[spaces.Dict, spaces.Box]:
 
 
 def _make_agent(
-    s: dict[str, Any], num_critics: int, utd: int, mixed: bool = False, device: str = "cpu", compile: bool = False
+    s: dict[str, Any],
+    num_critics: int,
+    utd: int,
+    mixed: bool = False,
+    device: str = "cpu",
+    compile: bool = False,
+    joint: bool = False,
 ) -> SAC:
     rlpd = num_critics > 2
     cfg = SACConfig(
@@ -154,6 +170,7 @@ def _make_agent(
         precision="bf16" if mixed else "fp32",
         fused_optimizer=mixed,
         compile=compile,
+        joint_update=joint,
     )
     return SAC(*_spaces(s["state_dim"], s["action_dim"]), cfg)
 
@@ -248,9 +265,17 @@ def _profile_update(agent: SAC, batches: Iterator[dict[str, Any]], n: int) -> di
         return (time.perf_counter() - t0) / n * 1e3
 
     batch = next(batches)
+
+    def under_autocast(step: Callable[[Any], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with agent.autocast():  # as update() runs it
+                return step(batch)
+
+        return run
+
     breakdown = {
-        "critic_step_ms": wall(lambda: agent._critic_step(batch)),
-        "actor_temperature_step_ms": wall(lambda: agent._actor_step(batch)),
+        "critic_step_ms": wall(under_autocast(agent._critic_step)),
+        "actor_temperature_step_ms": wall(under_autocast(agent._actor_step)),
         "update_ms": wall(lambda: agent.update(batches)),
     }
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -323,16 +348,20 @@ def _run(bench: Bench) -> dict[str, Any]:
         notes.append("no CUDA device: no GPU rows (none are estimated from the CPU's)")
     rows_of = (("rlpd_utd1", s["num_critics"], 1), ("rlpd_utd4", s["num_critics"], 4), ("sac2", 2, 1))
     for suffix, device, batches in devices:
-        variants = [(False, False), (True, False)] + ([(True, True)] if compile_works(device) else [])
-        if len(variants) == 2:
+        # (bf16, compile, joint pass)
+        variants = [(False, False, False), (True, False, False), (True, False, True)]
+        if compile_works(device):
+            variants += [(True, True, False), (True, True, True)]
+        else:
             notes.append(f"torch.compile does not work on {device} here: no _compile rows")
         for key, critics, utd in rows_of:
-            for mixed, compile in variants:
-                fast = ("_bf16" if mixed else "") + ("_compile" if compile else "")
+            for mixed, compile, joint in variants:
+                fast = ("_bf16" if mixed else "") + ("_compile" if compile else "") + ("_joint" if joint else "")
                 name = f"{key}{suffix}{fast}"
-                agents[name] = _make_agent(s, critics, utd, mixed, device, compile)
+                agents[name] = _make_agent(s, critics, utd, mixed, device, compile, joint)
                 steps[name] = _agent_step(agents[name], itertools.cycle(batches), utd)
                 label = ROW_LABELS[key + ("_bf16" if mixed else "")] + (" + torch.compile" if compile else "")
+                label += " + joint pass" if joint else ""
                 labels[name] = label + (f" [CUDA: {gpu}]" if suffix else "")
 
     sb3_version = None
@@ -368,7 +397,7 @@ def _run(bench: Bench) -> dict[str, Any]:
         done, calls, t0 = 0, 0, time.perf_counter()
         while done < warmup and (calls < 3 or time.perf_counter() - t0 < seconds / 3):
             done, calls = done + step(), calls + 1
-        if name.endswith("_compile"):
+        if "_compile" in name:
             notes.append(f"{name}: {time.perf_counter() - t0:.1f} s to compile and warm up (not timed)")
     rates, faults = bench.round_robin(steps, repeats, seconds, s["updates"], show=".1f")
 
@@ -410,6 +439,12 @@ def _run(bench: Bench) -> dict[str, Any]:
         "sac2_bf16_compile/sb3": ratio("sac2_bf16_compile", "sb3"),
         "compile/eager rlpd_utd1_bf16": ratio("rlpd_utd1_bf16_compile", "rlpd_utd1_bf16"),
         "compile/eager rlpd_utd4_bf16": ratio("rlpd_utd4_bf16_compile", "rlpd_utd4_bf16"),
+        "rlpd_utd1_bf16_compile_joint/sb3": ratio("rlpd_utd1_bf16_compile_joint", "sb3"),
+        "rlpd_utd4_bf16_compile_joint_per_env_step/sb3": per_env_step("rlpd_utd4_bf16_compile_joint"),
+        "sac2_bf16_compile_joint/sb3": ratio("sac2_bf16_compile_joint", "sb3"),
+        "joint/two-step rlpd_utd1_bf16": ratio("rlpd_utd1_bf16_joint", "rlpd_utd1_bf16"),
+        "joint/two-step rlpd_utd1_bf16_compile": ratio("rlpd_utd1_bf16_compile_joint", "rlpd_utd1_bf16_compile"),
+        "joint/two-step rlpd_utd4_bf16_compile": ratio("rlpd_utd4_bf16_compile_joint", "rlpd_utd4_bf16_compile"),
     }
     if gpu is not None:  # the GPU's rows against this CPU's and against SB3 (on the CPU)
         ratios.update({

@@ -15,6 +15,8 @@ def test_quick_bench_compares_with_and_without_corrections_and_reuses_finished_r
         "demos=2",
         f"out={tmp_path}/hil",
         "threads=1",
+        "agent.num_critics=2",  # passed on to every run: the bench's mechanics, not learning
+        "agent.utd_ratio=1",
     ]
     res = run(quick=True, overrides=ov)
     assert list(res["rows"]) == list(DEFAULT_ROWS)

@@ -99,7 +99,7 @@ class EnsembleQ(EnsembleMLP):
         self, feat: torch.Tensor, action: torch.Tensor, idx: torch.Tensor | None = None, frozen: bool = False
     ) -> torch.Tensor:
         x = torch.cat([feat, action], dim=-1)
-        return super().forward(x, idx, frozen).squeeze(-1).float()  # float32 under autocast  # float32 under autocast
+        return super().forward(x, idx, frozen).squeeze(-1).float()  # float32 under autocast
 
 
 def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, layer_norm: bool = False) -> nn.Sequential:

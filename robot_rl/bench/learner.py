@@ -266,16 +266,13 @@ def _profile_update(agent: SAC, batches: Iterator[dict[str, Any]], n: int) -> di
 
     batch = next(batches)
 
-    def under_autocast(step: Callable[[Any], Any]) -> Callable[[], Any]:
-        def run() -> Any:
-            with agent.autocast():  # as update() runs it
-                return step(batch)
-
-        return run
+    def under_autocast(step: Callable[[Any], Any]) -> Any:
+        with agent.autocast():  # as update() runs it
+            return step(batch)
 
     breakdown = {
-        "critic_step_ms": wall(under_autocast(agent._critic_step)),
-        "actor_temperature_step_ms": wall(under_autocast(agent._actor_step)),
+        "critic_step_ms": wall(lambda: under_autocast(agent._critic_step)),
+        "actor_temperature_step_ms": wall(lambda: under_autocast(agent._actor_step)),
         "update_ms": wall(lambda: agent.update(batches)),
     }
     with profile(activities=[ProfilerActivity.CPU]) as prof:

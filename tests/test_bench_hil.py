@@ -9,8 +9,8 @@ from robot_rl.bench.hil import DEFAULT_ROWS, run, settings, train_overrides
 def test_quick_bench_compares_with_and_without_corrections_and_reuses_finished_runs(tmp_path, capsys):
     ov = [
         "task=reach",
-        "budget=150",
-        "eval_every=150",
+        "budget=100",
+        "eval_every=100",
         "eval_episodes=2",
         "demos=2",
         f"out={tmp_path}/hil",

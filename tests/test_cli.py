@@ -112,6 +112,7 @@ def test_eval_without_checkpoint_is_a_clear_error(capsys, tmp_path):
     assert code == 2 and "no checkpoint at" in err
 
 
+@pytest.mark.slow  # about a minute; tests/test_trainer.py's toy reach checks that RLPD learns in the default run
 def test_rlpd_solves_reach_in_a_short_run(tmp_path):
     """Sparse-reward reach to 2 cm from 40 scripted demos: solved within 4000 env steps, confirmed on 100 more
     episodes (the run stops there: ``eval.stop_at_success``).

@@ -290,10 +290,10 @@ def reach_demos(tmp_path_factory) -> Path:
 def test_an_offline_run_on_reach_learns_from_scripted_demos_alone_and_continues_online(reach_demos, tmp_path):
     run = tmp_path / "iql"
     common = ["task=reach", "threads=1", "device=cpu", "eval.episodes=10"]  # (64-unit layers: 0% at 2k)
-    proc = _run("train-offline", f"data=[{reach_demos}]", "steps=1000", "eval.every=500", f"run_dir={run}", *common)
+    proc = _run("train-offline", f"data=[{reach_demos}]", "steps=500", "eval.every=250", f"run_dir={run}", *common)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     history = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
-    assert [h["updates"] for h in history] == [500, 1000]
+    assert [h["updates"] for h in history] == [250, 500]
     assert history[-1]["success_rate"] >= 0.6, history  # measured: 100% at 500 and 1,000 (untrained: 0%)
     assert (run / "checkpoints/best/agent.safetensors").exists()
     # an offline run is not resumed as an online one ...

@@ -433,7 +433,9 @@ class Trainer:
         while self._next_eval <= self.step:
             self._next_eval += int(cfg.eval.every)
         self.save_checkpoint(self.run_dir / "checkpoints" / "latest")
-        if result["score"] > self.best_success:
+        # A tie goes to the newer policy: 100 episodes cannot rank policies near 100%, more training can (README
+        # "Default training": a 6k best kept on ties scored 97.1% over 1,000 episodes, that run's 20k latest 99.6%).
+        if result["score"] >= self.best_success:
             self.best_success = result["score"]
             self.save_checkpoint(self.run_dir / "checkpoints" / "best", with_trainer_state=False)
         self.plot_curve()

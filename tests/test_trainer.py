@@ -84,10 +84,37 @@ def test_best_and_stop_claims_are_confirmed_on_the_same_larger_set(toy_task, tmp
             assert h["score"] == h["success_rate"]
         best = max(best, h["score"])
     assert tr.best_success == best
-    winner = next(h for h in tr.history if h["score"] == best)  # the first to reach it: ties keep the older
+    winner = [h for h in tr.history if h["score"] == best][-1]  # the last to reach it: ties go to the newer
     assert load_state(tmp_path / "checkpoints/best/agent")["num_updates"] == winner["updates"]
     if tr.step < 1000:  # stopped early: only on a confirmed rate
         assert tr.history[-1]["score"] >= 0.95
+
+
+def test_best_goes_to_the_newer_of_tied_scores_and_never_to_a_lower_one(toy_task, tmp_path, monkeypatch):
+    """Confirmed scores 0.6, 1.0, 0.9, 1.0, 0.95 at updates 1-5: ``best`` is the second 1.0 (100 episodes cannot rank
+    policies near 100%; the newer has trained longer), never a later lower score."""
+    import robot_rl.trainer as trainer_module
+
+    rates = iter([0.6, 0.6, 1.0, 1.0, 0.9, 1.0, 1.0, 0.95])  # each evaluation, then its confirmation if it claims
+
+    def scripted(policy, env, episodes, seed, **kw):
+        rate = next(rates)
+        return {"success_rate": rate, "success_ci_low": rate, "success_ci_high": rate, "episodes": episodes,
+                "failed_seeds": [], "return_mean": rate, "length_mean": 1.0, "cycle_time_s": 1.0}  # fmt: skip
+
+    monkeypatch.setattr(trainer_module, "evaluate", scripted)
+    tr = Trainer(toy_cfg(toy_task, tmp_path, **{"eval.confirm_from": 0.5}), tmp_path)
+
+    class Writer:
+        def add_scalar(self, *a):
+            pass
+
+    for i in range(1, 6):
+        tr.agent.num_updates = i
+        tr.evaluate_and_checkpoint(Writer())
+    assert [h["score"] for h in tr.history] == [0.6, 1.0, 0.9, 1.0, 0.95]
+    assert ["confirm_success_rate" in h for h in tr.history] == [True, True, False, True, False]
+    assert load_state(tmp_path / "checkpoints/best/agent")["num_updates"] == 4 and tr.best_success == 1.0
 
 
 def test_demos_are_kept_in_a_store_and_load_back(toy_task, tmp_path):

@@ -6,7 +6,9 @@ that answer the question (the default ``rows``):
 
 * ``no_corrections``: RLPD with the scripted demos, nobody intervenes (the baseline);
 * ``corrections``: the same with ``hil=sim_operator`` (the person-like simulated operator) and the learner's defaults
-  for what corrections teach (``corrections:`` in ``configs/train.yaml``, ``agent.bc_weight``);
+  for what corrections teach (``corrections:`` in ``configs/train.yaml``, ``agent.bc_weight``), the update ratio
+  capped at ``corrections.max_utd_ratio`` as in any run with an operator (column ``UTD``; every row with an operator
+  is, unless it or the command line sets ``agent.utd_ratio``);
 * ``corrections_async``: the same with actor and learner processes (``runtime=async``, paced at the control rate
   as on a robot: a run takes up to ``budget`` / 10 s; the learner needs a core of its own to hold the UTD ratio).
 
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from robot_rl.bench.common import finished_run, parse_overrides, print_table, write_json
 from robot_rl.bench.sample_efficiency import MILESTONE, TARGET, steps_to_target
@@ -171,7 +174,10 @@ def run_summary(run_dir: Path, budget: int, eval_every: int) -> dict[str, Any]:
     flags = intervention_flags(run_dir / "online.zarr")
     hit = steps_to_target(history)
     upto = flags[: hit if hit is not None else budget]
+    cfg = run_dir / "config.yaml"
+    utd = OmegaConf.load(cfg).agent.get("utd_ratio") if cfg.exists() else None
     return {
+        "utd_ratio": utd,  # what the run trained at (corrected runs: capped at corrections.max_utd_ratio)
         "steps_to_90": hit,
         "steps_to_50": steps_to_target(history, MILESTONE),
         "reached": hit is not None,
@@ -279,6 +285,7 @@ def run(quick: bool = False, overrides: list[str] | None = None) -> dict[str, An
             "reached": sum(r["reached"] for r in seeds),
             "intervention_share": float(np.mean([r["intervention_share"] for r in seeds])),
             "final_success_mean": float(np.mean([r["final_success"] or 0.0 for r in seeds])),
+            "utd_ratio": sorted({r.get("utd_ratio") for r in seeds}, key=str),
         }
     for row, r in results["rows"].items():
         base_name = baseline_of(row, results["rows"])
@@ -306,9 +313,10 @@ def _print(results: dict[str, Any]) -> None:
         f"eval every {s['eval_every']} ({s['eval_episodes']} episodes), target {TARGET:.0%}"
     )
     print(
-        f"ratio: the baseline's mean env steps to 90% / the row's (baseline: the same learner, nobody intervenes; "
+        f"ratio: the baseline's mean env steps to 90% / the row's (baseline: the same config, nobody intervenes; "
         f"a run that missed 90% counts at the budget). aim: >= {AIM_RATIO:g}x at <= {AIM_INTERVENTION:.0%} "
-        "intervention steps"
+        "intervention steps. UTD: the update ratio trained at (with an operator, capped at "
+        "corrections.max_utd_ratio unless agent.utd_ratio is given)"
     )
     table = []
     for row, r in results["rows"].items():
@@ -317,6 +325,7 @@ def _print(results: dict[str, Any]) -> None:
         table.append(
             [
                 row,
+                "/".join(str(u) for u in r.get("utd_ratio", [])) or "?",
                 per,
                 f"{r['mean_steps_to_90']:.0f}",
                 f"{r['intervention_share']:.1%}",
@@ -327,9 +336,9 @@ def _print(results: dict[str, Any]) -> None:
             ]
         )
     print_table(
-        ["row", "steps to 90% per seed", "mean", "interv.", "final", "ratio", "baseline", "aim"],
+        ["row", "UTD", "steps to 90% per seed", "mean", "interv.", "final", "ratio", "baseline", "aim"],
         table,
-        align="lrrrrrll",
+        align="lrrrrrrll",
     )
 
 

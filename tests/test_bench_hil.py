@@ -26,8 +26,9 @@ def test_quick_bench_compares_with_and_without_corrections_and_reuses_finished_r
         (seed,) = row["per_seed"]
         assert 0.0 < row["intervention_share"] <= 1.0 and seed["intervention_steps"] > 0
         assert seed["interventions"] and all(0.0 <= r <= 1.0 for _, r in seed["interventions"])
-        unknown = row["ratio_bound"].startswith("unknown")  # neither reached 90%: no figure
-        assert (row["ratio"] is None) == unknown and (unknown or row["ratio"] > 0)
+        for suffix in ("", "_50"):  # at 90% and at 50%
+            unknown = row["ratio_bound" + suffix].startswith("unknown")  # neither reached the mark: no figure
+            assert (row["ratio" + suffix] is None) == unknown and (unknown or row["ratio" + suffix] > 0)
         assert isinstance(row["aim_met"], bool)
     assert (tmp_path / "hil" / "hil.png").stat().st_size > 1000
     json.loads((tmp_path / "hil" / "hil.json").read_text())
@@ -85,3 +86,24 @@ def test_a_failing_run_is_named_and_the_others_finish(tmp_path):
     with pytest.raises(RuntimeError, match="broken seed 0"):
         run(quick=True, overrides=ov)
     assert (tmp_path / "hil" / "no_corrections" / "s0" / "bench_done.json").exists()  # kept for reuse=true
+
+
+def test_ratios_at_90_and_50_percent_from_scripted_runs(tmp_path, monkeypatch):
+    import robot_rl.bench.hil as hil
+
+    def summary(to90, to50, share=0.1):
+        curve = [[500, 0.5], [1000, 0.9]]
+        return {"steps_to_90": to90, "steps_to_50": to50, "reached": to90 is not None, "final_success": 0.9,
+                "curve": curve, "intervention_share": share, "intervention_steps": 1, "interventions": [[500, share]],
+                "utd_ratio": 2}  # fmt: skip
+
+    scripted = {
+        "no_corrections": {0: summary(3000, 2000, 0.0), 1: summary(None, 3000, 0.0)},  # 90% missed: 6,000
+        "corrections": {0: summary(1500, 500), 1: summary(3000, 1500)},
+    }
+    monkeypatch.setattr(hil, "run_all", lambda s, rows, extra, quick: scripted)
+    res = hil.run(overrides=["seeds=0,1", "rows=no_corrections,corrections", f"out={tmp_path}"])
+    r = res["rows"]["corrections"]
+    assert r["ratio"] == pytest.approx(4500 / 2250) and r["ratio_bound"] == "lower bound"
+    assert r["ratio_50"] == pytest.approx(2500 / 1000) and r["ratio_bound_50"] == "exact"
+    assert r["aim_met"] and res["rows"]["no_corrections"]["reached"] == 1

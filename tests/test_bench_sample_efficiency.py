@@ -12,6 +12,16 @@ def test_steps_to_target_reads_the_first_eval_at_or_above_90():
     assert steps_to_target(hist[:1]) is None
 
 
+def test_confirmed_steps_to_target_read_the_score_where_an_evaluation_has_one():
+    hist = [
+        {"step": 100, "success_rate": 0.85, "score": 0.91},  # the larger evaluation bore it out: counts
+        {"step": 200, "success_rate": 0.95},
+    ]
+    assert steps_to_target(hist, confirmed=True) == 100 and steps_to_target(hist) == 200
+    hist = [{"step": 100, "success_rate": 0.95, "score": 0.83}, {"step": 200, "success_rate": 0.9, "score": 0.9}]
+    assert steps_to_target(hist, confirmed=True) == 200 and steps_to_target(hist) == 100
+
+
 def test_tiny_run_of_every_row_writes_table_json_and_plot(tmp_path, capsys):
     out = tmp_path / "se"
     code = main(

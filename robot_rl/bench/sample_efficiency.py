@@ -71,9 +71,19 @@ def _settings(quick: bool, overrides: list[str]) -> tuple[dict[str, Any], list[s
     return s, rest
 
 
-def steps_to_target(history: list[dict[str, float]], target: float = TARGET) -> int | None:
-    """First evaluated env step whose success rate reached ``target``; None if never."""
-    return next((int(h["step"]) for h in history if h["success_rate"] >= target), None)
+def steps_to_target(history: list[dict[str, float]], target: float = TARGET, confirmed: bool = False) -> int | None:
+    """First evaluated env step whose success rate reached ``target``; None if never. ``confirmed``: an evaluation's
+    ``score`` where it has one (the rate on ``eval.confirm`` x more episodes, the figure a run's stop rule and best
+    pick read), so a 20-episode figure that the larger evaluation did not bear out does not count, and one it did
+    does."""
+    return next(
+        (
+            int(h["step"])
+            for h in history
+            if h.get("score" if confirmed else "success_rate", h["success_rate"]) >= target
+        ),
+        None,
+    )
 
 
 def _train_ours(row: str, seed: int, s: dict[str, Any], extra: list[str], quick: bool) -> list[dict[str, float]]:

@@ -60,12 +60,10 @@ def ensure_run(run_dir: str, train: str, need_train: bool = False) -> str:
 
     from omegaconf import OmegaConf
 
-    from robot_rl.cli import cap_corrected_utd, compose
+    from robot_rl.cli import compose
     from robot_rl.runtime.keys import runtime_key
 
-    overrides = ["runtime=ros2", *shlex.split(train)]
-    cfg = compose("train", overrides)
-    cap_corrected_utd(cfg, overrides)
+    cfg = compose("train", ["runtime=ros2", *shlex.split(train)])
     run_dir = run_dir or os.path.join("runs", str(cfg.task.name), time.strftime("%Y%m%d_%H%M%S") + "_ros2")
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "config.yaml"), "w") as f:

@@ -95,11 +95,6 @@ def cmd_train(overrides: Sequence[str]) -> int:
     else:
         run_dir = Path(cfg.run_dir) if cfg.get("run_dir") else _default_run_dir(cfg)
     _validate_train(cfg)
-    if not resume and (was := cap_corrected_utd(cfg, overrides)) is not None:
-        print(
-            f"corrected run: agent.utd_ratio {was} -> {cfg.agent.utd_ratio} (corrections.max_utd_ratio; pass "
-            "agent.utd_ratio=N to choose)"
-        )
     wants_expert = not cfg.demos.get("path") and int(cfg.demos.episodes) > 0
     if not resume and wants_expert and not cfg.task.get("has_expert", True):
         raise UsageError(
@@ -156,24 +151,6 @@ def cmd_train(overrides: Sequence[str]) -> int:
         "(checkpoints/best, checkpoints/latest, curve.png, eval.jsonl, demos.zarr, online.zarr, tb/)"
     )
     return 0
-
-
-def cap_corrected_utd(cfg: DictConfig, overrides: Sequence[str]) -> int | None:
-    """In a run with an operator (``hil`` not none), the agent's ``utd_ratio`` capped at ``corrections.max_utd_ratio``
-    (null: no cap), unless ``agent.utd_ratio`` is on the command line; returns the ratio it replaced (None: kept). The
-    run's saved config holds the ratio used.
-
-    Why: replayed at RLPD's UTD 4, corrected steps slowed pick_cube (90% at 3.5k env steps, against 3.2k with nobody
-    correcting); at UTD 2 the same corrections reached it at 1.5-2k (README "Human corrections")."""
-    cap = (cfg.get("corrections") or {}).get("max_utd_ratio")
-    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
-        raise UsageError(f"corrections.max_utd_ratio={cap!r} must be a positive integer or null (no cap)")
-    if cap is None or str(cfg.hil.get("name", "none")) == "none" or "utd_ratio" not in cfg.agent:
-        return None
-    if any(o.lstrip("+").startswith("agent.utd_ratio=") for o in overrides) or cfg.agent.utd_ratio <= cap:
-        return None
-    was, cfg.agent.utd_ratio = cfg.agent.utd_ratio, cap
-    return was
 
 
 def _refuse_robot_task(cfg: DictConfig, command: str) -> None:
@@ -250,11 +227,12 @@ def _validate_train(cfg: DictConfig) -> None:
     if isinstance(frm, bool) or not isinstance(frm, (int, float)) or not 0 <= frm <= 1:
         raise UsageError(f"eval.confirm_from={frm!r} must be a success rate in [0, 1]")
     corr = cfg.get("corrections") or {}
-    valid = ("demo_buffer", "takeover_reward", "trigger_reward", "max_utd_ratio")
-    unknown = sorted(set(corr) - set(valid))
+    unknown = sorted(set(corr) - {"demo_buffer", "takeover_reward", "trigger_reward"})
     if unknown:
-        raise UsageError(f"unknown corrections option(s) {unknown}; valid: {', '.join(valid)}")
-    if not isinstance(corr.get("demo_buffer", True), bool):
+        raise UsageError(
+            f"unknown corrections option(s) {unknown}; valid: demo_buffer, takeover_reward, trigger_reward"
+        )
+    if not isinstance(corr.get("demo_buffer", False), bool):
         raise UsageError(f"corrections.demo_buffer={corr.get('demo_buffer')!r} must be true or false")
     r = corr.get("takeover_reward", 0.0)
     if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r):

@@ -255,7 +255,7 @@ class Trainer:
         if corr.get("trigger_reward") is not None and policy_action is not None:
             for transition in trigger_transitions(episode, policy_action, float(corr["trigger_reward"])):
                 self.online.add_episode(transition)
-        if corr.get("demo_buffer", True):
+        if corr.get("demo_buffer", False):
             for segment in intervention_segments(episode):
                 self.demo.add_episode(segment)
 

@@ -180,35 +180,6 @@ def test_bad_corrections_config_is_refused(tmp_path):
         SACConfig(bc_weight=-1)
 
 
-@pytest.mark.parametrize(
-    "overrides, utd",
-    [
-        (["hil=sim_operator"], 2),  # an operator: RLPD's 4 capped at corrections.max_utd_ratio
-        (["hil=teleop"], 2),
-        ([], 4),  # nobody correcting: the agent's own
-        (["hil=sim_operator", "agent.utd_ratio=4"], 4),  # asked for on the command line: kept
-        (["hil=sim_operator", "corrections.max_utd_ratio=null"], 4),
-        (["hil=sim_operator", "corrections.max_utd_ratio=3"], 3),
-        (["hil=sim_operator", "agent=sac"], 1),  # a cap never raises the ratio
-    ],
-)
-def test_corrected_runs_cap_the_update_ratio(overrides, utd):
-    from robot_rl.cli import cap_corrected_utd
-
-    cfg = compose("train", overrides)
-    cap_corrected_utd(cfg, overrides)
-    assert cfg.agent.utd_ratio == utd
-
-
-@pytest.mark.parametrize("bad", ["0", "1.5", "true", "x"])
-def test_a_bad_update_ratio_cap_is_refused(bad):
-    from robot_rl.cli import UsageError, cap_corrected_utd
-
-    overrides = ["hil=sim_operator", f"corrections.max_utd_ratio={bad}"]
-    with pytest.raises(UsageError, match="max_utd_ratio"):
-        cap_corrected_utd(compose("train", overrides), overrides)
-
-
 OBS = spaces.Dict({"state": spaces.Box(-np.inf, np.inf, (4,), np.float32)})
 ACT = spaces.Box(-1, 1, (2,), np.float32)
 TARGET = torch.tensor([0.6, -0.4])

@@ -274,6 +274,7 @@ def _training_body():
                 "hil=teleop",
                 "teleop=ros2",
                 "teleop.stale_after=2.0",
+                "corrections.demo_buffer=true",  # the person's steps replayed as demos too: checked below
                 "demos.episodes=0",
                 "total_steps=28",
                 "learning_starts=100000",

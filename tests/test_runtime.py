@@ -250,6 +250,7 @@ def test_a_learner_syncing_from_the_store_puts_the_interventions_in_its_demo_buf
         [
             "task=reach",
             "hil=sim_operator_heavy",
+            "corrections.demo_buffer=true",
             "runtime=async",
             "agent.hidden_dims=[32,32]",
             "agent.num_critics=2",

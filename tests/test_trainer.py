@@ -294,6 +294,7 @@ def test_interventions_go_to_the_store_and_into_both_buffers(tmp_path):
         [
             "task=reach",
             "hil=sim_operator_heavy",
+            "corrections.demo_buffer=true",
             "demos.episodes=0",
             "total_steps=120",
             "learning_starts=100000",
@@ -323,6 +324,7 @@ def _hil_cfg(**over):
             "hil=sim_operator_heavy",
             "hil.settings.probability=0.7",
             "hil.settings.budget_steps=50",
+            "corrections.demo_buffer=true",  # the corrected segments replayed as demos: resume must rebuild them
             "agent.hidden_dims=[32,32]",
             "agent.num_critics=2",
             "agent.batch_size=32",

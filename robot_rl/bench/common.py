@@ -326,13 +326,11 @@ def finished_run(run_dir: Path, config_name: str, overrides: Sequence[str]) -> d
     nothing this way, and a changed default reruns what it changes."""
     from omegaconf import OmegaConf
 
-    from robot_rl.cli import cap_corrected_utd, compose
+    from robot_rl.cli import compose
 
     if not (run_dir / DONE_FILE).exists() or not (run_dir / "config.yaml").exists():
         return None
     now, then = compose(config_name, list(overrides)), OmegaConf.load(run_dir / "config.yaml")
-    if config_name == "train":
-        cap_corrected_utd(now, overrides)  # as robot-rl train saves it
     for cfg in (now, then):
         cfg.threads = 0
     if _set_keys(OmegaConf.to_container(now)) != _set_keys(OmegaConf.to_container(then)):

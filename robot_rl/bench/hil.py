@@ -6,9 +6,7 @@ that answer the question (the default ``rows``):
 
 * ``no_corrections``: RLPD with the scripted demos, nobody intervenes (the baseline);
 * ``corrections``: the same with ``hil=sim_operator`` (the person-like simulated operator) and the learner's defaults
-  for what corrections teach (``corrections:`` in ``configs/train.yaml``, ``agent.bc_weight``), the update ratio
-  capped at ``corrections.max_utd_ratio`` as in any run with an operator (column ``UTD``; every row with an operator
-  is, unless it or the command line sets ``agent.utd_ratio``);
+  for what corrections teach (``corrections:`` in ``configs/train.yaml``, ``agent.bc_weight``);
 * ``corrections_async``: the same with actor and learner processes (``runtime=async``, paced at the control rate
   as on a robot: a run takes up to ``budget`` / 10 s; the learner needs a core of its own to hold the UTD ratio).
 
@@ -63,15 +61,15 @@ def _learner(
 ROWS: dict[str, list[str]] = {
     "no_corrections": [],
     "no_corrections+bc_demos": ["agent.bc_on_demos=true"],  # the baseline's best shot: clone the demos instead
-    "corrections": OPERATOR,  # the person-like operator, the learner's defaults (= "bc+takeover_reward")
+    "corrections": OPERATOR,  # the person-like operator, the learner's defaults (= "no_demo_buffer")
     "corrections_async": OPERATOR + ["runtime=async"],  # paced at the control rate, as on a robot
     "corrections_async+stale_weights": OPERATOR + ["runtime=async", "runtime.weights_every=20"],  # 2 s policy lag
     # ablations. The operator: an impatient one and the person-like one, both with the plain HIL-SERL learner
     # (corrected segments into both buffers, nothing else) ...
     "heavy_operator": ["hil=sim_operator_heavy"] + _learner(),
     "person_operator": OPERATOR + _learner(),
-    # ... what the learner makes of the person-like operator's corrections: each switch alone, both, both without
-    # the demo buffer ...
+    # ... what the learner makes of the person-like operator's corrections (with HIL-SERL's demo-buffer replay,
+    # _learner's default): each switch alone, both, both without the demo buffer (the defaults) ...
     "bc": OPERATOR + _learner(bc_weight=1.0),
     "takeover_reward": OPERATOR + _learner(takeover_reward=-1.0),
     "trigger_reward": OPERATOR + _learner(trigger_reward=-1.0),
@@ -177,7 +175,7 @@ def run_summary(run_dir: Path, budget: int, eval_every: int) -> dict[str, Any]:
     cfg = run_dir / "config.yaml"
     utd = OmegaConf.load(cfg).agent.get("utd_ratio") if cfg.exists() else None
     return {
-        "utd_ratio": utd,  # what the run trained at (corrected runs: capped at corrections.max_utd_ratio)
+        "utd_ratio": utd,  # what the run trained at (a row or the command line may set agent.utd_ratio)
         "steps_to_90": hit,
         "steps_to_50": steps_to_target(history, MILESTONE, confirmed=True),
         "reached": hit is not None,
@@ -325,8 +323,7 @@ def _print(results: dict[str, Any]) -> None:
     print(
         "ratio: the baseline's mean env steps to 90% (to 50%: ratio 50%) / the row's (baseline: the same config, "
         "nobody intervenes; a run that missed the mark counts at the budget). "
-        f"aim: >= {AIM_RATIO:g}x at <= {AIM_INTERVENTION:.0%} intervention steps. UTD: the update ratio trained at "
-        "(with an operator, capped at corrections.max_utd_ratio unless agent.utd_ratio is given)"
+        f"aim: >= {AIM_RATIO:g}x at <= {AIM_INTERVENTION:.0%} intervention steps. UTD: the update ratio trained at"
     )
     table = []
     for row, r in results["rows"].items():

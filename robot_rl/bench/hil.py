@@ -11,7 +11,9 @@ that answer the question (the default ``rows``):
   as on a robot: a run takes up to ``budget`` / 10 s; the learner needs a core of its own to hold the UTD ratio).
 
 The other rows of :data:`ROWS` are the ablations behind those defaults (README "Corrections"); name them in
-``rows=``, or add one as ``row=NAME:override;override``. Per row and seed: steps to 90% (and 50%), final success, the
+``rows=``, or add one as ``row=NAME:override;override``. Each run stops at 90% confirmed on ``eval.confirm`` x more
+episodes; steps to a mark are read off each evaluation's confirmed figure where it has one (what the stop rule reads),
+else its ``eval_episodes`` figure. Per row and seed: steps to 90% (and 50%), final success, the
 share of env steps the operator drove over training (up to the step that reached 90%, else the budget) and its curve.
 ``ratio`` = mean steps-to-90% of the row's baseline (the same config, nobody intervenes: ``no_corrections``, or
 ``no_corrections+bc_demos`` for a ``+bc_demos`` row) / of the row, a run that never reached 90% counted at the

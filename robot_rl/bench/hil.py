@@ -10,7 +10,7 @@ that answer the question (the default ``rows``):
 * ``corrections_async``: the same with actor and learner processes (``runtime=async``, paced at the control rate
   as on a robot: a run takes up to ``budget`` / 10 s; the learner needs a core of its own to hold the UTD ratio).
 
-The other rows of :data:`ROWS` are the ablations behind those defaults (README "Corrections"); name them in
+The other rows of :data:`ROWS` are the ablations behind those defaults (README "Human corrections"); name them in
 ``rows=``, or add one as ``row=NAME:override;override``. Each run stops at 90% confirmed on ``eval.confirm`` x more
 episodes; steps to a mark are read off each evaluation's confirmed figure where it has one (what the stop rule reads),
 else its ``eval_episodes`` figure. Per row and seed: steps to 90% (and 50%), final success, the

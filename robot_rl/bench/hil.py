@@ -86,6 +86,7 @@ ROWS: dict[str, list[str]] = {
 DEFAULT_ROWS = ("no_corrections", "corrections", "corrections_async")
 BASELINE = "no_corrections"
 AIM_RATIO, AIM_INTERVENTION = 2.0, 0.20
+MARKS = ((90, ""), (50, "_50"))  # success marks (TARGET, MILESTONE in %) and the suffix of their keys in a row
 
 DEFAULTS: dict[str, Any] = {
     "task": "pick_cube",
@@ -284,19 +285,20 @@ def run(quick: bool = False, overrides: list[str] | None = None) -> dict[str, An
             "final_success_mean": float(np.mean([r["final_success"] or 0.0 for r in seeds])),
             "utd_ratio": sorted({r.get("utd_ratio") for r in seeds}, key=str),
         }
-        for pct in (90, 50):  # a run that missed the mark counts at the budget
+        for pct, suffix in MARKS:  # a run that missed the mark counts at the budget
             hits = [r[f"steps_to_{pct}"] for r in seeds]
             results["rows"][row][f"mean_steps_to_{pct}"] = float(np.mean([budget if h is None else h for h in hits]))
-            results["rows"][row]["reached" if pct == 90 else "reached_50"] = sum(h is not None for h in hits)
+            results["rows"][row]["reached" + suffix] = sum(h is not None for h in hits)
     for row, r in results["rows"].items():
         base_name = baseline_of(row, results["rows"])
         if base_name is None:
             continue
         base = results["rows"][base_name]
         r["baseline"] = base_name
-        for suffix, reached, mean in (("", "reached", "mean_steps_to_90"), ("_50", "reached_50", "mean_steps_to_50")):
-            bound = _ratio_bound(base[reached] < n, r[reached] < n)
+        for pct, suffix in MARKS:
+            bound = _ratio_bound(base["reached" + suffix] < n, r["reached" + suffix] < n)
             known = not bound.startswith("unknown")  # no figure when neither reached the mark
+            mean = f"mean_steps_to_{pct}"
             r["ratio_bound" + suffix] = bound
             r["ratio" + suffix] = base[mean] / max(r[mean], 1.0) if known else None
         exact_or_low = r["ratio_bound"] in ("exact", "lower bound")

@@ -84,6 +84,15 @@ def evaluate(
     }
 
 
+def claims_confirmation(rate: float, best: float, stop_at: float | None, confirm_from: float) -> bool:
+    """Whether an evaluation's success ``rate`` is to be confirmed on more episodes: it would make a new best (at
+    least ``best``, the best confirmed figure so far) or reach ``stop_at`` (None: no stop rule), and it is
+    ``confirm_from`` or more. Such a claim is checked on a larger, fixed set of episodes, so that "best" is really
+    better and a stop is earned, not a lucky draw of a few episodes."""
+    claims = rate >= best or (stop_at is not None and rate >= stop_at)
+    return claims and rate >= confirm_from
+
+
 def _numbers(info: dict[str, Any]) -> dict[str, float]:
     """The finite scalar numbers and flags of an ``info`` dict, other than what the evaluation reports itself."""
     out = {}

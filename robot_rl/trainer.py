@@ -34,7 +34,7 @@ from robot_rl.data.episode import intervention_segments, penalize_takeovers, tri
 from robot_rl.data.replay import ReplayBuffer, mixed_batches
 from robot_rl.data.store import EpisodeStore
 from robot_rl.envs.make import expert_action, find_wrapper, make_env
-from robot_rl.evaluate import eval_summary, evaluate, plot_history
+from robot_rl.evaluate import claims_confirmation, eval_summary, evaluate, plot_history
 from robot_rl.hil.intervention import InterventionWrapper
 from robot_rl.rewards.refine import record_refinements
 from robot_rl.rewards.shaping import PotentialShaping
@@ -447,12 +447,11 @@ class Trainer:
 
     def _needs_confirmation(self, success: float) -> bool:
         """Whether an evaluation's ``success`` would make a new best checkpoint or stop the run, at
-        ``eval.confirm_from`` or above: such a claim is checked on a larger, fixed set of episodes
-        (:meth:`evaluate_and_checkpoint`), so that "best" is really better and a stop is earned, not a lucky draw of
-        ``eval.episodes``."""
+        ``eval.confirm_from`` or above (:func:`~robot_rl.evaluate.claims_confirmation`), with confirmations on."""
         target = self.cfg.eval.get("stop_at_success")
-        claims = success >= self.best_success or (target is not None and success >= float(target))
-        return self._confirm_episodes > 0 and claims and success >= float(self.cfg.eval.get("confirm_from", 0.5))
+        stop_at = None if target is None else float(target)
+        confirm_from = float(self.cfg.eval.get("confirm_from", 0.5))
+        return self._confirm_episodes > 0 and claims_confirmation(success, self.best_success, stop_at, confirm_from)
 
     # ----------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: Path, with_trainer_state: bool = True) -> None:

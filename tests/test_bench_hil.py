@@ -55,6 +55,15 @@ def test_reuse_only_when_the_config_is_the_same(tmp_path):
     assert finished_run(run_dir, "train", ov) == {"final": 0.5}
     assert finished_run(run_dir, "train", [o if not o.startswith("threads=") else "threads=2" for o in ov]) is not None
     assert finished_run(run_dir, "train", ov + ["agent.bc_weight=3"]) is None
+    # A switch added since, off by default, trains the same run; one the earlier run had set differently does not.
+    cfg = compose("train", ov)
+    del cfg.agent["bc_q_filter"]
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    assert finished_run(run_dir, "train", ov) == {"final": 0.5}
+    assert finished_run(run_dir, "train", ov + ["agent.bc_q_filter=true"]) is None
+    cfg.agent.bc_q_filter = True
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    assert finished_run(run_dir, "train", ov) is None
 
 
 def test_bad_rows_are_named():

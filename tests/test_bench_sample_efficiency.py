@@ -45,8 +45,11 @@ def test_tiny_run_of_every_row_writes_table_json_and_plot(tmp_path, capsys):
     assert set(res["rows"]) == {"rlpd+demos", "sac", "sb3_sac", "sb3_sac_std"}
     assert "ratio" in res and res["budget_env_steps"] == 120
     for row in res["rows"].values():
-        step, success = row["per_seed"][0]["curve"][-1]
-        assert step >= 120 or success >= 0.9  # each run goes to the budget or stops at the target
+        seed = row["per_seed"][0]
+        step, score = seed["score_curve"][-1]
+        assert step >= 120 or score >= 0.9  # each run goes to the budget or stops at the (confirmed) target
+        assert [s for s, _ in seed["score_curve"]] == [s for s, _ in seed["curve"]]
+        assert seed["steps_to_90"] == next((s for s, v in seed["score_curve"] if v >= 0.9), None)
     assert (out / "curves.png").stat().st_size > 1000
     assert "ratio SB3 / ours" in capsys.readouterr().out
 
@@ -109,3 +112,28 @@ def test_a_ratio_is_unknown_when_neither_row_reached_the_target():
         _ratio(res)
         assert res["ratio_bound"] == bound
         assert res["ratio"] == pytest.approx(expect) if expect else res["ratio"] is None
+
+
+def test_sb3_rows_confirm_their_claims_as_our_trainer_does(tmp_path, monkeypatch):
+    """SB3's evaluations follow our trainer's rule: a 20-episode claim is confirmed on eval.confirm x more episodes,
+    and only a confirmed 90% stops the run and counts as reached (scripted rates, no learning needed)."""
+    import robot_rl.evaluate as evaluate_module
+    from robot_rl.bench.sample_efficiency import _settings, _train_sb3
+
+    rates = iter([0.3, 0.95, 0.8, 0.6, 0.9, 0.92])  # evaluations, each claim followed by its confirmation
+    asked = []
+
+    def scripted(policy, env, episodes, seed, **kw):
+        asked.append(episodes)
+        rate = next(rates)
+        return {"success_rate": rate, "episodes": episodes, "failed_seeds": []}
+
+    monkeypatch.setattr(evaluate_module, "evaluate", scripted)
+    s, extra = _settings(True, ["task=reach", "budget=400", "eval_every=50", "eval_episodes=4", "threads=1"])
+    history = _train_sb3(0, s, extra + ["eval.confirm=5", "eval.confirm_from=0.5"], quick=True)
+    # 0.3: below confirm_from; 0.95 claims, confirmed at 0.8: goes on; 0.6 is no new best (0.8); 0.9 claims the
+    # target, confirmed at 0.92: stops there.
+    assert asked == [4, 4, 20, 4, 4, 20]
+    assert [h["score"] for h in history] == [0.3, 0.8, 0.6, 0.92]
+    assert steps_to_target(history, confirmed=True) == history[-1]["step"]
+    assert steps_to_target(history) == history[1]["step"]

@@ -244,3 +244,25 @@ def test_bc_weight_pulls_the_policy_to_corrected_actions_only(intervening, from_
         for a, b in zip(with_bc.actor.parameters(), without.actor.parameters()):
             torch.testing.assert_close(a, b)
     assert "bc_loss" not in m0
+
+
+@pytest.mark.parametrize("q_filter", [False, True])
+def test_q_filter_clones_only_rows_whose_action_the_critic_rates_above_the_policys(q_filter):
+    """With ``bc_q_filter`` a corrected row is cloned only where Q(s, a_data) > Q(s, pi(s)); without it, every one.
+    The critic is replaced by a known one, Q = -|a - TARGET|^2, so which rows pass is known from the actions."""
+    torch.manual_seed(0)
+    agent = SAC(OBS, ACT, SACConfig(hidden_dims=(32, 32), num_critics=2, bc_weight=1.0, bc_q_filter=q_filter))
+    agent.critic = lambda feat, action, frozen=False: -(action - TARGET).square().sum(-1).expand(2, -1)
+    b = 64
+    obs = {"state": torch.randn(b, 4)}
+    feat = agent.encode(obs)
+    with torch.no_grad():
+        policy_mean, _ = agent.actor(feat, deterministic=True)
+    # Half the rows carry the critic's best action (above any policy sample), half one far off it (below).
+    action = torch.where(torch.arange(b)[:, None] < b // 2, TARGET, torch.tensor([-1.0, 1.0]))
+    batch = {"obs": obs, "action": action, "is_intervention": torch.ones(b)}
+    _, _, m = agent._actor_losses(feat, batch)
+    kept = torch.arange(b) < b // 2 if q_filter else torch.ones(b, dtype=torch.bool)
+    assert m["bc_rows"] == kept.sum()
+    expected = ((policy_mean - action).square().mean(-1) * kept).sum() / kept.sum()
+    torch.testing.assert_close(m["bc_loss"], expected, rtol=1e-4, atol=1e-5)

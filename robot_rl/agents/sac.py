@@ -384,23 +384,32 @@ class SAC(OfflineSteps, Agent):
         self.temp_opt.step()
         return metrics
 
+    def _actor_q(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """The critic's value of ``action`` ``(B, A)`` as the actor reads it (ensemble mean or min), ``(B,)``; the
+        critic's parameters detached."""
+        q = self.critic(feat, action, frozen=True)
+        return q.mean(dim=0) if self.cfg.actor_q_reduce == "mean" else q.min(dim=0).values
+
     def _actor_losses(
         self, feat: torch.Tensor, batch: Batch
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """The actor's loss (through the critic with its parameters detached: the actor needs dQ/da, not
         dQ/dtheta), the temperature's loss and their metrics, on features ``feat`` ``(B, F)`` without gradients."""
         action, logp = self.actor(feat)
-        q = self.critic(feat, action, frozen=True)
-        q = q.mean(dim=0) if self.cfg.actor_q_reduce == "mean" else q.min(dim=0).values
+        q = self._actor_q(feat, action)
         actor_loss = (self.alpha * logp - q).mean()
         metrics = {}
         if self.cfg.bc_weight > 0 and "is_intervention" in batch:
             mask = batch["is_intervention"]
             if self.cfg.bc_on_demos and "from_demo" in batch:
                 mask = torch.maximum(mask, batch["from_demo"])
+            data_action = batch["action"][:, : self.arm_dim]
+            if self.cfg.bc_q_filter:
+                with torch.no_grad():
+                    mask = mask * (self._actor_q(feat, data_action) > q.detach()).to(mask.dtype)
             # A batch without a row to clone adds 0. No branch on the data: it would split a compiled graph.
             mean_action, _ = self.actor(feat, deterministic=True)
-            err = (mean_action - batch["action"][:, : self.arm_dim]).square().mean(dim=-1)
+            err = (mean_action - data_action).square().mean(dim=-1)
             bc = (err * mask).sum() / mask.sum().clamp_min(1.0)
             actor_loss = actor_loss + self.cfg.bc_weight * bc
             metrics = {"bc_loss": bc.detach(), "bc_rows": mask.sum()}

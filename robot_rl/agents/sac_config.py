@@ -66,6 +66,10 @@ class SACConfig:
     # operator) drove (``is_intervention``). 0: off. Arm dims only with the discrete gripper.
     bc_weight: float = 0.0
     bc_on_demos: bool = False  # clone the demo buffer's rows too (batch key ``from_demo``), not only the corrections
+    # Q filter (Nair et al., 2018): clone a row only where the critic rates its action above the policy's own,
+    # Q(s, a_data) > Q(s, pi(s)) (the actor's ensemble reduction on both sides), so cloning stops where RL has
+    # already found better than the operator's (noisy) correction.
+    bc_q_filter: bool = False
     # What the critic and the actor optimise (robot_rl/agents/offline.py): "sac" (online; RLPD with the options above),
     # "cql" (the SAC losses plus the conservative penalty; with cql_calibrated, Cal-QL) or "iql" (an expectile value,
     # a critic towards r + gamma V(s'), the policy by advantage-weighted regression; no action outside the data is

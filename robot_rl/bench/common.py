@@ -321,9 +321,10 @@ def finished_run(run_dir: Path, config_name: str, overrides: Sequence[str]) -> d
     """The summary a bench left in ``run_dir`` (:data:`DONE_FILE`) when that run finished with the config that
     ``configs/<config_name>.yaml`` and ``overrides`` give now, the code's defaults included; else None.
 
-    Torch threads aside (they change speed and rounding, not what is trained), and keys whose value is null: a switch
-    added later whose default is null (off) does not change what an earlier run trained. An interrupted sweep loses
-    nothing this way, and a changed default reruns what it changes."""
+    Torch threads aside (they change speed and rounding, not what is trained), and keys whose value is null, or that
+    the earlier run's config lacks and that are off now (null or false): a switch added later whose default is off
+    does not change what an earlier run trained. An interrupted sweep loses nothing this way, and a changed default
+    reruns what it changes."""
     from omegaconf import OmegaConf
 
     from robot_rl.cli import compose
@@ -333,15 +334,19 @@ def finished_run(run_dir: Path, config_name: str, overrides: Sequence[str]) -> d
     now, then = compose(config_name, list(overrides)), OmegaConf.load(run_dir / "config.yaml")
     for cfg in (now, then):
         cfg.threads = 0
-    if _set_keys(OmegaConf.to_container(now)) != _set_keys(OmegaConf.to_container(then)):
+    if not _same_run(OmegaConf.to_container(now), OmegaConf.to_container(then)):
         return None
     return json.loads((run_dir / DONE_FILE).read_text())
 
 
-def _set_keys(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _set_keys(v) for k, v in x.items() if v is not None}
-    return x
+def _same_run(now: Any, then: Any) -> bool:
+    """Whether configs ``now`` and ``then`` train the same run: equal but for null keys and for keys only ``now``
+    has that are off (false)."""
+    if not (isinstance(now, dict) and isinstance(then, dict)):
+        return now == then
+    now = {k: v for k, v in now.items() if v is not None and not (k not in then and v is False)}
+    then = {k: v for k, v in then.items() if v is not None}
+    return now.keys() == then.keys() and all(_same_run(v, then[k]) for k, v in now.items())
 
 
 # ----------------------------------------------------------------------------- benches of whole runs

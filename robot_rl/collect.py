@@ -51,6 +51,13 @@ def make_training_env(cfg: Any) -> Any:
     return wrap_base_policy(wrap_shaping(env, reward, device=device, gamma=gamma), cfg)
 
 
+def episode_seed(*keys: int) -> int:
+    """An env reset seed for one episode, mixed from ``keys`` (e.g. the run's seed, an actor's index and the
+    episode's count): distinct keys give unrelated start states. Seeds spaced by hand (``seed + episode``) would
+    give run ``seed + 1`` the episodes of run ``seed`` one episode later."""
+    return int(np.random.SeedSequence([int(k) % 2**63 for k in keys]).generate_state(1, np.uint64)[0] >> 1)
+
+
 def store_schema(env: Any, action_semantics: str | None = None) -> StoreSchema:
     """The schema of a store holding ``env``'s episodes; the actions mean what the env's outermost wrapper that says
     (``action_semantics``) says, else :data:`ACTION_SEMANTICS`."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from toy_env import PointReach
 
-from robot_rl.collect import Collector, episode_metrics, open_online_store
+from robot_rl.collect import Collector, episode_metrics, episode_seed, open_online_store
 from robot_rl.data.store import EpisodeStore
 
 
@@ -89,3 +89,14 @@ def test_episode_metrics_name_what_sync_and_async_runs_log():
     m = episode_metrics(ep, True, {"declared_steps": 2}, weight_lag_steps=7)
     assert m["takeovers"] == 2 and m["intervention_rate"] == pytest.approx(0.6) and m["episode_return"] == 5
     assert m["weight_lag_steps"] == 7 and m["reward_declared_steps"] == 2 and m["episode_success"] == 1
+
+
+def test_episode_seeds_of_neighbouring_runs_share_no_start_state():
+    """Each (run seed, episode) its own reset seed: run 1 does not replay run 0's episodes one episode later (as
+    ``seed + episode`` did), and the seeds are stable, so a restarted actor picks up where the store ends."""
+    seeds = {(run, ep): episode_seed(run, ep) for run in range(8) for ep in range(500)}
+    assert len(set(seeds.values())) == len(seeds)
+    assert episode_seed(3, 7) == seeds[3, 7] and all(0 <= v < 2**63 for v in seeds.values())
+    env = PointReach()
+    starts = {run: [env.reset(seed=episode_seed(run, ep))[0]["state"] for ep in range(6)] for run in (0, 1)}
+    assert not any(np.allclose(a, b) for a in starts[0] for b in starts[1])

@@ -89,8 +89,9 @@ class Actor:
         # filed as cut and the env reset (retried) instead of ending the actor
         self.recoverable = tuple(_import_class(name) for name in rt.get("recoverable_errors", None) or ())
         self._pending: list[dict[str, Any]] = []  # step messages of the running episode, for a (re)connecting learner
-        # each episode its own seed (_reset adds one before each); a restarted actor does not replay old episodes
-        self._seed = int(cfg.seed) + 17 * (self.episodes + 1) - 1
+        # each reset its own seed (episode_seed of the run's seed and the count of resets, which starts at the
+        # episodes already stored): a restarted actor does not replay old episodes
+        self._resets = self.episodes
 
     @staticmethod
     def log(msg: str) -> None:
@@ -295,10 +296,13 @@ class Actor:
     def _reset(self) -> None:
         """Start the next episode with its own seed; while the env fails with a recoverable error (the robot is not
         answering), log and retry every 2 s."""
-        self._seed += 1
+        from robot_rl.collect import episode_seed
+
+        seed = episode_seed(int(self.cfg.seed), self._resets)
+        self._resets += 1
         while True:
             try:
-                self.collector.reset(seed=self._seed)
+                self.collector.reset(seed=seed)
                 return
             except self.recoverable as e:
                 self.log(f"the env did not reset ({type(e).__name__}: {str(e).splitlines()[0]}); retrying in 2 s")

@@ -128,7 +128,8 @@ class FleetActor:
         self.version = -1
         ours = decode(encode("weights", {"version": 0}, self.agent.policy_weights())).arrays
         self._weights_spec = {k: [(v.shape, v.dtype)] for k, v in ours.items()}
-        self._next_seed = int(cfg.seed) * 1000 + len(self.store)  # a restarted actor does not replay old episodes
+        self._seed = int(cfg.seed)
+        self._resets = len(self.store)  # a restarted actor does not replay old episodes
         self._reset()
 
     def hello(self) -> bytes:
@@ -139,8 +140,10 @@ class FleetActor:
         return encode("hello", {**meta, "spec": json.dumps(env_spec(self.env)), "index": self.index})
 
     def _reset(self) -> None:
-        self.collector.reset(seed=self._next_seed)
-        self._next_seed += 1
+        from robot_rl.collect import episode_seed
+
+        self.collector.reset(seed=episode_seed(self._seed, self._resets))
+        self._resets += 1
 
     def collect(self, weights: bytes | None, steps: int) -> list[bytes]:
         """Apply ``weights`` (a ``weights`` message; None: keep the current ones), run ``steps`` env steps, filing

@@ -80,6 +80,8 @@ ROWS: dict[str, list[str]] = {
     "no_demo_buffer": OPERATOR + _learner(demo_buffer=False, takeover_reward=-1.0, bc_weight=1.0),
     # ... with the demos cloned as well (agent.bc_on_demos) ...
     "corrections+bc_demos": OPERATOR + ["agent.bc_on_demos=true"],
+    # ... or only where the critic rates the operator's action above the policy's (Q filter)
+    "corrections+q_filter": OPERATOR + ["agent.bc_q_filter=true"],
     # ... and the impatient operator with that learner
     "heavy_operator+learner": ["hil=sim_operator_heavy"] + _learner(takeover_reward=-1.0, bc_weight=1.0),
 }

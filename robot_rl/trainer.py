@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -75,6 +76,39 @@ def eval_task(cfg: DictConfig) -> Any:
     return other.task
 
 
+class PendingEvaluation:
+    """An evaluation begun by :meth:`Trainer.start_evaluation`: ``fn`` run now, or in a thread with ``background``.
+    ``progress`` is the run's state when it began (step, updates, ...), recorded with the result; ``candidate`` the
+    checkpoint of the evaluated agent (background only)."""
+
+    def __init__(self, fn, progress: dict[str, Any], candidate: Path | None = None, background: bool = False):
+        self.progress, self.candidate, self.started = progress, candidate, time.perf_counter()
+        self._result: dict[str, Any] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="evaluation", daemon=True)
+        if background:
+            self._thread.start()
+        else:
+            self._run(fn)
+
+    def _run(self, fn) -> None:
+        try:
+            self._result = fn()
+        except BaseException as e:  # raised again in the caller's thread by result()
+            self._error = e
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self) -> dict[str, Any]:
+        """The evaluation's figures, once it has finished (waits); an error in the evaluation is raised here."""
+        if self._thread.ident is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
 class Trainer:
     """Builds env, agent and buffers from a resolved config and runs :meth:`train`."""
 
@@ -107,6 +141,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.best_success = -1.0
         self._next_eval = int(cfg.eval.every)
+        self._eval_agent: SAC | None = None  # a copy of the policy for background evaluations (start_evaluation)
         self._refinements_logged = 0
         self.restored: dict[Path, int] = {}  # on resume: the episodes taken from each online store
 
@@ -399,46 +434,79 @@ class Trainer:
         parts = [b.obs["state"][: len(b)] for b in (self.demo, self.online) if len(b)]
         return np.concatenate(parts)
 
-    def evaluate_and_checkpoint(self, writer) -> None:
-        """Evaluate the deterministic policy (``eval.episodes`` on the task's own success), append the result to
-        ``eval.jsonl`` and tensorboard, and write ``checkpoints/latest`` (and ``best`` when it is the best yet)."""
+    def evaluate_and_checkpoint(self, writer) -> dict[str, Any]:
+        """Evaluate the deterministic policy now (``eval.episodes`` on the task's own success, a claim confirmed on
+        more), append the result to ``eval.jsonl`` and tensorboard, and write ``checkpoints/latest`` (and ``best``
+        when it is the best yet); return the result."""
+        return self.finish_evaluation(self.start_evaluation(), writer)
+
+    def start_evaluation(self, background: bool = False) -> PendingEvaluation:
+        """Begin an evaluation of the policy as it is now, to be recorded by :meth:`finish_evaluation`. With
+        ``background`` a copy of the policy is evaluated in a thread while the caller goes on updating and
+        collecting (the async learner: a confirmed evaluation takes seconds, in which the actor keeps collecting);
+        the agent as evaluated waits in ``checkpoints/candidate``, so ``best`` is the policy that was evaluated."""
+        progress = {
+            "step": self.step,
+            "episode": self.episode,
+            "updates": self.agent.num_updates,
+            "intervention_steps": self.intervention_steps,
+            "intervention_share": self.intervention_steps / max(self.step, 1),
+        }
+        if self.reward_wrapper is not None:  # what the learned reward declared over the run (train episodes)
+            progress.update(
+                {f"reward_{k}": v for k, v in self.reward_counts.items()},
+                reward_threshold=self.reward_wrapper.model.threshold,
+            )
+        while self._next_eval <= self.step:
+            self._next_eval += int(self.cfg.eval.every)
+        if not background:
+            policy = lambda o: self.agent.act(o, deterministic=True)  # noqa: E731
+            return PendingEvaluation(lambda: self._evaluate_policy(policy), progress)
+        if self._eval_agent is None:  # acts for the evaluations; the learner's agent goes on updating meanwhile
+            self._eval_agent = SAC(self.env.observation_space, self.env.action_space, self.agent.cfg)
+        self._eval_agent.load_policy_weights(self.agent.policy_weights())  # copied here, before the thread starts
+        candidate = self.run_dir / "checkpoints" / "candidate"
+        self.save_checkpoint(candidate, with_trainer_state=False)
+        agent = self._eval_agent
+        policy = lambda o: agent.act(o, deterministic=True)  # noqa: E731
+        return PendingEvaluation(lambda: self._evaluate_policy(policy), progress, candidate, background=True)
+
+    def _evaluate_policy(self, policy) -> dict[str, Any]:
+        """``eval.episodes`` episodes of ``policy``, and a claim confirmed on more (:meth:`_needs_confirmation`);
+        ``score`` is the confirmed figure where there is one."""
         cfg = self.cfg
-        start = time.perf_counter()
-        policy = lambda o: self.agent.act(o, deterministic=True)  # noqa: E731
         result = evaluate(policy, self.eval_env, int(cfg.eval.episodes), seed=int(cfg.seed) + 100_000)
         if self._needs_confirmation(result["success_rate"]):  # the same episodes for every candidate: paired
             more = evaluate(policy, self.eval_env, self._confirm_episodes, seed=int(cfg.seed) + 200_000)
             result.update({f"confirm_{k}": more[k] for k in ("success_rate", "success_ci_low", "success_ci_high")})
             result.update(confirm_episodes=more["episodes"], confirm_failed_seeds=more["failed_seeds"])
         result["score"] = result.get("confirm_success_rate", result["success_rate"])
-        result.update(
-            step=self.step,
-            episode=self.episode,
-            updates=self.agent.num_updates,
-            eval_seconds=time.perf_counter() - start,
-            intervention_steps=self.intervention_steps,
-            intervention_share=self.intervention_steps / max(self.step, 1),
-        )
-        if self.reward_wrapper is not None:  # what the learned reward declared over the run (train episodes)
-            result.update(
-                {f"reward_{k}": v for k, v in self.reward_counts.items()},
-                reward_threshold=self.reward_wrapper.model.threshold,
-            )
+        return result
+
+    def finish_evaluation(self, pending: PendingEvaluation, writer) -> dict[str, Any]:
+        """Wait for ``pending`` and record it: ``eval.jsonl``, tensorboard, ``checkpoints/latest`` (now) and
+        ``best`` (the evaluated policy) when its score is the best yet; return the result."""
+        result = {**pending.result(), **pending.progress, "eval_seconds": time.perf_counter() - pending.started}
         self.history.append(result)
         for k in ("success_rate", "return_mean", "length_mean", "cycle_time_s", "confirm_success_rate"):
             if k in result and not math.isnan(result[k]):
-                writer.add_scalar(f"eval/{k}", result[k], self.step)
+                writer.add_scalar(f"eval/{k}", result[k], result["step"])
         with open(self.run_dir / "eval.jsonl", "a") as f:
             f.write(json.dumps(result) + "\n")
-        while self._next_eval <= self.step:
-            self._next_eval += int(cfg.eval.every)
         self.save_checkpoint(self.run_dir / "checkpoints" / "latest")
         # A tie goes to the newer policy: 100 episodes cannot rank policies near 100%, more training can (README
         # "Default training": a 6k best kept on ties scored 97.1% over 1,000 episodes, that run's 20k latest 99.6%).
+        best = self.run_dir / "checkpoints" / "best"
         if result["score"] >= self.best_success:
             self.best_success = result["score"]
-            self.save_checkpoint(self.run_dir / "checkpoints" / "best", with_trainer_state=False)
+            if pending.candidate is not None:
+                replace_dir(pending.candidate, best)
+            else:
+                self.save_checkpoint(best, with_trainer_state=False)
+        elif pending.candidate is not None:
+            shutil.rmtree(pending.candidate, ignore_errors=True)
         self.plot_curve()
+        return result
 
     @property
     def _confirm_episodes(self) -> int:

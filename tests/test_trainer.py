@@ -117,6 +117,50 @@ def test_best_goes_to_the_newer_of_tied_scores_and_never_to_a_lower_one(toy_task
     assert load_state(tmp_path / "checkpoints/best/agent")["num_updates"] == 4 and tr.best_success == 1.0
 
 
+def test_a_background_evaluation_records_the_policy_it_evaluated_while_the_agent_goes_on(
+    toy_task, tmp_path, monkeypatch
+):
+    """``start_evaluation(background=True)`` evaluates a copy of the policy in a thread: the learner's agent changes
+    meanwhile (here by hand, as updates would), yet the evaluation acts with the weights it began with, its record
+    carries the step and update count of then, ``best`` holds the evaluated agent and ``latest`` the agent of now."""
+    import threading
+
+    import robot_rl.trainer as trainer_module
+
+    tr = Trainer(toy_cfg(toy_task, tmp_path, **{"eval.confirm": 0}), tmp_path)
+    obs, _ = tr.eval_env.reset(seed=0)
+    before = tr.agent.act(obs, deterministic=True)
+    changed, acted = threading.Event(), []
+
+    def held(policy, env, episodes, seed, **kw):
+        assert changed.wait(60)  # the agent has changed by now
+        acted.append(policy(obs))
+        return {"success_rate": 0.8, "episodes": episodes, "failed_seeds": [], "return_mean": 0.8,
+                "length_mean": 1.0, "cycle_time_s": 1.0}  # fmt: skip
+
+    monkeypatch.setattr(trainer_module, "evaluate", held)
+    tr.agent.num_updates, tr.step = 7, 1000
+    pending = tr.start_evaluation(background=True)
+    assert not tr.eval_due  # the next evaluation is scheduled from the step it began at
+    with torch.no_grad():  # what updates would do while it runs
+        for p in tr.agent.actor.parameters():
+            p.add_(0.5)
+    tr.agent.num_updates, tr.step = 19, 1003
+    changed.set()
+
+    class Writer:
+        def add_scalar(self, *a):
+            pass
+
+    h = tr.finish_evaluation(pending, Writer())
+    np.testing.assert_array_equal(acted[0], before)
+    assert not np.allclose(tr.agent.act(obs, deterministic=True), before)
+    assert (h["step"], h["updates"], h["score"]) == (1000, 7, 0.8) and tr.history == [h]
+    assert load_state(tmp_path / "checkpoints/best/agent")["num_updates"] == 7
+    assert load_state(tmp_path / "checkpoints/latest/agent")["num_updates"] == 19
+    assert not (tmp_path / "checkpoints/candidate").exists()
+
+
 def test_demos_are_kept_in_a_store_and_load_back(toy_task, tmp_path):
     first = Trainer(toy_cfg(toy_task, tmp_path), tmp_path / "a")
     first.collect_demos()

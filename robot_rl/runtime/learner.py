@@ -29,7 +29,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -44,6 +44,9 @@ from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
 from robot_rl.utils.checkpoint import checkpoint_path
 from robot_rl.utils.config import CONFIG_DIR, load_run_config, run_process_args
 from robot_rl.utils.signals import ctrl_c_stops
+
+if TYPE_CHECKING:
+    from robot_rl.trainer import PendingEvaluation
 
 STORE_SYNC = ("auto", "file", "transport")
 REPLICA_MARK = "online.replica"
@@ -111,6 +114,10 @@ class Learner:
         self.refresh_steps = max(1, int(rt.get("max_weight_lag_steps", 300)) // 3)
         self.replica: EpisodeStore | None = None  # transport sync: our copy of the actor's store
         self._stop_sent: PeerChannel | None = None  # the connection already told to stop (eval.stop_at_success)
+        # evaluations in a thread on a copy of the policy, so updates (and fresh weights for the actor, which keeps
+        # collecting) do not pause for them (Trainer.start_evaluation)
+        self.eval_background = bool(rt.get("eval_background", True))
+        self.evaluating: PendingEvaluation | None = None
 
     @staticmethod
     def log(msg: str) -> None:
@@ -270,17 +277,11 @@ class Learner:
                 )
             )
             tr.log_episode(self.writer, stats)
-            if tr.eval_due:
-                tr.evaluate_and_checkpoint(self.writer)
-                h = tr.history[-1]
-                self.log(f"step {tr.step}: {eval_summary(h)}, {tr.agent.num_updates} updates")
-                if tr.target_reached() and self._stop_sent is not ch:  # eval.stop_at_success, as in one process
-                    # once per connection: a second stop could reach the actor as the answer to its "done" and let
-                    # it leave before this learner's final evaluation and checkpoint
-                    self.log("eval.stop_at_success reached: stopping the actor")
-                    ch.send("stop")
-                    self._stop_sent = ch
+            if tr.eval_due and self.evaluating is None:
+                self.evaluating = tr.start_evaluation(background=self.eval_background)
+                self._finish_evaluation(ch)
         elif msg.kind == "done":
+            self._finish_evaluation(ch, wait=True)
             if not tr.history or tr.history[-1]["step"] != tr.step:  # (the last episode may have just evaluated)
                 tr.evaluate_and_checkpoint(self.writer)
             self.log(f"done at step {tr.step}: {eval_summary(tr.history[-1])}")
@@ -288,6 +289,22 @@ class Learner:
             ch.flush()
             return True
         return False
+
+    def _finish_evaluation(self, ch: PeerChannel, wait: bool = False) -> None:
+        """Record the evaluation under way once it has finished (``wait``: wait for it), and stop the actor when it
+        reached ``eval.stop_at_success``."""
+        tr, pending = self.trainer, self.evaluating
+        if pending is None or not (wait or pending.done()):
+            return
+        self.evaluating = None
+        h = tr.finish_evaluation(pending, self.writer)
+        self.log(f"step {h['step']}: {eval_summary(h)}, {h['updates']} updates (now {tr.agent.num_updates})")
+        if tr.target_reached() and self._stop_sent is not ch:  # eval.stop_at_success, as in one process
+            # once per connection: a second stop could reach the actor as the answer to its "done" and let it leave
+            # before this learner's final evaluation and checkpoint
+            self.log("eval.stop_at_success reached: stopping the actor")
+            ch.send("stop")
+            self._stop_sent = ch
 
     def _send_weights(self, ch: PeerChannel, force: bool = False) -> None:
         """Every ``weights_every`` updates; and while the data allows no update (before ``learning_starts``), the
@@ -338,6 +355,7 @@ class Learner:
                     ch.close()
                     return False
                 msg = ch.recv()
+            self._finish_evaluation(ch)
             self._send_weights(ch)
         return False
 

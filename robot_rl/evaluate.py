@@ -4,6 +4,8 @@ of the failed episodes, optionally an MP4 (of every episode, or of the failures 
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,9 @@ def evaluate(
     }
 
 
+EVAL_SEED, CONFIRM_SEED = 100_000, 200_000  # added to a run's seed: its evaluation and confirmation episodes
+
+
 def claims_confirmation(rate: float, best: float, stop_at: float | None, confirm_from: float) -> bool:
     """Whether an evaluation's success ``rate`` is to be confirmed on more episodes: it would make a new best (at
     least ``best``, the best confirmed figure so far) or reach ``stop_at`` (None: no stop rule), and it is
@@ -91,6 +96,61 @@ def claims_confirmation(rate: float, best: float, stop_at: float | None, confirm
     better and a stop is earned, not a lucky draw of a few episodes."""
     claims = rate >= best or (stop_at is not None and rate >= stop_at)
     return claims and rate >= confirm_from
+
+
+def evaluate_claim(
+    policy: Policy,
+    env: gym.Env,
+    episodes: int,
+    seed: int,
+    confirm_episodes: int,
+    best: float,
+    stop_at: float | None,
+    confirm_from: float,
+) -> dict[str, Any]:
+    """A training run's evaluation: ``episodes`` episodes of ``policy`` from the run's ``seed`` (+ EVAL_SEED) and,
+    where their rate claims (:func:`claims_confirmation`), ``confirm_episodes`` more (0: none), the same episodes for
+    every candidate (+ CONFIRM_SEED), so claims compare paired. ``score`` is the confirmed rate where there is one."""
+    result = evaluate(policy, env, episodes, seed=seed + EVAL_SEED)
+    if confirm_episodes > 0 and claims_confirmation(result["success_rate"], best, stop_at, confirm_from):
+        more = evaluate(policy, env, confirm_episodes, seed=seed + CONFIRM_SEED)
+        result.update({f"confirm_{k}": more[k] for k in ("success_rate", "success_ci_low", "success_ci_high")})
+        result.update(confirm_episodes=more["episodes"], confirm_failed_seeds=more["failed_seeds"])
+    result["score"] = result.get("confirm_success_rate", result["success_rate"])
+    return result
+
+
+class PendingEvaluation:
+    """An evaluation begun by ``Trainer.start_evaluation``: ``fn`` run now, or in a thread with ``background``.
+    ``progress`` is the run's state when it began (step, updates, ...), recorded with the result; ``candidate`` the
+    checkpoint of the evaluated agent (background only)."""
+
+    def __init__(self, fn, progress: dict[str, Any], candidate: Path | None = None, background: bool = False):
+        self.progress, self.candidate, self.started = progress, candidate, time.perf_counter()
+        self._result: dict[str, Any] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="evaluation", daemon=True)
+        if background:
+            self._thread.start()
+        else:
+            self._run(fn)
+
+    def _run(self, fn) -> None:
+        try:
+            self._result = fn()
+        except BaseException as e:  # raised again in the caller's thread by result()
+            self._error = e
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self) -> dict[str, Any]:
+        """The evaluation's figures, once it has finished (waits); an error in the evaluation is raised here."""
+        if self._thread.ident is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
 
 
 def _numbers(info: dict[str, Any]) -> dict[str, float]:

@@ -18,7 +18,6 @@ import math
 import os
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ from robot_rl.data.episode import intervention_segments, penalize_takeovers, tri
 from robot_rl.data.replay import ReplayBuffer, mixed_batches
 from robot_rl.data.store import EpisodeStore
 from robot_rl.envs.make import expert_action, find_wrapper, make_env
-from robot_rl.evaluate import claims_confirmation, eval_summary, evaluate, plot_history
+from robot_rl.evaluate import PendingEvaluation, eval_summary, evaluate_claim, plot_history
 from robot_rl.hil.intervention import InterventionWrapper
 from robot_rl.rewards.refine import record_refinements
 from robot_rl.rewards.shaping import PotentialShaping
@@ -74,39 +73,6 @@ def eval_task(cfg: DictConfig) -> Any:
     other = cfg.copy()
     other.task = config_group("task", str(name))  # its ${obs} resolves against this run's config
     return other.task
-
-
-class PendingEvaluation:
-    """An evaluation begun by :meth:`Trainer.start_evaluation`: ``fn`` run now, or in a thread with ``background``.
-    ``progress`` is the run's state when it began (step, updates, ...), recorded with the result; ``candidate`` the
-    checkpoint of the evaluated agent (background only)."""
-
-    def __init__(self, fn, progress: dict[str, Any], candidate: Path | None = None, background: bool = False):
-        self.progress, self.candidate, self.started = progress, candidate, time.perf_counter()
-        self._result: dict[str, Any] | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn,), name="evaluation", daemon=True)
-        if background:
-            self._thread.start()
-        else:
-            self._run(fn)
-
-    def _run(self, fn) -> None:
-        try:
-            self._result = fn()
-        except BaseException as e:  # raised again in the caller's thread by result()
-            self._error = e
-
-    def done(self) -> bool:
-        return not self._thread.is_alive()
-
-    def result(self) -> dict[str, Any]:
-        """The evaluation's figures, once it has finished (waits); an error in the evaluation is raised here."""
-        if self._thread.ident is not None:
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._result
 
 
 class Trainer:
@@ -472,16 +438,16 @@ class Trainer:
         return PendingEvaluation(lambda: self._evaluate_policy(policy), progress, candidate, background=True)
 
     def _evaluate_policy(self, policy) -> dict[str, Any]:
-        """``eval.episodes`` episodes of ``policy``, and a claim confirmed on more (:meth:`_needs_confirmation`);
-        ``score`` is the confirmed figure where there is one."""
-        cfg = self.cfg
-        result = evaluate(policy, self.eval_env, int(cfg.eval.episodes), seed=int(cfg.seed) + 100_000)
-        if self._needs_confirmation(result["success_rate"]):  # the same episodes for every candidate: paired
-            more = evaluate(policy, self.eval_env, self._confirm_episodes, seed=int(cfg.seed) + 200_000)
-            result.update({f"confirm_{k}": more[k] for k in ("success_rate", "success_ci_low", "success_ci_high")})
-            result.update(confirm_episodes=more["episodes"], confirm_failed_seeds=more["failed_seeds"])
-        result["score"] = result.get("confirm_success_rate", result["success_rate"])
-        return result
+        """``eval.episodes`` episodes of ``policy``, a claim of a new best or of ``eval.stop_at_success`` confirmed
+        on ``eval.confirm`` x more (:func:`~robot_rl.evaluate.evaluate_claim`)."""
+        ev = self.cfg.eval
+        stop_at = None if ev.get("stop_at_success") is None else float(ev.stop_at_success)
+        episodes = int(ev.episodes)
+        confirm = int(ev.get("confirm", 0) or 0) * episodes
+        confirm_from = float(ev.get("confirm_from", 0.5))
+        return evaluate_claim(
+            policy, self.eval_env, episodes, int(self.cfg.seed), confirm, self.best_success, stop_at, confirm_from
+        )
 
     def finish_evaluation(self, pending: PendingEvaluation, writer) -> dict[str, Any]:
         """Wait for ``pending`` and record it: ``eval.jsonl``, tensorboard, ``checkpoints/latest`` (now) and
@@ -507,19 +473,6 @@ class Trainer:
             shutil.rmtree(pending.candidate, ignore_errors=True)
         self.plot_curve()
         return result
-
-    @property
-    def _confirm_episodes(self) -> int:
-        """Episodes of a confirmation: ``eval.confirm`` x ``eval.episodes`` (0: off)."""
-        return int(self.cfg.eval.get("confirm", 0) or 0) * int(self.cfg.eval.episodes)
-
-    def _needs_confirmation(self, success: float) -> bool:
-        """Whether an evaluation's ``success`` would make a new best checkpoint or stop the run, at
-        ``eval.confirm_from`` or above (:func:`~robot_rl.evaluate.claims_confirmation`), with confirmations on."""
-        target = self.cfg.eval.get("stop_at_success")
-        stop_at = None if target is None else float(target)
-        confirm_from = float(self.cfg.eval.get("confirm_from", 0.5))
-        return self._confirm_episodes > 0 and claims_confirmation(success, self.best_success, stop_at, confirm_from)
 
     # ----------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: Path, with_trainer_state: bool = True) -> None:

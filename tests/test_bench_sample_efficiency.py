@@ -126,7 +126,8 @@ def test_sb3_rows_confirm_their_claims_as_our_trainer_does(tmp_path, monkeypatch
     def scripted(policy, env, episodes, seed, **kw):
         asked.append(episodes)
         rate = next(rates)
-        return {"success_rate": rate, "episodes": episodes, "failed_seeds": []}
+        return {"success_rate": rate, "success_ci_low": rate, "success_ci_high": rate, "episodes": episodes,
+                "failed_seeds": []}  # fmt: skip
 
     monkeypatch.setattr(evaluate_module, "evaluate", scripted)
     s, extra = _settings(True, ["task=reach", "budget=400", "eval_every=50", "eval_episodes=4", "threads=1"])

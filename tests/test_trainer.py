@@ -93,7 +93,7 @@ def test_best_and_stop_claims_are_confirmed_on_the_same_larger_set(toy_task, tmp
 def test_best_goes_to_the_newer_of_tied_scores_and_never_to_a_lower_one(toy_task, tmp_path, monkeypatch):
     """Confirmed scores 0.6, 1.0, 0.9, 1.0, 0.95 at updates 1-5: ``best`` is the second 1.0 (100 episodes cannot rank
     policies near 100%; the newer has trained longer), never a later lower score."""
-    import robot_rl.trainer as trainer_module
+    import robot_rl.evaluate as evaluate_module
 
     rates = iter([0.6, 0.6, 1.0, 1.0, 0.9, 1.0, 1.0, 0.95])  # each evaluation, then its confirmation if it claims
 
@@ -102,7 +102,7 @@ def test_best_goes_to_the_newer_of_tied_scores_and_never_to_a_lower_one(toy_task
         return {"success_rate": rate, "success_ci_low": rate, "success_ci_high": rate, "episodes": episodes,
                 "failed_seeds": [], "return_mean": rate, "length_mean": 1.0, "cycle_time_s": 1.0}  # fmt: skip
 
-    monkeypatch.setattr(trainer_module, "evaluate", scripted)
+    monkeypatch.setattr(evaluate_module, "evaluate", scripted)
     tr = Trainer(toy_cfg(toy_task, tmp_path, **{"eval.confirm_from": 0.5}), tmp_path)
 
     class Writer:
@@ -125,7 +125,7 @@ def test_a_background_evaluation_records_the_policy_it_evaluated_while_the_agent
     carries the step and update count of then, ``best`` holds the evaluated agent and ``latest`` the agent of now."""
     import threading
 
-    import robot_rl.trainer as trainer_module
+    import robot_rl.evaluate as evaluate_module
 
     tr = Trainer(toy_cfg(toy_task, tmp_path, **{"eval.confirm": 0}), tmp_path)
     obs, _ = tr.eval_env.reset(seed=0)
@@ -138,7 +138,7 @@ def test_a_background_evaluation_records_the_policy_it_evaluated_while_the_agent
         return {"success_rate": 0.8, "episodes": episodes, "failed_seeds": [], "return_mean": 0.8,
                 "length_mean": 1.0, "cycle_time_s": 1.0}  # fmt: skip
 
-    monkeypatch.setattr(trainer_module, "evaluate", held)
+    monkeypatch.setattr(evaluate_module, "evaluate", held)
     tr.agent.num_updates, tr.step = 7, 1000
     pending = tr.start_evaluation(background=True)
     assert not tr.eval_due  # the next evaluation is scheduled from the step it began at

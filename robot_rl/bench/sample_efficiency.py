@@ -150,7 +150,7 @@ def _train_sb3(
 
     from robot_rl.cli import compose
     from robot_rl.envs.make import make_env
-    from robot_rl.evaluate import claims_confirmation, evaluate
+    from robot_rl.evaluate import EVAL_SEED, evaluate, evaluate_claim
     from robot_rl.trainer import set_threads
 
     cfg = compose("train", [f"task={s['task']}", f"seed={seed}"] + extra)
@@ -191,12 +191,10 @@ def _train_sb3(
         def _on_step(self) -> bool:
             if self.num_timesteps >= self.next_eval and bool(self.locals["dones"][0]):
                 policy = lambda o: model.predict(prep(o["state"]), deterministic=True)[0]  # noqa: E731
-                res = evaluate(policy, eval_env, s["eval_episodes"], seed=seed + 100_000)
-                rate = res["success_rate"]
-                if confirm_episodes and claims_confirmation(rate, self.best, TARGET, float(cfg.eval.confirm_from)):
-                    more = evaluate(policy, eval_env, confirm_episodes, seed=seed + 200_000)
-                    res["confirm_success_rate"] = more["success_rate"]
-                res["score"] = res.get("confirm_success_rate", rate)
+                confirm_from = float(cfg.eval.confirm_from)
+                res = evaluate_claim(
+                    policy, eval_env, s["eval_episodes"], seed, confirm_episodes, self.best, TARGET, confirm_from
+                )
                 self.best = max(self.best, res["score"])
                 history.append(dict(res, step=self.num_timesteps))
                 while self.next_eval <= self.num_timesteps:
@@ -213,7 +211,7 @@ def _train_sb3(
                     lambda o: model.predict(prep(o["state"]), deterministic=True)[0],
                     eval_env,
                     s["eval_episodes"],
-                    seed=seed + 100_000,
+                    seed=seed + EVAL_SEED,
                 ),
                 step=model.num_timesteps,
             )

@@ -29,7 +29,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -37,16 +37,13 @@ from omegaconf import OmegaConf
 from robot_rl.collect import Collected, episode_source
 from robot_rl.data.episode import EpisodeBuilder
 from robot_rl.data.store import EpisodeStore, StoreError
-from robot_rl.evaluate import eval_summary
+from robot_rl.evaluate import PendingEvaluation, eval_summary
 from robot_rl.runtime.messages import Message, MessageError, check_arrays, split_obs
 from robot_rl.runtime.rate import RateLimiter
 from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
 from robot_rl.utils.checkpoint import checkpoint_path
 from robot_rl.utils.config import CONFIG_DIR, load_run_config, run_process_args
 from robot_rl.utils.signals import ctrl_c_stops
-
-if TYPE_CHECKING:
-    from robot_rl.trainer import PendingEvaluation
 
 STORE_SYNC = ("auto", "file", "transport")
 REPLICA_MARK = "online.replica"

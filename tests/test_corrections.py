@@ -266,3 +266,24 @@ def test_q_filter_clones_only_rows_whose_action_the_critic_rates_above_the_polic
     assert m["bc_rows"] == kept.sum()
     expected = ((policy_mean - action).square().mean(-1) * kept).sum() / kept.sum()
     torch.testing.assert_close(m["bc_loss"], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_one_actor_pass_gives_the_sample_and_the_mean_that_two_passes_give(residual):
+    """The actor loss clones ``tanh(mu)`` from the pass that draws the sample (``with_mean``): the same values as a
+    sampling pass and a deterministic pass, for the plain and the residual actor."""
+    from robot_rl.agents.networks import TanhGaussianActor
+    from robot_rl.agents.residual import ResidualActor
+
+    torch.manual_seed(0)
+    actor = TanhGaussianActor(6, 2, (32, 32))
+    if residual:
+        actor = ResidualActor(actor, 2, scale=0.3)
+    feat = torch.randn(16, 6)
+    torch.manual_seed(1)
+    action, logp, mean = actor(feat, with_mean=True)
+    torch.manual_seed(1)
+    action2, logp2 = actor(feat)
+    mean2, _ = actor(feat, deterministic=True)
+    for got, want in ((action, action2), (logp, logp2), (mean, mean2)):
+        torch.testing.assert_close(got, want)

@@ -116,7 +116,8 @@ class TanhGaussianActor(nn.Module):
     """Squashed Gaussian policy: ``a = tanh(mu + sigma * eps)``, actions in ``(-1, 1)``.
 
     ``forward(feat (B, F))`` returns ``(action (B, A), log_prob (B,))`` sampled with the reparameterisation
-    trick, or the deterministic ``tanh(mu)`` (and a zero log-prob) when ``deterministic``.
+    trick, or the deterministic ``tanh(mu)`` (and a zero log-prob) when ``deterministic``; ``with_mean`` adds
+    ``tanh(mu)`` to a sample, from the same pass (what behaviour cloning in the actor loss compares).
     """
 
     def __init__(
@@ -132,14 +133,17 @@ class TanhGaussianActor(nn.Module):
         self.net = mlp(in_dim, hidden_dims, 2 * action_dim, layer_norm)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
-    def forward(self, feat: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, feat: torch.Tensor, deterministic: bool = False, with_mean: bool = False
+    ) -> tuple[torch.Tensor, ...]:
         mu, log_std = self.net(feat).float().chunk(2, dim=-1)  # the distribution in float32, also under autocast
         if deterministic:
             return torch.tanh(mu), torch.zeros(mu.shape[0], device=mu.device)
         log_std = self._squash(log_std)
         std = log_std.exp()
         u = mu + std * torch.randn_like(mu)
-        return torch.tanh(u), self._log_prob(u, mu, log_std, std)
+        sample = torch.tanh(u), self._log_prob(u, mu, log_std, std)
+        return (*sample, torch.tanh(mu)) if with_mean else sample
 
     def mean_log_prob(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """``log N(action; tanh(mu), sigma)`` ``(B,)`` of given actions ``(B, A)``: the likelihood IQL's policy

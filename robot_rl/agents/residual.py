@@ -57,9 +57,12 @@ class ResidualActor(nn.Module):
         self.inner, self.action_dim, self.scale = inner, int(action_dim), float(scale)
         self.register_buffer("gain", torch.ones(()))
 
-    def forward(self, feat: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        a, logp = self.inner(feat, deterministic=deterministic)
-        return compose(feat[:, -self.action_dim :], a, self.scale, self.gain), logp
+    def forward(
+        self, feat: torch.Tensor, deterministic: bool = False, with_mean: bool = False
+    ) -> tuple[torch.Tensor, ...]:
+        a, logp, *mean = self.inner(feat, deterministic=deterministic, with_mean=with_mean)
+        base = feat[:, -self.action_dim :]
+        return compose(base, a, self.scale, self.gain), logp, *[compose(base, m, self.scale, self.gain) for m in mean]
 
     def mean_log_prob(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         raise ValueError("a residual actor has no advantage-weighted regression: use loss sac or cql")

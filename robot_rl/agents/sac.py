@@ -395,11 +395,12 @@ class SAC(OfflineSteps, Agent):
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """The actor's loss (through the critic with its parameters detached: the actor needs dQ/da, not
         dQ/dtheta), the temperature's loss and their metrics, on features ``feat`` ``(B, F)`` without gradients."""
-        action, logp = self.actor(feat)
+        clone = self.cfg.bc_weight > 0 and "is_intervention" in batch
+        action, logp, *mean = self.actor(feat, with_mean=clone)  # one pass gives the sample and the mean
         q = self._actor_q(feat, action)
         actor_loss = (self.alpha * logp - q).mean()
         metrics = {}
-        if self.cfg.bc_weight > 0 and "is_intervention" in batch:
+        if clone:
             mask = batch["is_intervention"]
             if self.cfg.bc_on_demos and "from_demo" in batch:
                 mask = torch.maximum(mask, batch["from_demo"])
@@ -408,8 +409,7 @@ class SAC(OfflineSteps, Agent):
                 with torch.no_grad():
                     mask = mask * (self._actor_q(feat, data_action) > q.detach()).to(mask.dtype)
             # A batch without a row to clone adds 0. No branch on the data: it would split a compiled graph.
-            mean_action, _ = self.actor(feat, deterministic=True)
-            err = (mean_action - data_action).square().mean(dim=-1)
+            err = (mean[0] - data_action).square().mean(dim=-1)
             bc = (err * mask).sum() / mask.sum().clamp_min(1.0)
             actor_loss = actor_loss + self.cfg.bc_weight * bc
             metrics = {"bc_loss": bc.detach(), "bc_rows": mask.sum()}

@@ -5,7 +5,8 @@ another, under the same ``torch.set_num_threads(threads)``; repeats go round-rob
 background load hits every row alike, and each row reports the median over repeats. Rows:
 
 * ``rlpd_utd1``: ours, RLPD (10 LayerNorm critics, 2 sampled for the target, actor on the ensemble mean), UTD=1;
-  one update = one critic step + one actor/temperature step, on pre-built random batches (data not timed).
+  one update = one critic step + one actor/temperature step, on pre-built random batches (data not timed) that carry
+  what training batches carry, so the actor's behaviour-cloning term runs as it does in training (on no row here).
 * ``rlpd_utd4``: the same at UTD=4, counted in critic steps (the actor step amortised over 4), as RLPD trains. Its
   ratio to SB3 is per env step (``update_calls_per_s``: 4 critic steps + 1 actor step, against SB3's 1 + 1), the
   learning each side does per env step; critic steps against SB3's whole updates would compare unlike work.
@@ -184,6 +185,9 @@ def _random_batches(s: dict[str, Any], gen: torch.Generator) -> list[dict[str, A
             "action": torch.rand(b, ad, generator=gen) * 2 - 1,
             "reward": torch.rand(b, generator=gen),
             "terminated": (torch.rand(b, generator=gen) < 0.01).float(),
+            # what every training batch carries: the behaviour-cloning term runs (on no row, as without a person)
+            "is_intervention": torch.zeros(b),
+            "from_demo": (torch.arange(b) < b // 2).float(),
         }
         for _ in range(max(1, s["num_batches"]))
     ]

@@ -108,6 +108,7 @@ class Trainer:
         self.best_success = -1.0
         self._next_eval = int(cfg.eval.every)
         self._eval_agent: SAC | None = None  # a copy of the policy for background evaluations (start_evaluation)
+        self.evaluating: PendingEvaluation | None = None  # the evaluation under way (start_evaluation_if_due)
         self._refinements_logged = 0
         self.restored: dict[Path, int] = {}  # on resume: the episodes taken from each online store
 
@@ -436,6 +437,21 @@ class Trainer:
         agent = self._eval_agent
         policy = lambda o: agent.act(o, deterministic=True)  # noqa: E731
         return PendingEvaluation(lambda: self._evaluate_policy(policy), progress, candidate, background=True)
+
+    def start_evaluation_if_due(self, background: bool) -> None:
+        """For loops that go on while an evaluation runs (the async learner, the fleet): begin one when it is due
+        and none is under way; :meth:`poll_evaluation` records it."""
+        if self.eval_due and self.evaluating is None:
+            self.evaluating = self.start_evaluation(background)
+
+    def poll_evaluation(self, writer, wait: bool = False) -> dict[str, Any] | None:
+        """Record the evaluation under way once it has finished (``wait``: wait for it) and return its result;
+        None while there is none to record."""
+        pending = self.evaluating
+        if pending is None or not (wait or pending.done()):
+            return None
+        self.evaluating = None
+        return self.finish_evaluation(pending, writer)
 
     def _evaluate_policy(self, policy) -> dict[str, Any]:
         """``eval.episodes`` episodes of ``policy``, a claim of a new best or of ``eval.stop_at_success`` confirmed

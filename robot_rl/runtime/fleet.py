@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from robot_rl.collect import Collected
-from robot_rl.evaluate import PendingEvaluation, eval_summary
+from robot_rl.evaluate import eval_summary
 from robot_rl.runtime.messages import MessageError, check_arrays, decode, encode, join_obs, split_obs
 from robot_rl.utils.config import load_run_config
 
@@ -225,7 +225,6 @@ class Fleet:
             )
         self.weights_every = max(1, int(rt.weights_every))
         self.eval_background = bool(rt.get("eval_background", True))
-        self.evaluating: PendingEvaluation | None = None
         cfg.threads = int(rt.learner_threads)
         self.tr = tr = Trainer(cfg, self.run_dir)
         latest = checkpoint_path(self.run_dir / "checkpoints" / "latest")
@@ -331,12 +330,11 @@ class Fleet:
                     i = pending.pop(ref)
                     idle.add(i)
                     self._answer(i, ref, writer)
-                if tr.eval_due and self.evaluating is None:
-                    self.evaluating = tr.start_evaluation(background=self.eval_background)
-                if self._finish_evaluation(writer) and tr.target_reached():
+                tr.start_evaluation_if_due(self.eval_background)
+                if self._evaluated(writer) and tr.target_reached():
                     self.log("eval.stop_at_success reached: stopping the fleet")
                     break
-            self._finish_evaluation(writer, wait=True)
+            self._evaluated(writer, wait=True)
             self._stop(pending, writer)
             self._write_throughput(
                 time.perf_counter() - t0, sum(self.store_steps) - steps0, tr.agent.num_updates - updates0
@@ -355,15 +353,12 @@ class Fleet:
             if self.owns_ray:
                 self.ray.shutdown()
 
-    def _finish_evaluation(self, writer, wait: bool = False) -> bool:
+    def _evaluated(self, writer, wait: bool = False) -> bool:
         """Record the evaluation under way once it has finished (``wait``: wait for it); whether one was recorded."""
-        pending = self.evaluating
-        if pending is None or not (wait or pending.done()):
-            return False
-        self.evaluating = None
-        h = self.tr.finish_evaluation(pending, writer)
-        self.log(f"step {h['step']}: {eval_summary(h)}, {h['updates']} updates (now {self.tr.agent.num_updates})")
-        return True
+        h = self.tr.poll_evaluation(writer, wait)
+        if h is not None:
+            self.log(f"step {h['step']}: {eval_summary(h)}, {h['updates']} updates (now {self.tr.agent.num_updates})")
+        return h is not None
 
     def _write_throughput(self, seconds: float, env_steps: int, updates: int) -> None:
         """``<run_dir>/fleet.json``: the fleet's env steps and the learner's updates per second over the run (from

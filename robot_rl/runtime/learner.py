@@ -37,7 +37,7 @@ from omegaconf import OmegaConf
 from robot_rl.collect import Collected, episode_source
 from robot_rl.data.episode import EpisodeBuilder
 from robot_rl.data.store import EpisodeStore, StoreError
-from robot_rl.evaluate import PendingEvaluation, eval_summary
+from robot_rl.evaluate import eval_summary
 from robot_rl.runtime.messages import Message, MessageError, check_arrays, split_obs
 from robot_rl.runtime.rate import RateLimiter
 from robot_rl.runtime.transport import PeerChannel, Transport, make_transport
@@ -114,7 +114,6 @@ class Learner:
         # evaluations in a thread on a copy of the policy, so updates (and fresh weights for the actor, which keeps
         # collecting) do not pause for them (Trainer.start_evaluation)
         self.eval_background = bool(rt.get("eval_background", True))
-        self.evaluating: PendingEvaluation | None = None
 
     @staticmethod
     def log(msg: str) -> None:
@@ -274,11 +273,10 @@ class Learner:
                 )
             )
             tr.log_episode(self.writer, stats)
-            if tr.eval_due and self.evaluating is None:
-                self.evaluating = tr.start_evaluation(background=self.eval_background)
-                self._finish_evaluation(ch)
+            tr.start_evaluation_if_due(self.eval_background)
+            self._evaluated(ch)
         elif msg.kind == "done":
-            self._finish_evaluation(ch, wait=True)
+            self._evaluated(ch, wait=True)
             if not tr.history or tr.history[-1]["step"] != tr.step:  # (the last episode may have just evaluated)
                 tr.evaluate_and_checkpoint(self.writer)
             self.log(f"done at step {tr.step}: {eval_summary(tr.history[-1])}")
@@ -287,14 +285,13 @@ class Learner:
             return True
         return False
 
-    def _finish_evaluation(self, ch: PeerChannel, wait: bool = False) -> None:
+    def _evaluated(self, ch: PeerChannel, wait: bool = False) -> None:
         """Record the evaluation under way once it has finished (``wait``: wait for it), and stop the actor when it
         reached ``eval.stop_at_success``."""
-        tr, pending = self.trainer, self.evaluating
-        if pending is None or not (wait or pending.done()):
+        tr = self.trainer
+        h = tr.poll_evaluation(self.writer, wait)
+        if h is None:
             return
-        self.evaluating = None
-        h = tr.finish_evaluation(pending, self.writer)
         self.log(f"step {h['step']}: {eval_summary(h)}, {h['updates']} updates (now {tr.agent.num_updates})")
         if tr.target_reached() and self._stop_sent is not ch:  # eval.stop_at_success, as in one process
             # once per connection: a second stop could reach the actor as the answer to its "done" and let it leave
@@ -352,7 +349,7 @@ class Learner:
                     ch.close()
                     return False
                 msg = ch.recv()
-            self._finish_evaluation(ch)
+            self._evaluated(ch)
             self._send_weights(ch)
         return False
 
